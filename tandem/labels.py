@@ -1,0 +1,74 @@
+"""The shared vocabulary: Pulumi type tokens, Kubernetes labels, taints and metric label names.
+
+Defined once so that components, policies, serving, the gateway and FinOps agree on spelling.
+A label key that drifts between the pool that sets it and the workload that selects on it fails
+only on a real cluster, long after review; importing it from here makes that impossible.
+"""
+
+from __future__ import annotations
+
+PROJECT = "tandem"
+DOMAIN = "tandem.dev"
+
+# Pulumi component type tokens: "tandem:<module>:<Type>".
+TOKEN_PLATFORM = "tandem:platform:Platform"
+TOKEN_CLUSTER = "tandem:cluster:Cluster"
+TOKEN_NETWORK = "tandem:network:Network"
+TOKEN_GPU_NODE_POOL = "tandem:gpu_pools:GpuNodePool"
+TOKEN_KARPENTER = "tandem:gpu_pools:Karpenter"
+TOKEN_GPU_SOFTWARE = "tandem:gpu_pools:GpuSoftware"
+TOKEN_INFERENCE_CLUSTER = "tandem:serving:InferenceCluster"
+TOKEN_KUBERAY_OPERATOR = "tandem:serving:KubeRayOperator"
+TOKEN_USE_CASE = "tandem:use_case:UseCase"
+TOKEN_GATEWAY = "tandem:gateway:Gateway"
+TOKEN_OBSERVABILITY = "tandem:observability:Observability"
+
+# Kubernetes node / pod labels.
+LABEL_POOL = f"{DOMAIN}/pool"
+LABEL_GPU_MODEL = f"{DOMAIN}/gpu-model"
+LABEL_TEAM = f"{DOMAIN}/team"
+LABEL_USE_CASE = f"{DOMAIN}/use-case"
+LABEL_MODEL = f"{DOMAIN}/model"
+LABEL_MODEL_VERSION = f"{DOMAIN}/model-version"
+LABEL_ROLLOUT = f"{DOMAIN}/rollout"
+LABEL_COMPONENT = f"{DOMAIN}/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_CAPACITY_TYPE = f"{DOMAIN}/capacity-type"
+LABEL_WORKLOAD = f"{DOMAIN}/workload"  # serving | training | batch
+
+# GPU scheduling.
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TAINT_KEY = "nvidia.com/gpu"
+GPU_TAINT_VALUE = "true"
+GPU_TAINT_EFFECT = "NoSchedule"
+
+# The one metric label set, everywhere (Prometheus, dashboards, FinOps, gateway).
+METRIC_LABELS = ("team", "use_case", "model", "model_version", "rollout", "pool")
+
+# AWS tags every taggable resource carries (policy: required-tags).
+REQUIRED_TAGS = ("team", "cost-center", "use-case", "environment")
+
+# Namespaces.
+NS_GPU = "gpu-system"
+NS_KARPENTER = "karpenter"
+NS_KUBERAY = "kuberay-system"
+NS_MONITORING = "monitoring"
+NS_GATEWAY = "tandem-gateway"
+NS_SERVING = "tandem-serving"
+
+
+def platform_labels(**extra: str) -> dict[str, str]:
+    """Labels every Kubernetes object Tandem creates carries, so `kubectl -l` finds them all."""
+    labels = {LABEL_MANAGED_BY: "tandem", LABEL_PART_OF: PROJECT}
+    labels.update({k: v for k, v in extra.items() if v})
+    return labels
+
+
+def gpu_toleration() -> dict[str, str]:
+    """The toleration matching the taint every GPU pool carries (Kubernetes wire format)."""
+    return {
+        "key": GPU_TAINT_KEY,
+        "operator": "Exists",
+        "effect": GPU_TAINT_EFFECT,
+    }
