@@ -1,0 +1,517 @@
+"""The typed stack configuration: one pydantic model for the whole platform.
+
+Read from Pulumi config (`tandem:*` keys in `stacks/Pulumi.<stack>.yaml`). Validation happens
+before any resource is registered, and every error names the field path as the user wrote it
+(camelCase, with list indexes), the bad value and what is allowed: a platform engineer should
+fix a config from the message alone, without reading this module.
+
+Pure: no pulumi import at module level (`from_pulumi` imports it lazily).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from gpu_pools.catalog import load_catalog
+
+CONFIG_NAMESPACE = "tandem"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STACKS_DIR = REPO_ROOT / "stacks"
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
+GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA")
+K8S_VERSIONS = ("1.30", "1.31", "1.32", "1.33", "1.34")
+
+
+class ConfigError(ValueError):
+    """A stack config that must not reach the engine. `errors` holds one line per problem."""
+
+    def __init__(self, errors: list[str], source: str = "stack config"):
+        self.errors = errors
+        self.source = source
+        super().__init__(f"invalid {source}:\n" + "\n".join(f"  - {e}" for e in errors))
+
+
+class Model(BaseModel):
+    """Base for every config section: camelCase keys, unknown keys rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+def _known_instance_type(name: str) -> str:
+    catalog = load_catalog()
+    if name not in catalog:
+        raise ValueError(f"not a known GPU instance type; allowed: {', '.join(catalog.names())}")
+    return name
+
+
+InstanceTypeName = Annotated[str, AfterValidator(_known_instance_type)]
+
+
+# --- cluster -------------------------------------------------------------------------------
+
+
+class SystemNodeGroup(Model):
+    instance_type: str = "m7i.large"
+    min_nodes: int = Field(2, ge=1)
+    max_nodes: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SystemNodeGroup:
+        if self.min_nodes > self.max_nodes:
+            raise ValueError(f"minNodes ({self.min_nodes}) must be <= maxNodes ({self.max_nodes})")
+        return self
+
+
+class AccessEntry(Model):
+    principal_arn: str
+    policy: Literal["cluster-admin", "admin", "edit", "view"] = "view"
+    namespaces: list[str] = Field(default_factory=list)
+
+
+class ClusterConfig(Model):
+    mode: Literal["eks", "existing"] = "eks"
+    name: str | None = None
+    kubernetes_version: str = "1.33"
+    # eks mode
+    endpoint_public_access: bool = False
+    public_access_cidrs: list[str] = Field(default_factory=list)
+    log_types: list[Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]] = (
+        Field(default_factory=lambda: ["api", "audit", "authenticator"])
+    )
+    system_node_group: SystemNodeGroup = SystemNodeGroup()
+    access_entries: list[AccessEntry] = Field(default_factory=list)
+    # existing mode
+    kubeconfig: str | None = None
+    context: str | None = None
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _k8s_version(cls, v: str) -> str:
+        if v not in K8S_VERSIONS:
+            raise ValueError(f"{v!r} is not supported; allowed: {', '.join(K8S_VERSIONS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> ClusterConfig:
+        if self.mode == "existing" and not self.kubeconfig:
+            raise ValueError(
+                "kubeconfig is required when mode is 'existing' (a path, or the kubeconfig "
+                "contents as a Pulumi secret)"
+            )
+        if self.mode == "eks" and self.kubeconfig:
+            raise ValueError("kubeconfig is only allowed when mode is 'existing'")
+        if self.public_access_cidrs and not self.endpoint_public_access:
+            raise ValueError("publicAccessCidrs requires endpointPublicAccess: true")
+        return self
+
+
+class NetworkConfig(Model):
+    vpc_cidr: str = "10.42.0.0/16"
+    az_count: int = Field(2, ge=2, le=4)
+    single_nat_gateway: bool = True
+
+
+# --- GPU pools -----------------------------------------------------------------------------
+
+
+class TimeSlicing(Model):
+    replicas: int = Field(..., ge=2, le=48)
+
+
+class GpuSoftwareConfig(Model):
+    """How GPUs become schedulable: the device plugin alone, or the full GPU operator."""
+
+    mode: Literal["device-plugin", "gpu-operator"] = "device-plugin"
+    time_slicing: TimeSlicing | None = None
+    mig_strategy: Literal["none", "single", "mixed"] = "none"
+
+    @model_validator(mode="after")
+    def _mig_needs_operator(self) -> GpuSoftwareConfig:
+        if self.mig_strategy != "none" and self.mode != "gpu-operator":
+            raise ValueError(
+                f"migStrategy {self.mig_strategy!r} needs mode 'gpu-operator' "
+                "(the device plugin alone does not partition GPUs)"
+            )
+        if self.mig_strategy != "none" and self.time_slicing:
+            raise ValueError("timeSlicing and migStrategy are exclusive; choose one")
+        return self
+
+
+class GpuPoolConfig(Model):
+    name: str
+    mechanism: Literal["managed", "karpenter", "existing"] = "managed"
+    instance_types: list[InstanceTypeName] = Field(..., min_length=1)
+    capacity_type: Literal["on-demand", "spot", "reserved"] = "on-demand"
+    min_nodes: int = Field(0, ge=0)
+    max_nodes: int = Field(..., ge=1)
+    desired_nodes: int | None = None
+    workload: Literal["serving", "training", "batch"] = "serving"
+    critical: bool = False
+    fallback_pool: str | None = None
+    team: str = "platform"
+    ami_type: Literal["AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA"] = "AL2023_x86_64_NVIDIA"
+    root_volume_gib: int = Field(200, ge=50, le=16384)
+    efa: bool = False
+    expire_after: str = "720h"
+    consolidate_after: str = "5m"
+    capacity_reservation_ids: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _dns_name(cls, v: str) -> str:
+        if not DNS_LABEL.match(v):
+            raise ValueError(
+                f"{v!r} is not a valid pool name; use lowercase letters, digits and '-', "
+                "starting with a letter, at most 40 characters"
+            )
+        return v
+
+    @field_validator("expire_after", "consolidate_after")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if v != "Never" and not re.fullmatch(r"(\d+(s|m|h))+", v):
+            raise ValueError(f"{v!r} is not a duration; use e.g. '30s', '5m', '720h' or 'Never'")
+        return v
+
+    @model_validator(mode="after")
+    def _pool_rules(self) -> GpuPoolConfig:
+        catalog = load_catalog()
+        if self.min_nodes > self.max_nodes:
+            raise ValueError(f"minNodes ({self.min_nodes}) must be <= maxNodes ({self.max_nodes})")
+        if self.desired_nodes is not None and not (
+            self.min_nodes <= self.desired_nodes <= self.max_nodes
+        ):
+            raise ValueError(
+                f"desiredNodes ({self.desired_nodes}) must be between minNodes "
+                f"({self.min_nodes}) and maxNodes ({self.max_nodes})"
+            )
+        if self.critical and self.capacity_type == "spot":
+            raise ValueError(
+                "capacityType 'spot' is not allowed in a pool marked critical (it serves "
+                "production traffic and spot capacity can be reclaimed with 2 minutes' notice); "
+                "allowed: 'on-demand', 'reserved', or set critical: false and name a fallbackPool"
+            )
+        if self.mechanism == "managed" and len(self.instance_types) > 1:
+            models = {catalog.get(t).gpu.name for t in self.instance_types}
+            if len(models) > 1:
+                raise ValueError(
+                    "a managed node group must use one GPU model; instanceTypes mixes "
+                    f"{', '.join(sorted(models))} (use mechanism 'karpenter' to mix)"
+                )
+        if self.efa:
+            no_efa = [t for t in self.instance_types if not catalog.get(t).efa]
+            if no_efa:
+                raise ValueError(
+                    f"efa: true but {', '.join(no_efa)} do not support EFA; EFA-capable: "
+                    + ", ".join(n for n in catalog.names() if catalog.get(n).efa)
+                )
+        if self.capacity_type == "reserved" and not self.capacity_reservation_ids:
+            raise ValueError("capacityType 'reserved' needs capacityReservationIds")
+        if self.mechanism != "karpenter" and self.expire_after != "720h":
+            raise ValueError("expireAfter applies only to mechanism 'karpenter'")
+        return self
+
+    @property
+    def primary_instance(self) -> str:
+        """The instance type the cost envelope and the scheduling contract assume.
+
+        For a Karpenter pool that may launch several types, the most expensive per node is the
+        conservative choice for a ceiling; GPU count and memory come from the same type.
+        """
+        catalog = load_catalog()
+        return max(self.instance_types, key=lambda t: catalog.get(t).usd_per_hour)
+
+
+# --- budgets, observability, gateway, policies ----------------------------------------------
+
+
+class BudgetConfig(Model):
+    monthly_usd: float = Field(..., gt=0)
+    alert_thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
+    notify: list[str] = Field(default_factory=list)
+
+
+class ObservabilityConfig(Model):
+    enabled: bool = True
+    retention_days: int = Field(15, ge=1, le=400)
+    storage_gib: int = Field(50, ge=5)
+    scrape_interval: str = "30s"
+    remote_write_url: str | None = None
+    grafana: bool = True
+
+
+class GatewayConfig(Model):
+    enabled: bool = True
+    min_replicas: int = Field(2, ge=1)
+    max_replicas: int = Field(10, ge=1)
+    redis: Literal["in-cluster", "elasticache", "none"] = "in-cluster"
+    ingress_host: str | None = None
+    tls_secret: str | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> GatewayConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})"
+            )
+        return self
+
+
+class PolicyConfig(Model):
+    """How the policy pack treats this stack (see docs/policies.md)."""
+
+    enforcement: Literal["advisory", "mandatory", "disabled"] | None = None
+    overrides: dict[str, Literal["advisory", "mandatory", "disabled"]] = Field(default_factory=dict)
+    allowed_instance_families: list[str] = Field(default_factory=list)
+    waivers: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("allowed_instance_families")
+    @classmethod
+    def _families(cls, v: list[str]) -> list[str]:
+        known = load_catalog().families()
+        for i, fam in enumerate(v):
+            if fam not in known:
+                raise ValueError(
+                    f"allowedInstanceFamilies[{i}]: {fam!r} is not a GPU family in the catalog; "
+                    f"allowed: {', '.join(known)}"
+                )
+        return v
+
+
+# --- the platform --------------------------------------------------------------------------
+
+
+class PlatformConfig(Model):
+    environment: Literal["dev", "staging", "prod"]
+    region: str = "us-east-1"
+    tags: dict[str, str] = Field(default_factory=dict)
+    cluster: ClusterConfig = ClusterConfig()
+    network: NetworkConfig = NetworkConfig()
+    gpu_pools: list[GpuPoolConfig] = Field(default_factory=list)
+    gpu_software: GpuSoftwareConfig = GpuSoftwareConfig()
+    budget: BudgetConfig | None = None
+    observability: ObservabilityConfig = ObservabilityConfig()
+    gateway: GatewayConfig = GatewayConfig()
+    policies: PolicyConfig = PolicyConfig()
+    use_cases: list[str] = Field(default_factory=list)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z]{2}(-gov)?-[a-z]+-\d", v):
+            raise ValueError(f"{v!r} is not an AWS region name (e.g. 'us-east-1')")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> PlatformConfig:
+        names = [p.name for p in self.gpu_pools]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"gpuPools: duplicate pool names {', '.join(dupes)}")
+        for i, pool in enumerate(self.gpu_pools):
+            if pool.fallback_pool and pool.fallback_pool not in names:
+                raise ValueError(
+                    f"gpuPools[{i}].fallbackPool: {pool.fallback_pool!r} is not a pool in this "
+                    f"stack; allowed: {', '.join(n for n in names if n != pool.name)}"
+                )
+            if pool.fallback_pool == pool.name:
+                raise ValueError(f"gpuPools[{i}].fallbackPool: a pool cannot fall back to itself")
+            if self.cluster.mode == "existing" and pool.mechanism == "managed":
+                raise ValueError(
+                    f"gpuPools[{i}].mechanism: 'managed' needs cluster.mode 'eks'; with an "
+                    "existing cluster use 'existing' (nodes already labelled) or 'karpenter'"
+                )
+            if self.cluster.mode == "eks" and pool.mechanism == "existing":
+                raise ValueError(
+                    f"gpuPools[{i}].mechanism: 'existing' needs cluster.mode 'existing'; "
+                    "allowed with eks: 'managed', 'karpenter'"
+                )
+        if (
+            self.environment == "prod"
+            and self.cluster.mode == "eks"
+            and self.cluster.endpoint_public_access
+            and not self.cluster.public_access_cidrs
+        ):
+            raise ValueError(
+                "cluster.publicAccessCidrs: a prod cluster with a public API endpoint must "
+                "restrict it to CIDRs (or set endpointPublicAccess: false)"
+            )
+        return self
+
+    def pool(self, name: str) -> GpuPoolConfig:
+        for p in self.gpu_pools:
+            if p.name == name:
+                return p
+        raise KeyError(
+            f"no GPU pool {name!r}; pools: {', '.join(p.name for p in self.gpu_pools) or 'none'}"
+        )
+
+    @property
+    def cluster_name(self) -> str:
+        return self.cluster.name or f"tandem-{self.environment}"
+
+    def base_tags(self) -> dict[str, str]:
+        """AWS tags every taggable resource carries (user tags win over defaults)."""
+        return {"environment": self.environment, "managed-by": "tandem", **self.tags}
+
+
+# --- loading and error formatting ----------------------------------------------------------
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Walk `loc` through the model tree to list the keys allowed where an unknown one was."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
+        if field is None:
+            return None
+        current = _unwrap_model(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(f.alias or n for n, f in current.model_fields.items())
+    return None
+
+
+def _unwrap_model(annotation: Any) -> Any:
+    """The BaseModel inside `list[X]`, `X | None` and the like, or the annotation itself."""
+    args = getattr(annotation, "__args__", None)
+    if args:
+        for arg in args:
+            inner = _unwrap_model(arg)
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                return inner
+    return annotation
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(root)"
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> list[str]:
+    """One line per problem: `path: bad value: what is wrong and what is allowed`."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = _format_loc(loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc)
+            msg = f"unknown key {loc[-1]!r}" + (
+                f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+            )
+            lines.append(f"{path}: {msg}")
+            continue
+        if err["type"] == "missing":
+            lines.append(f"{path}: required field is missing")
+            continue
+        shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        lines.append(f"{path}: {shown}: {msg}")
+    return lines
+
+
+def parse_config(raw: dict[str, Any], source: str = "stack config") -> PlatformConfig:
+    """Validate a raw config mapping (camelCase keys, without the `tandem:` prefix)."""
+    try:
+        return PlatformConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, PlatformConfig), source) from None
+
+
+def stack_file(stack: str) -> Path:
+    return STACKS_DIR / f"Pulumi.{stack}.yaml"
+
+
+def read_stack_file(stack: str) -> dict[str, Any]:
+    """The `config:` block of a stack file, as Pulumi would hand it to the program."""
+    path = stack_file(stack)
+    if not path.exists():
+        known = sorted(
+            p.name[len("Pulumi.") : -len(".yaml")] for p in STACKS_DIR.glob("Pulumi.*.yaml")
+        )
+        raise ConfigError([f"no stack {stack!r}; stacks: {', '.join(known)}"], str(path))
+    with open(path) as fh:
+        doc = yaml.safe_load(fh) or {}
+    return doc.get("config", {}) or {}
+
+
+def namespace_config(flat: dict[str, Any]) -> dict[str, Any]:
+    """`{"tandem:gpuPools": [...], "aws:region": ...}` -> `{"gpuPools": [...], "region": ...}`.
+
+    Keys of other namespaces are ignored except `aws:region`, which seeds `region` so the
+    provider and the platform cannot disagree about where things are.
+    """
+    raw: dict[str, Any] = {}
+    for key, value in flat.items():
+        ns, _, name = key.partition(":")
+        if ns == CONFIG_NAMESPACE:
+            raw[name] = value
+        elif key == "aws:region":
+            raw.setdefault("region", value)
+    return raw
+
+
+def load_stack(stack: str) -> PlatformConfig:
+    """Parse and validate a stack file offline (tandem plan, tests)."""
+    return parse_config(namespace_config(read_stack_file(stack)), str(stack_file(stack)))
+
+
+def pulumi_config_values(flat: dict[str, Any]) -> dict[str, str]:
+    """Stack-file values in the form the Pulumi runtime stores config: strings, JSON for objects."""
+    out = {}
+    for key, value in flat.items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            value = "<secret>"  # offline runs cannot decrypt; the value never matters to a plan
+        out[key] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
+def from_pulumi() -> PlatformConfig:
+    """Read every `tandem:*` key the engine holds for this stack and validate it.
+
+    The language host hands config to the program through `set_all_config` (and older hosts
+    through the PULUMI_CONFIG environment bag); keys may still carry the legacy `:config:` infix.
+    """
+    import pulumi
+    from pulumi.runtime.config import CONFIG, get_config_env
+
+    flat: dict[str, Any] = {}
+    for key, value in {**get_config_env(), **CONFIG.get()}.items():
+        key = key.replace(":config:", ":", 1)
+        try:
+            flat[key] = json.loads(value) if isinstance(value, str) else value
+        except ValueError:
+            flat[key] = value
+    return parse_config(namespace_config(flat), f"config of stack {pulumi.get_stack()!r}")
