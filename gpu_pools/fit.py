@@ -1,0 +1,178 @@
+"""Fit math: does a model's weights plus its KV cache fit the GPUs a replica gets?
+
+Pure arithmetic on an architecture (from `model_sizes.yaml` or a model's config.json), so the plan
+refuses a deployment that vLLM would reject at start-up and crash-loop on, with the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+GIB = 1024**3
+# Memory vLLM needs outside weights and KV cache on each GPU (activations, CUDA context, graphs).
+OVERHEAD_GIB_PER_GPU = 1.0
+
+_WEIGHT_BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "auto": 2.0}
+# Quantized checkpoints: int4 with group scales (~4.5 bits), fp8 one byte.
+_QUANT_BYTES = {"awq": 0.5625, "gptq": 0.5625, "bitsandbytes": 0.5625, "fp8": 1.0}
+_KV_BYTES = {"auto": None, "fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0}
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """The architecture numbers the fit math needs."""
+
+    name: str
+    params: float
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+
+    def kv_bytes_per_token(self, kv_dtype_bytes: float) -> float:
+        """K and V, every layer, every KV head."""
+        return 2 * self.layers * self.kv_heads * self.head_dim * kv_dtype_bytes
+
+
+@cache
+def _table() -> dict[str, dict]:
+    return yaml.safe_load((Path(__file__).with_name("model_sizes.yaml")).read_text())
+
+
+def known_sizes() -> list[str]:
+    return sorted(_table())
+
+
+def size_by_name(name: str) -> ModelSize:
+    row = _table()[name]
+    fields = ("params", "layers", "hidden", "heads", "kv_heads", "head_dim")
+    return ModelSize(name, float(row["params"]), *(int(row[f]) for f in fields[1:]))
+
+
+def lookup(*ids: str) -> ModelSize | None:
+    """Match ids (model id, source, or its last path segment) against names and aliases."""
+    wanted: set[str] = set()
+    for raw in ids:
+        if raw:
+            wanted |= {raw.lower().rstrip("/"), raw.lower().rstrip("/").rsplit("/", 1)[-1]}
+    for name, row in _table().items():
+        keys = {name} | {a.lower() for a in row.get("aliases", [])}
+        keys |= {a.rsplit("/", 1)[-1] for a in keys}
+        if keys & wanted:
+            return size_by_name(name)
+    return None
+
+
+def size_from_config(config: dict | str | Path, name: str = "config.json") -> ModelSize:
+    """Architecture and an estimated parameter count from a Hugging Face config.json."""
+    if not isinstance(config, dict):
+        config = json.loads(Path(config).read_text())
+    hidden = int(config["hidden_size"])
+    layers = int(config["num_hidden_layers"])
+    heads = int(config["num_attention_heads"])
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    head_dim = int(config.get("head_dim") or hidden // heads)
+    inter = int(config.get("intermediate_size") or 4 * hidden)
+    vocab = int(config.get("vocab_size") or 32000)
+    experts = int(config.get("num_local_experts") or 1)
+    attn = hidden * head_dim * (heads * 2 + kv_heads * 2)
+    mlp = 3 * hidden * inter * experts
+    embed = vocab * hidden * (1 if config.get("tie_word_embeddings") else 2)
+    params = float(layers * (attn + mlp + 2 * hidden) + embed)
+    return ModelSize(name, params, layers, hidden, heads, kv_heads, head_dim)
+
+
+def weight_bytes_per_param(dtype: str, quantization: str | None) -> float:
+    if quantization:
+        return _QUANT_BYTES[quantization]
+    return _WEIGHT_BYTES[dtype]
+
+
+def kv_dtype_bytes(kv_cache_dtype: str, dtype: str) -> float:
+    return _KV_BYTES.get(kv_cache_dtype) or _WEIGHT_BYTES[dtype]
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """All in GiB across the replica's GPUs; `fits` when weights + KV + overhead <= budget."""
+
+    model: str
+    gpus: int
+    gpu_memory_gib: float
+    utilization: float
+    weights_gib: float
+    kv_gib: float
+    overhead_gib: float
+    budget_gib: float
+    kv_tokens_needed: int
+    kv_tokens_fit: int
+
+    @property
+    def needed_gib(self) -> float:
+        return self.weights_gib + self.kv_gib + self.overhead_gib
+
+    @property
+    def fits(self) -> bool:
+        return self.needed_gib <= self.budget_gib
+
+    def message(self, max_model_len: int, max_num_seqs: int) -> str:
+        verdict = "fits" if self.fits else "does not fit"
+        text = (
+            f"{self.model} {verdict}: weights {self.weights_gib:.1f} GiB + KV cache "
+            f"{self.kv_gib:.1f} GiB ({max_model_len} tokens x {max_num_seqs} seqs) + overhead "
+            f"{self.overhead_gib:.1f} GiB = {self.needed_gib:.1f} GiB vs {self.gpus} x "
+            f"{self.gpu_memory_gib:g} GiB x {self.utilization:g} = {self.budget_gib:.1f} GiB"
+        )
+        if not self.fits:
+            seqs = self.kv_tokens_fit // max_model_len
+            text += (
+                f"; room for {max(self.kv_tokens_fit, 0)} KV tokens "
+                f"(max_num_seqs <= {max(seqs, 0)} at this max_model_len), or use more GPUs, "
+                "quantization or kv_cache_dtype fp8"
+            )
+        return text
+
+
+def fit(
+    size: ModelSize,
+    *,
+    gpus: int,
+    gpu_memory_gib: float,
+    gpu_memory_utilization: float,
+    max_model_len: int,
+    max_num_seqs: int,
+    dtype: str = "auto",
+    quantization: str | None = None,
+    kv_cache_dtype: str = "auto",
+    extra_weights_gib: float = 0.0,
+) -> FitResult:
+    weights = size.params * weight_bytes_per_param(dtype, quantization) / GIB + extra_weights_gib
+    per_token = size.kv_bytes_per_token(kv_dtype_bytes(kv_cache_dtype, dtype))
+    tokens = max_model_len * max_num_seqs
+    budget = gpus * gpu_memory_gib * gpu_memory_utilization
+    overhead = OVERHEAD_GIB_PER_GPU * gpus
+    room = int((budget - weights - overhead) * GIB / per_token)
+    return FitResult(
+        model=size.name,
+        gpus=gpus,
+        gpu_memory_gib=gpu_memory_gib,
+        utilization=gpu_memory_utilization,
+        weights_gib=weights,
+        kv_gib=tokens * per_token / GIB,
+        overhead_gib=overhead,
+        budget_gib=budget,
+        kv_tokens_needed=tokens,
+        kv_tokens_fit=room,
+    )
+
+
+def lora_gib(size: ModelSize, max_loras: int, max_lora_rank: int, dtype: str = "auto") -> float:
+    """GPU memory vLLM reserves for resident adapters (A and B on q, k, v, o of every layer)."""
+    per_layer = 4 * 2 * size.hidden * max_lora_rank
+    return max_loras * size.layers * per_layer * _WEIGHT_BYTES[dtype] / GIB

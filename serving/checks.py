@@ -1,0 +1,281 @@
+"""Plan-time checks and upgrade surge for one use case against its pool's scheduling contract.
+
+Pure functions that `tandem plan` calls and the policy pack can reuse:
+
+- `run_checks(use_case, contract) -> list[CheckResult]`: every check, passing ones included, each
+  with the numbers in its message. A failing check means the cluster would crash-loop or never
+  schedule, so the plan fails.
+- `upgrade_surge(use_case, contract) -> SurgeResult`: the extra GPUs (and their hourly cost) a
+  RayService upgrade holds while old and new clusters overlap, and whether the pool's max holds
+  them on top of the running footprint.
+
+`contract` may be None for a use case whose deployments all run on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from gpu_pools import fit
+from gpu_pools.contract import SchedulingContract
+from serving.builder import worker_shape
+from serving.spec import ModelDeployment
+from tandem.usecase import UPGRADE_INCREMENTAL, UseCaseSpec
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    use_case: str
+    check: str
+    ok: bool
+    message: str
+    deployment: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SurgeResult:
+    use_case: str
+    strategy: str
+    gpus: int
+    nodes: int
+    hourly_usd: float
+    fits_in_pool: bool
+    message: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def model_size(d: ModelDeployment) -> fit.ModelSize | None:
+    """config.json beats the `size:` key beats matching the id / source against the table."""
+    if d.config_json:
+        return fit.size_from_config(d.config_json, d.model)
+    if d.size:
+        return fit.size_by_name(d.size)
+    return fit.lookup(d.model, d.source)
+
+
+def _same_gpu(spec_gpu: str, pool_gpu: str) -> bool:
+    a, b = spec_gpu.upper(), pool_gpu.upper()
+    return a == b or a.startswith(b + "-") or b.startswith(a + "-") or a.split("-")[0] == b
+
+
+def _check_gpu(d: ModelDeployment, c: SchedulingContract | None) -> tuple[str, bool, str]:
+    if c is None:
+        return "gpu_class", False, f"{d.name} asks for {d.gpu} but the use case has no GPU pool"
+    ok = _same_gpu(d.gpu, c.gpu_model)
+    return (
+        "gpu_class",
+        ok,
+        f"{d.name} asks for {d.gpu}; pool {c.pool} runs {c.gpu_model} ({c.instance_type})",
+    )
+
+
+def _check_parallelism(
+    d: ModelDeployment, c: SchedulingContract, size: fit.ModelSize | None
+) -> tuple[str, bool, str]:
+    e = d.engine
+    want = e.gpus_per_replica if d.kind == "llm" else 1
+    shape = worker_shape(d, c)
+    msg = (
+        f"{d.name}: TP {e.tensor_parallel_size} x PP {e.pipeline_parallel_size} = {want} GPUs per "
+        f"replica; worker nvidia.com/gpu limit {shape.gpus}; {c.instance_type} has {c.gpus_per_node}"
+    )
+    ok = shape.gpus == want and want <= c.gpus_per_node
+    if want > c.gpus_per_node:
+        msg += " (the worker pod would stay Pending)"
+    elif c.gpus_per_node % want:
+        msg += f" ({c.gpus_per_node % want} GPU(s) per node stranded)"
+    if d.kind == "llm" and size and size.heads % e.tensor_parallel_size:
+        ok = False
+        msg += f"; {size.heads} attention heads are not divisible by TP {e.tensor_parallel_size}"
+    return "gpus_per_replica", ok, msg
+
+
+def _check_memory(
+    d: ModelDeployment, c: SchedulingContract, size: fit.ModelSize | None
+) -> tuple[str, bool, str]:
+    if size is None:
+        return (
+            "memory_fit",
+            False,
+            (
+                f"{d.name}: unknown architecture for {d.model!r}; set `size:` to one of "
+                f"{fit.known_sizes()} or `config_json:` to the model's config.json"
+            ),
+        )
+    e = d.engine
+    lora = fit.lora_gib(size, d.lora.max_loras, d.lora.max_lora_rank) if d.lora else 0.0
+    if d.kind == "batch":  # one request batch, no KV cache
+        result = fit.fit(
+            size,
+            gpus=1,
+            gpu_memory_gib=c.gpu_memory_gib_per_gpu,
+            gpu_memory_utilization=e.gpu_memory_utilization,
+            max_model_len=1,
+            max_num_seqs=1,
+            dtype=e.dtype,
+        )
+        return "memory_fit", result.fits, f"{d.name}: " + result.message(1, 1)
+    result = fit.fit(
+        size,
+        gpus=e.gpus_per_replica,
+        gpu_memory_gib=c.gpu_memory_gib_per_gpu,
+        gpu_memory_utilization=e.gpu_memory_utilization,
+        max_model_len=e.max_model_len,
+        max_num_seqs=e.max_num_seqs,
+        dtype=e.dtype,
+        quantization=e.quantization,
+        kv_cache_dtype=e.kv_cache_dtype,
+        extra_weights_gib=lora,
+    )
+    return (
+        "memory_fit",
+        result.fits,
+        f"{d.name}: " + result.message(e.max_model_len, e.max_num_seqs),
+    )
+
+
+def _check_admission(d: ModelDeployment) -> tuple[str, bool, str]:
+    engine_slots = d.engine.max_num_seqs if d.kind == "llm" else d.batching.max_batch_size
+    what = "max_num_seqs" if d.kind == "llm" else "max_batch_size"
+    target = d.target_ongoing_requests
+    ok = d.max_ongoing_requests >= engine_slots and target <= d.max_ongoing_requests
+    msg = (
+        f"{d.name}: max_ongoing_requests {d.max_ongoing_requests} vs {what} {engine_slots}, "
+        f"target_ongoing_requests {target:g}"
+    )
+    if d.max_ongoing_requests < engine_slots:
+        msg += f" (Serve would cap the engine at {d.max_ongoing_requests} concurrent requests)"
+    if target > d.max_ongoing_requests:
+        msg += " (the autoscaling target is above what a replica admits: it never scales out)"
+    return "admission", ok, msg
+
+
+def _check_lora(d: ModelDeployment) -> tuple[str, bool, str] | None:
+    lo = d.lora
+    if lo is None:
+        return None
+    problems = []
+    if lo.max_loras > d.engine.max_num_seqs:
+        problems.append(f"max_loras {lo.max_loras} > max_num_seqs {d.engine.max_num_seqs}")
+    if lo.max_cpu_loras is not None and lo.max_cpu_loras < lo.max_loras:
+        problems.append(f"max_cpu_loras {lo.max_cpu_loras} < max_loras {lo.max_loras}")
+    if lo.max_adapters_per_replica < lo.max_loras:
+        problems.append(
+            f"max_adapters_per_replica {lo.max_adapters_per_replica} < max_loras {lo.max_loras}"
+        )
+    for a in lo.adapters:
+        if a.rank and a.rank > lo.max_lora_rank:
+            problems.append(f"adapter {a.name} rank {a.rank} > max_lora_rank {lo.max_lora_rank}")
+    if not lo.dynamic_loading_path:
+        problems.append("Serve LLM loads adapters only from dynamic_loading_path: set it")
+    for a in lo.adapters:
+        if lo.dynamic_loading_path and not a.source.startswith(lo.dynamic_loading_path + "/"):
+            problems.append(f"adapter {a.name} ({a.source}) is not under {lo.dynamic_loading_path}")
+    msg = (
+        f"{d.name}: {len(lo.adapters)} adapter(s), max_loras {lo.max_loras}, max_lora_rank "
+        f"{lo.max_lora_rank}, max_num_seqs {d.engine.max_num_seqs}"
+    )
+    return "lora", not problems, msg + ("; " + "; ".join(problems) if problems else "")
+
+
+def _check_node_fit(d: ModelDeployment, c: SchedulingContract) -> tuple[str, bool, str]:
+    shape = worker_shape(d, c)
+    ok = not c.memory_gib or shape.memory_gib <= c.memory_gib
+    return (
+        "worker_fits_node",
+        ok,
+        (
+            f"{d.name}: worker requests {shape.gpus} GPU, {shape.cpus:g} CPU, {shape.memory_gib:g} GiB "
+            f"(/dev/shm {shape.shm_gib:g} GiB) on {c.instance_type} ({c.vcpu} vCPU, {c.memory_gib:g} GiB)"
+        ),
+    )
+
+
+def deployment_checks(
+    use_case: str, d: ModelDeployment, contract: SchedulingContract | None
+) -> list[CheckResult]:
+    raw: list[tuple[str, bool, str] | None] = [_check_admission(d), _check_lora(d)]
+    if d.uses_gpu:
+        gpu = _check_gpu(d, contract)
+        raw.append(gpu)
+        if contract is not None and gpu[1]:
+            size = model_size(d)
+            raw += [
+                _check_parallelism(d, contract, size),
+                _check_memory(d, contract, size),
+                _check_node_fit(d, contract),
+            ]
+    return [CheckResult(use_case, n, ok, m, d.name) for n, ok, m in filter(None, raw)]
+
+
+def _replicas_per_node(d: ModelDeployment, c: SchedulingContract) -> int:
+    return max(c.gpus_per_node // max(d.gpus_per_replica, 1), 1)
+
+
+def _nodes(replicas: dict[str, int], use_case: UseCaseSpec, c: SchedulingContract) -> int:
+    return sum(
+        math.ceil(replicas[d.name] / _replicas_per_node(d, c)) for d in use_case.gpu_deployments
+    )
+
+
+def peak_nodes(use_case: UseCaseSpec, c: SchedulingContract) -> int:
+    """Nodes the use case holds with every GPU deployment at max_replicas."""
+    return _nodes(
+        {d.name: d.autoscaling.max_replicas for d in use_case.gpu_deployments}, use_case, c
+    )
+
+
+def run_checks(use_case: UseCaseSpec, contract: SchedulingContract | None) -> list[CheckResult]:
+    results = [
+        r for d in use_case.deployments for r in deployment_checks(use_case.name, d, contract)
+    ]
+    if use_case.gpu_deployments and contract is not None:
+        nodes = peak_nodes(use_case, contract)
+        gpus = sum(
+            d.autoscaling.max_replicas * d.gpus_per_replica for d in use_case.gpu_deployments
+        )
+        results.append(
+            CheckResult(
+                use_case.name,
+                "pool_capacity",
+                nodes <= contract.max_nodes,
+                f"at max_replicas the use case needs {gpus} GPUs on {nodes} {contract.instance_type} "
+                f"node(s); pool {contract.pool} allows {contract.max_nodes} ({contract.max_gpus} GPUs)",
+            )
+        )
+    return results
+
+
+def upgrade_surge(use_case: UseCaseSpec, contract: SchedulingContract | None) -> SurgeResult:
+    """Extra GPUs while a RayService upgrade runs two clusters side by side.
+
+    NewCluster (blue-green) brings up a full second cluster able to carry peak load, so the surge
+    is every GPU deployment at max_replicas. The incremental upgrade surges at most
+    `max_surge_percent` of that. `fits_in_pool`: the pool's max nodes hold peak + surge (counted
+    for this use case alone; other tenants of the pool are the plan's business).
+    """
+    strategy = use_case.upgrade.strategy
+    if contract is None or not use_case.gpu_deployments:
+        return SurgeResult(use_case.name, strategy, 0, 0, 0.0, True, "no GPU deployments")
+    pct = use_case.upgrade.max_surge_percent if strategy == UPGRADE_INCREMENTAL else 100
+    replicas = {
+        d.name: math.ceil(d.autoscaling.max_replicas * pct / 100) for d in use_case.gpu_deployments
+    }
+    gpus = sum(replicas[d.name] * d.gpus_per_replica for d in use_case.gpu_deployments)
+    nodes = _nodes(replicas, use_case, contract)
+    hourly = round(nodes * contract.hourly_usd, 4)
+    peak = peak_nodes(use_case, contract)
+    fits = peak + nodes <= contract.max_nodes
+    msg = (
+        f"{strategy} upgrade surges {gpus} GPUs on {nodes} {contract.instance_type} node(s) "
+        f"(${hourly:.2f}/h); peak {peak} + surge {nodes} nodes vs pool max {contract.max_nodes}"
+    )
+    if not fits:
+        msg += ": raise the pool's max_nodes or use the incremental upgrade with a smaller surge"
+    return SurgeResult(use_case.name, strategy, gpus, nodes, hourly, fits, msg)

@@ -1,0 +1,84 @@
+"""The use-case file (`stacks/usecases/<name>.yaml`): one AI feature a product team ships.
+
+Pure (pydantic + yaml). Serving owns `deployments` and `upgrade`; other areas own their sections:
+`gateway:` (gateway.spec.UseCaseGateway), `review:` (policies.review_gate.ReviewGate) and
+`budget:`. Until their models land those sections are kept as plain mappings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from serving.spec import ModelDeployment, dns_label
+
+UPGRADE_NEW_CLUSTER = "NewCluster"
+UPGRADE_INCREMENTAL = "NewClusterWithIncrementalUpgrade"
+
+
+class Upgrade(BaseModel):
+    """How the RayService rolls out a new Serve config or image (KubeRay `upgradeStrategy`).
+
+    NewCluster: blue-green, a whole second cluster until the new one is healthy (surge = the
+    whole GPU footprint). Incremental: traffic shifts in steps through a Gateway API class,
+    surging at most `max_surge_percent` of capacity at a time.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Literal["NewCluster", "NewClusterWithIncrementalUpgrade"] = UPGRADE_NEW_CLUSTER
+    max_surge_percent: int = Field(100, ge=1, le=100)
+    step_size_percent: int = Field(25, ge=1, le=100)
+    interval_seconds: int = Field(60, ge=1)
+    gateway_class_name: str = "istio"
+
+
+class UseCaseSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    team: str
+    description: str = ""
+    pool: str  # the GPU pool (its SchedulingContract) the GPU deployments run on
+    deployments: list[ModelDeployment] = Field(min_length=1)
+    upgrade: Upgrade = Field(default_factory=Upgrade)
+    gateway: dict[str, Any] | None = None
+    review: dict[str, Any] | None = None
+    budget: dict[str, Any] | None = None
+
+    @field_validator("name", "team")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        return dns_label(value, "use case name / team")
+
+    @model_validator(mode="after")
+    def _unique(self) -> UseCaseSpec:
+        names = [d.name for d in self.deployments]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"deployment names must be unique in a use case: {dupes}")
+        return self
+
+    @property
+    def gpu_deployments(self) -> list[ModelDeployment]:
+        return [d for d in self.deployments if d.uses_gpu]
+
+
+def load_use_case(path: str | Path) -> UseCaseSpec:
+    """Read and validate one use-case file; pydantic's error names the field path."""
+    data = yaml.safe_load(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a use-case file is a mapping (name, team, pool, deployments)")
+    return UseCaseSpec.model_validate(data)
+
+
+def load_deployment_or_use_case(path: str | Path) -> UseCaseSpec:
+    """A use-case file, or a single ModelDeployment file wrapped as a one-deployment use case."""
+    data = yaml.safe_load(Path(path).read_text())
+    if isinstance(data, dict) and "deployments" in data:
+        return UseCaseSpec.model_validate(data)
+    d = ModelDeployment.model_validate(data)
+    return UseCaseSpec(name=d.name, team="local", pool="local", deployments=[d])

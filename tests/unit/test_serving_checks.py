@@ -1,0 +1,194 @@
+"""Plan-time checks: each with a passing and a failing case, and the numbers in the message."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from gpu_pools import fit
+from serving.checks import run_checks, upgrade_surge
+from serving.spec import ModelDeployment
+from serving.testing import contract, embedder, llm
+from tandem.usecase import UseCaseSpec
+
+
+def use_case(*deployments: ModelDeployment, **extra: object) -> UseCaseSpec:
+    return UseCaseSpec.model_validate(
+        {"name": "uc", "team": "t", "pool": "p", "deployments": list(deployments), **extra}
+    )
+
+
+def by_check(results: list, name: str):
+    (hit,) = [r for r in results if r.check == name]
+    return hit
+
+
+def test_8b_on_l4_fits_at_8k_and_not_at_128k() -> None:
+    pool = contract("g6.xlarge")
+    ok = by_check(run_checks(use_case(llm()), pool), "memory_fit")
+    assert ok.ok, ok.message
+    bad = by_check(
+        run_checks(use_case(llm(engine={"max_model_len": 131072, "max_num_seqs": 1})), pool),
+        "memory_fit",
+    )
+    assert not bad.ok
+    # The message carries the numbers a user acts on.
+    assert "weights 15.0 GiB" in bad.message and "131072 tokens x 1 seqs" in bad.message
+    assert "1 x 22.5 GiB x 0.9 = 20.2 GiB" in bad.message and "max_num_seqs <=" in bad.message
+
+
+def test_70b_tp4_on_p4d_fits_and_tp2_on_l40s_does_not() -> None:
+    big = {"model": "llama-3.3-70b", "source": "meta-llama/Llama-3.3-70B-Instruct"}
+    fits = llm(gpu="A100", engine={"tensor_parallel_size": 4, "max_model_len": 4096}, **big)
+    results = run_checks(use_case(fits), contract("p4d.24xlarge"))
+    assert all(r.ok for r in results), [r.message for r in results if not r.ok]
+    assert "4 x 40 GiB" in by_check(results, "memory_fit").message
+    fails = llm(gpu="L40S", engine={"tensor_parallel_size": 2, "max_model_len": 4096}, **big)
+    bad = by_check(run_checks(use_case(fails), contract("g6e.12xlarge")), "memory_fit")
+    assert not bad.ok and "weights 131.5 GiB" in bad.message
+
+
+def test_fp8_kv_cache_halves_kv_bytes() -> None:
+    size = fit.lookup("meta-llama/Llama-3.1-8B-Instruct")
+    assert size is not None
+    kw = dict(
+        gpus=1, gpu_memory_gib=22.5, gpu_memory_utilization=0.9, max_model_len=8192, max_num_seqs=8
+    )
+    assert fit.fit(size, **kw, kv_cache_dtype="fp8").kv_gib == pytest.approx(
+        fit.fit(size, **kw).kv_gib / 2
+    )
+    assert fit.fit(size, **kw, quantization="awq").weights_gib < 5
+
+
+def test_config_json_sizes_an_unknown_model(tmp_path) -> None:
+    cfg = {
+        "hidden_size": 4096,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "intermediate_size": 14336,
+        "vocab_size": 128256,
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    size = fit.size_from_config(path)
+    assert size.params == pytest.approx(8.03e9, rel=0.01)  # Llama-3.1-8B's published count
+    unknown = llm(model="acme-chat", source="s3://models/acme-chat", config_json=str(path))
+    assert by_check(run_checks(use_case(unknown), contract("g6.xlarge")), "memory_fit").ok
+    nothing = llm(model="acme-chat", source="s3://models/acme-chat")
+    miss = by_check(run_checks(use_case(nothing), contract("g6.xlarge")), "memory_fit")
+    assert not miss.ok and "config_json" in miss.message
+
+
+def test_gpus_per_replica_must_fit_a_node_and_divide_heads() -> None:
+    results = run_checks(use_case(llm(engine={"tensor_parallel_size": 4})), contract("g6.12xlarge"))
+    check = by_check(results, "gpus_per_replica")
+    assert check.ok and "worker nvidia.com/gpu limit 4" in check.message
+    too_many = llm(engine={"tensor_parallel_size": 2, "pipeline_parallel_size": 2})
+    bad = by_check(run_checks(use_case(too_many), contract("g6.xlarge")), "gpus_per_replica")
+    assert not bad.ok and "Pending" in bad.message
+    odd = llm(gpu="A100", engine={"tensor_parallel_size": 3})
+    bad = by_check(run_checks(use_case(odd), contract("p4d.24xlarge")), "gpus_per_replica")
+    assert not bad.ok and "not divisible by TP 3" in bad.message
+
+
+def test_gpu_class_must_match_the_pool() -> None:
+    bad = by_check(run_checks(use_case(llm(gpu="H100")), contract("g6.xlarge")), "gpu_class")
+    assert not bad.ok and "runs L4" in bad.message
+    assert by_check(
+        run_checks(
+            use_case(llm(gpu="A100-40GB", engine={"tensor_parallel_size": 2})),
+            contract("p4d.24xlarge"),
+        ),
+        "gpu_class",
+    ).ok
+
+
+def test_admission_at_least_max_num_seqs() -> None:
+    ok = by_check(run_checks(use_case(llm()), contract("g6.xlarge")), "admission")
+    assert ok.ok and "max_ongoing_requests 8 vs max_num_seqs 4" in ok.message
+    low = llm(admission={"max_ongoing_requests": 2})
+    bad = by_check(run_checks(use_case(low), contract("g6.xlarge")), "admission")
+    assert not bad.ok and "cap the engine at 2" in bad.message
+    batch = embedder(admission={"max_ongoing_requests": 4})
+    assert not by_check(run_checks(use_case(batch), None), "admission").ok
+
+
+def test_lora_limits() -> None:
+    good = llm(
+        lora={
+            "adapters": [{"name": "tone", "source": "s3://a/tone", "rank": 16}],
+            "dynamic_loading_path": "s3://a",
+            "max_loras": 2,
+        }
+    )
+    assert by_check(run_checks(use_case(good), contract("g6.xlarge")), "lora").ok
+    bad = llm(
+        lora={
+            "adapters": [{"name": "tone", "source": "s3://a/tone", "rank": 64}],
+            "max_loras": 8,
+            "max_lora_rank": 32,
+        }
+    )
+    check = by_check(run_checks(use_case(bad), contract("g6.xlarge")), "lora")
+    assert not check.ok
+    assert (
+        "max_loras 8 > max_num_seqs 4" in check.message
+        and "rank 64 > max_lora_rank 32" in check.message
+    )
+    assert "dynamic_loading_path" in check.message
+
+
+def test_pool_capacity_and_surge() -> None:
+    uc = use_case(llm(autoscaling={"min_replicas": 1, "max_replicas": 2}))
+    pool = contract("g6.xlarge", max_nodes=4)
+    assert by_check(run_checks(uc, pool), "pool_capacity").ok
+    surge = upgrade_surge(uc, pool)
+    assert (surge.gpus, surge.nodes, surge.hourly_usd, surge.fits_in_pool) == (2, 2, 1.61, True)
+    tight = upgrade_surge(uc, contract("g6.xlarge", max_nodes=3))
+    assert not tight.fits_in_pool and "pool max 3" in tight.message
+    incremental = use_case(
+        llm(autoscaling={"min_replicas": 1, "max_replicas": 4}),
+        upgrade={"strategy": "NewClusterWithIncrementalUpgrade", "max_surge_percent": 25},
+    )
+    inc = upgrade_surge(incremental, contract("g6.xlarge", max_nodes=5))
+    assert (inc.gpus, inc.fits_in_pool) == (1, True)
+    assert set(inc.to_dict()) >= {"use_case", "gpus", "hourly_usd", "fits_in_pool"}
+    over = use_case(llm(autoscaling={"min_replicas": 1, "max_replicas": 9}))
+    assert not by_check(run_checks(over, pool), "pool_capacity").ok
+
+
+def test_cpu_only_use_case_needs_no_pool() -> None:
+    results = run_checks(use_case(embedder()), None)
+    assert results and all(r.ok for r in results)
+    assert upgrade_surge(use_case(embedder()), None).gpus == 0
+    assert set(results[0].to_dict()) >= {"use_case", "check", "ok", "message"}
+
+
+@pytest.mark.parametrize(
+    ("patch", "needle"),
+    [
+        ({"engine": {"max_num_seq": 4}}, "engine.max_num_seq"),
+        (
+            {"autoscaling": {"min_replicas": 3, "max_replicas": 1}},
+            "min_replicas (3) > max_replicas (1)",
+        ),
+        ({"name": "Chat_Bot"}, "lowercase"),
+        ({"kind": "embed"}, "kind"),
+        ({"engine": {"gpu_memory_utilization": 1.5}}, "gpu_memory_utilization"),
+        ({"lora": {"max_lora_rank": 12}}, "max_lora_rank 12"),
+        ({"gpu": "cpu", "engine": {"tensor_parallel_size": 2}}, "needs a GPU class"),
+    ],
+)
+def test_spec_errors_name_the_field(patch: dict, needle: str) -> None:
+    data = {"name": "chat", "model": "m", "source": "org/m", "gpu": "L4"} | patch
+    with pytest.raises(ValidationError) as err:
+        ModelDeployment.model_validate(data)
+    assert needle in str(err.value)
+
+
+def test_use_case_rejects_duplicate_deployments() -> None:
+    with pytest.raises(ValidationError, match="unique"):
+        use_case(embedder(), embedder())
