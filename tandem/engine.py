@@ -1,0 +1,206 @@
+"""Run a Pulumi program offline under the SDK's mock engine and record every registration.
+
+There is no Pulumi CLI on the build machines, so `tandem plan`, the policy harness and the tests
+exercise the real program through `pulumi.runtime.set_mocks`. This module is the one place that
+knows the mock engine's traps (FIELD-NOTES): `preview=False` so every `.apply` runs, component
+resources arrive at `new_resource` too, and duplicate URNs (which the real engine rejects) are
+silently overwritten by the stock monitor, so the recording monitor checks for them itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
+from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.proto import resource_pb2
+
+STACK_TYPE = "pulumi:pulumi:Stack"
+MOCK_ACCOUNT = "123456789012"
+
+
+class DuplicateUrnError(RuntimeError):
+    """Two resources with one URN: the real engine refuses the whole update."""
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One registration as the engine would see it (inputs in wire format: camelCase)."""
+
+    type: str
+    name: str
+    urn: str
+    parent: str | None
+    inputs: dict[str, Any]
+    custom: bool
+    provider: str | None = None
+
+    @property
+    def is_component(self) -> bool:
+        return not self.custom
+
+    @property
+    def parent_name(self) -> str | None:
+        return self.parent.rsplit("::", 1)[-1] if self.parent else None
+
+
+@dataclass
+class Resources:
+    """Every resource a program registered, in registration order."""
+
+    items: list[Recorded] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Recorded]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def of_type(self, token: str) -> list[Recorded]:
+        return [r for r in self.items if r.type == token]
+
+    def named(self, name: str) -> list[Recorded]:
+        return [r for r in self.items if r.name == name]
+
+    def one(self, token: str, name: str | None = None) -> Recorded:
+        found = [r for r in self.of_type(token) if name is None or r.name == name]
+        if len(found) != 1:
+            names = [r.name for r in self.of_type(token)]
+            raise AssertionError(
+                f"expected one {token}{f' named {name!r}' if name else ''}, found "
+                f"{len(found)} (registered of that type: {names})"
+            )
+        return found[0]
+
+    def children_of(self, parent: Recorded) -> list[Recorded]:
+        return [r for r in self.items if r.parent == parent.urn]
+
+    def by_urn(self) -> dict[str, Recorded]:
+        return {r.urn: r for r in self.items}
+
+
+def _fake_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Outputs the cloud would compute, shaped enough for the program's `.apply`s to run."""
+    digest = hashlib.sha1(f"{typ}/{name}".encode()).hexdigest()[:12]
+    service = typ.split(":")[1].split("/")[0] if typ.count(":") >= 2 else "mock"
+    out: dict[str, Any] = {
+        "arn": f"arn:aws:{service}:us-east-1:{MOCK_ACCOUNT}:{name}",
+        "name": inputs.get("name", name),
+    }
+    if typ == "aws:eks/cluster:Cluster":
+        out.update(
+            endpoint=f"https://{digest}.gr7.us-east-1.eks.amazonaws.com",
+            certificateAuthority={"data": "bW9jay1jYQ=="},
+            identities=[
+                {"oidcs": [{"issuer": f"https://oidc.eks.us-east-1.amazonaws.com/id/{digest}"}]}
+            ],
+            version=inputs.get("version", "1.33"),
+            vpcConfig={**inputs.get("vpcConfig", {}), "clusterSecurityGroupId": f"sg-{digest}"},
+        )
+    elif typ == "aws:ec2/launchTemplate:LaunchTemplate":
+        out.update(latestVersion=1)
+    elif typ == "aws:sqs/queue:Queue":
+        out.update(url=f"https://sqs.us-east-1.amazonaws.com/{MOCK_ACCOUNT}/{name}")
+    elif typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
+        out.update(url=inputs.get("url", ""))
+    return out
+
+
+class TandemMocks(pulumi_mocks.Mocks):
+    """Answers the engine's questions with plausible cloud values."""
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict]:
+        if not args.custom:
+            return "", {}
+        state = {**_fake_outputs(args.typ, args.name, args.inputs), **args.inputs}
+        resource_id = args.resource_id or f"{args.name}-id"
+        return resource_id, state
+
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list | None]:
+        token = args.token
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": MOCK_ACCOUNT, "arn": f"arn:aws:iam::{MOCK_ACCOUNT}:root"}, None
+        if token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com"}, None
+        if token == "aws:index/getRegion:getRegion":
+            return {"name": "us-east-1", "region": "us-east-1"}, None
+        if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            return {"names": ["us-east-1a", "us-east-1b", "us-east-1c"]}, None
+        return {}, None
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """A MockMonitor that keeps parent, custom-ness and order, and rejects duplicate URNs."""
+
+    def __init__(self, mocks: pulumi_mocks.Mocks):
+        super().__init__(mocks)
+        self.records: list[Recorded] = []
+        self.duplicates: list[str] = []
+
+    def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+        urn = self.make_urn(request.parent, request.type, request.name)
+        if request.type == STACK_TYPE:
+            return resource_pb2.RegisterResourceResponse(urn=urn)
+        pulumi_mocks._ensure_event_loop()
+        inputs = rpc.deserialize_properties(request.object)
+        resource_args = pulumi_mocks.MockResourceArgs(
+            typ=request.type,
+            name=request.name,
+            inputs=inputs,
+            provider=request.provider,
+            resource_id=request.importId,
+            custom=request.custom or False,
+        )
+        id_, state = self.mocks.new_resource(resource_args)
+        obj_proto = pulumi_mocks._sync_await(rpc.serialize_properties(state, {}))
+        if urn in self.resources:
+            self.duplicates.append(urn)
+        self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, id_, state)
+        self.records.append(
+            Recorded(
+                type=request.type,
+                name=request.name,
+                urn=urn,
+                parent=request.parent or None,
+                inputs=inputs,
+                custom=bool(request.custom),
+                provider=request.provider or None,
+            )
+        )
+        return resource_pb2.RegisterResourceResponse(urn=urn, id=id_, object=obj_proto)
+
+
+def run_under_mocks(
+    program: Callable[[], object],
+    *,
+    project: str = "tandem",
+    stack: str = "test",
+    config: dict[str, str] | None = None,
+) -> Resources:
+    """Run `program` as the engine would during `pulumi up`, and return what it registered.
+
+    `config` is the flat Pulumi config (`{"tandem:gpuPools": "<json>", ...}`). Exceptions the
+    program raises (a ConfigError, say) propagate unchanged after the engine drains.
+    """
+    mocks = TandemMocks()
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_all_config(dict(config or {}))
+    pulumi_settings.ROOT.set(None)
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
+
+    @pulumi.runtime.test
+    def _run() -> None:
+        program()
+
+    _run()
+    if monitor.duplicates:
+        raise DuplicateUrnError(
+            "duplicate resource URNs (the engine would reject the update): "
+            + ", ".join(sorted(set(monitor.duplicates)))
+        )
+    return Resources(items=list(monitor.records))
