@@ -1,0 +1,47 @@
+"""`tandem gateway serve --config routes.yaml` (and `tandem gateway hash-key`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    gw = subparsers.add_parser("gateway", help="Run the AI gateway locally")
+    sub = gw.add_subparsers(dest="gateway_command", metavar="COMMAND")
+    serve = sub.add_parser("serve", help="Serve the OpenAI-compatible API from a routes file")
+    serve.add_argument("--config", required=True, help="routes YAML file (hot-reloaded)")
+    serve.add_argument("--host", default=None, help="override server.host")
+    serve.add_argument("--port", type=int, default=None, help="override server.port")
+    serve.add_argument("--log-level", default="INFO")
+    serve.set_defaults(func=_serve)
+    hk = sub.add_parser("hash-key", help="Print the sha256 to put in a routes file for an API key")
+    hk.add_argument("key", nargs="?", help="the key (read from stdin when omitted)")
+    hk.set_defaults(func=_hash_key)
+    gw.set_defaults(func=lambda _a: gw.print_help() or 2)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from gateway.app import StartupError, serve
+    from gateway.config import ConfigError, load_config
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        cfg = load_config(args.config)
+        serve(cfg, args.config, host=args.host, port=args.port)
+    except (ConfigError, StartupError) as exc:
+        print(f"tandem gateway: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    from gateway.config import hash_key
+
+    key = args.key if args.key is not None else sys.stdin.readline().strip()
+    print(hash_key(key))
+    return 0

@@ -1,0 +1,392 @@
+"""The routes file: a typed, validated schema and its compilation into per-request lookups.
+
+Everything the hot path needs (cumulative weights, upstream URLs, auth headers, the metric label
+values, the fallback chain) is computed here once per config load, so a request does dictionary
+lookups and nothing else. Errors name the field path and, for enumerations, the allowed values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENDPOINTS = ("chat.completions", "completions", "embeddings")
+PERIOD_SECONDS = {"hour": 3600, "day": 86400, "month": 30 * 86400}
+
+
+class ConfigError(ValueError):
+    """A routes file that cannot be used; the message names every offending field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(_Strict):
+    connect_s: float = Field(2.0, gt=0)
+    first_token_s: float = Field(30.0, gt=0)
+    total_s: float = Field(120.0, gt=0)
+
+
+class Retries(_Strict):
+    attempts: int = Field(2, ge=0, le=10, description="extra attempts after the first")
+    backoff_s: float = Field(0.05, ge=0)
+    max_backoff_s: float = Field(2.0, ge=0)
+    jitter: float = Field(0.5, ge=0, le=1, description="fraction of each delay drawn at random")
+
+
+class BreakerPolicy(_Strict):
+    window_s: float = Field(30.0, gt=0)
+    min_requests: int = Field(20, ge=1)
+    error_rate: float = Field(0.5, gt=0, le=1)
+    consecutive_failures: int = Field(5, ge=1)
+    slow_first_token_s: float | None = Field(None, gt=0)
+    open_s: float = Field(30.0, gt=0)
+    half_open_probes: int = Field(1, ge=1)
+
+
+class MetricLabels(_Strict):
+    use_case: str = ""
+    model: str = ""
+    model_version: str = ""
+    rollout: Literal["stable", "canary", ""] = ""
+    pool: str = ""
+
+
+class Price(_Strict):
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+
+
+class Backend(_Strict):
+    url: str = Field(
+        description="OpenAI-compatible base URL, e.g. http://llama.tandem-serving:8000/v1"
+    )
+    model: str | None = Field(None, description="model name sent upstream (default: the alias)")
+    api_key_env: str | None = Field(
+        None, description="environment variable holding the provider key"
+    )
+    context_window: int | None = Field(None, ge=1)
+    max_connections: int = Field(256, ge=1)
+    timeouts: Timeouts = Timeouts()
+    breaker: BreakerPolicy = BreakerPolicy()
+    labels: MetricLabels = MetricLabels()
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class WeightedBackend(_Strict):
+    backend: str
+    weight: float = Field(1.0, gt=0)
+
+
+class Route(_Strict):
+    backends: list[WeightedBackend] = Field(min_length=1)
+    endpoints: list[Literal["chat.completions", "completions", "embeddings"]] = list(ENDPOINTS)
+    fallbacks: list[str] = Field(default_factory=list, description="aliases tried in order")
+    context_fallback: str | None = Field(None, description="alias with a longer context window")
+    degrade_to: str | None = Field(None, description="cheaper alias used past the soft budget")
+    deadline_s: float = Field(60.0, gt=0)
+    retries: Retries = Retries()
+    hedge_after_s: float | None = Field(None, gt=0)
+    use_case: str = ""
+    cache: dict[str, Any] | None = None
+
+
+class ApiKey(_Strict):
+    id: str
+    team: str
+    sha256: str = Field(description="hex SHA-256 of the key; the key itself is never stored")
+    models: list[str] = Field(default_factory=lambda: ["*"])
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        v = v.removeprefix("sha256:").lower()
+        if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+            raise ValueError("must be 64 hex characters (sha256 of the key)")
+        return v
+
+
+class Budget(_Strict):
+    usd: float = Field(gt=0)
+    period: Literal["hour", "day", "month"] = "month"
+    soft_fraction: float = Field(0.8, gt=0, le=1)
+
+
+class Team(_Strict):
+    budget: Budget | None = None
+
+
+class Server(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    reload_interval_s: float = Field(2.0, ge=0, description="0 disables hot reload")
+
+
+class Redis(_Strict):
+    url: str
+    prefix: str = "tandem:gw"
+
+
+class Tracing(_Strict):
+    exporter: Literal["none", "otlp", "console"] = "none"
+    endpoint: str | None = None
+    service_name: str = "tandem-gateway"
+
+
+class GatewayConfig(_Strict):
+    server: Server = Server()
+    backends: dict[str, Backend] = Field(min_length=1)
+    routes: dict[str, Route] = Field(min_length=1)
+    keys: list[ApiKey] = Field(default_factory=list)
+    keys_file: str | None = Field(None, description="YAML list of keys, e.g. mounted from a Secret")
+    teams: dict[str, Team] = Field(default_factory=dict)
+    prices: dict[str, Price] = Field(default_factory=dict, description="keyed by backend name")
+    redis: Redis | None = None
+    tracing: Tracing = Tracing()
+    cache: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _references(self) -> GatewayConfig:
+        errors: list[str] = []
+        for alias, route in self.routes.items():
+            for i, wb in enumerate(route.backends):
+                if wb.backend not in self.backends:
+                    errors.append(
+                        f"routes.{alias}.backends.{i}.backend: unknown backend {wb.backend!r}; "
+                        f"allowed: {sorted(self.backends)}"
+                    )
+            refs = [(f"fallbacks.{i}", a) for i, a in enumerate(route.fallbacks)]
+            refs += [(n, getattr(route, n)) for n in ("context_fallback", "degrade_to")]
+            for where, target in refs:
+                if target is not None and target not in self.routes:
+                    errors.append(
+                        f"routes.{alias}.{where}: unknown route {target!r}; allowed: {sorted(self.routes)}"
+                    )
+                elif target == alias:
+                    errors.append(f"routes.{alias}.{where}: a route cannot fall back to itself")
+        for name in self.prices:
+            if name not in self.backends:
+                errors.append(f"prices.{name}: unknown backend; allowed: {sorted(self.backends)}")
+        seen: set[str] = set()
+        for i, key in enumerate(self.keys):
+            if key.id in seen:
+                errors.append(f"keys.{i}.id: duplicate key id {key.id!r}")
+            seen.add(key.id)
+            for m in key.models:
+                if m != "*" and m not in self.routes:
+                    errors.append(
+                        f"keys.{i}.models: unknown route {m!r}; allowed: ['*'] + {sorted(self.routes)}"
+                    )
+        budgeted = [t for t, team in self.teams.items() if team.budget]
+        unpriced = sorted(set(self.backends) - set(self.prices))
+        if budgeted and unpriced:
+            errors.append(
+                f"prices: teams {budgeted} have budgets but backends {unpriced} have no price"
+            )
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid gateway config"]
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"]
+        if err["type"] == "literal_error":
+            msg = f"{msg} (got {err.get('input')!r})"
+        lines.append(f"  {path}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>") -> GatewayConfig:
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read gateway config: {exc}") from None
+    if isinstance(data, dict) and data.get("keys_file"):
+        keys_path = Path(data["keys_file"])
+        if not keys_path.is_absolute():
+            keys_path = path.parent / keys_path
+        try:
+            extra = yaml.safe_load(keys_path.read_text()) or []
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{keys_path}: cannot read keys file: {exc}") from None
+        if not isinstance(extra, list):
+            raise ConfigError(f"{keys_path}: keys file must be a YAML list of keys")
+        data = {**data, "keys": list(data.get("keys") or []) + extra}
+    return parse_config(data, str(path))
+
+
+def hash_key(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled form: what a request reads.
+
+
+class CompiledBackend:
+    """One upstream, with its URLs and headers built once."""
+
+    __slots__ = (
+        "name",
+        "spec",
+        "model",
+        "urls",
+        "headers",
+        "price_in",
+        "price_out",
+        "label_values",
+    )
+
+    def __init__(self, name: str, spec: Backend, price: Price | None, alias_hint: str) -> None:
+        self.name = name
+        self.spec = spec
+        self.model = spec.model
+        self.urls = {
+            "chat.completions": spec.url + "/chat/completions",
+            "completions": spec.url + "/completions",
+            "embeddings": spec.url + "/embeddings",
+        }
+        headers = {"Content-Type": "application/json"}
+        if spec.api_key_env:
+            headers["Authorization"] = f"Bearer {os.environ.get(spec.api_key_env, '')}"
+        self.headers = headers
+        self.price_in = (price.input_per_mtok if price else 0.0) / 1e6
+        self.price_out = (price.output_per_mtok if price else 0.0) / 1e6
+        lab = spec.labels
+        # METRIC_LABELS minus `team`, which comes from the caller's key.
+        self.label_values = (
+            lab.use_case,
+            lab.model or spec.model or alias_hint,
+            lab.model_version,
+            lab.rollout or "stable",
+            lab.pool,
+        )
+
+
+class CompiledRoute:
+    __slots__ = (
+        "alias",
+        "spec",
+        "backends",
+        "cum_weights",
+        "total_weight",
+        "chain",
+        "context_fallback",
+        "degrade_to",
+        "endpoints",
+        "cache_policy",
+    )
+
+    def __init__(self, alias: str, spec: Route, backends: dict[str, CompiledBackend]) -> None:
+        self.alias = alias
+        self.spec = spec
+        self.backends = [backends[wb.backend] for wb in spec.backends]
+        acc = 0.0
+        cum = []
+        for wb in spec.backends:
+            acc += wb.weight
+            cum.append(acc)
+        self.cum_weights = cum
+        self.total_weight = acc
+        self.chain: list[CompiledRoute] = []  # filled in by compile_config
+        self.context_fallback: CompiledRoute | None = None
+        self.degrade_to: CompiledRoute | None = None
+        self.endpoints = frozenset(spec.endpoints)
+        self.cache_policy = dict(spec.cache or {})
+
+
+class CompiledKey:
+    __slots__ = ("id", "team", "digest", "all_models", "models", "rpm", "tpm")
+
+    def __init__(self, key: ApiKey) -> None:
+        self.id = key.id
+        self.team = key.team
+        self.digest = bytes.fromhex(key.sha256)
+        self.all_models = "*" in key.models
+        self.models = frozenset(key.models)
+        self.rpm = key.rpm
+        self.tpm = key.tpm
+
+
+ANONYMOUS = CompiledKey(ApiKey(id="anonymous", team="anonymous", sha256="0" * 64))
+
+
+class Compiled:
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        self.backends = {
+            name: CompiledBackend(name, b, cfg.prices.get(name), _first_alias(cfg, name))
+            for name, b in cfg.backends.items()
+        }
+        self.routes = {a: CompiledRoute(a, r, self.backends) for a, r in cfg.routes.items()}
+        for alias, route in self.routes.items():
+            spec = cfg.routes[alias]
+            route.chain = _fallback_chain(alias, self.routes, cfg)
+            if spec.context_fallback:
+                route.context_fallback = self.routes[spec.context_fallback]
+            if spec.degrade_to:
+                route.degrade_to = self.routes[spec.degrade_to]
+        self.keys = {k.digest: k for k in (CompiledKey(k) for k in cfg.keys)}
+        self.auth_required = bool(self.keys)
+        self.budgets = {t: team.budget for t, team in cfg.teams.items() if team.budget}
+        self.models_payload = {
+            "object": "list",
+            "data": [
+                {"id": a, "object": "model", "created": 0, "owned_by": "tandem"}
+                for a in self.routes
+            ],
+        }
+
+
+def _first_alias(cfg: GatewayConfig, backend: str) -> str:
+    for alias, route in cfg.routes.items():
+        if any(wb.backend == backend for wb in route.backends):
+            return alias
+    return backend
+
+
+def _fallback_chain(alias: str, routes: dict[str, CompiledRoute], cfg: GatewayConfig) -> list:
+    """The route itself, then its fallbacks depth-first, each alias once (cycles are harmless)."""
+    order: list[CompiledRoute] = []
+    seen: set[str] = set()
+
+    def visit(a: str) -> None:
+        if a in seen:
+            return
+        seen.add(a)
+        order.append(routes[a])
+        for nxt in cfg.routes[a].fallbacks:
+            visit(nxt)
+
+    visit(alias)
+    return order
+
+
+def compile_config(cfg: GatewayConfig) -> Compiled:
+    return Compiled(cfg)

@@ -1,0 +1,1 @@
+"""Shared test servers (importable as `tests.support`)."""
