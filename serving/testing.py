@@ -1,39 +1,32 @@
-"""Sample pools and deployments for tests of serving and use cases (instance numbers as AWS publishes them)."""
+"""Sample pools and deployments for tests of serving and of use cases built on it."""
 
 from __future__ import annotations
 
+from gpu_pools.catalog import load_catalog
 from gpu_pools.contract import SchedulingContract, default_gpu_tolerations
 from serving.spec import ModelDeployment
 from tandem import labels
 
-# instance: (gpu_model, gpus, gpu_memory_gib, vcpu, memory_gib, usd_per_hour)
-INSTANCES = {
-    "g6.xlarge": ("L4", 1, 22.5, 4, 16, 0.805),
-    "g6.12xlarge": ("L4", 4, 22.5, 48, 192, 4.602),
-    "g6e.xlarge": ("L40S", 1, 45.0, 4, 32, 1.861),
-    "g6e.12xlarge": ("L40S", 4, 45.0, 48, 384, 10.493),
-    "p4d.24xlarge": ("A100", 8, 40.0, 96, 1152, 21.958),
-}
-
 
 def contract(instance: str, max_nodes: int = 4, pool: str = "") -> SchedulingContract:
-    gpu, gpus, mem, vcpu, ram, usd = INSTANCES[instance]
-    name = pool or f"{gpu.lower()}-pool"
+    """A pool of `instance` nodes as the GpuNodePool component would export it (catalog facts)."""
+    it = load_catalog().get(instance)
+    name = pool or f"{it.family}-pool"
     return SchedulingContract(
         pool=name,
-        node_selector={labels.LABEL_POOL: name, labels.LABEL_GPU_MODEL: gpu},
+        node_selector={labels.LABEL_POOL: name, labels.LABEL_GPU_MODEL: it.gpu.name},
         tolerations=default_gpu_tolerations(),
         gpu_resource=labels.GPU_RESOURCE,
-        gpus_per_node=gpus,
-        gpu_memory_gib_per_gpu=mem,
-        gpu_model=gpu,
+        gpus_per_node=it.gpus,
+        gpu_memory_gib_per_gpu=it.gpu_memory_gib,
+        gpu_model=it.gpu.name,
         instance_type=instance,
-        hourly_usd=usd,
+        hourly_usd=it.usd_per_hour,
         max_nodes=max_nodes,
         min_nodes=0,
         capacity_type="on-demand",
-        vcpu=vcpu,
-        memory_gib=ram,
+        vcpu=it.vcpu,
+        memory_gib=it.memory_gib,
     )
 
 
