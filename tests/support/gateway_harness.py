@@ -40,3 +40,35 @@ class RunningGateway:
                 if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                     total += s.value
         return total
+
+
+def chat(model: str, content: str = "hi", **extra: Any) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+async def blast(
+    url: str,
+    bodies: list[dict],
+    *,
+    headers: dict | None = None,
+    concurrency: int = 32,
+    path: str = "/v1/chat/completions",
+) -> list[tuple[int, bytes, float]]:
+    """Send every body with bounded concurrency; (status, body, seconds) per request, in order."""
+    import asyncio
+    import time
+
+    import aiohttp
+
+    results: list[tuple[int, bytes, float]] = [(0, b"", 0.0)] * len(bodies)
+    sem = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession(headers=headers) as session:
+
+        async def one(i: int, body: dict) -> None:
+            async with sem:
+                t0 = time.monotonic()
+                async with session.post(url + path, json=body) as resp:
+                    results[i] = (resp.status, await resp.read(), time.monotonic() - t0)
+
+        await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
+    return results

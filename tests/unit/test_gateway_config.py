@@ -1,0 +1,146 @@
+"""Routes file validation: a bad file names the field path and the allowed values."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from gateway.config import (
+    BreakerPolicy,
+    ConfigError,
+    compile_config,
+    hash_key,
+    load_config,
+    parse_config,
+)
+
+KEY = hash_key("sk-test")
+
+
+def base(**extra: object) -> dict:
+    cfg: dict = {
+        "backends": {
+            "small": {"url": "http://127.0.0.1:1/v1"},
+            "big": {"url": "http://127.0.0.1:2/v1", "model": "llama-70b"},
+        },
+        "routes": {
+            "chat": {
+                "backends": [{"backend": "small", "weight": 3}, {"backend": "big"}],
+                "fallbacks": ["long"],
+            },
+            "long": {"backends": [{"backend": "big"}]},
+        },
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def test_unknown_backend_names_path_and_allowed_values() -> None:
+    cfg = base()
+    cfg["routes"]["chat"]["backends"][1]["backend"] = "nope"
+    with pytest.raises(ConfigError) as err:
+        parse_config(cfg, "routes.yaml")
+    msg = str(err.value)
+    assert "routes.chat.backends.1.backend" in msg and "['big', 'small']" in msg
+
+
+def test_enum_error_lists_allowed_values() -> None:
+    cfg = base(teams={"a": {"budget": {"usd": 5, "period": "week"}}})
+    with pytest.raises(ConfigError) as err:
+        parse_config(cfg)
+    assert "teams.a.budget.period" in str(err.value)
+    assert "'hour', 'day' or 'month'" in str(err.value)
+
+
+def test_budget_without_prices_is_refused() -> None:
+    with pytest.raises(ConfigError, match="have no price"):
+        parse_config(base(teams={"a": {"budget": {"usd": 5}}}))
+
+
+def test_bad_key_hash_and_unknown_model() -> None:
+    cfg = base(keys=[{"id": "k", "team": "a", "sha256": "abc", "models": ["gpt-9"]}])
+    with pytest.raises(ConfigError) as err:
+        parse_config(cfg)
+    assert "keys.0.sha256" in str(err.value)
+
+
+def test_typo_in_field_is_refused() -> None:
+    cfg = base()
+    cfg["routes"]["chat"]["deadline"] = 3
+    with pytest.raises(ConfigError, match=r"routes\.chat\.deadline: Extra inputs"):
+        parse_config(cfg)
+
+
+def test_compiled_route_has_chain_weights_and_upstream_urls() -> None:
+    c = compile_config(parse_config(base()))
+    chat = c.routes["chat"]
+    assert [r.alias for r in chat.chain] == ["chat", "long"]
+    assert chat.cum_weights == [3.0, 4.0]
+    assert chat.backends[1].urls["chat.completions"] == "http://127.0.0.1:2/v1/chat/completions"
+    assert chat.backends[1].label_values[1] == "llama-70b"
+
+
+def test_keys_file_is_merged(tmp_path) -> None:
+    import yaml
+
+    (tmp_path / "keys.yaml").write_text(yaml.safe_dump([{"id": "k", "team": "a", "sha256": KEY}]))
+    (tmp_path / "routes.yaml").write_text(yaml.safe_dump(base(keys_file="keys.yaml")))
+    c = compile_config(load_config(tmp_path / "routes.yaml"))
+    assert c.auth_required and len(c.keys) == 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_breaker_transitions_with_bounded_probes() -> None:
+    clock = Clock()
+    changes: list[int] = []
+    br = CircuitBreaker(
+        BreakerPolicy(consecutive_failures=3, open_s=10, half_open_probes=2), clock, changes.append
+    )
+    for _ in range(3):
+        assert br.allow()
+        br.record_failure()
+    assert br.state == OPEN and not br.allow()
+    clock.t += 10
+    assert br.allow() and br.state == HALF_OPEN
+    assert br.allow()
+    assert not br.allow()  # only two probes at once
+    br.record_success()
+    br.record_success()
+    assert br.state == CLOSED
+    assert changes == [OPEN, HALF_OPEN, CLOSED]
+
+
+def test_breaker_error_rate_needs_min_requests_and_probe_failure_reopens() -> None:
+    clock = Clock()
+    br = CircuitBreaker(
+        BreakerPolicy(min_requests=10, error_rate=0.5, consecutive_failures=100, open_s=5), clock
+    )
+    for i in range(9):
+        br.record_failure() if i % 2 else br.record_success()
+    assert br.state == CLOSED  # 4/9 failures, under the minimum count
+    br.record_failure()
+    assert br.state == OPEN  # 5/10
+    clock.t += 5
+    assert br.allow()
+    br.record_failure()
+    assert br.state == OPEN
+
+
+def test_slow_first_token_counts_as_failure_and_429_cools() -> None:
+    clock = Clock()
+    br = CircuitBreaker(BreakerPolicy(consecutive_failures=2, slow_first_token_s=1.0), clock)
+    br.record_success(ttft_s=2.0)
+    br.record_success(ttft_s=2.0)
+    assert br.state == OPEN
+    br2 = CircuitBreaker(BreakerPolicy(), clock)
+    br2.cool(7)
+    assert br2.state == OPEN and br2.retry_after() == pytest.approx(7)
+    clock.t += 7
+    assert br2.available()
