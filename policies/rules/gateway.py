@@ -1,0 +1,114 @@
+"""Gateway and exposure rules: authentication on, no plaintext keys, TLS on public ingress.
+
+The gateway holds provider keys and fronts every model; an unauthenticated gateway is an open
+proxy to paid APIs, and a key in a ConfigMap is readable by anyone with `get configmaps`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import yaml
+
+from policies.framework import ResourceView, as_list, get, k8s_labels, resource_rule
+from policies.rules import common as c
+from policies.settings import PolicySettings
+from tandem import labels
+
+SECRET_NAME = re.compile(
+    r"(^|[_.-])(api[_-]?key|secret|token|passw(or)?d|credentials?|private[_-]?key)($|[_.-])", re.I
+)
+SECRET_VALUE = re.compile(
+    r"(sk-[A-Za-z0-9_-]{20,}|sk-ant-[A-Za-z0-9_-]{20,}|hf_[A-Za-z0-9]{30,}|AKIA[0-9A-Z]{16}"
+    r"|xox[abp]-[A-Za-z0-9-]{10,}|gh[pousr]_[A-Za-z0-9]{36}|-----BEGIN [A-Z ]*PRIVATE KEY-----)"
+)
+# Names that look secret-ish but carry references, not secrets.
+REFERENCE_SUFFIXES = ("_env", "_file", "_ref", "_secret_name", "_arn", "Env", "File", "Ref", "Arn")
+
+
+def _secret_key_value(key: str, value: Any) -> bool:
+    if not isinstance(value, str) or not value.strip():
+        return False
+    if SECRET_VALUE.search(value):
+        return True
+    return bool(SECRET_NAME.search(key)) and not key.endswith(REFERENCE_SUFFIXES)
+
+
+@resource_rule(
+    "no-plaintext-secrets",
+    "No API keys, tokens or passwords in ConfigMaps or literal container env values.",
+    "critical",
+    "Move the value into a Kubernetes Secret (or AWS Secrets Manager + External Secrets) and "
+    "reference it with env.valueFrom.secretKeyRef / a mounted Secret; gateway configs name the "
+    "environment variable (api_key_env) or store key hashes (sha256) only.",
+    (c.CONFIG_MAP, *c.WORKLOAD_TYPES),
+    tags=("security", "gateway"),
+)
+def no_plaintext_secrets(res: ResourceView, _: PolicySettings) -> Iterator[str]:
+    if res.type == c.CONFIG_MAP:
+        for key, value in (get(res.props, "data", default={}) or {}).items():
+            if isinstance(value, str) and SECRET_VALUE.search(value):
+                yield f"ConfigMap '{res.name}' key {key} contains what looks like a credential"
+            elif _secret_key_value(str(key), value) and "\n" not in value:
+                yield f"ConfigMap '{res.name}' key {key} holds a secret-named value in plaintext"
+        return
+    for where, spec in c.pod_specs(res):
+        for ctr in c.containers(spec):
+            for env in as_list(get(ctr, "env")):
+                name, value = str(get(env, "name", default="")), get(env, "value")
+                if _secret_key_value(name, value):
+                    yield f"{res.name} {where}/{get(ctr, 'name')}: env {name} is a literal secret"
+
+
+def _gateway_configs(res: ResourceView) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    for key, value in (get(res.props, "data", default={}) or {}).items():
+        if not (isinstance(value, str) and str(key).endswith((".yaml", ".yml", ".json"))):
+            continue
+        try:
+            doc = yaml.safe_load(value)
+        except yaml.YAMLError:
+            continue
+        if isinstance(doc, Mapping) and "routes" in doc and "backends" in doc:
+            yield str(key), doc
+
+
+@resource_rule(
+    "gateway-auth",
+    "The AI gateway requires API keys (keys or keys_file configured).",
+    "critical",
+    "Configure keys (sha256 digests) or keys_file (mounted from a Secret) in the gateway config; "
+    "with neither, the gateway serves anyone who can reach it, on your provider bill.",
+    (c.CONFIG_MAP,),
+    tags=("security", "gateway"),
+)
+def gateway_auth(res: ResourceView, _: PolicySettings) -> Iterator[str]:
+    if get(k8s_labels(res), labels.LABEL_COMPONENT) not in (None, "gateway"):
+        return
+    for key, doc in _gateway_configs(res):
+        if not as_list(doc.get("keys")) and not doc.get("keys_file"):
+            yield f"gateway config '{res.name}/{key}' has no keys and no keys_file: authentication is off"
+
+
+@resource_rule(
+    "ingress-tls",
+    "Internet-facing Ingresses terminate TLS.",
+    "critical",
+    "Add spec.tls with a certificate Secret (cert-manager) or, on the AWS Load Balancer Controller, "
+    "alb.ingress.kubernetes.io/certificate-arn with listen-ports HTTPS:443; or make it internal.",
+    (c.INGRESS,),
+    tags=("security", "gateway", "network"),
+)
+def ingress_tls(res: ResourceView, _: PolicySettings) -> Iterator[str]:
+    ann = get(res.props, "metadata", "annotations", default={})
+    if str(get(ann, "alb.ingress.kubernetes.io/scheme", default="")).lower() == "internal":
+        return
+    if as_list(get(res.props, "spec", "tls")) or get(
+        ann, "alb.ingress.kubernetes.io/certificate-arn"
+    ):
+        return
+    yield f"Ingress '{res.name}' serves plaintext HTTP to the internet (no spec.tls / certificate)"
+
+
+RULES = [no_plaintext_secrets, gateway_auth, ingress_tls]
