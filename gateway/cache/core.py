@@ -1,0 +1,345 @@
+"""The response cache the gateway calls: exact layer, then semantic layer, then (sampled) re-check.
+
+`lookup` order: exclusions (policy off, sampled request) -> exact key (this replica, then Redis)
+-> semantic: embed the last user turn (batched, off the loop), take the top-k neighbours in the
+request's scope, let the verifier (or a static threshold, if the route asks) pick one or none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gateway.cache.api import CacheHit, CacheRequest
+from gateway.cache.embedder import BatchingEmbedder, shared_embedder
+from gateway.cache.metrics import CacheMetrics
+from gateway.cache.policy import Keys, Policy, derive_keys, request_exclusion, response_exclusion
+from gateway.cache.store import Entry, LocalStore, RedisShare
+from gateway.cache.verifier import Probe, Verifier
+from tandem.embedding import DIMENSION, TokenEmbeddings
+
+log = logging.getLogger("tandem.gateway.cache")
+
+Upstream = Callable[[CacheRequest], Awaitable[dict[str, Any] | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RecheckSettings:
+    fraction: float = 0.0  # share of semantic hits also asked upstream in the background
+    answer_similarity: float = 0.85  # fresh and cached answers closer than this cosine agree
+    window: int = 500  # the wrong-hit rate is over the last `window` re-checks
+    min_samples: int = 20  # the alert needs at least this many re-checks in the window
+    alert_wrong_rate: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Replica-level settings: the top-level `cache:` keys that are not per-route policy."""
+
+    policy: Policy = field(default_factory=Policy)
+    redis_url: str | None = None
+    namespace: str = "tandem:cache"
+    max_entries: int = 100_000
+    max_bytes: int = 512 * 2**20
+    exact_search_max: int = 20_000
+    model_path: str | None = None
+    verifier_path: str | None = None
+    embed_batch: int = 32
+    recheck: RecheckSettings = field(default_factory=RecheckSettings)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | None) -> Settings:
+        config = dict(config or {})
+        recheck = config.pop("recheck", None) or {}
+        unknown = set(recheck) - set(RecheckSettings.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"cache.recheck: unknown keys {sorted(unknown)}")
+        replica_keys = set(cls.__dataclass_fields__) - {"policy", "recheck"}
+        policy_keys = set(Policy.__dataclass_fields__) | {"enabled"}
+        unknown = set(config) - replica_keys - policy_keys
+        if unknown:
+            raise ValueError(
+                f"cache: unknown keys {sorted(unknown)}; allowed: {sorted(replica_keys | policy_keys | {'recheck'})}"
+            )
+        policy = Policy.from_mapping({k: v for k, v in config.items() if k in policy_keys}, "cache")
+        settings = cls(
+            policy=policy,
+            recheck=RecheckSettings(**recheck),
+            **{k: v for k, v in config.items() if k in replica_keys},
+        )
+        if not 0 <= settings.recheck.fraction <= 1:
+            raise ValueError(
+                f"cache.recheck.fraction: must be in [0, 1] (got {settings.recheck.fraction!r})"
+            )
+        return settings
+
+
+class SemanticCache:
+    """Implements `gateway.cache.api.ResponseCache`.
+
+    Extensions beyond the protocol, all optional for the gateway: `registry` (Prometheus metrics to
+    expose), `upstream` (an async callable that answers a CacheRequest from the backend, needed for
+    the sampled re-check), `start()` (connect Redis and warm; otherwise done on first use).
+    """
+
+    def __init__(
+        self, settings: Settings, *, embedder: Any = None, verifier: Verifier | None = None
+    ) -> None:
+        self.settings = settings
+        self.metrics = CacheMetrics()
+        self.registry = self.metrics.registry
+        self.metrics.wrong_rate_threshold.set(settings.recheck.alert_wrong_rate)
+        self.local = LocalStore(
+            DIMENSION,
+            self.metrics,
+            settings.max_entries,
+            settings.max_bytes,
+            settings.exact_search_max,
+        )
+        self.replica = uuid.uuid4().hex[:12]
+        self.upstream: Upstream | None = None
+        self._embedder_model = embedder
+        self._embedder: BatchingEmbedder | None = None
+        self.verifier = verifier
+        self._share: RedisShare | None = None
+        self._started: asyncio.Future | None = None
+        self._recent: OrderedDict[str, tuple[np.ndarray, TokenEmbeddings]] = OrderedDict()
+        self._rechecks: deque[bool] = deque(maxlen=settings.recheck.window)
+        self._tasks: set[asyncio.Task] = set()
+        self._route_policies: dict[int, tuple[dict, Policy]] = {}
+        if settings.policy.mode == "semantic" or settings.recheck.fraction > 0:
+            self._load_models()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def _load_models(self) -> None:
+        if self._embedder is None:
+            model = self._embedder_model or shared_embedder(self.settings.model_path)
+            self._embedder = BatchingEmbedder(model, self.settings.embed_batch)
+        if self.verifier is None:
+            self.verifier = Verifier.load(self.settings.verifier_path)
+
+    async def start(self) -> None:
+        """Connect to Redis and load its live entries (idempotent; the first lookup calls it)."""
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+            try:
+                if self.settings.redis_url:
+                    self._share = RedisShare(
+                        self.settings.redis_url,
+                        self.settings.namespace,
+                        self.replica,
+                        self.settings.max_entries,
+                    )
+                    await self._share.start(self._receive)
+                self._started.set_result(None)
+            except Exception as exc:
+                self._started.set_exception(exc)
+                self._started = None
+                raise
+        await self._started
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._share is not None:
+            await self._share.close()
+        if self._embedder is not None:
+            self._embedder.close()
+
+    def _receive(self, entry: Entry, source: str) -> None:
+        if entry.id not in self.local:
+            self.local.add(entry)
+            self.metrics.shared.labels(source).inc()
+
+    # -- the protocol -----------------------------------------------------------------------------
+
+    def policy_for(self, request: CacheRequest) -> Policy:
+        route = request.route_policy
+        if not route:
+            return self.settings.policy
+        cached = self._route_policies.get(id(route))
+        if cached is None or cached[0] is not route:
+            cached = (route, self.settings.policy.merged(route, f"routes.{request.model}.cache"))
+            self._route_policies[id(route)] = cached
+        return cached[1]
+
+    async def lookup(self, request: CacheRequest) -> CacheHit | None:
+        t0 = time.perf_counter()
+        policy = self.policy_for(request)
+        reason = request_exclusion(request, policy)
+        if reason is not None:
+            self.metrics.skipped.labels(reason).inc()
+            return None
+        await self.start()
+        keys = derive_keys(request)
+        now = time.time()
+        entry = self.local.get_exact(keys.exact, now)
+        if entry is None and self._share is not None:
+            entry = await self._share.get_exact(keys.exact)
+            if entry is not None:
+                self._receive(entry, "exact")
+        if entry is not None:
+            self.metrics.lookups.labels("exact", "hit").inc()
+            self.metrics.latency.labels("exact").observe(time.perf_counter() - t0)
+            return CacheHit("exact", entry.response, 1.0)
+        self.metrics.lookups.labels("exact", "miss").inc()
+        if policy.mode != "semantic" or keys.text is None or request.endpoint == "embeddings":
+            return None
+        hit = await self._semantic(request, keys, policy, now)
+        self.metrics.lookups.labels("semantic", "hit" if hit else "miss").inc()
+        self.metrics.latency.labels("semantic").observe(time.perf_counter() - t0)
+        if (
+            hit is not None
+            and self.upstream is not None
+            and random.random() < self.settings.recheck.fraction
+        ):
+            self._spawn(self._recheck(request, keys, hit))
+        return hit
+
+    async def store(self, request: CacheRequest, response: dict[str, Any]) -> None:
+        policy = self.policy_for(request)
+        reason = request_exclusion(request, policy) or response_exclusion(
+            request.endpoint, response
+        )
+        if reason is not None:
+            self.metrics.stores.labels(reason).inc()
+            return
+        await self.start()
+        keys = derive_keys(request)
+        await self._put(keys, policy, response)
+        self.metrics.stores.labels("stored").inc()
+
+    # -- internals --------------------------------------------------------------------------------
+
+    async def _put(self, keys: Keys, policy: Policy, response: dict[str, Any]) -> Entry:
+        vector = tokens = None
+        if keys.text is not None and policy.mode == "semantic" and self._embedder is not None:
+            recent = self._recent.pop(keys.exact, None)
+            vector, tokens = recent if recent is not None else await self._embedder.embed(keys.text)
+        now = time.time()
+        entry = Entry(
+            uuid.uuid4().hex,
+            keys.scope,
+            keys.exact,
+            keys.text,
+            vector,
+            response,
+            now,
+            now + policy.ttl_s,
+            tokens=tokens,
+        )
+        self.local.add(entry, now)
+        if self._share is not None:
+            await self._share.publish(entry)
+        return entry
+
+    async def _semantic(
+        self, request: CacheRequest, keys: Keys, policy: Policy, now: float
+    ) -> CacheHit | None:
+        assert self._embedder is not None and self.verifier is not None and keys.text is not None
+        vector, tokens = await self._embedder.embed(keys.text)
+        self._recent[keys.exact] = (vector, tokens)  # store() after a miss reuses the embedding
+        while len(self._recent) > 1024:
+            self._recent.popitem(last=False)
+        found = [
+            (e, s)
+            for e, s in self.local.nearest(keys.scope, vector, int(policy.candidates), now)
+            if s >= policy.min_similarity and e.text is not None
+        ]
+        if not found:
+            return None
+        if policy.decision == "threshold":
+            entry, sim = found[0]
+            if sim < policy.threshold:
+                return None
+        else:
+            missing = [e for e, _ in found if e.tokens is None]
+            if missing:  # token vectors of cached questions are computed on first verification
+                for e, (_, toks) in zip(
+                    missing,
+                    await self._embedder.embed_many([e.text for e, _ in missing]),
+                    strict=True,
+                ):
+                    e.tokens = toks
+            query = Probe(keys.text, vector, tokens)
+            probs = self.verifier.probabilities(
+                query, [Probe(e.text, e.vector, e.tokens) for e, _ in found]
+            )
+            best = int(np.argmax(probs))
+            cut = (
+                policy.min_probability
+                if policy.min_probability is not None
+                else self.verifier.operating_point
+            )
+            if probs[best] < cut:
+                return None
+            entry, sim = found[best]
+        self.local.touch(entry)
+        return CacheHit("semantic", entry.response, sim)
+
+    async def _recheck(self, request: CacheRequest, keys: Keys, hit: CacheHit) -> None:
+        """Ask upstream too and compare answers; a disagreement counts as a wrong hit."""
+        try:
+            fresh = await self.upstream(request) if self.upstream else None
+            if fresh is None or response_exclusion(request.endpoint, fresh):
+                self.metrics.rechecks.labels("error").inc()
+                return
+            agree = await self._answers_agree(hit.response, fresh)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("cache re-check failed", exc_info=True)
+            self.metrics.rechecks.labels("error").inc()
+            return
+        self.metrics.rechecks.labels("agree" if agree else "disagree").inc()
+        self._rechecks.append(not agree)
+        rate = sum(self._rechecks) / len(self._rechecks)
+        self.metrics.wrong_rate.set(rate)
+        alert = (
+            len(self._rechecks) >= self.settings.recheck.min_samples
+            and rate > self.settings.recheck.alert_wrong_rate
+        )
+        self.metrics.wrong_rate_alert.set(1.0 if alert else 0.0)
+        if not agree:  # the question now has its own answer; later repeats hit it exactly
+            await self._put(keys, self.policy_for(request), fresh)
+
+    async def _answers_agree(self, cached: dict[str, Any], fresh: dict[str, Any]) -> bool:
+        a, b = answer_text(cached), answer_text(fresh)
+        if a == b:
+            return True
+        if not a or not b or self._embedder is None:
+            return False
+        (va, _), (vb, _) = await self._embedder.embed_many([a, b])
+        return float(np.dot(va, vb)) >= self.settings.recheck.answer_similarity
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for background re-checks (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def answer_text(response: dict[str, Any]) -> str:
+    parts = []
+    for choice in response.get("choices") or []:
+        message = choice.get("message")
+        parts.append(
+            str((message or {}).get("content") or "")
+            if message is not None
+            else str(choice.get("text", ""))
+        )
+    return "\n".join(parts).strip()

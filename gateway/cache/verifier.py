@@ -1,0 +1,290 @@
+"""The semantic hit decision: a small learned verifier over a (query, cached question) pair.
+
+A single cosine threshold cannot tell "How do I learn Python?" from "How do I learn Python 3 in
+a week?": the sentence vectors are close, the questions are not the same. The verifier looks at
+what a threshold ignores: how well every token of one question is matched by some token of the
+other (contextual token vectors from the same MiniLM forward pass), numbers and capitalised names
+that differ, negations, the question word, lengths, word overlap, and the element-wise product and
+difference of the two sentence vectors. A one-hidden-layer network over those features, trained on
+part of the Quora duplicate pairs (benchmarks/train_cache_verifier.py, reproducible, pure numpy),
+outputs the probability that the cached answer answers the new question. The cache serves the
+best of its top-k candidates only when that probability clears the operating point, which is
+chosen on held-out pairs for a target precision.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tandem.embedding import TokenEmbeddings
+
+DEFAULT_WEIGHTS = Path(__file__).with_name("verifier.npz")
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_CAPITALISED = re.compile(r"(?<![.?!]\s)(?<!^)\b[A-Z][a-zA-Z0-9]+")
+_QUESTION_WORDS = (
+    "what",
+    "why",
+    "how",
+    "when",
+    "where",
+    "who",
+    "which",
+    "whom",
+    "whose",
+    "is",
+    "are",
+    "can",
+    "could",
+    "should",
+    "would",
+    "will",
+    "do",
+    "does",
+    "did",
+    "was",
+    "were",
+    "have",
+    "has",
+)
+_NEGATIONS = frozenset(
+    {
+        "not",
+        "no",
+        "never",
+        "none",
+        "nobody",
+        "nothing",
+        "neither",
+        "nor",
+        "without",
+        "cannot",
+        "can't",
+        "don't",
+        "doesn't",
+        "didn't",
+        "isn't",
+        "aren't",
+        "wasn't",
+        "weren't",
+        "won't",
+        "wouldn't",
+        "shouldn't",
+        "couldn't",
+        "haven't",
+        "hasn't",
+    }
+)
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "for",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "do",
+        "does",
+        "did",
+        "i",
+        "you",
+        "he",
+        "she",
+        "it",
+        "we",
+        "they",
+        "my",
+        "your",
+        "me",
+        "his",
+        "her",
+        "its",
+        "our",
+        "their",
+        "this",
+        "that",
+        "these",
+        "those",
+        "what",
+        "why",
+        "how",
+        "when",
+        "where",
+        "who",
+        "which",
+        "whom",
+        "can",
+        "could",
+        "should",
+        "would",
+        "will",
+        "shall",
+        "may",
+        "might",
+        "must",
+        "have",
+        "has",
+        "had",
+        "with",
+        "at",
+        "by",
+        "from",
+        "as",
+        "about",
+        "into",
+        "than",
+        "then",
+        "so",
+        "if",
+        "there",
+        "here",
+        "any",
+        "some",
+        "get",
+        "best",
+        "way",
+        "ways",
+        "good",
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One side of a pair: the text, its sentence vector and its token vectors."""
+
+    text: str
+    vector: np.ndarray
+    tokens: TokenEmbeddings
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _question_word(words: list[str]) -> str:
+    for w in words[:4]:
+        if w in _QUESTION_WORDS:
+            return w
+    return ""
+
+
+def _alignment(a: TokenEmbeddings, b: TokenEmbeddings) -> tuple[float, float, float]:
+    """For each content token of `a`, its best cosine to any token of `b`: (min, mean, 2nd smallest)."""
+    keep = [i for i, t in enumerate(a.tokens) if t.isalnum() or t.startswith("##")]
+    if not keep or len(b.tokens) == 0:
+        return 0.0, 0.0, 0.0
+    best = (a.vectors[keep] @ b.vectors.T).max(axis=1)
+    srt = np.sort(best)
+    return float(srt[0]), float(srt.mean()), float(srt[1] if len(srt) > 1 else srt[0])
+
+
+FEATURE_NAMES = (
+    "cosine",
+    "align_min_ab",
+    "align_mean_ab",
+    "align_2nd_ab",
+    "align_min_ba",
+    "align_mean_ba",
+    "align_2nd_ba",
+    "align_min",
+    "align_mean",
+    "jaccard",
+    "content_jaccard",
+    "content_only_a",
+    "content_only_b",
+    "number_mismatch",
+    "number_one_side",
+    "capital_mismatch",
+    "negation_mismatch",
+    "question_word_mismatch",
+    "len_ratio",
+    "len_diff",
+    "same_text",
+)
+
+
+def pair_features(q: Probe, c: Probe) -> np.ndarray:
+    """The hand-made features of one pair (order: FEATURE_NAMES)."""
+    wa, wb = _words(q.text), _words(c.text)
+    sa, sb = set(wa), set(wb)
+    ca, cb = sa - _STOP, sb - _STOP
+    na, nb = set(_NUMBER.findall(q.text)), set(_NUMBER.findall(c.text))
+    capa = {w.lower() for w in _CAPITALISED.findall(q.text)}
+    capb = {w.lower() for w in _CAPITALISED.findall(c.text)}
+    ab = _alignment(q.tokens, c.tokens)
+    ba = _alignment(c.tokens, q.tokens)
+    la, lb = max(len(wa), 1), max(len(wb), 1)
+    return np.array(
+        [
+            float(np.dot(q.vector, c.vector)),
+            *ab,
+            *ba,
+            min(ab[0], ba[0]),
+            (ab[1] + ba[1]) / 2,
+            len(sa & sb) / max(len(sa | sb), 1),
+            len(ca & cb) / max(len(ca | cb), 1),
+            float(len(ca - cb)),
+            float(len(cb - ca)),
+            float(bool(na or nb) and na != nb),
+            float(bool(na) != bool(nb)),
+            float(len(capa ^ capb)),
+            float(len(sa & _NEGATIONS) % 2 != len(sb & _NEGATIONS) % 2),
+            float(_question_word(wa) != _question_word(wb)),
+            min(la, lb) / max(la, lb),
+            abs(la - lb) / max(la, lb),
+            float(" ".join(wa) == " ".join(wb)),
+        ],
+        dtype=np.float32,
+    )
+
+
+def model_inputs(q: Probe, c: Probe) -> np.ndarray:
+    """Hand features followed by the symmetric interactions of the two sentence vectors."""
+    return np.concatenate(
+        [pair_features(q, c), q.vector * c.vector, np.abs(q.vector - c.vector)]
+    ).astype(np.float32)
+
+
+class Verifier:
+    """A one-hidden-layer network in numpy; weights from an .npz written by the training script."""
+
+    def __init__(self, weights: dict[str, np.ndarray]) -> None:
+        self.mean = weights["mean"].astype(np.float32)
+        self.scale = weights["scale"].astype(np.float32)
+        self.w1 = weights["w1"].astype(np.float32)
+        self.b1 = weights["b1"].astype(np.float32)
+        self.w2 = weights["w2"].astype(np.float32)
+        self.b2 = weights["b2"].astype(np.float32)
+        self.operating_point = float(weights["operating_point"])
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Verifier:
+        with np.load(Path(path) if path else DEFAULT_WEIGHTS) as data:
+            return cls({k: data[k] for k in data.files})
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities for a (n, n_inputs) matrix of `model_inputs` rows."""
+        h = np.maximum((x - self.mean) / self.scale @ self.w1 + self.b1, 0.0)
+        logits = h @ self.w2 + self.b2
+        return 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1), -30, 30)))
+
+    def probabilities(self, query: Probe, candidates: list[Probe]) -> np.ndarray:
+        if not candidates:
+            return np.zeros(0, dtype=np.float32)
+        return self.predict(np.stack([model_inputs(query, c) for c in candidates]))

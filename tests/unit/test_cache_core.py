@@ -1,0 +1,169 @@
+"""The cache end to end in one process with the real embedding model: scoping, layers, TTL,
+eviction, exclusions and batching. (Redis sharing and the gateway are in tests/integration.)"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from gateway.cache import build_cache
+from gateway.cache.api import CacheRequest
+from gateway.cache.core import SemanticCache
+
+
+def chat(
+    question: str,
+    *,
+    tenant: str = "team-a",
+    model: str = "llama",
+    system: str = "Be brief.",
+    **params: object,
+) -> CacheRequest:
+    body = {
+        "model": model,
+        "temperature": 0,
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}],
+        **params,
+    }
+    return CacheRequest(tenant=tenant, model=model, endpoint="chat.completions", body=body)
+
+
+def answer(content: str, finish: str = "stop") -> dict:
+    return {
+        "id": "cmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "llama",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish,
+            }
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
+    }
+
+
+@pytest.fixture
+async def cache() -> SemanticCache:
+    c = build_cache({"mode": "semantic"})
+    yield c
+    await c.close()
+
+
+Q = "How do I reset my password on the website?"
+PARAPHRASE = "How can I reset my password on the website?"
+
+
+async def test_exact_then_semantic_hit(cache: SemanticCache) -> None:
+    assert await cache.lookup(chat(Q)) is None
+    await cache.store(chat(Q), answer("Click 'Forgot password'."))
+    hit = await cache.lookup(chat(Q))
+    assert (
+        hit is not None
+        and hit.layer == "exact"
+        and hit.response["choices"][0]["message"]["content"].startswith("Click")
+    )
+    hit = await cache.lookup(chat(PARAPHRASE))
+    assert hit is not None and hit.layer == "semantic" and hit.similarity > 0.9
+    assert await cache.lookup(chat("What is the capital of France?")) is None
+    assert cache.metrics.value("tandem_cache_lookups_total", layer="semantic", result="hit") == 1
+    assert cache.metrics.value("tandem_cache_lookups_total", layer="exact", result="hit") == 1
+
+
+async def test_never_crosses_tenant_system_prompt_or_model(cache: SemanticCache) -> None:
+    await cache.store(chat(Q), answer("secret answer of team a"))
+    for other in (
+        chat(Q, tenant="team-b"),
+        chat(Q, system="Answer in French."),
+        chat(Q, model="gpt-4o"),
+        chat(PARAPHRASE, tenant="team-b"),
+    ):
+        assert await cache.lookup(other) is None
+
+
+async def test_excluded_requests_and_answers_are_not_cached(cache: SemanticCache) -> None:
+    await cache.store(chat("q1", temperature=0.9), answer("a"))
+    await cache.store(chat("q2"), answer("half an ans", finish="length"))
+    await cache.store(chat("q3"), {"error": {"message": "upstream down"}})
+    tool = answer("")
+    tool["choices"][0]["message"]["tool_calls"] = [
+        {"id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    ]
+    tool["choices"][0]["finish_reason"] = "tool_calls"
+    await cache.store(chat("q4"), tool)
+    assert len(cache.local) == 0
+    for reason in ("sampled", "truncated", "error", "tool_calls"):
+        assert cache.metrics.value("tandem_cache_stores_total", outcome=reason) == 1
+    assert await cache.lookup(chat("q1", temperature=0.9)) is None
+
+
+async def test_route_policy_exact_only_and_off() -> None:
+    cache = build_cache({"mode": "semantic"})
+    try:
+        exact_only = chat(Q)
+        exact_only.route_policy = {"mode": "exact"}
+        await cache.store(exact_only, answer("A"))
+        para = chat(PARAPHRASE)
+        para.route_policy = {"mode": "exact"}
+        assert await cache.lookup(para) is None
+        same = chat(Q)
+        same.route_policy = {"mode": "exact"}
+        assert (await cache.lookup(same)).layer == "exact"
+        off = chat(Q)
+        off.route_policy = {"enabled": False}
+        assert await cache.lookup(off) is None
+    finally:
+        await cache.close()
+
+
+async def test_ttl_expires_entries() -> None:
+    cache = build_cache({"mode": "exact", "ttl_s": 0.2})
+    try:
+        await cache.store(chat(Q), answer("A"))
+        assert await cache.lookup(chat(Q)) is not None
+        await asyncio.sleep(0.3)
+        assert await cache.lookup(chat(Q)) is None
+        assert cache.metrics.value("tandem_cache_evictions_total", reason="ttl") == 1
+    finally:
+        await cache.close()
+
+
+async def test_entry_bound_evicts_least_recently_used() -> None:
+    cache = build_cache({"mode": "exact", "max_entries": 3})
+    try:
+        for i in range(3):
+            await cache.store(chat(f"question {i}"), answer(str(i)))
+        assert await cache.lookup(chat("question 0")) is not None  # now most recently used
+        await cache.store(chat("question 3"), answer("3"))
+        assert await cache.lookup(chat("question 1")) is None
+        assert all([await cache.lookup(chat(f"question {i}")) for i in (0, 2, 3)])
+        assert len(cache.local) == 3
+    finally:
+        await cache.close()
+
+
+async def test_byte_bound_evicts() -> None:
+    cache = build_cache({"mode": "exact", "max_bytes": 20_000})
+    try:
+        for i in range(10):
+            await cache.store(chat(f"question {i}"), answer("x" * 3000))
+        assert cache.local.bytes <= 20_000 and 0 < len(cache.local) < 10
+    finally:
+        await cache.close()
+
+
+async def test_concurrent_lookups_share_forward_passes(cache: SemanticCache) -> None:
+    questions = [f"How do I cook dish number {i} well?" for i in range(24)]
+    t0 = time.perf_counter()
+    await asyncio.gather(*(cache.lookup(chat(q)) for q in questions))
+    assert cache._embedder.batches < len(questions) / 2, "concurrent requests were not batched"
+    assert time.perf_counter() - t0 < 30
+
+
+def test_unknown_config_keys_fail_loudly() -> None:
+    with pytest.raises(ValueError, match="unknown keys"):
+        build_cache({"mode": "semantic", "treshold": 0.9})

@@ -1,0 +1,126 @@
+"""Scoping and exclusions: what the cache may serve to whom, decided before any similarity."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.cache.api import CacheRequest
+from gateway.cache.policy import Policy, derive_keys, request_exclusion, response_exclusion
+
+
+def chat(
+    question: str,
+    *,
+    tenant: str = "team-a",
+    model: str = "llama",
+    system: str | None = "Be brief.",
+    history: list[dict] | None = None,
+    **params: object,
+) -> CacheRequest:
+    messages = ([{"role": "system", "content": system}] if system else []) + (history or [])
+    body = {
+        "model": model,
+        "messages": [*messages, {"role": "user", "content": question}],
+        "temperature": 0,
+        **params,
+    }
+    return CacheRequest(tenant=tenant, model=model, endpoint="chat.completions", body=body)
+
+
+def ok(content: str = "Paris.", finish: str = "stop") -> dict:
+    return {
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish,
+            }
+        ]
+    }
+
+
+def test_only_the_last_user_turn_is_compared_the_rest_is_scope() -> None:
+    base = derive_keys(chat("What is the capital of France?"))
+    assert base.text == "What is the capital of France?"
+    same_scope = derive_keys(chat("Which city is France's capital?"))
+    assert same_scope.scope == base.scope and same_scope.exact != base.exact
+    for other in (
+        chat("What is the capital of France?", tenant="team-b"),
+        chat("What is the capital of France?", model="gpt-4o"),
+        chat("What is the capital of France?", system="Answer in French."),
+        chat(
+            "What is the capital of France?",
+            history=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+        ),
+        chat("What is the capital of France?", max_tokens=5),
+        chat(
+            "What is the capital of France?",
+            tools=[{"type": "function", "function": {"name": "f"}}],
+        ),
+        chat("What is the capital of France?", response_format={"type": "json_object"}),
+    ):
+        k = derive_keys(other)
+        assert k.scope != base.scope and k.exact != base.exact
+
+
+def test_exact_key_ignores_key_order_and_delivery_fields() -> None:
+    a = chat("Hi there", stream=True, user="u1")
+    b = chat("Hi there")
+    b.body = dict(reversed(list(b.body.items())))
+    assert derive_keys(a).exact == derive_keys(b).exact
+
+
+def test_non_text_turns_are_exact_only() -> None:
+    req = chat("x")
+    req.body["messages"][-1]["content"] = [{"type": "image_url", "image_url": {"url": "data:"}}]
+    assert derive_keys(req).text is None
+
+
+def test_sampled_requests_are_not_cached_unless_the_route_opts_in() -> None:
+    policy = Policy()
+    assert request_exclusion(chat("q", temperature=0.9), policy) == "sampled"
+    unset = chat("q")
+    del unset.body["temperature"]  # the API's default temperature is 1: it samples
+    assert request_exclusion(unset, policy) == "sampled"
+    assert request_exclusion(chat("q", temperature=0.2), policy) is None
+    assert (
+        request_exclusion(chat("q", temperature=0.9), policy.merged({"allow_sampled": True}))
+        is None
+    )
+    assert request_exclusion(chat("q"), policy.merged({"enabled": False})) == "disabled"
+
+
+@pytest.mark.parametrize(
+    ("response", "reason"),
+    [
+        (ok(finish="length"), "truncated"),
+        ({"error": {"message": "boom"}}, "error"),
+        ({"choices": []}, "error"),
+        (
+            {
+                "choices": [
+                    {
+                        "message": {
+                            "role": "assistant",
+                            "content": None,
+                            "tool_calls": [{"id": "1", "type": "function"}],
+                        },
+                        "finish_reason": "tool_calls",
+                    }
+                ]
+            },
+            "tool_calls",
+        ),
+        (ok(finish="content_filter"), "incomplete"),
+        (ok(), None),
+    ],
+)
+def test_unfit_answers_are_not_stored(response: dict, reason: str | None) -> None:
+    assert response_exclusion("chat.completions", response) == reason
+
+
+def test_bad_policy_values_name_the_field() -> None:
+    with pytest.raises(ValueError, match=r"routes.x.cache.mode"):
+        Policy().merged({"mode": "fuzzy"}, "routes.x.cache")
+    with pytest.raises(ValueError, match=r"threshold"):
+        Policy().merged({"threshold": 1.5})
