@@ -373,7 +373,12 @@ class PlatformConfig(Model):
 
     def base_tags(self) -> dict[str, str]:
         """AWS tags every taggable resource carries (user tags win over defaults)."""
-        return {"environment": self.environment, "managed-by": "tandem", **self.tags}
+        return {
+            "environment": self.environment,
+            "use-case": "platform",
+            "managed-by": "tandem",
+            **self.tags,
+        }
 
 
 # --- loading and error formatting ----------------------------------------------------------

@@ -1,0 +1,5 @@
+"""Composition root for `pulumi up`: everything lives in tandem.program."""
+
+from tandem.program import main
+
+main()

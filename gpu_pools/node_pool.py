@@ -1,0 +1,275 @@
+"""`GpuNodePool`: one component, three mechanisms, one scheduling contract.
+
+- `managed`: an EKS managed node group on a GPU AMI with a hardened launch template, optional
+  EFA networking in a cluster placement group for multi-node p-family jobs.
+- `karpenter`: a Karpenter NodePool + EC2NodeClass (instance-family requirements, capacity
+  types, a GPU limit, `WhenEmpty` disruption for serving so a busy replica is never evicted to
+  save money).
+- `existing`: nodes someone else runs; nothing is created, the contract still describes them.
+
+Every pool carries the `nvidia.com/gpu` NoSchedule taint and the platform labels, and exports a
+`SchedulingContract` that inference clusters consume instead of re-deriving selectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_kubernetes as k8s
+
+from components.aws_common import secure_launch_template
+from gpu_pools.catalog import load_catalog
+from gpu_pools.contract import SchedulingContract, default_gpu_tolerations
+from tandem import labels, pins
+from tandem.config import GpuPoolConfig
+
+EKS_CAPACITY = {"on-demand": "ON_DEMAND", "spot": "SPOT", "reserved": "ON_DEMAND"}
+# Bottlerocket keeps container images on its second (data) volume; AL2023 on the root volume.
+IMAGE_VOLUME_DEVICE = {
+    "AL2023_x86_64_NVIDIA": "/dev/xvda",
+    "BOTTLEROCKET_x86_64_NVIDIA": "/dev/xvdb",
+}
+
+
+def pool_node_labels(pool: GpuPoolConfig) -> dict[str, str]:
+    """Labels every node of the pool carries; the contract's node selector is a subset."""
+    gpu = load_catalog().get(pool.primary_instance).gpu.name
+    return {
+        **pool.labels,
+        labels.LABEL_POOL: pool.name,
+        labels.LABEL_GPU_MODEL: gpu,
+        labels.LABEL_TEAM: pool.team,
+        labels.LABEL_WORKLOAD: pool.workload,
+        labels.LABEL_CAPACITY_TYPE: pool.capacity_type,
+    }
+
+
+def scheduling_contract(pool: GpuPoolConfig) -> SchedulingContract:
+    """What serving needs to land on this pool, derived from config alone (pure, plan-time)."""
+    inst = load_catalog().get(pool.primary_instance)
+    return SchedulingContract(
+        pool=pool.name,
+        node_selector={labels.LABEL_POOL: pool.name},
+        tolerations=default_gpu_tolerations(),
+        gpu_resource=labels.GPU_RESOURCE,
+        gpus_per_node=inst.gpus,
+        gpu_memory_gib_per_gpu=inst.gpu_memory_gib,
+        gpu_model=inst.gpu.name,
+        instance_type=inst.name,
+        hourly_usd=inst.usd_per_hour,
+        min_nodes=pool.min_nodes,
+        max_nodes=pool.max_nodes,
+        capacity_type=pool.capacity_type,
+        vcpu=inst.vcpu,
+        memory_gib=inst.memory_gib,
+    )
+
+
+@dataclass
+class GpuNodePoolArgs:
+    pool: GpuPoolConfig
+    cluster_name: pulumi.Input[str]
+    tags: dict[str, str]
+    k8s_provider: k8s.Provider | None = None
+    node_role: aws.iam.Role | None = None  # managed
+    subnet_ids: list[pulumi.Input[str]] = field(default_factory=list)  # managed
+    security_group_id: pulumi.Input[str] | None = None  # managed + efa
+    karpenter_node_role_name: pulumi.Input[str] | None = None  # karpenter
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+
+
+class GpuNodePool(pulumi.ComponentResource):
+    contract: SchedulingContract
+
+    def __init__(
+        self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__(labels.TOKEN_GPU_NODE_POOL, name, None, opts)
+        pool = args.pool
+        self.contract = scheduling_contract(pool)
+        self.node_labels = pool_node_labels(pool)
+        self.tags = {**args.tags, "team": pool.team, "tandem-pool": pool.name}
+        if pool.mechanism == "managed":
+            self._managed(name, args)
+        elif pool.mechanism == "karpenter":
+            self._karpenter(name, args)
+        self.register_outputs({"contract": self.contract.to_dict()})
+
+    def _managed(self, name: str, args: GpuNodePoolArgs) -> None:
+        pool = args.pool
+        if args.node_role is None:
+            raise ValueError(f"pool {pool.name}: managed node groups need the cluster's node role")
+        placement = None
+        subnets = list(args.subnet_ids)
+        if pool.efa:
+            # EFA wants every node in one placement group, and a cluster placement group lives
+            # in one AZ: pin the group to the first private subnet.
+            placement = aws.ec2.PlacementGroup(
+                f"{name}-placement",
+                strategy="cluster",
+                tags=self.tags,
+                opts=pulumi.ResourceOptions(parent=self),
+            ).name
+            subnets = subnets[:1]
+        template = secure_launch_template(
+            f"{name}-lt",
+            root_volume_gib=pool.root_volume_gib,
+            device_name=IMAGE_VOLUME_DEVICE[pool.ami_type],
+            tags=self.tags,
+            parent=self,
+            efa=pool.efa,
+            placement_group=placement,
+            security_group_ids=[args.security_group_id] if args.security_group_id else [],
+            capacity_reservation_id=(
+                pool.capacity_reservation_ids[0] if pool.capacity_reservation_ids else None
+            ),
+        )
+        desired = pool.desired_nodes if pool.desired_nodes is not None else pool.min_nodes
+        self.node_group = aws.eks.NodeGroup(
+            f"{name}-ng",
+            cluster_name=args.cluster_name,
+            node_group_name=f"gpu-{pool.name}",
+            node_role_arn=args.node_role.arn,
+            subnet_ids=subnets,
+            ami_type=pool.ami_type,
+            capacity_type=EKS_CAPACITY[pool.capacity_type],
+            instance_types=list(pool.instance_types),
+            scaling_config={
+                "min_size": pool.min_nodes,
+                "max_size": pool.max_nodes,
+                "desired_size": desired,
+            },
+            launch_template={"id": template.id, "version": template.latest_version.apply(str)},
+            taints=[
+                {
+                    "key": labels.GPU_TAINT_KEY,
+                    "value": labels.GPU_TAINT_VALUE,
+                    "effect": "NO_SCHEDULE",
+                }
+            ],
+            labels=self.node_labels,
+            update_config={"max_unavailable": 1},
+            tags=self.tags,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=args.depends_on,
+                # The cluster autoscaler / operators move desired size; do not fight them.
+                ignore_changes=["scalingConfig.desiredSize"],
+            ),
+        )
+
+    def _karpenter(self, name: str, args: GpuNodePoolArgs) -> None:
+        pool = args.pool
+        if args.k8s_provider is None or args.karpenter_node_role_name is None:
+            raise ValueError(f"pool {pool.name}: karpenter pools need the controller installed")
+        child = pulumi.ResourceOptions(
+            parent=self, provider=args.k8s_provider, depends_on=args.depends_on
+        )
+        catalog = load_catalog()
+        inst = catalog.get(pool.primary_instance)
+        families = sorted({catalog.get(t).family for t in pool.instance_types})
+        node_class = k8s.apiextensions.CustomResource(
+            f"{name}-nodeclass",
+            api_version="karpenter.k8s.aws/v1",
+            kind="EC2NodeClass",
+            metadata={"name": pool.name, "labels": labels.platform_labels()},
+            spec={
+                "role": args.karpenter_node_role_name,
+                "amiSelectorTerms": [{"alias": pins.KARPENTER_AMI_ALIAS[pool.ami_type]}],
+                "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": args.cluster_name}}],
+                "securityGroupSelectorTerms": [
+                    {"tags": {"karpenter.sh/discovery": args.cluster_name}}
+                ],
+                "metadataOptions": {
+                    "httpEndpoint": "enabled",
+                    "httpTokens": "required",
+                    "httpPutResponseHopLimit": 1,
+                    "httpProtocolIPv6": "disabled",
+                },
+                "blockDeviceMappings": [
+                    {
+                        "deviceName": IMAGE_VOLUME_DEVICE[pool.ami_type],
+                        "ebs": {
+                            "volumeSize": f"{pool.root_volume_gib}Gi",
+                            "volumeType": "gp3",
+                            "encrypted": True,
+                            "deleteOnTermination": True,
+                        },
+                    }
+                ],
+                **(
+                    {
+                        "capacityReservationSelectorTerms": [
+                            {"id": rid} for rid in pool.capacity_reservation_ids
+                        ]
+                    }
+                    if pool.capacity_reservation_ids
+                    else {}
+                ),
+                "tags": self.tags,
+            },
+            opts=child,
+        )
+        self.node_pool = k8s.apiextensions.CustomResource(
+            f"{name}-nodepool",
+            api_version="karpenter.sh/v1",
+            kind="NodePool",
+            metadata={"name": pool.name, "labels": labels.platform_labels()},
+            spec={
+                "template": {
+                    "metadata": {"labels": self.node_labels},
+                    "spec": {
+                        "nodeClassRef": {
+                            "group": "karpenter.k8s.aws",
+                            "kind": "EC2NodeClass",
+                            "name": pool.name,
+                        },
+                        "requirements": [
+                            {
+                                "key": "karpenter.k8s.aws/instance-family",
+                                "operator": "In",
+                                "values": families,
+                            },
+                            {
+                                "key": "node.kubernetes.io/instance-type",
+                                "operator": "In",
+                                "values": list(pool.instance_types),
+                            },
+                            {
+                                "key": "karpenter.sh/capacity-type",
+                                "operator": "In",
+                                "values": [pool.capacity_type],
+                            },
+                            {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+                        ],
+                        "taints": [
+                            {
+                                "key": labels.GPU_TAINT_KEY,
+                                "value": labels.GPU_TAINT_VALUE,
+                                "effect": labels.GPU_TAINT_EFFECT,
+                            }
+                        ],
+                        "expireAfter": pool.expire_after,
+                    },
+                },
+                "limits": {
+                    labels.GPU_RESOURCE: str(pool.max_nodes * inst.gpus),
+                    "cpu": str(pool.max_nodes * inst.vcpu),
+                },
+                "disruption": {
+                    # Serving pools only give back empty nodes: consolidating a node that holds
+                    # a model replica drops its in-flight requests and its warm KV cache.
+                    "consolidationPolicy": (
+                        "WhenEmpty" if pool.workload == "serving" else "WhenEmptyOrUnderutilized"
+                    ),
+                    "consolidateAfter": pool.consolidate_after,
+                },
+            },
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                provider=args.k8s_provider,
+                depends_on=[node_class, *args.depends_on],
+            ),
+        )
