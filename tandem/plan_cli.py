@@ -1,0 +1,146 @@
+"""`tandem plan --stack NAME [--output table|json]`: the offline plan, for people and machines.
+
+Exit codes: 0 the plan is clean; 1 a mandatory policy or a plan-time check failed; 2 the stack
+config is invalid (the message names the field, the bad value and what is allowed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="plan a stack offline: resources, cost envelope, policies")
+    p.add_argument("--stack", required=True, help="stack name (stacks/Pulumi.<stack>.yaml)")
+    p.add_argument("--output", choices=("table", "json"), default="table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tandem.config import ConfigError
+    from tandem.plan import build_plan
+
+    try:
+        plan = build_plan(args.stack)
+    except ConfigError as exc:
+        if args.output == "json":
+            print(json.dumps({"ok": False, "stack": args.stack, "config_errors": exc.errors}))
+        else:
+            sys.stderr.write(f"error: {exc}\n")
+        return EXIT_CONFIG
+    if args.output == "json":
+        print(json.dumps(plan.to_dict(), indent=2, default=str))
+    else:
+        render(plan)
+    return EXIT_FAILED if plan.failed else EXIT_OK
+
+
+def _usd(value: float | None) -> str:
+    return "—" if value is None else f"${value:,.0f}"
+
+
+def resource_tree(plan: Any):
+    """Components as branches, their resources as leaves, in registration order."""
+    from rich.tree import Tree
+
+    root = Tree(f"[bold]stack {plan.stack}[/] ({len(plan.resources)} resources)")
+    nodes: dict[str | None, Tree] = {}
+    for rec in plan.resources:
+        parent = nodes.get(rec.parent, root)
+        if rec.custom:
+            parent.add(f"{rec.name} [dim]{rec.type}[/]")
+        else:
+            nodes[rec.urn] = parent.add(f"[bold cyan]{rec.name}[/] [dim]{rec.type}[/]")
+    return root
+
+
+def render(plan: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(resource_tree(plan))
+
+    counts = Table(title="Resources by type")
+    counts.add_column("type")
+    counts.add_column("count", justify="right")
+    for token, n in plan.counts_by_type().items():
+        counts.add_row(token, str(n))
+    console.print(counts)
+
+    cost = plan.cost
+    table = Table(
+        title="GPU cost envelope, $ per month",
+        caption=f"on-demand list prices, {cost.price_source}, reviewed {cost.price_date}",
+    )
+    for col in ("pool", "instance", "capacity", "nodes", "GPUs", "$/h", "min", "max"):
+        table.add_column(
+            col, justify="left" if col in ("pool", "instance") else "right", no_wrap=True
+        )
+    for p in cost.pools:
+        table.add_row(
+            p.pool,
+            p.instance_type,
+            p.capacity_type,
+            f"{p.min_nodes}–{p.max_nodes}",
+            str(p.gpus_per_node),
+            f"${p.hourly_usd_per_node:,.2f}",
+            _usd(p.min_monthly_usd),
+            _usd(p.max_monthly_usd),
+        )
+    table.add_section()
+    table.add_row(
+        "total", "", "", "", "", "", _usd(cost.min_monthly_usd), _usd(cost.max_monthly_usd)
+    )
+    if cost.budget_monthly_usd is not None:
+        verdict = "[green]within[/]" if cost.within_budget else "[red]OVER[/]"
+        table.add_row(
+            "budget", "", "", "", "", "", "", f"{_usd(cost.budget_monthly_usd)} {verdict}"
+        )
+    console.print(table)
+
+    if plan.upgrade_surge:
+        surge = Table(title="Blue-green upgrade surge")
+        for col in ("use case", "GPUs", "$/h", "fits in pool"):
+            surge.add_column(col)
+        for s in plan.upgrade_surge:
+            surge.add_row(
+                s["use_case"],
+                str(s["gpus"]),
+                f"${s['hourly_usd']:,.2f}",
+                "yes" if s["fits_in_pool"] else "[yellow]no[/]",
+            )
+        console.print(surge)
+
+    if plan.checks:
+        checks = Table(title="Plan-time checks")
+        for col in ("use case", "check", "ok", "message"):
+            checks.add_column(col)
+        for c in plan.checks:
+            ok = "[green]ok[/]" if c["ok"] else "[red]FAIL[/]"
+            checks.add_row(c["use_case"], c["check"], ok, c["message"])
+        console.print(checks)
+
+    policy = Table(title="Policy violations")
+    for col in ("policy", "resource", "enforcement", "message", "remediation"):
+        policy.add_column(col)
+    for v in plan.violations:
+        style = "red" if v["enforcement"] == "mandatory" else "yellow"
+        policy.add_row(
+            v["policy"],
+            v["resource"],
+            f"[{style}]{v['enforcement']}[/]",
+            v["message"],
+            v["remediation"],
+        )
+    if plan.violations:
+        console.print(policy)
+    else:
+        console.print("[green]Policies: no violations.[/]")
+    status = "[red]FAILED[/]" if plan.failed else "[green]OK[/]"
+    console.print(f"Plan {status} in {plan.seconds:.1f} s.")
