@@ -63,7 +63,8 @@ def render(plan: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    # Wide enough for the tables when piped (rich falls back to 80 columns without a TTY).
+    console = Console(width=None if sys.stdout.isatty() else 120)
     console.print(resource_tree(plan))
 
     counts = Table(title="Resources by type")
