@@ -98,12 +98,13 @@ def render(plan: Any) -> None:
     table.add_row(
         "total", "", "", "", "", "", _usd(cost.min_monthly_usd), _usd(cost.max_monthly_usd)
     )
+    console.print(table)
     if cost.budget_monthly_usd is not None:
         verdict = "[green]within[/]" if cost.within_budget else "[red]OVER[/]"
-        table.add_row(
-            "budget", "", "", "", "", "", "", f"{_usd(cost.budget_monthly_usd)} {verdict}"
+        console.print(
+            f"Budget {_usd(cost.budget_monthly_usd)}/month: maximum scale "
+            f"{_usd(cost.max_monthly_usd)} is {verdict} budget."
         )
-    console.print(table)
 
     if plan.upgrade_surge:
         surge = Table(title="Blue-green upgrade surge")
