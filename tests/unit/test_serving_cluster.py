@@ -1,0 +1,194 @@
+"""InferenceCluster / UseCase under Pulumi mocks: what lands in the cluster, validated against
+the KubeRay, Prometheus Operator and Kubernetes schemas."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.use_case import UseCase, UseCaseArgs, UseCaseCheckError
+from serving import builder
+from serving.inference_cluster import (
+    GcsFaultTolerance,
+    KubeRayOperator,
+    KubeRayOperatorArgs,
+    ModelCache,
+)
+from serving.testing import contract
+from tandem import labels, manifests, pins
+from tandem.engine import run_under_mocks
+from tandem.usecase import load_use_case
+
+USECASES = Path(__file__).resolve().parents[2] / "stacks" / "usecases"
+CHATBOT = load_use_case(USECASES / "support-chatbot.yaml")
+EMBEDDINGS = load_use_case(USECASES / "document-embeddings.yaml")
+RAY_SERVICE = "kubernetes:ray.io/v1:RayService"
+
+
+def _program(**overrides):
+    def program() -> None:
+        operator = KubeRayOperator("kuberay", KubeRayOperatorArgs())
+        UseCase(
+            "chatbot",
+            UseCaseArgs(
+                use_case=CHATBOT, contract=contract("g6e.xlarge"), operator=operator, **overrides
+            ),
+        )
+        UseCase("embeddings", UseCaseArgs(use_case=EMBEDDINGS, contract=None, operator=operator))
+
+    return program
+
+
+@pytest.fixture(scope="module")
+def resources():
+    return run_under_mocks(_program())
+
+
+@pytest.fixture(scope="module")
+def prod_resources():
+    return run_under_mocks(
+        _program(
+            environment="prod",
+            gcs_ft=GcsFaultTolerance(
+                redis_address="redis.tandem-serving:6379", password_secret="ray-redis"
+            ),
+            model_cache=ModelCache(kind="pvc"),
+        )
+    )
+
+
+def _spec(resources, name: str) -> dict:
+    return resources.one(RAY_SERVICE, f"{name}-rayservice").inputs["spec"]
+
+
+def _strict_keys(obj, schema: dict, path: str = "") -> list[str]:
+    """Keys the CRD does not declare: the API server would silently prune them."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    if isinstance(obj, dict) and "properties" in schema:
+        errs = [f"{path}.{k}" for k in obj if k not in schema["properties"]]
+        return errs + [
+            e
+            for k, v in obj.items()
+            if k in schema["properties"]
+            for e in _strict_keys(v, schema["properties"][k], f"{path}.{k}")
+        ]
+    if isinstance(obj, list) and "items" in schema:
+        return [
+            e for i, v in enumerate(obj) for e in _strict_keys(v, schema["items"], f"{path}[{i}]")
+        ]
+    return []
+
+
+@pytest.mark.parametrize("which", ["resources", "prod_resources"])
+def test_every_object_validates_against_its_schema(which: str, request) -> None:
+    res = request.getfixturevalue(which)
+    os.environ.setdefault(manifests.CRD_DIR_ENV, str(USECASES.parents[2] / "shared" / "crds"))
+    errors = manifests.validate_all(res, "1.31")
+    assert not errors, "\n".join(map(str, errors))
+    crds = manifests.load_crd_schemas(str(manifests.crd_dir()))
+    for rec, obj in manifests.manifests(res):
+        key = (obj["apiVersion"], obj["kind"])
+        if key in crds:
+            assert not _strict_keys(obj, crds[key]), (rec.name, _strict_keys(obj, crds[key]))
+
+
+def test_serve_config_is_the_builders_output(resources) -> None:
+    spec = _spec(resources, "chatbot")
+    assert yaml.safe_load(spec["serveConfigV2"]) == builder.serve_config(CHATBOT.deployments)
+    assert spec["upgradeStrategy"] == {"type": "NewCluster"}
+
+
+def test_head_has_no_gpus_and_workers_follow_the_pool(resources) -> None:
+    cluster = _spec(resources, "chatbot")["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True and "autoscalerOptions" in cluster
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-gpus"] == "0"
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert labels.GPU_RESOURCE not in str(head["resources"])
+    assert head["image"] == pins.RAY_LLM_IMAGE
+    (worker,) = cluster["workerGroupSpecs"]
+    pod = worker["template"]["spec"]
+    pool = contract("g6e.xlarge")
+    assert pod["nodeSelector"] == pool.node_selector
+    assert pod["tolerations"] == [labels.gpu_toleration()]
+    res = pod["containers"][0]["resources"]
+    assert res["limits"][labels.GPU_RESOURCE] == "1" and res["limits"]["memory"] == "28Gi"
+    assert (worker["minReplicas"], worker["maxReplicas"]) == (1, 4)
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
+
+
+def test_cpu_use_case_lands_off_the_gpu_pool(resources) -> None:
+    cluster = _spec(resources, "embeddings")["rayClusterConfig"]
+    (worker,) = cluster["workerGroupSpecs"]
+    pod = worker["template"]["spec"]
+    assert "nodeSelector" not in pod and "tolerations" not in pod
+    assert pod["containers"][0]["image"] == pins.SERVING_IMAGE
+    assert worker["rayStartParams"]["num-gpus"] == "0"
+
+
+def test_neighbours(resources) -> None:
+    release = resources.one("kubernetes:helm.sh/v3:Release")
+    assert (release.inputs["chart"], release.inputs["version"]) == (
+        pins.KUBERAY_OPERATOR.name,
+        pins.KUBERAY_OPERATOR.version,
+    )
+    pdb = resources.one("kubernetes:policy/v1:PodDisruptionBudget", "chatbot-pdb").inputs["spec"]
+    assert pdb["selector"]["matchLabels"] == {
+        labels.LABEL_USE_CASE: "support-chatbot",
+        "ray.io/node-type": "worker",
+    }
+    monitor = resources.one(
+        "kubernetes:monitoring.coreos.com/v1:PodMonitor", "chatbot-podmonitor"
+    ).inputs["spec"]
+    assert monitor["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert {r["targetLabel"] for r in monitor["podMetricsEndpoints"][0]["relabelings"]} == set(
+        labels.METRIC_LABELS
+    )
+    netpol = resources.one(
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy", "chatbot-netpol"
+    ).inputs["spec"]
+    assert netpol["policyTypes"] == ["Ingress"]
+    # every RayService child is parented under its UseCase and depends on nothing else global
+    ic = resources.one(labels.TOKEN_INFERENCE_CLUSTER, "chatbot")
+    assert ic.parent_name == "chatbot"
+
+
+def test_prod_gets_gcs_fault_tolerance_and_model_cache(prod_resources) -> None:
+    cluster = _spec(prod_resources, "chatbot")["rayClusterConfig"]
+    assert cluster["gcsFaultToleranceOptions"]["redisAddress"] == "redis.tandem-serving:6379"
+    assert (
+        cluster["gcsFaultToleranceOptions"]["redisPassword"]["valueFrom"]["secretKeyRef"]["name"]
+        == "ray-redis"
+    )
+    prod_resources.one("kubernetes:core/v1:PersistentVolumeClaim", "chatbot-model-cache")
+    pod = cluster["workerGroupSpecs"][0]["template"]["spec"]
+    assert any(m["mountPath"] == "/models" for m in pod["containers"][0]["volumeMounts"])
+
+
+def test_incremental_upgrade_strategy() -> None:
+    uc = CHATBOT.model_copy(
+        update={
+            "upgrade": CHATBOT.upgrade.model_copy(
+                update={"strategy": "NewClusterWithIncrementalUpgrade", "max_surge_percent": 25}
+            )
+        }
+    )
+    res = run_under_mocks(
+        lambda: UseCase("c", UseCaseArgs(use_case=uc, contract=contract("g6e.xlarge")))
+    )
+    up = res.one(RAY_SERVICE).inputs["spec"]["upgradeStrategy"]
+    assert up["type"] == "NewClusterWithIncrementalUpgrade"
+    assert up["clusterUpgradeOptions"]["maxSurgePercent"] == 25
+
+
+def test_a_model_that_does_not_fit_registers_nothing() -> None:
+    too_long = CHATBOT.model_copy(deep=True)
+    too_long.deployments[0].engine.max_model_len = 131072
+    with pytest.raises(UseCaseCheckError, match=r"memory_fit.*does not fit"):
+        run_under_mocks(
+            lambda: UseCase("c", UseCaseArgs(use_case=too_long, contract=contract("g6e.xlarge")))
+        )
