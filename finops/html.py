@@ -1,0 +1,220 @@
+"""A self-contained HTML report: inline SVG charts drawn here, no scripts, no network."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from html import escape
+
+from finops.render import _tables
+
+PALETTE = (
+    "#2563eb",
+    "#f59e0b",
+    "#10b981",
+    "#ef4444",
+    "#8b5cf6",
+    "#14b8a6",
+    "#f97316",
+    "#64748b",
+    "#db2777",
+    "#84cc16",
+)
+ACTIVE, ALLOC_IDLE, UNALLOC = "#10b981", "#f59e0b", "#94a3b8"
+
+
+def _money(v: float) -> str:
+    return f"${v:,.0f}" if abs(v) >= 10 else f"${v:,.2f}"
+
+
+def _legend(items: list[tuple[str, str]], x: int, y: int) -> str:
+    out = []
+    for i, (name, color) in enumerate(items):
+        xx = x + (i % 4) * 170
+        yy = y + (i // 4) * 18
+        out.append(f'<rect x="{xx}" y="{yy - 10}" width="12" height="12" fill="{color}"/>'
+                   f'<text x="{xx + 16}" y="{yy}" class="l">{escape(name)}</text>')  # fmt: skip
+    return "".join(out)
+
+
+def hbar_stacked(
+    title: str, rows: list[tuple[str, list[float]]], parts: list[tuple[str, str]], unit=_money
+) -> str:
+    """Horizontal stacked bars: one row per item, one segment per part."""
+    width, left, bar_h, gap = 760, 190, 20, 8
+    total_max = max((sum(v) for _, v in rows), default=0) or 1
+    height = 60 + len(rows) * (bar_h + gap) + 20 * ((len(parts) + 3) // 4)
+    out = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img"><title>{escape(title)}</title>',
+           f'<text x="0" y="16" class="t">{escape(title)}</text>']  # fmt: skip
+    for i, (name, vals) in enumerate(rows):
+        y = 34 + i * (bar_h + gap)
+        out.append(
+            f'<text x="{left - 8}" y="{y + 15}" text-anchor="end" class="l">{escape(name)}</text>'
+        )
+        x = left
+        for v, (pname, color) in zip(vals, parts, strict=True):
+            w = (width - left - 90) * v / total_max
+            if w > 0:
+                out.append(
+                    f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{color}"><title>{escape(name)} · {escape(pname)}: {unit(v)}</title></rect>'
+                )
+            x += w
+        out.append(f'<text x="{x + 6:.1f}" y="{y + 15}" class="l">{unit(sum(vals))}</text>')
+    out.append(_legend(parts, left, height - 8 - 18 * ((len(parts) - 1) // 4)))
+    out.append("</svg>")
+    return "".join(out)
+
+
+def columns_stacked(
+    title: str, labels: list[str], series: list[tuple[str, list[float]]], unit=_money
+) -> str:
+    """Vertical stacked columns over time (one column per label)."""
+    width, height, left, bottom, top = 760, 300, 60, 40, 30
+    totals = [sum(s[1][i] for s in series) for i in range(len(labels))]
+    vmax = max(totals, default=0) or 1
+    plot_w, plot_h = width - left - 10, height - top - bottom - 20 * ((len(series) + 3) // 4)
+    cw = plot_w / max(len(labels), 1)
+    out = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img"><title>{escape(title)}</title>',
+           f'<text x="0" y="16" class="t">{escape(title)}</text>']  # fmt: skip
+    for frac in (0, 0.5, 1):
+        y = top + plot_h * (1 - frac)
+        out.append(f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" class="g"/>'
+                   f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="l">{unit(vmax * frac)}</text>')  # fmt: skip
+    for i, lab in enumerate(labels):
+        x = left + i * cw
+        y = top + plot_h
+        for (name, vals), color in zip(series, PALETTE * 5, strict=False):
+            h = plot_h * vals[i] / vmax
+            if h > 0:
+                y -= h
+                out.append(
+                    f'<rect x="{x + 1:.1f}" y="{y:.1f}" width="{max(cw - 2, 1):.1f}" height="{h:.1f}" fill="{color}"><title>{escape(lab)} · {escape(name)}: {unit(vals[i])}</title></rect>'
+                )
+        if len(labels) <= 16 or i % max(len(labels) // 8, 1) == 0:
+            out.append(
+                f'<text x="{x + cw / 2:.1f}" y="{top + plot_h + 14}" text-anchor="middle" class="l">{escape(lab)}</text>'
+            )
+    out.append(
+        _legend(
+            [(n, c) for (n, _), c in zip(series, PALETTE * 5, strict=False)],
+            left,
+            height - 6 - 18 * ((len(series) - 1) // 4),
+        )
+    )
+    out.append("</svg>")
+    return "".join(out)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1100px;color:#0f172a}
+h1{margin-bottom:4px} .sub{color:#475569;margin-top:0}
+.kpis{display:flex;gap:12px;flex-wrap:wrap;margin:16px 0}
+.kpi{border:1px solid #e2e8f0;border-radius:8px;padding:10px 14px;min-width:150px}
+.kpi b{display:block;font-size:22px} .kpi span{color:#475569;font-size:12px}
+svg{display:block;margin:18px 0;font-size:12px} .t{font-weight:600;font-size:14px}
+.l{fill:#334155;font-size:11px} .g{stroke:#e2e8f0}
+table{border-collapse:collapse;margin:8px 0 24px;font-size:12px}
+th,td{border-bottom:1px solid #e2e8f0;padding:4px 8px;text-align:right} th{background:#f8fafc}
+td:first-child,th:first-child{text-align:left}
+"""
+
+
+def render_html(rep: dict) -> str:
+    t, w = rep["totals"], rep["window"]
+    kpis = [
+        ("GPU capacity cost", _money(t["capacity_cost_usd"])),
+        ("allocated", _money(t["cost_usd"])),
+        ("idle (unallocated + allocated-idle)", _money(t["idle_cost_usd"])),
+        (
+            "fleet utilization",
+            f"{t['active_gpu_hours'] / t['capacity_gpu_hours']:.0%}"
+            if t["capacity_gpu_hours"]
+            else "n/a",
+        ),
+        ("recommended savings / month", _money(t["monthly_savings_usd"])),
+    ]
+    charts = [
+        hbar_stacked(
+            "Cost by team: busy vs allocated-but-idle",
+            [
+                (r["team"], [r["active_cost_usd"], r["allocated_idle_cost_usd"]])
+                for r in rep["by_team"]
+            ],
+            [("busy (GR_ENGINE_ACTIVE-weighted)", ACTIVE), ("allocated but idle", ALLOC_IDLE)],
+        ),
+        hbar_stacked(
+            "Pools: where the capacity money goes",
+            [
+                (
+                    f"{r['pool']} ({r['instance_type']}, {r['capacity_type']})",
+                    [r["active_cost_usd"], r["allocated_idle_cost_usd"], r["unallocated_cost_usd"]],
+                )
+                for r in rep["by_pool"]
+            ],
+            [("busy", ACTIVE), ("allocated but idle", ALLOC_IDLE), ("unallocated", UNALLOC)],
+        ),  # fmt: skip
+    ]
+    days = sorted({r["day"] for r in rep["daily"]})
+    teams = sorted({r["team"] for r in rep["daily"]}, key=lambda x: (x == "unallocated", x))
+    per = {(r["day"], r["team"]): 0.0 for r in rep["daily"]}
+    for r in rep["daily"]:
+        per[(r["day"], r["team"])] += r["cost_usd"]
+    charts.append(
+        columns_stacked(
+            "Daily GPU cost by team (unallocated capacity last)",
+            [datetime.fromtimestamp(d, UTC).strftime("%m-%d") for d in days],
+            [(team, [per.get((d, team), 0.0) for d in days]) for team in teams],
+        )
+    )
+    u = rep["utilization"]
+    edges = u["sm_active_histogram"]["bins"]
+    charts.append(
+        columns_stacked(
+            f"Allocated GPU-hours by SM_ACTIVE (p50 {u['sm_active']['p50']:.2f}, p95 {u['sm_active']['p95']:.2f}; "
+            f"{u['share_gpu_hours_sm_active_below_0_5']:.0%} below 0.5)",
+            [f"{a:.1f}-{b:.1f}" for a, b in zip(edges, edges[1:], strict=False)],
+            [("GPU-hours", [float(v) for v in u["sm_active_histogram"]["gpu_hours"]])],
+            unit=lambda v: f"{v:,.0f}",
+        )
+    )
+    tok = [r for r in rep["tokens"] if r["usd_per_m_input_allocation"] is not None]
+    charts.append(
+        hbar_stacked(
+            "$ per million output tokens by model (allocation basis: usage part + idle part)",
+            [
+                (
+                    r["model"],
+                    [
+                        r["usd_per_m_output_usage"],
+                        r["usd_per_m_output_allocation"] - r["usd_per_m_output_usage"],
+                    ],
+                )
+                for r in tok
+            ],
+            [("usage basis", ACTIVE), ("extra paid for idle allocation", ALLOC_IDLE)],
+            unit=lambda v: f"${v:,.2f}",
+        )
+    )
+    recs = rep["recommendations"]
+    charts.append(
+        hbar_stacked(
+            "Recommendations: projected monthly savings",
+            [(f"{r['kind']} · {r['target']}"[:40], [r["monthly_savings_usd"]]) for r in recs],
+            [("savings / month", PALETTE[0])],
+        )
+    )
+    tables = []
+    for title, header, rows in _tables(rep):
+        body = "".join(
+            "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows
+        )
+        tables.append(f"<h2>{escape(title[0].upper() + title[1:])}</h2><table><tr>"
+                      + "".join(f"<th>{escape(h)}</th>" for h in header) + f"</tr>{body}</table>")  # fmt: skip
+    return (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>GPU FinOps report</title>"
+        f"<style>{CSS}</style></head><body><h1>GPU FinOps report</h1>"
+        f"<p class=sub>{escape(w['start'])} to {escape(w['end'])} ({w['hours']:g} h) · prices: {escape(rep['prices']['source'])}</p>"
+        f"<div class=kpis>{''.join(f'<div class=kpi><b>{escape(v)}</b><span>{escape(k)}</span></div>' for k, v in kpis)}</div>"
+        + "".join(charts)
+        + "".join(tables)
+        + "</body></html>\n"
+    )

@@ -1,0 +1,63 @@
+"""A small Prometheus HTTP API client (stdlib only: the report must run wherever Python does)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class PromError(RuntimeError):
+    pass
+
+
+@dataclass
+class Series:
+    labels: dict[str, str]
+    times: np.ndarray  # epoch seconds
+    values: np.ndarray
+
+
+class PromClient:
+    def __init__(self, url: str, timeout: float = 120.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _call(self, path: str, params: dict[str, str]) -> dict:
+        body = urllib.parse.urlencode(params).encode()
+        req = urllib.request.Request(self.url + path, data=body, method="POST")
+        req.add_header("Content-Type", "application/x-www-form-urlencoded")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                payload = json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:500]
+            raise PromError(f"{path} {exc.code}: {detail}\nquery: {params.get('query')}") from None
+        except urllib.error.URLError as exc:
+            raise PromError(f"cannot reach Prometheus at {self.url}: {exc.reason}") from None
+        if payload.get("status") != "success":
+            raise PromError(f"{payload.get('error')}\nquery: {params.get('query')}")
+        return payload["data"]
+
+    def query(self, expr: str, at: float) -> list[Series]:
+        data = self._call("/api/v1/query", {"query": expr, "time": f"{at:.3f}"})
+        out = []
+        for r in data["result"]:
+            t, v = r["value"] if "value" in r else (at, r.get("value"))
+            out.append(Series(r["metric"], np.array([float(t)]), np.array([float(v)])))
+        return out
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[Series]:
+        data = self._call(
+            "/api/v1/query_range",
+            {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"},
+        )
+        out = []
+        for r in data["result"]:
+            arr = np.array(r["values"], dtype=object)
+            out.append(Series(r["metric"], arr[:, 0].astype(float), arr[:, 1].astype(float)))
+        return out
