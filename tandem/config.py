@@ -501,22 +501,3 @@ def pulumi_config_values(flat: dict[str, Any]) -> dict[str, str]:
             value = "<secret>"  # offline runs cannot decrypt; the value never matters to a plan
         out[key] = value if isinstance(value, str) else json.dumps(value)
     return out
-
-
-def from_pulumi() -> PlatformConfig:
-    """Read every `tandem:*` key the engine holds for this stack and validate it.
-
-    The language host hands config to the program through `set_all_config` (and older hosts
-    through the PULUMI_CONFIG environment bag); keys may still carry the legacy `:config:` infix.
-    """
-    import pulumi
-    from pulumi.runtime.config import CONFIG, get_config_env
-
-    flat: dict[str, Any] = {}
-    for key, value in {**get_config_env(), **CONFIG.get()}.items():
-        key = key.replace(":config:", ":", 1)
-        try:
-            flat[key] = json.loads(value) if isinstance(value, str) else value
-        except ValueError:
-            flat[key] = value
-    return parse_config(namespace_config(flat), f"config of stack {pulumi.get_stack()!r}")

@@ -19,6 +19,8 @@ import yaml
 from tandem.engine import Recorded, Resources
 
 CRD_DIR_ENV = "TANDEM_CRD_DIR"
+# The KubeRay CRDs are ~1 MB each; libyaml parses them ~10x faster than pure Python.
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Pulumi-only resource types under the kubernetes provider that are not API objects.
 NON_MANIFEST_PREFIXES = ("kubernetes:helm.sh/", "kubernetes:yaml", "kubernetes:kustomize")
 NON_MANIFEST_TYPES = ("pulumi:providers:kubernetes",)
@@ -96,7 +98,7 @@ def load_crd_schemas(directory: str) -> dict[tuple[str, str], dict[str, Any]]:
     schemas: dict[tuple[str, str], dict[str, Any]] = {}
     for path in sorted(Path(directory).glob("*.yaml")):
         with open(path) as fh:
-            for doc in yaml.safe_load_all(fh):
+            for doc in yaml.load_all(fh, Loader=YAML_LOADER):
                 if not doc or doc.get("kind") != "CustomResourceDefinition":
                     continue
                 spec = doc["spec"]

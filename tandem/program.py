@@ -7,10 +7,30 @@ registers nothing.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pulumi
+from pulumi.runtime.config import CONFIG, get_config_env
 
 from components.platform import Platform, PlatformArgs
-from tandem.config import ConfigError, PlatformConfig, from_pulumi
+from tandem.config import ConfigError, PlatformConfig, namespace_config, parse_config
+
+
+def from_pulumi() -> PlatformConfig:
+    """Read every `tandem:*` key the engine holds for this stack and validate it.
+
+    The language host hands config to the program through `set_all_config` (and older hosts
+    through the PULUMI_CONFIG environment bag); keys may still carry the legacy `:config:` infix.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in {**get_config_env(), **CONFIG.get()}.items():
+        key = key.replace(":config:", ":", 1)
+        try:
+            flat[key] = json.loads(value) if isinstance(value, str) else value
+        except ValueError:
+            flat[key] = value
+    return parse_config(namespace_config(flat), f"config of stack {pulumi.get_stack()!r}")
 
 
 def build(config: PlatformConfig) -> Platform:

@@ -1,0 +1,164 @@
+"""Stack config validation: every bad config fails with the field path and what is allowed,
+and a bad config registers no resource."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pulumi
+import pytest
+
+from tandem.config import ConfigError, load_stack, namespace_config, parse_config, read_stack_file
+
+
+def base() -> dict:
+    return {
+        "environment": "dev",
+        "tags": {"team": "ml", "cost-center": "cc-1"},
+        "gpuPools": [
+            {"name": "l4", "instanceTypes": ["g6.xlarge"], "minNodes": 0, "maxNodes": 2},
+        ],
+    }
+
+
+def with_changes(**changes) -> dict:
+    cfg = copy.deepcopy(base())
+    for path, value in changes.items():
+        target = cfg
+        keys = path.split("__")
+        for key in keys[:-1]:
+            target = target[int(key)] if key.isdigit() else target.setdefault(key, {})
+        target[keys[-1]] = value
+    return cfg
+
+
+BAD_CONFIGS = {
+    "unknown instance type": (
+        with_changes(gpuPools__0__instanceTypes=["g9.xlarge"]),
+        ["gpuPools[0].instanceTypes[0]", "g9.xlarge", "allowed:", "g6.xlarge"],
+    ),
+    "min greater than max": (
+        with_changes(gpuPools__0__minNodes=5),
+        ["gpuPools[0]", "minNodes (5) must be <= maxNodes (2)"],
+    ),
+    "spot in a critical pool": (
+        with_changes(gpuPools__0__capacityType="spot", gpuPools__0__critical=True),
+        ["gpuPools[0]", "'spot' is not allowed in a pool marked critical", "allowed:"],
+    ),
+    "unknown key in a pool": (
+        with_changes(gpuPools__0__maxNode=3),
+        ["gpuPools[0].maxNode", "unknown key 'maxNode'", "allowed keys:", "maxNodes"],
+    ),
+    "unknown top-level key": (
+        {**base(), "gpuPool": []},
+        ["gpuPool", "unknown key 'gpuPool'", "gpuPools"],
+    ),
+    "bad cluster mode": (
+        with_changes(cluster__mode="k3s"),
+        ["cluster.mode", "k3s", "'eks' or 'existing'"],
+    ),
+    "unsupported kubernetes version": (
+        with_changes(cluster__kubernetesVersion="1.21"),
+        ["cluster.kubernetesVersion", "1.21", "allowed: 1.30"],
+    ),
+    "existing mode without kubeconfig": (
+        with_changes(cluster__mode="existing", gpuPools__0__mechanism="existing"),
+        ["cluster", "kubeconfig is required"],
+    ),
+    "bad environment": (
+        with_changes(environment="qa"),
+        ["environment", "qa", "'dev', 'staging' or 'prod'"],
+    ),
+    "efa on an instance without EFA": (
+        with_changes(gpuPools__0__efa=True),
+        ["gpuPools[0]", "g6.xlarge do not support EFA", "EFA-capable:"],
+    ),
+    "managed pool mixing GPU models": (
+        with_changes(gpuPools__0__instanceTypes=["g6.xlarge", "g6e.xlarge"]),
+        ["gpuPools[0]", "mixes L4, L40S", "karpenter"],
+    ),
+    "MIG without the GPU operator": (
+        with_changes(gpuSoftware={"mode": "device-plugin", "migStrategy": "single"}),
+        ["gpuSoftware", "needs mode 'gpu-operator'"],
+    ),
+    "time-slicing replicas out of range": (
+        with_changes(gpuSoftware={"timeSlicing": {"replicas": 1}}),
+        ["gpuSoftware.timeSlicing.replicas", "greater than or equal to 2"],
+    ),
+    "bad pool name": (
+        with_changes(gpuPools__0__name="L4_Pool"),
+        ["gpuPools[0].name", "L4_Pool", "lowercase"],
+    ),
+    "fallback to a pool that does not exist": (
+        with_changes(gpuPools__0__fallbackPool="nope"),
+        ["gpuPools[0].fallbackPool", "'nope' is not a pool"],
+    ),
+    "negative budget": (
+        with_changes(budget={"monthlyUsd": -5}),
+        ["budget.monthlyUsd", "greater than 0"],
+    ),
+    "public prod endpoint without CIDRs": (
+        with_changes(environment="prod", cluster__endpointPublicAccess=True),
+        ["cluster.publicAccessCidrs", "prod cluster with a public API endpoint"],
+    ),
+    "unknown instance family in the policy allow-list": (
+        with_changes(policies={"allowedInstanceFamilies": ["g6", "x2"]}),
+        ["policies.allowedInstanceFamilies", "'x2'", "allowed: g5"],
+    ),
+    "managed pool on an existing cluster": (
+        with_changes(cluster__mode="existing", cluster__kubeconfig="/tmp/kubeconfig"),
+        ["gpuPools[0].mechanism", "'managed' needs cluster.mode 'eks'"],
+    ),
+    "bad region": (
+        with_changes(region="useast1"),
+        ["region", "useast1", "not an AWS region"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_bad_config_names_field_value_and_allowed(case: str) -> None:
+    raw, expected = BAD_CONFIGS[case]
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    message = str(info.value)
+    for fragment in expected:
+        assert fragment in message, f"{case}: {fragment!r} not in {message!r}"
+
+
+def test_at_least_ten_distinct_bad_configs() -> None:
+    assert len(BAD_CONFIGS) >= 10
+
+
+def test_several_errors_are_reported_together() -> None:
+    raw = with_changes(environment="qa", gpuPools__0__minNodes=9)
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert len(info.value.errors) == 2
+
+
+def test_bad_config_registers_no_resource(run_program) -> None:
+    from tandem.program import main
+
+    flat = {f"tandem:{k}": json.dumps(v) for k, v in with_changes(gpuPools__0__minNodes=9).items()}
+    with pytest.raises(pulumi.RunError) as info:
+        run_program(main, config=flat)
+    assert "minNodes (9) must be <= maxNodes (2)" in str(info.value)
+    assert info.value.registered == []
+
+
+def test_shipped_stacks_are_valid() -> None:
+    dev, prod = load_stack("dev"), load_stack("prod")
+    assert dev.environment == "dev" and prod.environment == "prod"
+    assert all(p.capacity_type == "spot" and p.min_nodes == 0 for p in dev.gpu_pools)
+    serving = [p for p in prod.gpu_pools if p.workload == "serving"]
+    assert serving and all(p.capacity_type == "on-demand" for p in serving)
+    models = {p.primary_instance.split(".")[0] for p in prod.gpu_pools}
+    assert {"g6", "g6e", "p5"} <= models
+
+
+def test_aws_region_seeds_platform_region() -> None:
+    raw = namespace_config({"aws:region": "eu-west-1", "tandem:environment": "dev"})
+    assert parse_config(raw).region == "eu-west-1"
+    assert namespace_config(read_stack_file("dev"))["environment"] == "dev"

@@ -1,0 +1,72 @@
+"""`tandem plan`: JSON for machines, a tree and cost table for people, exit codes for CI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import tandem.config
+from tandem.cli import main
+
+
+@pytest.fixture(scope="module")
+def prod_plan_json() -> dict:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["plan", "--stack", "prod", "--output", "json"])
+    assert code == 0
+    return json.loads(out.getvalue())
+
+
+def test_plan_json_lists_every_resource_with_type(prod_plan_json, stack_resources) -> None:
+    resources = prod_plan_json["resources"]
+    assert len(resources) == len(stack_resources["prod"])
+    assert all({"type", "name", "parent"} <= set(r) for r in resources)
+    types = {r["type"] for r in resources}
+    assert {"aws:eks/nodeGroup:NodeGroup", "kubernetes:karpenter.sh/v1:NodePool"} <= types
+
+
+def test_plan_json_cost_envelope_per_pool(prod_plan_json) -> None:
+    cost = prod_plan_json["cost"]
+    pools = {p["pool"]: p for p in cost["pools"]}
+    assert set(pools) == {"l4-serving", "l40s-serving", "h100-training"}
+    for p in pools.values():
+        assert {"pool", "instance_type", "min_monthly_usd", "max_monthly_usd"} <= set(p)
+    assert pools["h100-training"]["max_monthly_usd"] == round(2 * 55.04 * 730, 2)
+    assert cost["max_monthly_usd"] == round(sum(p["max_monthly_usd"] for p in pools.values()), 2)
+    assert cost["within_budget"] is True
+    assert prod_plan_json["ok"] is True
+    assert prod_plan_json["violations"] == [] or all(
+        v["enforcement"] != "mandatory" for v in prod_plan_json["violations"]
+    )
+
+
+def test_plan_table_shows_tree_and_cost(capsys) -> None:
+    assert main(["plan", "--stack", "dev"]) == 0
+    out = capsys.readouterr().out
+    assert "stack dev" in out and "pool-l4-spot" in out
+    assert "GPU cost envelope" in out and "l4-spot" in out and "$1,427" in out
+    assert "within budget" in out
+
+
+def test_plan_bad_config_exits_2_naming_the_field(tmp_path, monkeypatch, capsys) -> None:
+    (tmp_path / "Pulumi.broken.yaml").write_text(
+        "config:\n  tandem:environment: dev\n  tandem:gpuPools:\n"
+        "    - {name: x, instanceTypes: [g6.xlarge], minNodes: 3, maxNodes: 1}\n"
+    )
+    monkeypatch.setattr(tandem.config, "STACKS_DIR", tmp_path)
+    assert main(["plan", "--stack", "broken"]) == 2
+    err = capsys.readouterr().err
+    assert "gpuPools[0]" in err and "minNodes (3) must be <= maxNodes (1)" in err
+    assert main(["plan", "--stack", "broken", "--output", "json"]) == 2
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["ok"] is False and "gpuPools[0]" in payload["config_errors"][0]
+
+
+def test_plan_unknown_stack_exits_2(capsys) -> None:
+    assert main(["plan", "--stack", "nope"]) == 2
+    assert "no stack 'nope'; stacks: dev, prod" in capsys.readouterr().err
