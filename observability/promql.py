@@ -132,9 +132,11 @@ def node_capacity(window: str | None = None, fn: str = "sum_over_time") -> str:
     return f"sum by (node) ({inner}) * on (node) group_left({by(*NODE)}) {node_labels(window)}"
 
 
-def tokens(counter: str, window: str) -> str:
-    """Tokens per workload over `window` from vLLM's counters (scraped with the pod's labels)."""
+def tokens(counter: str, window: str, fn: str = "increase") -> str:
+    """Tokens (or tokens/s with fn="rate") per workload from vLLM's counters, which Prometheus
+    scrapes with the serving pod's own namespace/pod labels."""
+    labels_window = window if fn == "increase" else None
     return (
-        f"sum by ({by(*WORKLOAD)}) (sum by (namespace, pod) (increase({counter}[{window}]))"
-        f" * on (namespace, pod) group_left({by(*WORKLOAD)}) {pod_labels(window)})"
+        f"sum by ({by(*WORKLOAD)}) (sum by (namespace, pod) ({fn}({counter}[{window}]))"
+        f" * on (namespace, pod) group_left({by(*WORKLOAD)}) {pod_labels(labels_window)})"
     )

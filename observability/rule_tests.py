@@ -1,0 +1,220 @@
+"""promtool unit tests for every alert: each fires on a bad input and stays quiet on a good one.
+
+`unit_tests(rule_file_name)` returns the test document for `promtool test rules`; it is written
+against `TEST_SETTINGS` (a stack with budgets and one priced instance type) so expected values are
+known. The good and bad inputs sit side by side in each case, so "fires for the bad one only" is
+one assertion: promtool fails if an alert fires that the case does not list.
+"""
+
+from __future__ import annotations
+
+from observability import promql as q
+from observability.rules import RuleSettings
+
+TEST_SETTINGS = RuleSettings(
+    scrape_interval_s=60,
+    gpu_prices={("p5.48xlarge", "on-demand"): 6.88},
+    team_budgets_usd={"support": 1000.0, "search": 1_000_000.0},
+    platform_budget_usd=40_000.0,
+)
+
+POD_LABELS = {
+    "team": "support",
+    "use_case": "chatbot",
+    "model": "llama",
+    "model_version": "v1",
+    "rollout": "stable",
+}
+
+
+def _sel(name: str, **labels: str) -> str:
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+
+def _pod_labels(namespace: str, pod: str, **values: str) -> dict:
+    lbl = {q.ksm_label(q.POD_LABEL_KEYS[k]): v for k, v in {**POD_LABELS, **values}.items()}
+    return {
+        "series": _sel(q.KSM_POD_LABELS, namespace=namespace, pod=pod, **lbl),
+        "values": "1x600",
+    }
+
+
+def _case(
+    series: list[dict], checks: list[tuple[str, str, list[dict]]], interval: str = "1m"
+) -> dict:
+    return {
+        "interval": interval,
+        "input_series": series,
+        "alert_rule_test": [
+            {"eval_time": at, "alertname": name, "exp_alerts": alerts}
+            for at, name, alerts in checks
+        ],
+    }
+
+
+def _alert(severity: str, **labels: str) -> dict:
+    return {"exp_labels": {**labels, "severity": severity}}
+
+
+def _gpu(pod: str, gpu: str, values: str) -> dict:
+    return {
+        "series": _sel(
+            q.GR_ENGINE_ACTIVE,
+            gpu=gpu,
+            UUID=f"GPU-{gpu}",
+            Hostname="n1",
+            namespace="ml",
+            pod=pod,
+            container="main",
+        ),
+        "values": values,
+    }
+
+
+def unit_tests(rule_file_name: str) -> dict:
+    s = TEST_SETTINGS
+    idle_labels = dict(
+        gpu="0",
+        UUID="GPU-0",
+        Hostname="n1",
+        namespace="ml",
+        pod="idle-0",
+        container="main",
+        **POD_LABELS,
+    )
+    tests = [
+        _case(
+            [
+                _gpu("idle-0", "0", "0x300"),
+                _gpu("busy-0", "1", "0.6x300"),
+                _pod_labels("ml", "idle-0"),
+                _pod_labels("ml", "busy-0"),
+            ],
+            [
+                ("90m", "TandemGpuAllocatedIdle", []),  # idle, but not yet for idle_for
+                ("4h", "TandemGpuAllocatedIdle", [_alert("warning", **idle_labels)]),
+            ],
+        ),  # fmt: skip
+    ]
+    ttft = f"{q.VLLM_TTFT}_bucket"
+    series = []
+    for model, good in (("slow", "80"), ("fast", "99.9")):
+        lab = {"namespace": "ml", "model_name": model, "pod": f"{model}-0"}
+        series += [
+            {"series": _sel(ttft, le=s.ttft_slo_seconds, **lab), "values": f"0+{good}x420"},
+            {"series": _sel(f"{q.VLLM_TTFT}_count", **lab), "values": "0+100x420"},
+        ]
+    gw = []
+    for team, bad in (("support", "30"), ("search", "0")):
+        lab = {**POD_LABELS, "team": team, "pool": "h100", "endpoint": "chat"}
+        gw += [
+            {"series": _sel(q.GW_REQUESTS, code="500", **lab), "values": f"0+{bad}x420"},
+            {"series": _sel(q.GW_REQUESTS, code="200", **lab), "values": "0+70x420"},
+        ]
+    wl = {k: v for k, v in POD_LABELS.items()}
+    tests.append(
+        _case(
+            series + gw,
+            [
+                (
+                    "40m",
+                    "TandemTTFTBudgetBurnFast",
+                    [_alert("critical", namespace="ml", model_name="slow")],
+                ),
+                (
+                    "40m",
+                    "TandemTTFTBudgetBurnSlow",
+                    [_alert("warning", namespace="ml", model_name="slow")],
+                ),
+                ("40m", "TandemErrorRateBudgetBurnFast", [_alert("critical", **wl)]),
+                ("40m", "TandemErrorRateBudgetBurnSlow", [_alert("warning", **wl)]),
+            ],
+        )
+    )
+    tests.append(
+        _case(
+            [
+                {"series": _sel(q.GW_BREAKER, backend="vllm-a"), "values": "1x20"},
+                {"series": _sel(q.GW_BREAKER, backend="vllm-b"), "values": "0x20"},
+                {"series": _sel(q.GW_CACHE_WRONG_HIT, team="support"), "values": "0.2x30"},
+                {"series": _sel(q.GW_CACHE_WRONG_HIT, team="search"), "values": "0.01x30"},
+            ],
+            [
+                ("3m", "TandemGatewayBreakerOpen", []),
+                ("10m", "TandemGatewayBreakerOpen", [_alert("warning", backend="vllm-a")]),
+                ("20m", "TandemSemanticCacheWrongHitHigh", [_alert("warning", team="support")]),
+            ],
+        )  # fmt: skip
+    )
+    gpu_a = {"gpu": "0", "UUID": "GPU-a", "Hostname": "n1"}
+    tests.append(
+        _case(
+            [
+                {"series": _sel(q.XID, **gpu_a), "values": "0 0 0 79 0 0 0 0 0 0 0 0 0"},
+                {"series": _sel(q.XID, gpu="1", UUID="GPU-b", Hostname="n1"), "values": "0x12"},
+                {
+                    "series": _sel("up", job="dcgm-exporter", instance="10.0.0.1:9400"),
+                    "values": "0x20",
+                },
+                {
+                    "series": _sel("up", job="kube-state-metrics", instance="ksm:8080"),
+                    "values": "1x20",
+                },
+            ],
+            [
+                ("5m", "TandemDcgmXidError", [{**_alert("critical", **gpu_a)}]),
+                ("10m", "TandemDcgmXidError", []),  # the error left the 5-minute window
+                (
+                    "8m",
+                    "TandemExporterDown",
+                    [_alert("critical", job="dcgm-exporter", instance="10.0.0.1:9400")],
+                ),
+                ("18m", "TandemExporterAbsent", []),
+            ],
+        )  # fmt: skip
+    )
+    tests.append(
+        _case(
+            [
+                {
+                    "series": _sel("up", job="dcgm-exporter", instance="10.0.0.1:9400"),
+                    "values": "1x20",
+                }
+            ],
+            [("18m", "TandemExporterAbsent", [_alert("critical", job="kube-state-metrics")])],
+        )
+    )
+    node = {
+        q.ksm_label(q.NODE_LABEL_KEYS["pool"]): "h100",
+        q.ksm_label(q.NODE_LABEL_KEYS["capacity_type"]): "on-demand",
+        q.ksm_label(q.NODE_LABEL_KEYS["instance_type"]): "p5.48xlarge",
+        q.ksm_label(q.NODE_LABEL_KEYS["gpu_model"]): "H100",
+    }
+    req = {"container": "main", "node": "n1", "resource": q.KSM_GPU_RESOURCE, "unit": "integer"}
+    tests.append(
+        _case(
+            [
+                {
+                    "series": _sel(q.KSM_REQUESTS, namespace="ml", pod="big-0", **req),
+                    "values": "8x200",
+                },
+                {
+                    "series": _sel(q.KSM_REQUESTS, namespace="ml", pod="small-0", **req),
+                    "values": "1x200",
+                },
+                _pod_labels("ml", "big-0"),
+                _pod_labels("ml", "small-0", team="search"),
+                {"series": _sel(q.KSM_NODE_LABELS, node="n1", **node), "values": "1x200"},
+            ],
+            [
+                ("30m", "TandemTeamBudgetBurn", []),  # over budget, not yet for an hour
+                (
+                    "2h",
+                    "TandemTeamBudgetBurn",
+                    [_alert("warning", team="support")],
+                ),  # search: 1 GPU, $1M budget
+                ("2h", "TandemPlatformBudgetBurn", [_alert("warning")]),
+            ],
+        )  # fmt: skip
+    )
+    return {"rule_files": [rule_file_name], "evaluation_interval": "1m", "tests": tests}

@@ -1,0 +1,231 @@
+"""Recording and alerting rules as data (the `groups` of a PrometheusRule / Prometheus rule file).
+
+Recording rules are self-contained (none reads another recorded series), so each can be backfilled
+with `promtool tsdb create-blocks-from rules` and checked against history. Alerts may read recorded
+series: Prometheus evaluates a group's rules in order and promtool's unit tests do the same.
+SLO alerts follow the multi-window, multi-burn-rate pattern of the Google SRE workbook (fast: 1 h
+and 5 m windows at 14.4x; slow: 6 h and 30 m at 6x).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import yaml
+
+from observability import promql as q
+
+SLO_WINDOWS = ("5m", "30m", "1h", "6h")
+BURN = (("Fast", "1h", "5m", 14.4, "2m", "critical"), ("Slow", "6h", "30m", 6.0, "15m", "warning"))
+
+
+@dataclass(frozen=True)
+class RuleSettings:
+    """What the rules need to know about a stack (built from ObservabilityConfig in the component)."""
+
+    scrape_interval_s: float = 30.0
+    idle_gr_threshold: float = 0.05
+    idle_for: str = "2h"
+    ttft_slo_seconds: str = "1.0"  # a vLLM histogram bucket boundary, spelled as vLLM spells it
+    ttft_slo_target: float = 0.99
+    error_slo_target: float = 0.995
+    wrong_hit_max: float = 0.05
+    # (instance_type, capacity_type) -> USD per GPU-hour, for cost and budget rules
+    gpu_prices: dict[tuple[str, str], float] = field(default_factory=dict)
+    team_budgets_usd: dict[str, float] = field(default_factory=dict)  # monthly
+    platform_budget_usd: float | None = None  # monthly, all teams
+    exporter_jobs: tuple[str, ...] = ("dcgm-exporter", "kube-state-metrics")
+
+
+def _const(value: float, **label_values: str) -> str:
+    expr = f"vector({value:g})"
+    for k, v in label_values.items():
+        expr = f'label_replace({expr}, "{k}", "{v}", "", "")'
+    return expr
+
+
+def price_table(s: RuleSettings) -> str:
+    if not s.gpu_prices:
+        return "vector(0)"
+    return " or ".join(
+        _const(p, instance_type=it, capacity_type=ct)
+        for (it, ct), p in sorted(s.gpu_prices.items())
+    )
+
+
+def _ratio_bad(good: str, total: str, window: str, by_: str) -> str:
+    return (
+        f"1 - (sum by ({by_}) (rate({good}[{window}])) / sum by ({by_}) (rate({total}[{window}])))"
+    )
+
+
+def recording_rules(s: RuleSettings) -> list[dict]:
+    g = q.by(*q.GROUP)
+    hours = s.scrape_interval_s / 3600.0
+    allocated = f"sum by ({g}) ({q.attribute(q.gpu_requests())})"
+    gpu = [
+        {"record": "tandem:gpu_allocated:sum", "expr": allocated},
+        {"record": "tandem:gpu_active:sum",
+         "expr": f"sum by ({g}) ({q.attribute(q.dcgm_pods(q.GR_ENGINE_ACTIVE))})"},
+        {"record": "tandem:gpu_capacity:sum", "expr": f"sum by ({q.by(*q.NODE)}) ({q.node_capacity()})"},
+        {"record": "tandem:gpu_allocated_hours:sum1h",
+         "expr": f"sum by ({g}) ({q.attribute(q.gpu_requests('1h'), '1h')}) * {hours:.10g}"},
+        {"record": "tandem:gpu_active_hours:sum1h",
+         "expr": f"sum by ({g}) ({q.attribute(q.dcgm_pods(q.GR_ENGINE_ACTIVE, '1h'), '1h')}) * {hours:.10g}"},
+        {"record": "tandem:gpu_cost_usd_per_hour:sum",
+         "expr": f"{allocated} * on (instance_type, capacity_type) group_left() ({price_table(s)})"},
+        {"record": "tandem:vllm_prompt_tokens:rate5m", "expr": q.tokens(q.VLLM_PROMPT_TOKENS, "5m", fn="rate")},
+        {"record": "tandem:vllm_generation_tokens:rate5m",
+         "expr": q.tokens(q.VLLM_GENERATION_TOKENS, "5m", fn="rate")},
+    ]  # fmt: skip
+    slo = []
+    for w in SLO_WINDOWS:
+        slo.append(
+            {
+                "record": f"tandem:vllm_ttft_bad:ratio_rate{w}",
+                "expr": _ratio_bad(
+                    f'{q.VLLM_TTFT}_bucket{{le="{s.ttft_slo_seconds}"}}',
+                    f"{q.VLLM_TTFT}_count",
+                    w,
+                    "namespace, model_name",
+                ),
+            }
+        )
+        wl = q.by(*q.WORKLOAD)
+        slo.append(
+            {
+                "record": f"tandem:gateway_errors:ratio_rate{w}",
+                "expr": f'sum by ({wl}) (rate({q.GW_REQUESTS}{{code=~"5.."}}[{w}]))'
+                f" / sum by ({wl}) (rate({q.GW_REQUESTS}[{w}]))",
+            }
+        )
+    return [
+        {"name": "tandem.gpu.recording", "interval": "1m", "rules": gpu},
+        {"name": "tandem.slo.recording", "interval": "1m", "rules": slo},
+    ]
+
+
+def _alert(name: str, expr: str, for_: str, severity: str, summary: str, description: str) -> dict:
+    rule = {"alert": name, "expr": expr, "labels": {"severity": severity}}
+    if for_ != "0m":
+        rule["for"] = for_
+    rule["annotations"] = {"summary": summary, "description": description}
+    return rule
+
+
+def alert_rules(s: RuleSettings) -> list[dict]:
+    alerts = []
+    for speed, long_w, short_w, factor, for_, sev in BURN:
+        for slo, target, record, what in (
+            ("TTFT", s.ttft_slo_target, "tandem:vllm_ttft_bad:ratio_rate", "time to first token"),
+            ("ErrorRate", s.error_slo_target, "tandem:gateway_errors:ratio_rate", "gateway 5xx"),
+        ):
+            budget = factor * (1 - target)
+            alerts.append(
+                _alert(
+                    f"Tandem{slo}BudgetBurn{speed}",
+                    f"{record}{long_w} > {budget:.6g} and {record}{short_w} > {budget:.6g}",
+                    for_,
+                    sev,
+                    f"{what} SLO budget burning {factor:g}x too fast",
+                    f"{what} bad ratio {{{{ $value | humanizePercentage }}}} over {short_w}; at {factor:g}x the "
+                    f"monthly error budget of the {target:.3%} SLO is gone early.",
+                )
+            )
+    pod_team = f"* on (namespace, pod) group_left({q.by(*q.WORKLOAD)}) {q.pod_labels()}"
+    alerts += [
+        _alert(
+            "TandemGpuAllocatedIdle",
+            f'(avg_over_time({q.GR_ENGINE_ACTIVE}{{pod!=""}}[1h]) < {s.idle_gr_threshold:g}) {pod_team}',
+            s.idle_for,
+            "warning",
+            "GPU allocated but idle",
+            "{{ $labels.namespace }}/{{ $labels.pod }} holds GPU {{ $labels.gpu }} on {{ $labels.Hostname }} "
+            f"with GR_ENGINE_ACTIVE below {s.idle_gr_threshold:g} for {s.idle_for}+: scale it to zero or release it.",
+        ),
+        _alert(
+            "TandemGatewayBreakerOpen",
+            f"max by (backend) ({q.GW_BREAKER}) == 1",
+            "5m",
+            "warning",
+            "Gateway circuit breaker open",
+            "Backend {{ $labels.backend }} has been cut off by the gateway's breaker for 5 minutes.",
+        ),
+        _alert(
+            "TandemSemanticCacheWrongHitHigh",
+            f"max by (team) ({q.GW_CACHE_WRONG_HIT}) > {s.wrong_hit_max:g}",
+            "15m",
+            "warning",
+            "Semantic cache serves wrong answers",
+            "Estimated wrong-hit ratio {{ $value | humanizePercentage }} for team {{ $labels.team }}: raise the "
+            "similarity threshold or disable the semantic layer.",
+        ),
+        _alert(
+            "TandemDcgmXidError",
+            f"max_over_time({q.XID}[5m]) > 0",
+            "0m",
+            "critical",
+            "GPU reported an XID error",
+            "GPU {{ $labels.gpu }} ({{ $labels.UUID }}) on {{ $labels.Hostname }} reported XID {{ $value }}.",
+        ),
+        _alert(
+            "TandemExporterDown",
+            f'up{{job=~"{"|".join(s.exporter_jobs)}"}} == 0',
+            "5m",
+            "critical",
+            "Metrics exporter down",
+            "{{ $labels.job }} on {{ $labels.instance }} is down: GPU cost attribution is blind.",
+        ),
+        _alert(
+            "TandemExporterAbsent",
+            " or ".join(f'absent(up{{job="{j}"}})' for j in s.exporter_jobs),
+            "15m",
+            "critical",
+            "Metrics exporter missing",
+            "No scrape target for a required exporter: GPU cost attribution is blind.",
+        ),
+    ]
+    spend = "sum by (team) (avg_over_time(tandem:gpu_cost_usd_per_hour:sum[6h])) * 730"
+    if s.team_budgets_usd:
+        budgets = " or ".join(_const(v, team=t) for t, v in sorted(s.team_budgets_usd.items()))
+        alerts.append(
+            _alert(
+                "TandemTeamBudgetBurn",
+                f"{spend} > on (team) ({budgets})",
+                "1h",
+                "warning",
+                "Team GPU spend on course to exceed its monthly budget",
+                "At the last 6 hours' rate team {{ $labels.team }} spends ${{ $value | humanize }} a month.",
+            )
+        )
+    if s.platform_budget_usd:
+        alerts.append(
+            _alert(
+                "TandemPlatformBudgetBurn",
+                f"sum(avg_over_time(tandem:gpu_cost_usd_per_hour:sum[6h])) * 730 > {s.platform_budget_usd:g}",
+                "1h",
+                "warning",
+                "GPU spend on course to exceed the platform's monthly budget",
+                "At the last 6 hours' rate the platform spends ${{ $value | humanize }} a month.",
+            )
+        )
+    return [{"name": "tandem.alerts", "rules": alerts}]
+
+
+def rule_groups(s: RuleSettings) -> list[dict]:
+    return recording_rules(s) + alert_rules(s)
+
+
+def rule_file(s: RuleSettings, annotations: bool = True) -> str:
+    """A Prometheus rule file (also the `spec` of a PrometheusRule).
+
+    Unit tests drop annotations: promtool compares them verbatim, and what a test pins down is
+    when an alert fires and with which labels (`promtool check rules` still parses the templates).
+    """
+    groups = rule_groups(s)
+    if not annotations:
+        groups = [
+            {**g, "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]]}
+            for g in groups
+        ]
+    return yaml.safe_dump({"groups": groups}, sort_keys=False, width=10_000)
