@@ -88,6 +88,10 @@ class AccessEntry(Model):
     namespaces: list[str] = Field(default_factory=list)
 
 
+LogType = Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]
+DEFAULT_LOG_TYPES: tuple[LogType, ...] = ("api", "audit", "authenticator")
+
+
 class ClusterConfig(Model):
     mode: Literal["eks", "existing"] = "eks"
     name: str | None = None
@@ -95,9 +99,7 @@ class ClusterConfig(Model):
     # eks mode
     endpoint_public_access: bool = False
     public_access_cidrs: list[str] = Field(default_factory=list)
-    log_types: list[Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]] = (
-        Field(default_factory=lambda: ["api", "audit", "authenticator"])
-    )
+    log_types: list[LogType] = Field(default_factory=lambda: list(DEFAULT_LOG_TYPES))
     system_node_group: SystemNodeGroup = SystemNodeGroup()
     access_entries: list[AccessEntry] = Field(default_factory=list)
     # existing mode

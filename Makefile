@@ -1,0 +1,77 @@
+# Tandem's two commands (README): `make plan` and `make test`. Everything else is a step of them.
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SHARED ?= $(abspath ../shared)
+export TANDEM_CRD_DIR ?= $(SHARED)/crds
+export TANDEM_SHARED_DIR ?= $(SHARED)
+DEBIAN_PACKAGES := prometheus redis-server
+# Pure modules type-checked in CI (the ones both the Pulumi side and the runtimes import).
+TYPED := tandem/config.py tandem/cost.py tandem/labels.py tandem/pins.py tandem/engine.py \
+	tandem/manifests.py tandem/plan.py gpu_pools/catalog.py gpu_pools/contract.py
+
+.PHONY: setup system-packages plan test lint typecheck imports unit integration llm lock clean
+
+## The first command: set up and plan the dev stack offline.
+plan: setup
+	$(VENV)/bin/tandem plan --stack dev
+
+## The second command: set up and run every test tier this machine can run.
+test: setup system-packages lint typecheck imports
+	$(PY) -m pytest -q tests --ignore=tests/llm
+	$(MAKE) llm
+	$(VENV)/bin/tandem plan --stack dev > /dev/null
+	$(VENV)/bin/tandem plan --stack prod --output json > /dev/null
+	echo "gpu tier: not run here (no accelerator on CI machines); run benchmarks/gpu_serving.sh where a GPU is lent"
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[infra,gateway,serving,dev]'
+	touch $@
+
+## Real servers the integration tier talks to (Debian packages; CI runs as root).
+system-packages:
+	missing=""; for bin in prometheus promtool redis-server; do command -v $$bin >/dev/null || missing=1; done
+	if [ -n "$$missing" ]; then
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo )
+	  $$SUDO apt-get update -qq
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES)
+	fi
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy $(TYPED)
+
+imports: setup
+	$(VENV)/bin/lint-imports
+
+unit: setup
+	$(PY) -m pytest -q tests/unit tests/manifests
+
+integration: setup system-packages
+	$(PY) -m pytest -q tests/integration
+
+## LLM tier: Ray Serve LLM + vLLM (CPU build) in its own environment.
+llm:
+	bash tests/llm/setup-env.sh
+	.venv-llm/bin/python -m pytest -q -m llm tests/llm -p no:cacheprovider
+
+## Re-resolve every pin in one install (mind protobuf: pulumi-policy needs ~=5.29.5).
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q -e '.[infra,gateway,serving,dev]' 'protobuf~=5.29.5'
+	{ head -2 constraints.txt; .venv-lock/bin/pip freeze --exclude-editable | grep -v '^tandem'; } > constraints.new
+	mv constraints.new constraints.txt && rm -rf .venv-lock
+
+clean:
+	rm -rf $(VENV) .venv-llm .pytest_cache .ruff_cache .mypy_cache
