@@ -1,0 +1,168 @@
+"""The Gateway component under Pulumi mocks: what lands in the cluster, validated offline."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import pulumi
+import pytest
+import yaml
+
+from components.gateway import ElastiCacheArgs, Gateway, GatewayArgs, GatewayKey
+from gateway.config import ConfigError, parse_config
+from gateway.spec import UseCaseGateway, routes_from_use_cases
+from tandem import labels, manifests
+from tandem.config import GatewayConfig
+from tandem.engine import Resources, run_under_mocks
+
+RAW_KEY = "sk-live-customer-care-0123456789"
+ENTRIES = [
+    (
+        "support-chatbot",
+        "customer-care",
+        UseCaseGateway(
+            alias="support-chat",
+            fallbacks=["support-chat-lite"],
+            degrade_to="support-chat-lite",
+            budget={"usd": 500, "period": "month"},
+            price={"input_per_mtok": 0.2, "output_per_mtok": 0.6},
+        ),
+        "http://support-chatbot-serve.tandem-serving:8000/v1",
+        "support-chat-8b",
+    ),
+    (
+        "support-lite",
+        "customer-care",
+        UseCaseGateway(alias="support-chat-lite", price={"output_per_mtok": 0.1}),
+        "http://support-lite-serve.tandem-serving:8000/v1",
+    ),
+]
+
+
+def program(**cfg):
+    def run() -> None:
+        routes = routes_from_use_cases(ENTRIES)
+        Gateway(
+            "gateway",
+            GatewayArgs(
+                routes=routes,
+                config=GatewayConfig(**cfg),
+                keys=[
+                    GatewayKey(
+                        "cc",
+                        "customer-care",
+                        pulumi.Output.secret(RAW_KEY),
+                        ["support-chat"],
+                        rpm=600,
+                    )
+                ],
+                provider_secrets={"OPENAI_API_KEY": pulumi.Output.secret("sk-provider")},
+                elasticache=ElastiCacheArgs(
+                    subnet_ids=["subnet-1", "subnet-2"], security_group_ids=["sg-1"]
+                )
+                if cfg.get("redis") == "elasticache"
+                else None,
+            ),
+        )
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def res():
+    return run_under_mocks(program(ingress_host="ai.example.com", tls_secret="ai-tls"))
+
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # pulumi's marker for a secret value on the wire
+
+
+def unwrap(value):
+    """The plain value inside Pulumi's secret envelopes (what the API server finally receives)."""
+    if isinstance(value, dict):
+        if SECRET_SIG in value:
+            return unwrap(value["value"])
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+def test_all_objects_validate_against_kubernetes_and_crd_schemas(res) -> None:
+    plain = Resources(items=[replace(r, inputs=unwrap(r.inputs)) for r in res])
+    assert manifests.validate_all(plain, "1.31") == []
+
+
+def test_keys_travel_as_pulumi_secrets(res) -> None:
+    for name in ("gateway-keys", "gateway-providers"):
+        assert SECRET_SIG in res.one("kubernetes:core/v1:Secret", name).inputs["stringData"]
+
+
+def test_deployment_is_hardened_with_probes_and_resources(res) -> None:
+    dep = res.one("kubernetes:apps/v1:Deployment", "gateway").inputs
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert {"livenessProbe", "readinessProbe", "startupProbe"} <= c.keys()
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["resources"]["limits"]["memory"] == "1Gi"
+    assert c["args"] == ["gateway", "serve", "--config", "/etc/tandem-gateway/routes.yaml"]
+    assert c["env"][0]["valueFrom"]["secretKeyRef"]["key"] == "OPENAI_API_KEY"
+    assert dep["metadata"]["namespace"] == labels.NS_GATEWAY
+
+
+def test_routes_config_map_loads_and_keys_are_hashed(res) -> None:
+    cm = res.one("kubernetes:core/v1:ConfigMap", "gateway-routes").inputs
+    routes = yaml.safe_load(cm["data"]["routes.yaml"])
+    cfg = parse_config({k: v for k, v in routes.items() if k != "keys_file"})
+    assert cfg.routes["support-chat"].fallbacks == ["support-chat-lite"]
+    assert cfg.backends["support-chatbot"].model == "support-chat-8b"
+    assert cfg.teams["customer-care"].budget.usd == 500
+    assert routes["redis"]["url"].startswith("redis://gateway-redis.tandem-gateway")
+    secret = unwrap(res.one("kubernetes:core/v1:Secret", "gateway-keys").inputs)
+    text = secret["stringData"]["keys.yaml"]
+    assert RAW_KEY not in text
+    assert yaml.safe_load(text)[0]["sha256"] == hashlib.sha256(RAW_KEY.encode()).hexdigest()
+
+
+def test_autoscaling_disruption_monitoring_network_and_ingress(res) -> None:
+    hpa = res.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", "gateway").inputs
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
+    assert (
+        res.one("kubernetes:policy/v1:PodDisruptionBudget", "gateway").inputs["spec"][
+            "maxUnavailable"
+        ]
+        == 1
+    )
+    sm = res.one("kubernetes:monitoring.coreos.com/v1:ServiceMonitor").inputs
+    assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    np = res.one("kubernetes:networking.k8s.io/v1:NetworkPolicy", "gateway").inputs
+    allowed = [
+        s.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+        for s in np["spec"]["ingress"][0]["from"]
+    ]
+    assert labels.NS_SERVING in allowed and labels.NS_MONITORING in allowed
+    ing = res.one("kubernetes:networking.k8s.io/v1:Ingress", "gateway").inputs
+    assert ing["spec"]["tls"] == [{"hosts": ["ai.example.com"], "secretName": "ai-tls"}]
+    assert res.one("kubernetes:apps/v1:Deployment", "gateway-redis")
+
+
+def test_elasticache_mode_creates_an_encrypted_replication_group() -> None:
+    res = run_under_mocks(program(redis="elasticache"))
+    rg = res.one("aws:elasticache/replicationGroup:ReplicationGroup").inputs
+    assert rg["atRestEncryptionEnabled"] and rg["transitEncryptionEnabled"]
+    assert not res.of_type("kubernetes:networking.k8s.io/v1:Ingress")
+    assert not [
+        r for r in res.of_type("kubernetes:apps/v1:Deployment") if r.name == "gateway-redis"
+    ]
+
+
+def test_generated_routes_refuse_a_dangling_fallback() -> None:
+    bad = [("a", "t", UseCaseGateway(fallbacks=["nope"]), "http://a:8000/v1")]
+    with pytest.raises(ConfigError, match=r"routes\.a\.fallbacks\.0: unknown route 'nope'"):
+        routes_from_use_cases(bad)
+    budget_no_price = [("a", "t", UseCaseGateway(budget={"usd": 5}), "http://a:8000/v1")]
+    with pytest.raises(ConfigError, match="no price"):
+        routes_from_use_cases(budget_no_price)
