@@ -86,6 +86,7 @@ class LocalServe:
     pid: int
     endpoint: str
     dashboard: str
+    metrics: str  # Ray's Prometheus endpoint (Serve, and vLLM's series through Ray's agent)
     config_path: str
     log_path: str
 
@@ -115,7 +116,7 @@ def start(
     config = {**config, "http_options": {"host": "127.0.0.1", "port": port}}
     config_path = state_dir / "serve-config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    dash_port = free_port()
+    dash_port, metrics_port = free_port(), free_port()
     log_path = state_dir / "serve-local.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -129,6 +130,8 @@ def start(
                 str(num_cpus),
                 "--dashboard-port",
                 str(dash_port),
+                "--metrics-port",
+                str(metrics_port),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -141,6 +144,7 @@ def start(
         proc.pid,
         f"http://127.0.0.1:{port}",
         f"http://127.0.0.1:{dash_port}",
+        f"http://127.0.0.1:{metrics_port}/metrics",
         str(config_path),
         str(log_path),
     )
@@ -179,7 +183,7 @@ def stop(state_dir: Path, timeout_s: float = 30.0) -> bool:
     return True
 
 
-def _run(config_path: str, num_cpus: int, dashboard_port: int) -> None:
+def _run(config_path: str, num_cpus: int, dashboard_port: int, metrics_port: int) -> None:
     import ray
     from ray import serve
 
@@ -197,6 +201,7 @@ def _run(config_path: str, num_cpus: int, dashboard_port: int) -> None:
         include_dashboard=True,
         dashboard_host="127.0.0.1",
         dashboard_port=dashboard_port,
+        _metrics_export_port=metrics_port or None,
         runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}},
     )
     try:
@@ -216,8 +221,9 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("config")
     run.add_argument("--num-cpus", type=int, default=8)
     run.add_argument("--dashboard-port", type=int, default=8265)
+    run.add_argument("--metrics-port", type=int, default=0, help="0: Ray picks one")
     args = parser.parse_args(argv)
-    _run(args.config, args.num_cpus, args.dashboard_port)
+    _run(args.config, args.num_cpus, args.dashboard_port, args.metrics_port)
 
 
 if __name__ == "__main__":

@@ -1,33 +1,32 @@
-"""The `batch` app from a generated Serve config on a real local Ray, deployed the KubeRay way.
+"""The document-embeddings example use case through `tandem serve --local` on a real local Ray.
 
-64 concurrent requests: batches larger than one form, every response is a correct embedding
-(dimension, paraphrases closer than unrelated sentences), and Serve runs with the autoscaling
-config the spec asked for.
+The CLI generates the Serve config and deploys it the way KubeRay does. Under 64 concurrent
+requests batches larger than one form, every response is a correct embedding (dimension,
+paraphrases closer than unrelated sentences), and Serve runs with the autoscaling config the
+use-case file asked for. `tandem serve --stop` ends it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
 from serving import builder, local
-from serving.testing import embedder
+from tandem.usecase import load_use_case
 
 pytestmark = pytest.mark.integration
 
-SPEC = embedder(
-    batching={"max_batch_size": 16, "batch_wait_timeout_s": 0.05},
-    autoscaling={
-        "min_replicas": 1,
-        "max_replicas": 2,
-        "target_ongoing_requests": 24,
-        "upscale_delay_s": 5,
-        "downscale_delay_s": 120,
-    },
-)
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "stacks" / "usecases" / "document-embeddings.yaml"
+(SPEC,) = load_use_case(EXAMPLE).deployments
 PAIRS = [
     ("How do I reset my password?", "What are the steps to change my password?"),
     ("The invoice total is wrong.", "My bill shows an incorrect amount."),
@@ -37,15 +36,46 @@ PAIRS = [
 UNRELATED = "Photosynthesis converts light into chemical energy in plants."
 
 
+def _tandem(*args: str, timeout: float = 200) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tandem.cli", "serve", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=local.ray_env(),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     state = tmp_path_factory.mktemp("serve-local")
-    config = builder.serve_config([SPEC], port=local.free_port())
-    server = local.start(config, state, num_cpus=4, timeout_s=150)
+    port = local.free_port()
     try:
+        out = _tandem(
+            "--local",
+            str(EXAMPLE),
+            "--port",
+            str(port),
+            "--num-cpus",
+            "4",
+            "--timeout",
+            "150",
+            "--state-dir",
+            str(state),
+        )
+        assert f"http://127.0.0.1:{port}/embed/v1/embeddings" in out
+        server = local.LocalServe(**json.loads((state / local.STATE_FILE).read_text()))
         yield server
     finally:
-        local.stop(state)
+        stopped = _tandem("--stop", "--state-dir", str(state))
+    assert "stopped local Serve" in stopped
+    assert (
+        not Path(f"/proc/{server.pid}").exists()
+        or "Z" in Path(f"/proc/{server.pid}/stat").read_text().split()[2]
+    )
 
 
 async def _embed(client: httpx.AsyncClient, url: str, texts: list[str]) -> dict:
@@ -78,7 +108,7 @@ def test_64_concurrent_requests_batch_and_are_correct(served) -> None:
     stats = httpx.get(f"{served.endpoint}{builder.route_prefix(SPEC)}/stats").json()
     sizes = {int(k): v for k, v in stats["batch_sizes"].items()}
     assert max(sizes) > 1, f"no batching happened: {sizes}"
-    assert max(sizes) <= 16  # the user_config's max_batch_size reached the replica
+    assert max(sizes) <= SPEC.batching.max_batch_size  # user_config reached the replica
 
 
 def test_list_input_and_errors(served) -> None:
@@ -94,8 +124,31 @@ def test_autoscaling_config_is_what_the_spec_said(served) -> None:
     deployment = apps[SPEC.name]["deployments"][builder.BATCH_DEPLOYMENT]
     cfg = deployment["deployment_config"]
     auto = cfg["autoscaling_config"]
-    assert (auto["min_replicas"], auto["max_replicas"]) == (1, 2)
-    assert auto["target_ongoing_requests"] == 24
-    assert (auto["upscale_delay_s"], auto["downscale_delay_s"]) == (5, 120)
-    assert cfg["max_ongoing_requests"] == SPEC.max_ongoing_requests
-    assert cfg["user_config"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.05}
+    a = SPEC.autoscaling
+    assert (auto["min_replicas"], auto["max_replicas"]) == (a.min_replicas, a.max_replicas)
+    assert auto["target_ongoing_requests"] == a.target_ongoing_requests
+    assert (auto["upscale_delay_s"], auto["downscale_delay_s"]) == (
+        a.upscale_delay_s,
+        a.downscale_delay_s,
+    )
+    assert cfg["max_ongoing_requests"] == SPEC.admission.max_ongoing_requests
+    assert cfg["max_queued_requests"] == SPEC.admission.max_queued_requests
+    assert cfg["user_config"] == {
+        "max_batch_size": SPEC.batching.max_batch_size,
+        "batch_wait_timeout_s": SPEC.batching.batch_wait_timeout_s,
+    }
+
+
+def test_batch_size_metric_is_exported(served) -> None:
+    """What the PodMonitor scrapes: Ray's endpoint carries the batch-size histogram."""
+    deadline = time.monotonic() + 45
+    samples: list[str] = []
+    while time.monotonic() < deadline and not samples:
+        text = httpx.get(served.metrics, timeout=10).text
+        samples = [
+            ln for ln in text.splitlines() if ln.startswith("ray_tandem_serve_batch_size_count")
+        ]
+        time.sleep(1)
+    assert samples, "ray_tandem_serve_batch_size not exported"
+    assert 'model="all-minilm-l6-v2"' in samples[0]
+    assert sum(float(s.rsplit(" ", 1)[1]) for s in samples) >= 1
