@@ -1,0 +1,74 @@
+"""`tandem gateway serve --config routes.yaml` runs the service; a bad file fails with its errors."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import yaml
+
+from tests.support.upstream import ServerThread, Upstream
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tandem_gateway_serve(tmp_path) -> None:
+    up = Upstream("cli")
+    with ServerThread(up.app) as server:
+        port = free_port()
+        path = tmp_path / "routes.yaml"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "server": {"port": port},
+                    "backends": {"local": {"url": server.url + "/v1"}},
+                    "routes": {"chat": {"backends": [{"backend": "local"}]}},
+                }
+            )
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tandem.cli", "gateway", "serve", "--config", str(path)]
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline and proc.poll() is None, "gateway did not start"
+                time.sleep(0.1)
+            r = httpx.post(
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].startswith(
+                "cli:"
+            )
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def test_invalid_config_exits_with_the_field_path(tmp_path) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text("backends: {a: {url: ftp://x}}\nroutes: {chat: {backends: [{backend: b}]}}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "tandem.cli", "gateway", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "backends.a.url" in out.stderr and "Traceback" not in out.stderr
