@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from typing import Protocol
 
 from gateway.config import ANONYMOUS, PERIOD_SECONDS, Budget, Compiled, CompiledKey
 from gateway.errors import GatewayError
+
+log = logging.getLogger("tandem.gateway")
 
 
 def authenticate(compiled: Compiled, authorization: str | None) -> CompiledKey:
@@ -94,13 +97,26 @@ class MemoryUsage:
 
 
 class RedisUsage:
-    """Shared counters: one pipelined round trip to admit, one to charge."""
+    """Shared counters: one pipelined round trip to admit, one to charge.
+
+    Redis being down must not take the API down with it: limits fail open (logged, at most once
+    every 10 s) and the request is served; the spend it misses is the price of availability.
+    """
 
     def __init__(self, url: str, prefix: str) -> None:
         import redis.asyncio as aioredis
+        from redis.exceptions import RedisError
 
-        self._r = aioredis.from_url(url)
+        self._r = aioredis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
         self._p = prefix
+        self._errors = (RedisError, OSError)
+        self._last_warning = 0.0
+
+    def _failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_warning > 10:
+            self._last_warning = now
+            log.warning("usage counters unavailable (limits fail open): %s", exc)
 
     def _keys(
         self, key: CompiledKey, team_budget: Budget | None, now: float
@@ -119,7 +135,11 @@ class RedisUsage:
         pipe.get(tk)
         if sk:
             pipe.get(sk)
-        res = await pipe.execute()
+        try:
+            res = await pipe.execute()
+        except self._errors as exc:
+            self._failed(exc)
+            return 0, 0, 0.0
         spent = float(res[3] or 0.0) if sk else 0.0
         return int(res[0]), int(res[2] or 0), spent
 
@@ -133,10 +153,17 @@ class RedisUsage:
         if sk and usd:
             pipe.incrbyfloat(sk, usd)
             pipe.expire(sk, PERIOD_SECONDS[team_budget.period] * 2)  # type: ignore[union-attr]
-        await pipe.execute()
+        try:
+            await pipe.execute()
+        except self._errors as exc:
+            self._failed(exc)
 
     async def spend(self, team: str, team_budget: Budget) -> float:
-        val = await self._r.get(f"{self._p}:spend:{team}:{period_id(team_budget, time.time())}")
+        try:
+            val = await self._r.get(f"{self._p}:spend:{team}:{period_id(team_budget, time.time())}")
+        except self._errors as exc:
+            self._failed(exc)
+            return 0.0
         return float(val or 0.0)
 
     async def close(self) -> None:

@@ -226,3 +226,12 @@ def test_budget_counters_in_redis_survive_a_restart_and_are_shared(
             post(g, chat("chat-lite"), key="sk-slow").status_code for g in (gw2, gw3, gw2, gw3)
         ]
     assert codes == [200, 200, 200, 429]
+
+
+def test_redis_down_fails_open(ups, upstreams) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    cfg = budget_config(ups, redis={"url": f"redis://127.0.0.1:{dead}/0"})
+    with RunningGateway(cfg) as gw:
+        assert [post(gw, chat("chat")).status_code for _ in range(3)] == [200, 200, 200]

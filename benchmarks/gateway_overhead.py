@@ -1,0 +1,622 @@
+"""What a gateway adds to a request: direct vs minimal pass-through vs Tandem vs LiteLLM proxy.
+
+Same machine, same run, same fast upstream on loopback (a bare ASGI app on uvicorn), same
+open-loop load generator: requests are sent on a fixed schedule whether or not earlier ones have
+answered, and latency is measured from the scheduled send time, so a target that falls behind
+shows its queueing instead of slowing the generator down (no coordinated omission). Every run is
+bounded in count and time.
+
+    python benchmarks/gateway_overhead.py                  # table
+    python benchmarks/gateway_overhead.py --output json    # one JSON object on stdout
+    python benchmarks/gateway_overhead.py --quick          # under two minutes
+
+LiteLLM runs from its own environment (bash benchmarks/setup-litellm.sh -> .venv-litellm); when
+it is absent the `litellm` rows say so and the ratios against it are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "sk-bench"
+MODEL = "bench"
+LOADS = (10, 100, 300, 500)
+RAMP = (750, 1000, 1250, 1500, 2000, 2500, 3000)
+P99_LIMIT_MS = 100.0
+STREAM_RPS = 10
+REQUEST_TIMEOUT_S = 5.0
+
+# -- the upstream ---------------------------------------------------------------------------------
+
+_RESPONSE = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "ok " * 20},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 20, "total_tokens": 32},
+    }
+).encode()
+_CHUNK = (
+    b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench",'
+    b'"choices":[{"index":0,"delta":{"content":"ok "},"finish_reason":null}]}\n\n'
+)
+_USAGE = (
+    b'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench",'
+    b'"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":20,"total_tokens":32}}\n\n'
+)
+
+
+async def upstream_app(scope: dict, receive: Any, send: Any) -> None:
+    """The fastest OpenAI-shaped upstream this machine runs: so it is never the limit."""
+    if scope["type"] != "http":
+        return
+    body, more = b"", True
+    while more:
+        msg = await receive()
+        body += msg.get("body", b"")
+        more = msg.get("more_body", False)
+    if b'"stream":true' in body or b'"stream": true' in body:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        for _ in range(20):
+            await send({"type": "http.response.body", "body": _CHUNK, "more_body": True})
+        tail = (_USAGE if b'"include_usage"' in body else b"") + b"data: [DONE]\n\n"
+        await send({"type": "http.response.body", "body": tail})
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(_RESPONSE)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _RESPONSE})
+
+
+def serve_upstream(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        upstream_app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+    )
+
+
+# -- targets --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    import urllib.error
+    import urllib.request
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except urllib.error.HTTPError:
+            return  # answering, even if with an error status
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up in {timeout:.0f} s")
+
+
+class Target:
+    def __init__(
+        self, name: str, base: str, proc: subprocess.Popen | None, headers: dict[str, str]
+    ) -> None:
+        self.name = name
+        self.base = base
+        self.proc = proc
+        self.headers = headers
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the target's process tree (utime + stime from /proc)."""
+        if self.proc is None:
+            return 0.0
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in _tree(self.proc.pid):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                kids = Path(f"/proc/{p}/task/{tid}/children").read_text().split()
+                todo.extend(int(k) for k in kids)
+        except OSError:
+            pass
+    return out
+
+
+def start_upstream() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(port)])
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/", 15, proc)
+    return proc, base
+
+
+def start_minimal(upstream: str) -> Target:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "minimal_proxy.py"),
+            "--port",
+            str(port),
+            "--upstream",
+            upstream,
+        ]
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/", 15, proc)
+    return Target("minimal", base, proc, {})
+
+
+def start_tandem(upstream: str, workdir: Path) -> Target:
+    import hashlib
+
+    import yaml
+
+    port = free_port()
+    cfg = {
+        "server": {"host": "127.0.0.1", "port": port, "reload_interval_s": 0},
+        "backends": {
+            "fast": {"url": upstream + "/v1", "labels": {"use_case": "bench", "pool": "cpu"}}
+        },
+        "routes": {MODEL: {"backends": [{"backend": "fast"}], "use_case": "bench"}},
+        "prices": {"fast": {"input_per_mtok": 0.5, "output_per_mtok": 1.5}},
+        "keys": [
+            {
+                "id": "bench",
+                "team": "bench",
+                "sha256": hashlib.sha256(KEY.encode()).hexdigest(),
+                "rpm": 10_000_000,
+            }
+        ],
+    }
+    path = workdir / "routes.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tandem.cli",
+            "gateway",
+            "serve",
+            "--config",
+            str(path),
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/readyz", 30, proc)
+    return Target("tandem", base, proc, {"Authorization": f"Bearer {KEY}"})
+
+
+LITELLM_ENV = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_LOCAL_POLICY_TEMPLATES": "True",
+    "LITELLM_LOCAL_BLOG_POSTS": "True",
+    "LITELLM_LOCAL_AUTOROUTER_PRESETS": "True",
+    "LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS": "True",
+    "LITELLM_TELEMETRY_DISABLED": "true",
+    "DISABLE_ADMIN_UI": "True",
+    "OTEL_SDK_DISABLED": "true",
+    "LITELLM_LOG": "ERROR",
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
+}
+
+
+def start_litellm(upstream: str, workdir: Path, venv: Path) -> Target:
+    import yaml
+
+    exe = venv / "bin" / "litellm"
+    if not exe.exists():
+        raise FileNotFoundError(f"{exe} missing: run bash benchmarks/setup-litellm.sh")
+    port = free_port()
+    dead = (
+        free_port()
+    )  # nothing listens: any outbound call fails fast instead of leaving the machine
+    cfg = {
+        "model_list": [
+            {
+                "model_name": MODEL,
+                "litellm_params": {
+                    "model": f"openai/{MODEL}",
+                    "api_base": upstream + "/v1",
+                    "api_key": "sk-upstream",
+                },
+            }
+        ],
+        "litellm_settings": {"cache": False, "telemetry": False},
+        "general_settings": {"master_key": KEY},
+    }
+    path = workdir / "litellm.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proxy = f"http://127.0.0.1:{dead}"
+    env = {
+        **os.environ,
+        **LITELLM_ENV,
+        "LITELLM_MASTER_KEY": KEY,
+        "HTTP_PROXY": proxy,
+        "HTTPS_PROXY": proxy,
+        "http_proxy": proxy,
+        "https_proxy": proxy,
+    }
+    proc = subprocess.Popen(
+        [
+            str(exe),
+            "--config",
+            str(path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num_workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / "litellm.log").open("w"),
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/health/liveliness", 90, proc)
+    return Target("litellm", base, proc, {"Authorization": f"Bearer {KEY}"})
+
+
+# -- load -----------------------------------------------------------------------------------------
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def open_loop(
+    target: Target, rate: float, duration: float, stream: bool = False
+) -> dict[str, Any]:
+    import aiohttp
+
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Say ok twenty times."}],
+            "stream": stream,
+        }
+    ).encode()
+    headers = {"Content-Type": "application/json", **target.headers}
+    url = target.base + "/v1/chat/completions"
+    n = max(1, int(rate * duration))
+    latencies: list[float] = []
+    errors = 0
+    clock = time.perf_counter  # uvloop's loop.time() only has millisecond resolution
+    cpu0 = target.cpu_seconds()
+    connector = aiohttp.TCPConnector(limit=2048, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        start = clock() + 0.05
+
+        async def one(t_sched: float) -> None:
+            nonlocal errors
+            try:
+                async with session.post(url, data=body, headers=headers) as r:
+                    if stream:
+                        await r.content.readany()  # time to first byte
+                        latencies.append(clock() - t_sched)
+                        await r.read()
+                    else:
+                        await r.read()
+                        latencies.append(clock() - t_sched)
+                    if r.status != 200:
+                        errors += 1
+                        latencies.pop()
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                errors += 1
+
+        tasks = []
+        for i in range(n):
+            t = start + i / rate
+            delay = t - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(one(t)))
+        await asyncio.gather(*tasks)
+        elapsed = clock() - start
+    cpu = target.cpu_seconds() - cpu0
+    ms = [x * 1000 for x in latencies]
+    return {
+        "offered_rps": rate,
+        "requests": n,
+        "p50_ms": _round(_pct(ms, 0.50)),
+        "p99_ms": _round(_pct(ms, 0.99)),
+        "mean_ms": _round(statistics.fmean(ms)) if ms else None,
+        "achieved_rps": round(len(ms) / max(elapsed, duration), 1),
+        "errors": errors,
+        "cpu_ms_per_request": _round(cpu * 1000 / n) if target.proc is not None else None,
+    }
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
+def sustained(row: dict[str, Any]) -> bool:
+    return (
+        row["errors"] == 0
+        and row["p99_ms"] is not None
+        and row["p99_ms"] < P99_LIMIT_MS
+        and row["achieved_rps"] >= 0.9 * row["offered_rps"]
+    )
+
+
+async def warm(target: Target) -> None:
+    await open_loop(target, 200, 0.5)
+
+
+async def measure(
+    target: Target, duration: float, ramp: tuple[int, ...], log: Any
+) -> dict[str, Any]:
+    await warm(target)
+    # Streaming first, at a load every target sustains, before a collapsed target is busy with
+    # abandoned work.
+    stream = await open_loop(target, STREAM_RPS, duration, stream=True)
+    log(
+        f"  {target.name:8s} stream TTFB at {STREAM_RPS} rps: p50 {stream['p50_ms']} ms  p99 {stream['p99_ms']} ms"
+    )
+    rows: dict[str, Any] = {}
+    best = 0
+    collapsed = False
+    for rate in LOADS + ramp:
+        if collapsed:
+            if rate in LOADS:
+                rows[str(rate)] = {"offered_rps": rate, "skipped": "collapsed at a lower load"}
+            continue
+        if rate not in LOADS and not sustained(rows[str(LOADS[-1])]):
+            break
+        row = await open_loop(target, rate, duration)
+        rows[str(rate)] = row
+        log(
+            f"  {target.name:8s} {rate:5d} rps  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  "
+            f"achieved {row['achieved_rps']}  errors {row['errors']}  cpu/req {row['cpu_ms_per_request']} ms"
+        )
+        if sustained(row):
+            best = max(best, rate)
+        elif rate not in LOADS:
+            break
+        else:
+            # A collapsed target queues into multi-second latencies; higher loads only pile on.
+            collapsed = (
+                row["p99_ms"] is None
+                or row["p99_ms"] > 1000
+                or row["errors"] > row["requests"] // 2
+            )
+    return {"loads": rows, "max_sustainable_rps": best, "stream_ttfb": stream}
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+def added(results: dict[str, Any], target: str, load: str, key: str) -> float | None:
+    try:
+        return round(results[target]["loads"][load][key] - results["direct"]["loads"][load][key], 2)
+    except (KeyError, TypeError):
+        return None
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    s: dict[str, Any] = {"added_ms": {}}
+    for t in ("minimal", "tandem", "litellm"):
+        if "loads" not in results.get(t, {}):
+            continue
+        s["added_ms"][t] = {
+            load: {
+                "p50": added(results, t, load, "p50_ms"),
+                "p99": added(results, t, load, "p99_ms"),
+            }
+            for load in results[t]["loads"]
+            if load in results["direct"]["loads"]
+        }
+        with contextlib.suppress(KeyError, TypeError):
+            s["added_ms"][t]["stream_ttfb_p50"] = round(
+                results[t]["stream_ttfb"]["p50_ms"] - results["direct"]["stream_ttfb"]["p50_ms"], 2
+            )
+    tan = results.get("tandem", {}).get("max_sustainable_rps")
+    mini = results.get("minimal", {}).get("max_sustainable_rps")
+    lite = results.get("litellm", {}).get("max_sustainable_rps")
+    targets: dict[str, Any] = {}
+    if tan is not None and mini:
+        targets["tandem_vs_minimal_sustainable"] = round(tan / mini, 2)
+        targets["at_least_half_of_minimal"] = tan >= mini / 2
+    if tan is not None and lite is not None:
+        targets["tandem_vs_litellm_sustainable"] = round(tan / lite, 1) if lite else None
+        targets["at_least_10x_litellm"] = tan >= 10 * lite
+    p99_300 = s["added_ms"].get("tandem", {}).get("300", {}).get("p99")
+    if p99_300 is not None:
+        targets["tandem_added_p99_at_300_ms"] = p99_300
+        targets["added_p99_at_300_under_5ms"] = p99_300 < 5
+    t10 = s["added_ms"].get("tandem", {}).get("10", {}).get("p99")
+    l10 = s["added_ms"].get("litellm", {}).get("10", {}).get("p99")
+    if t10 is not None and l10:
+        targets["tandem_vs_litellm_added_p99_at_10"] = round(t10 / l10, 3)
+        targets["added_p99_at_10_at_most_fifth_of_litellm"] = t10 <= l10 / 5
+    s["targets"] = targets
+    return s
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "| target | load (rps) | p50 ms | p99 ms | achieved rps | errors | CPU ms/req |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in ("direct", "minimal", "tandem", "litellm"):
+        r = results.get(t)
+        if r is None:
+            continue
+        if "loads" not in r:
+            lines.append(f"| {t} | - | {r.get('error', 'not run')} | | | | |")
+            continue
+        for load, row in r["loads"].items():
+            if "skipped" in row:
+                lines.append(f"| {t} | {load} | skipped ({row['skipped']}) | | | | |")
+                continue
+            lines.append(
+                f"| {t} | {load} | {row['p50_ms']} | {row['p99_ms']} | {row['achieved_rps']} | {row['errors']} | {row['cpu_ms_per_request'] if row['cpu_ms_per_request'] is not None else '-'} |"
+            )
+    lines += [
+        "",
+        "| target | max sustainable rps (p99 < 100 ms) | stream TTFB p50 / p99 ms |",
+        "|---|---|---|",
+    ]
+    for t in ("direct", "minimal", "tandem", "litellm"):
+        r = results.get(t, {})
+        if "loads" in r:
+            st = r["stream_ttfb"]
+            lines.append(f"| {t} | {r['max_sustainable_rps']} | {st['p50_ms']} / {st['p99_ms']} |")
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    duration = 2.0 if args.quick else args.duration
+    ramp = RAMP[:4] if args.quick else RAMP
+    results: dict[str, Any] = {}
+    up_proc, upstream = start_upstream()
+    workdir = Path(tempfile.mkdtemp(prefix="gw-bench-"))
+    try:
+        starters = {
+            "direct": lambda: Target("direct", upstream, None, {}),
+            "minimal": lambda: start_minimal(upstream),
+            "tandem": lambda: start_tandem(upstream, workdir),
+            "litellm": lambda: start_litellm(upstream, workdir, Path(args.litellm_venv)),
+        }
+        for name in args.targets:
+            log(f"{name}:")
+            try:
+                target = starters[name]()
+            except (OSError, RuntimeError) as exc:
+                results[name] = {"error": str(exc)}
+                log(f"  {name}: not run: {exc}")
+                continue
+            try:
+                results[name] = await measure(
+                    target, duration, () if name == "litellm" else ramp, log
+                )
+            finally:
+                target.stop()
+    finally:
+        up_proc.terminate()
+        up_proc.wait(10)
+    return results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--output", choices=("table", "json"), default="table")
+    ap.add_argument("--quick", action="store_true", help="2 s per load, shorter ramp (< 2 minutes)")
+    ap.add_argument("--duration", type=float, default=8.0, help="seconds per offered load")
+    ap.add_argument("--targets", nargs="+", default=["direct", "minimal", "tandem", "litellm"])
+    ap.add_argument("--litellm-venv", default=str(ROOT / ".venv-litellm"))
+    ap.add_argument("--write", help="also write the JSON result to this file")
+    ap.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve_upstream:
+        serve_upstream(args.serve_upstream)
+        return 0
+    import uvloop
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    t0 = time.monotonic()
+    results = uvloop.run(main_async(args, log))
+    out = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "quick": args.quick,
+        "results": results,
+        "max_sustainable_rps": {t: r.get("max_sustainable_rps") for t, r in results.items()},
+        **summarize(results),
+        "wall_s": round(time.monotonic() - t0, 1),
+    }
+    if args.write:
+        Path(args.write).write_text(json.dumps(out, indent=2))
+    if args.output == "json":
+        print(json.dumps(out))
+    else:
+        print(table(results))
+        print(json.dumps({"added_ms": out["added_ms"], "targets": out["targets"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
