@@ -1,0 +1,85 @@
+"""`tandem gate FILE`: the six-criteria AI-initiative review, for the review meeting.
+
+Reads only the use-case file's `review:` section (the rest of the file may still be a draft),
+prints each criterion with pass / fail and why, and exits 1 when any criterion fails (2 when the
+section itself is malformed), so the same command gates a merge in CI.
+
+JSON (`--output json`):
+    {"use_case": "claims-assistant", "file": "...", "passed": false,
+     "criteria": [{"criterion": "strategic alignment", "ok": true, "reason": "..."}, ...]}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "gate",
+        help="check a use case against the six-criteria AI-initiative review",
+        description="Evaluate the review: section of a use-case file (docs/policies.md).",
+    )
+    p.add_argument("file", type=Path, help="use-case file, e.g. stacks/usecases/chatbot.yaml")
+    p.add_argument("--output", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--today",
+        type=date.fromisoformat,
+        default=None,
+        help="evaluate as of this date (YYYY-MM-DD) when the review has no date",
+    )
+    p.set_defaults(func=gate)
+
+
+def gate(args: argparse.Namespace) -> int:
+    import yaml
+    from pydantic import ValidationError
+
+    from policies import review_gate
+
+    try:
+        doc = yaml.safe_load(args.file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"tandem gate: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    doc = doc if isinstance(doc, dict) else {}
+    try:
+        results = review_gate.evaluate(doc.get("review"), today=args.today)
+    except ValidationError as exc:
+        for err in exc.errors():
+            path = ".".join(str(p) for p in ("review", *err["loc"]))
+            print(f"tandem gate: {args.file}: {path}: {err['msg']}", file=sys.stderr)
+        return 2
+    ok = review_gate.passed(results)
+    name = str(doc.get("name") or args.file.stem)
+    if args.output == "json":
+        payload = {
+            "use_case": name,
+            "file": str(args.file),
+            "passed": ok,
+            "criteria": [r.to_dict() for r in results],
+        }
+        print(json.dumps(payload, indent=2))
+    else:
+        _print_table(name, results, ok)
+    return 0 if ok else 1
+
+
+def _print_table(name: str, results: list, ok: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"AI-initiative review gate: {name}")
+    table.add_column("criterion")
+    table.add_column("result")
+    table.add_column("why", overflow="fold")
+    for r in results:
+        table.add_row(r.criterion, "[green]pass[/]" if r.ok else "[red]FAIL[/]", r.reason)
+    console = Console()
+    console.print(table)
+    failed = sum(not r.ok for r in results)
+    console.print("[green]approved[/]" if ok else f"[red]not approved: {failed} criteria fail[/]")
