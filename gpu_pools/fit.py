@@ -131,11 +131,16 @@ class FitResult:
         )
         if not self.fits:
             seqs = self.kv_tokens_fit // max_model_len
-            text += (
-                f"; room for {max(self.kv_tokens_fit, 0)} KV tokens "
-                f"(max_num_seqs <= {max(seqs, 0)} at this max_model_len), or use more GPUs, "
-                "quantization or kv_cache_dtype fp8"
-            )
+            if seqs >= 1:
+                text += f"; KV room for {self.kv_tokens_fit} tokens: max_num_seqs <= {seqs}"
+            elif self.kv_tokens_fit > 0:
+                text += (
+                    f"; KV room for {self.kv_tokens_fit} tokens: not one sequence of "
+                    f"{max_model_len} fits (max_model_len <= {self.kv_tokens_fit})"
+                )
+            else:
+                text += "; the weights alone exceed the budget"
+            text += "; or use more GPUs, quantization or kv_cache_dtype fp8"
         return text
 
 
