@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -11,15 +10,10 @@ import httpx
 import pytest
 import yaml
 
+from tests.support.gateway_harness import free_port
 from tests.support.upstream import ServerThread, Upstream
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_tandem_gateway_serve(tmp_path) -> None:

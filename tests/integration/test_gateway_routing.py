@@ -8,29 +8,27 @@ import httpx
 import orjson
 import pytest
 
-from tests.support.gateway_harness import RunningGateway, blast, chat
-from tests.support.upstream import Behaviour, ServerThread, Upstream, wait_until
+from tests.support.gateway_harness import (
+    RunningGateway,
+    blast,
+    chat,
+    fresh_upstreams,
+    upstream_servers,
+)
+from tests.support.upstream import Behaviour, wait_until
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def ups():
-    servers = {}
-    for name in ("a", "b", "c"):
-        up = Upstream(name)
-        servers[name] = (up, ServerThread(up.app).start())
-    yield servers
-    for _, s in servers.values():
-        s.stop()
+    with upstream_servers("a", "b", "c") as servers:
+        yield servers
 
 
 @pytest.fixture
 def upstreams(ups):
-    for up, _ in ups.values():
-        up.set()
-        up.reset_counts()
-    return {name: up for name, (up, _) in ups.items()}
+    return fresh_upstreams(ups)
 
 
 def backend(ups, name: str, **extra) -> dict:

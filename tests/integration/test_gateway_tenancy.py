@@ -11,8 +11,13 @@ import httpx
 import pytest
 
 from gateway.config import hash_key
-from tests.support.gateway_harness import RunningGateway, chat
-from tests.support.upstream import ServerThread, Upstream
+from tests.support.gateway_harness import (
+    RunningGateway,
+    chat,
+    free_port,
+    fresh_upstreams,
+    upstream_servers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -21,19 +26,13 @@ HEADERS = {"Authorization": "Bearer sk-alpha"}
 
 @pytest.fixture(scope="module")
 def ups():
-    big, cheap = Upstream("big"), Upstream("cheap")
-    servers = [ServerThread(big.app).start(), ServerThread(cheap.app).start()]
-    yield {"big": (big, servers[0]), "cheap": (cheap, servers[1])}
-    for s in servers:
-        s.stop()
+    with upstream_servers("big", "cheap") as servers:
+        yield servers
 
 
 @pytest.fixture
 def upstreams(ups):
-    for up, _ in ups.values():
-        up.set()
-        up.reset_counts()
-    return {n: up for n, (up, _) in ups.items()}
+    return fresh_upstreams(ups)
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +42,7 @@ def redis_url():
         pytest.fail(
             "redis-server is required for the gateway tenancy tests: apt-get install -y redis-server"
         )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
@@ -229,9 +226,7 @@ def test_budget_counters_in_redis_survive_a_restart_and_are_shared(
 
 
 def test_redis_down_fails_open(ups, upstreams) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]
+    dead = free_port()
     cfg = budget_config(ups, redis={"url": f"redis://127.0.0.1:{dead}/0"})
     with RunningGateway(cfg) as gw:
         assert [post(gw, chat("chat")).status_code for _ in range(3)] == [200, 200, 200]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from gateway.app import Gateway
 from gateway.config import parse_config
-from tests.support.upstream import ServerThread
+from tests.support.upstream import ServerThread, Upstream
 
 
 class RunningGateway:
@@ -72,3 +75,31 @@ async def blast(
 
         await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
     return results
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def upstream_servers(*names: str) -> Iterator[dict[str, tuple[Upstream, ServerThread]]]:
+    """One controllable upstream per name, each on its own port (for module-scoped fixtures)."""
+    servers: dict[str, tuple[Upstream, ServerThread]] = {}
+    try:
+        for name in names:
+            up = Upstream(name)
+            servers[name] = (up, ServerThread(up.app).start())
+        yield servers
+    finally:
+        for _, server in servers.values():
+            server.stop()
+
+
+def fresh_upstreams(servers: dict[str, tuple[Upstream, ServerThread]]) -> dict[str, Upstream]:
+    """Back to healthy behaviour and zero counts (per test)."""
+    for up, _ in servers.values():
+        up.set()
+        up.reset_counts()
+    return {name: up for name, (up, _) in servers.items()}
