@@ -192,16 +192,8 @@ def _policy_resources(
 
 
 def check_stack(stack: str) -> list[Violation]:
-    """Run the project's program for `stack` under mocks and evaluate everything it registers."""
-    import runpy
+    """Run the project's program for `stack` under mocks (tandem.plan.run_stack) and evaluate it."""
+    from tandem.config import read_stack_file
+    from tandem.plan import run_stack
 
-    from tandem import config, engine
-
-    flat = config.read_stack_file(stack)
-    program = config.REPO_ROOT / "__main__.py"
-    resources = engine.run_under_mocks(
-        lambda: runpy.run_path(str(program), run_name="__main__"),
-        stack=stack,
-        config=config.pulumi_config_values(flat),
-    )
-    return evaluate(resources, flat, stack=stack)
+    return evaluate(run_stack(stack), read_stack_file(stack), stack=stack)

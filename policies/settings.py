@@ -90,7 +90,11 @@ class PolicySettings(BaseModel):
         cls, config: Mapping[str, Any] | None, stack: str = "dev"
     ) -> PolicySettings:
         """Build from Pulumi stack config: `tandem:`-prefixed or bare keys, objects or JSON strings."""
-        flat = {_strip(k): _decode(v) for k, v in (config or {}).items()}
+        flat = {
+            _strip(k): _decode(v)
+            for k, v in (config or {}).items()
+            if ":" not in k or k.startswith("tandem:")
+        }
         pol = {_snake(k): v for k, v in dict(flat.get("policies") or {}).items()}
         budget = flat.get("budget")
         if isinstance(budget, Mapping):
@@ -113,6 +117,7 @@ class PolicySettings(BaseModel):
 
 
 def _strip(key: str) -> str:
+    key = key.replace(":config:", ":", 1)  # older engines spell config keys `tandem:config:x`
     return _snake(key.split(":", 1)[1] if ":" in key else key)
 
 
