@@ -300,12 +300,11 @@ class Gateway:
                 creq, hit = await self._cache_lookup(key, alias, endpoint, body, stream, route)
                 if hit is not None:
                     self.metrics.child(self.metrics.cache_hits, key.team, hit.layer).inc()
+                    if span is not None:
+                        span.set_attribute("tandem.cache", hit.layer)
+                        span.end()
                     return await _cached_answer(request, hit.response, endpoint, stream, body)
-            inject = (
-                stream
-                and endpoint != "embeddings"
-                and not (body.get("stream_options") or {}).get("include_usage")
-            )
+            inject = stream and endpoint != "embeddings" and not _wants_usage(body)
             assert self.forwarder is not None
             a = await self.forwarder.forward(route, endpoint, body, raw, stream, inject)
             if a.kind == CLIENT or a.kind == CONTEXT:
@@ -598,6 +597,11 @@ async def _read_body(request: web.Request, endpoint: str, limit: int) -> tuple[d
     return body, raw
 
 
+def _wants_usage(body: dict) -> bool:
+    opts = body.get("stream_options")
+    return isinstance(opts, dict) and bool(opts.get("include_usage"))
+
+
 def _loads_dict(body: bytes) -> dict | None:
     try:
         obj = orjson.loads(body)
@@ -632,7 +636,7 @@ async def _cached_answer(
         return web.Response(
             body=orjson.dumps(response), content_type=_JSON, headers={"X-Tandem-Cache": "hit"}
         )
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    include_usage = _wants_usage(body)
     out = web.StreamResponse(status=200, headers={**_SSE_HEADERS, "X-Tandem-Cache": "hit"})
     await out.prepare(request)
     await out.write(replay_as_sse(response, endpoint, include_usage))

@@ -378,7 +378,8 @@ def _payload(
     out = dict(body)
     out["model"] = model
     if inject_usage:
-        opts = dict(out.get("stream_options") or {})
+        opts = out.get("stream_options")
+        opts = dict(opts) if isinstance(opts, dict) else {}
         opts["include_usage"] = True
         out["stream_options"] = opts
     return orjson.dumps(out)
