@@ -70,7 +70,9 @@ def _report(args: argparse.Namespace) -> int:
     client = PromClient(args.prometheus)
     try:
         with Progress(transient=True, console=_stderr_console()) as progress:
-            task = progress.add_task("querying Prometheus", total=len(queries()) + 1)
+            task = progress.add_task(
+                "querying Prometheus", total=len(queries()) + 3
+            )  # + interval probe + 2 label lookups
             obs = observed_from_prometheus(
                 client,
                 start,

@@ -120,16 +120,16 @@ def serving_slo() -> dict:
     r = "$__rate_interval"
     p = [
         _panel(ids, "TTFT p50 / p95 / p99 by model", "timeseries", [
-            _target(f"histogram_quantile({x}, sum by (model_name, le) (rate({q.VLLM_TTFT}_bucket[{r}])))",
+            _target(f"histogram_quantile({x}, sum by (model_name, le) (rate({q.vllm(q.VLLM_TTFT + '_bucket')}[{r}])))",
                     f"{{{{model_name}}}} p{int(x * 100)}") for x in (0.5, 0.95, 0.99)], 0, 0, unit="s"),
         _panel(ids, "Inter-token latency p95 by model", "timeseries", [
-            _target(f"histogram_quantile(0.95, sum by (model_name, le) (rate({q.VLLM_ITL}_bucket[{r}])))",
+            _target(f"histogram_quantile(0.95, sum by (model_name, le) (rate({q.vllm(q.VLLM_ITL + '_bucket')}[{r}])))",
                     "{{model_name}}")], 12, 0, unit="s"),
         _panel(ids, "Requests running / waiting", "timeseries", [
-            _target(f"sum by (model_name) ({q.VLLM_RUNNING})", "{{model_name}} running"),
-            _target(f"sum by (model_name) ({q.VLLM_WAITING})", "{{model_name}} waiting")], 0, 8),
+            _target(f"sum by (model_name) ({q.vllm(q.VLLM_RUNNING)})", "{{model_name}} running"),
+            _target(f"sum by (model_name) ({q.vllm(q.VLLM_WAITING)})", "{{model_name}} waiting")], 0, 8),
         _panel(ids, "KV cache usage", "timeseries", [
-            _target(f"max by (model_name) ({q.VLLM_KV_CACHE})", "{{model_name}}")], 12, 8,
+            _target(f"max by (model_name) ({q.vllm(q.VLLM_KV_CACHE)})", "{{model_name}}")], 12, 8,
             unit="percentunit", max_=1),
         _panel(ids, "TTFT SLO bad ratio (1h)", "timeseries", [
             _target("tandem:vllm_ttft_bad:ratio_rate1h", "{{namespace}}/{{model_name}}")], 0, 16,

@@ -41,6 +41,14 @@ VLLM_RUNNING = "vllm:num_requests_running"
 VLLM_WAITING = "vllm:num_requests_waiting"
 VLLM_KV_CACHE = "vllm:kv_cache_usage_perc"
 
+
+def vllm(name: str, **matchers: str) -> str:
+    """A selector for a vLLM series whether scraped from vLLM itself (`vllm:*`) or re-exported by
+    Ray Serve LLM's metrics agent (`ray_vllm:*`)."""
+    extra = "".join(f', {k}="{v}"' for k, v in matchers.items())
+    return f'{{__name__=~"(ray_)?{name}"{extra}}}'
+
+
 GW_REQUESTS = "tandem_gateway_requests_total"
 GW_LATENCY = "tandem_gateway_request_duration_seconds"
 GW_TTFT = "tandem_gateway_time_to_first_token_seconds"
@@ -137,6 +145,6 @@ def tokens(counter: str, window: str, fn: str = "increase") -> str:
     scrapes with the serving pod's own namespace/pod labels."""
     labels_window = window if fn == "increase" else None
     return (
-        f"sum by ({by(*WORKLOAD)}) (sum by (namespace, pod) ({fn}({counter}[{window}]))"
+        f"sum by ({by(*WORKLOAD)}) (sum by (namespace, pod) ({fn}({vllm(counter)}[{window}]))"
         f" * on (namespace, pod) group_left({by(*WORKLOAD)}) {pod_labels(labels_window)})"
     )

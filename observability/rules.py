@@ -84,8 +84,8 @@ def recording_rules(s: RuleSettings) -> list[dict]:
             {
                 "record": f"tandem:vllm_ttft_bad:ratio_rate{w}",
                 "expr": _ratio_bad(
-                    f'{q.VLLM_TTFT}_bucket{{le="{s.ttft_slo_seconds}"}}',
-                    f"{q.VLLM_TTFT}_count",
+                    q.vllm(f"{q.VLLM_TTFT}_bucket", le=s.ttft_slo_seconds),
+                    q.vllm(f"{q.VLLM_TTFT}_count"),
                     w,
                     "namespace, model_name",
                 ),

@@ -258,9 +258,36 @@ class ObservabilityConfig(Model):
     enabled: bool = True
     retention_days: int = Field(15, ge=1, le=400)
     storage_gib: int = Field(50, ge=5)
+    storage_class: str | None = None  # cluster default when unset
     scrape_interval: str = "30s"
     remote_write_url: str | None = None
     grafana: bool = True
+    # Alert thresholds (observability/rules.py); docs/observability.md explains each.
+    idle_gpu_threshold: float = Field(0.05, gt=0, lt=1)  # mean GR_ENGINE_ACTIVE over 1 h
+    idle_gpu_for: str = "2h"
+    ttft_slo_seconds: float = 1.0
+    ttft_slo_target: float = Field(0.99, gt=0, lt=1)
+    error_slo_target: float = Field(0.995, gt=0, lt=1)
+    cache_wrong_hit_max: float = Field(0.05, gt=0, lt=1)
+    team_budgets_usd: dict[str, float] = Field(default_factory=dict)  # monthly GPU spend per team
+
+    @field_validator("scrape_interval", "idle_gpu_for")
+    @classmethod
+    def _prom_duration(cls, v: str) -> str:
+        if not re.fullmatch(r"\d+(s|m|h)", v):
+            raise ValueError(f"{v!r} is not a Prometheus duration like '30s', '5m' or '2h'")
+        return v
+
+    @field_validator("ttft_slo_seconds")
+    @classmethod
+    def _ttft_bucket(cls, v: float) -> float:
+        buckets = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+        if v not in buckets:
+            raise ValueError(
+                f"{v} is not a bucket of vLLM's TTFT histogram, so the SLO cannot be counted; "
+                f"allowed: {', '.join(map(str, buckets))}"
+            )
+        return v
 
 
 class GatewayConfig(Model):
