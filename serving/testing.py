@@ -108,6 +108,7 @@ def build_random_llama(
     No hub access: the tokenizer is trained on a few hundred generated sentences. Needs torch,
     transformers and tokenizers (the LLM tier's and the GPU benchmark's environments).
     """
+    import random
     from pathlib import Path
 
     import torch
@@ -123,6 +124,13 @@ def build_random_llama(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     corpus = [" ".join(_WORDS[(i + j) % len(_WORDS)] for j in range(12)) for i in range(400)]
+    if vocab_size > 1000:  # enough distinct pieces for a realistic vocabulary
+        rng = random.Random(0)
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        corpus += [
+            " ".join("".join(rng.choices(letters, k=rng.randint(2, 9))) for _ in range(50))
+            for _ in range(vocab_size // 4)
+        ]
     tok.train_from_iterator(corpus, trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
