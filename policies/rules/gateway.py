@@ -17,15 +17,15 @@ from policies.rules import common as c
 from policies.settings import PolicySettings
 from tandem import labels
 
+# A name that ends in a secret word (HF_TOKEN, DB_PASSWORD, CLIENT_SECRET), not one that merely
+# starts with it (token_budget, secret_name, api_key_env name references).
 SECRET_NAME = re.compile(
-    r"(^|[_.-])(api[_-]?key|secret|token|passw(or)?d|credentials?|private[_-]?key)($|[_.-])", re.I
+    r"(^|[_.-])(api[_-]?key|secret|token|passw(or)?d|credentials?|private[_-]?key)$", re.I
 )
 SECRET_VALUE = re.compile(
     r"(sk-[A-Za-z0-9_-]{20,}|sk-ant-[A-Za-z0-9_-]{20,}|hf_[A-Za-z0-9]{30,}|AKIA[0-9A-Z]{16}"
     r"|xox[abp]-[A-Za-z0-9-]{10,}|gh[pousr]_[A-Za-z0-9]{36}|-----BEGIN [A-Z ]*PRIVATE KEY-----)"
 )
-# Names that look secret-ish but carry references, not secrets.
-REFERENCE_SUFFIXES = ("_env", "_file", "_ref", "_secret_name", "_arn", "Env", "File", "Ref", "Arn")
 
 
 def _secret_key_value(key: str, value: Any) -> bool:
@@ -33,7 +33,7 @@ def _secret_key_value(key: str, value: Any) -> bool:
         return False
     if SECRET_VALUE.search(value):
         return True
-    return bool(SECRET_NAME.search(key)) and not key.endswith(REFERENCE_SUFFIXES)
+    return bool(SECRET_NAME.search(key))
 
 
 @resource_rule(
