@@ -16,8 +16,9 @@ from pathlib import Path
 import yaml
 
 from gpu_pools.catalog import Catalog, InstanceType, load_catalog
+from observability.rules import SPOT_FACTOR
 
-DEFAULT_SPOT_FACTOR = 0.4
+DEFAULT_SPOT_FACTOR = SPOT_FACTOR  # one number for the report and the alert rules
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,14 @@ and 5 m windows at 14.4x; slow: 6 h and 30 m at 6x).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import yaml
 
 from observability import promql as q
 
 SLO_WINDOWS = ("5m", "30m", "1h", "6h")
+SPOT_FACTOR = 0.4  # spot price / on-demand where no spot rate is known (AWS GPU spot, 2025-26)
 BURN = (("Fast", "1h", "5m", 14.4, "2m", "critical"), ("Slow", "6h", "30m", 6.0, "15m", "warning"))
 
 
@@ -210,6 +212,41 @@ def alert_rules(s: RuleSettings) -> list[dict]:
             )
         )
     return [{"name": "tandem.alerts", "rules": alerts}]
+
+
+def settings_for(
+    config: Any, pools: list[Any] = (), platform_budget_usd: float | None = None
+) -> RuleSettings:
+    """RuleSettings from a stack's ObservabilityConfig and GPU pools (typed loosely: pure module).
+
+    Prices come from the GPU catalog per (instance type, capacity type) the pools can launch;
+    reserved capacity is priced on-demand (the commitment is paid either way).
+    """
+    from gpu_pools.catalog import load_catalog
+
+    catalog = load_catalog()
+    prices: dict[tuple[str, str], float] = {}
+    for pool in pools:
+        cap = "spot" if pool.capacity_type == "spot" else "on-demand"
+        for itype in pool.instance_types:
+            per_gpu = catalog.get(itype).usd_per_gpu_hour
+            prices[(itype, pool.capacity_type)] = per_gpu * (SPOT_FACTOR if cap == "spot" else 1.0)
+    return RuleSettings(
+        scrape_interval_s=_seconds(config.scrape_interval),
+        idle_gr_threshold=config.idle_gpu_threshold,
+        idle_for=config.idle_gpu_for,
+        ttft_slo_seconds=str(float(config.ttft_slo_seconds)),
+        ttft_slo_target=config.ttft_slo_target,
+        error_slo_target=config.error_slo_target,
+        wrong_hit_max=config.cache_wrong_hit_max,
+        gpu_prices=prices,
+        team_budgets_usd=dict(config.team_budgets_usd),
+        platform_budget_usd=platform_budget_usd,
+    )
+
+
+def _seconds(duration: str) -> float:
+    return float(duration[:-1]) * {"s": 1, "m": 60, "h": 3600}[duration[-1]]
 
 
 def rule_groups(s: RuleSettings) -> list[dict]:

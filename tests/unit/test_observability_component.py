@@ -1,0 +1,140 @@
+"""The Observability component under Pulumi mocks: pinned charts, monitors, rules, dashboards."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.observability import WORKLOAD_MONITORS, Observability, ObservabilityArgs
+from observability import dashboards, promql
+from tandem import manifests, pins
+from tandem.config import BudgetConfig, GpuPoolConfig, ObservabilityConfig
+from tandem.engine import run_under_mocks
+
+RELEASE = "kubernetes:helm.sh/v3:Release"
+CR_KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
+
+
+def program(**cfg):
+    def run() -> None:
+        Observability(
+            "obs",
+            ObservabilityArgs(
+                config=ObservabilityConfig(**cfg),
+                pools=[
+                    GpuPoolConfig(name="h100", instance_types=["p5.48xlarge"], max_nodes=2),
+                    GpuPoolConfig(
+                        name="l4", instance_types=["g6.12xlarge"], capacity_type="spot", max_nodes=4
+                    ),
+                ],
+                budget=BudgetConfig(monthly_usd=50_000),
+            ),
+        )
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def res():
+    return run_under_mocks(
+        program(
+            remote_write_url="https://metrics.example.com/api/v1/write",
+            team_budgets_usd={"support": 9000},
+            storage_gib=200,
+        )
+    )
+
+
+def _release(res, chart: pins.Chart):
+    return next(r for r in res.of_type(RELEASE) if r.inputs["chart"] == chart.name)
+
+
+def test_charts_are_pinned(res) -> None:
+    for chart in (pins.KUBE_PROMETHEUS_STACK, pins.DCGM_EXPORTER):
+        rel = _release(res, chart)
+        assert rel.inputs["version"] == chart.version
+        assert rel.inputs["repositoryOpts"]["repo"] == chart.repo
+
+
+def test_prometheus_selects_monitors_and_rules_from_every_namespace(res) -> None:
+    spec = _release(res, pins.KUBE_PROMETHEUS_STACK).inputs["values"]["prometheus"][
+        "prometheusSpec"
+    ]
+    for kind in ("serviceMonitor", "podMonitor", "rule"):
+        assert spec[f"{kind}Selector"] == {} and spec[f"{kind}NamespaceSelector"] == {}
+        assert spec[f"{kind}SelectorNilUsesHelmValues"] is False
+    assert spec["retention"] == "15d"
+    assert (
+        spec["storageSpec"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"]
+        == "200Gi"
+    )
+    assert spec["remoteWrite"] == [{"url": "https://metrics.example.com/api/v1/write"}]
+
+
+def test_kube_state_metrics_exports_the_labels_the_rules_join_on(res) -> None:
+    values = _release(res, pins.KUBE_PROMETHEUS_STACK).inputs["values"]
+    allow = " ".join(values["kube-state-metrics"]["metricLabelsAllowlist"])
+    for key in (*promql.POD_LABEL_KEYS.values(), *promql.NODE_LABEL_KEYS.values()):
+        assert key in allow
+
+
+def test_dcgm_exporter_attributes_pods_and_collects_profiling_metrics(res) -> None:
+    values = _release(res, pins.DCGM_EXPORTER).inputs["values"]
+    assert values["serviceMonitor"]["honorLabels"] is True  # keep the workload's pod/namespace
+    csv = res.one("kubernetes:core/v1:ConfigMap", "obs-dcgm-metrics").inputs["data"]["metrics.csv"]
+    for metric in (*promql.DCGM_PROFILING, *promql.DCGM_DEVICE):
+        assert f"{metric}," in csv
+    assert values["arguments"][1].endswith("metrics.csv")
+    assert values["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_one_monitor_per_workload(res) -> None:
+    monitors = [r for r in res if r.inputs.get("kind") in ("PodMonitor", "ServiceMonitor")]
+    assert sorted(r.name for r in monitors) == sorted(f"obs-monitor-{w}" for w in WORKLOAD_MONITORS)
+    for m in monitors:
+        assert m.inputs["spec"]["namespaceSelector"] == {"any": True}
+
+
+def test_rules_and_dashboards_present(res) -> None:
+    rule = res.one("kubernetes:monitoring.coreos.com/v1:PrometheusRule")
+    groups = {g["name"]: g for g in rule.inputs["spec"]["groups"]}
+    assert {"tandem.gpu.recording", "tandem.slo.recording", "tandem.alerts"} <= set(groups)
+    alerts = {r["alert"]: r for r in groups["tandem.alerts"]["rules"]}
+    assert "vector(9000)" in alerts["TandemTeamBudgetBurn"]["expr"]
+    assert "50000" in alerts["TandemPlatformBudgetBurn"]["expr"]
+    cost = next(
+        r
+        for r in groups["tandem.gpu.recording"]["rules"]
+        if r["record"] == "tandem:gpu_cost_usd_per_hour:sum"
+    )
+    assert "p5.48xlarge" in cost["expr"] and '"spot"' in cost["expr"]
+    boards = [
+        r
+        for r in res.of_type("kubernetes:core/v1:ConfigMap")
+        if r.name.startswith("obs-dashboard-")
+    ]
+    assert len(boards) == len(dashboards.all_dashboards())
+    for b in boards:
+        assert b.inputs["metadata"]["labels"]["grafana_dashboard"] == "1"
+        (body,) = b.inputs["data"].values()
+        assert json.loads(body)["panels"]
+
+
+def test_custom_resources_valid_against_crds(res) -> None:
+    kinds = {r.inputs.get("kind") for r in res if r.inputs.get("kind")}
+    assert kinds >= CR_KINDS
+    assert manifests.validate_all(res, "1.31") == []
+
+
+def test_no_grafana_means_no_dashboards_and_optional_remote_write() -> None:
+    res = run_under_mocks(program(grafana=False))
+    assert not [
+        r
+        for r in res.of_type("kubernetes:core/v1:ConfigMap")
+        if r.name.startswith("obs-dashboard-")
+    ]
+    spec = _release(res, pins.KUBE_PROMETHEUS_STACK).inputs["values"]["prometheus"][
+        "prometheusSpec"
+    ]
+    assert "remoteWrite" not in spec
