@@ -1,8 +1,9 @@
 """`UseCase`: one product team's AI feature, from its use-case file to running infrastructure.
 
-Today a use case is its inference cluster; the gateway routes, review gate and budget sections of
-the same file are wired here as their areas land. The plan-time checks run first: a use case whose
-model would not fit its pool raises before any resource is registered.
+A use case is its inference cluster plus the review manifest (a ConfigMap the policy pack's
+`usecase-review-gate` reads). Its gateway section becomes routes through `gateway_entry`, which
+the platform hands to the shared Gateway component. The plan-time checks run first: a use case
+whose model would not fit its pool raises before any resource is registered.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pulumi
+import pulumi_kubernetes as k8s
 
 from gpu_pools.contract import SchedulingContract
+from policies import review_gate
+from serving import builder
 from serving.checks import run_checks
 from serving.inference_cluster import (
     GcsFaultTolerance,
@@ -66,4 +70,37 @@ class UseCase(pulumi.ComponentResource):
             ),
             pulumi.ResourceOptions(parent=self),
         )
+        spec = args.use_case
+        self.review_manifest = k8s.core.v1.ConfigMap(
+            f"{name}-review",
+            metadata={
+                "name": f"{spec.name}-usecase",
+                "namespace": args.namespace,
+                "labels": labels.platform_labels(
+                    **{
+                        labels.LABEL_COMPONENT: review_gate.MANIFEST_COMPONENT,
+                        labels.LABEL_USE_CASE: spec.name,
+                        labels.LABEL_TEAM: spec.team,
+                    }
+                ),
+            },
+            data=review_gate.manifest_data(spec.review),
+            opts=pulumi.ResourceOptions(parent=self, provider=args.k8s_provider),
+        )
         self.register_outputs({"inference_cluster": self.inference_cluster.urn})
+
+
+def gateway_entry(spec: UseCaseSpec, namespace: str = labels.NS_SERVING) -> tuple | None:
+    """`(name, team, gateway, base_url, model)` for gateway.spec.routes_from_use_cases.
+
+    The gateway fronts the use case's first LLM deployment (or its first deployment): the
+    RayService's Serve service, under that deployment's route prefix.
+    """
+    if spec.gateway is None:
+        return None
+    target = next((d for d in spec.deployments if d.kind == "llm"), spec.deployments[0])
+    url = (
+        f"http://{spec.name}-serve-svc.{namespace}.svc:{builder.SERVE_PORT}"
+        f"{builder.route_prefix(target)}/v1"
+    )
+    return (spec.name, spec.team, spec.gateway, url, target.model)

@@ -26,10 +26,15 @@ from tandem import labels, pins
 from tandem.usecase import UPGRADE_INCREMENTAL, UseCaseSpec
 
 RAY_VERSION = "2.60.0"
+RAY_UID = 1000  # the `ray` user of the rayproject images
+# KubeRay sets this label on worker pods; declaring it in the template lets the PDB (and the
+# policy pack) see which pods the PDB selects before anything runs.
+WORKER_LABEL = {"ray.io/node-type": "worker"}
 METRICS_PORT = 8080
 DASHBOARD_PORT = 8265
 GCS_PORT = 6379
 MODEL_CACHE_MOUNT = "/models"
+POD_SECURITY = {"runAsNonRoot": True, "runAsUser": RAY_UID, "fsGroup": 100}
 
 
 @dataclass
@@ -205,7 +210,7 @@ class InferenceCluster(pulumi.ComponentResource):
             spec=self.ray_service_spec(),
             opts=child,
         )
-        worker_selector = {labels.LABEL_USE_CASE: uc.name, "ray.io/node-type": "worker"}
+        worker_selector = {labels.LABEL_USE_CASE: uc.name, **WORKER_LABEL}
         self.pdb = k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
             metadata={**meta, "name": f"{uc.name}-workers"},
@@ -303,6 +308,7 @@ class InferenceCluster(pulumi.ComponentResource):
                 "metadata": {"labels": self._pod_labels(None)},
                 "spec": {
                     "serviceAccountName": f"{a.use_case.name}-ray",
+                    "securityContext": POD_SECURITY,
                     "containers": [
                         _ray_container(
                             "ray-head",
@@ -323,7 +329,10 @@ class InferenceCluster(pulumi.ComponentResource):
         shape = builder.worker_shape(d, a.contract)
         requests = {"cpu": f"{shape.cpus:g}", "memory": _quantity(shape.memory_gib)}
         limits: dict[str, str] = {"memory": requests["memory"]}
-        spec: dict[str, Any] = {"serviceAccountName": f"{a.use_case.name}-ray"}
+        spec: dict[str, Any] = {
+            "serviceAccountName": f"{a.use_case.name}-ray",
+            "securityContext": POD_SECURITY,
+        }
         start = {"metrics-export-port": str(METRICS_PORT), "num-cpus": f"{int(shape.cpus)}"}
         if shape.on_gpu_pool and a.contract is not None:
             limits[a.contract.gpu_resource] = str(shape.gpus)
@@ -350,7 +359,7 @@ class InferenceCluster(pulumi.ComponentResource):
             "maxReplicas": auto.max_replicas,
             "rayStartParams": start,
             "template": {
-                "metadata": {"labels": self._pod_labels(d)},
+                "metadata": {"labels": {**self._pod_labels(d), **WORKER_LABEL}},
                 "spec": {**spec, "containers": [container], "volumes": volumes},
             },
         }

@@ -1,8 +1,8 @@
 """The use-case file (`stacks/usecases/<name>.yaml`): one AI feature a product team ships.
 
-Pure (pydantic + yaml). Serving owns `deployments` and `upgrade`; other areas own their sections:
-`gateway:` (gateway.spec.UseCaseGateway), `review:` (policies.review_gate.ReviewGate) and
-`budget:`. Until their models land those sections are kept as plain mappings.
+Pure (pydantic + yaml). Serving owns `deployments` and `upgrade`; other areas own their sections
+and their types: `gateway:` (gateway.spec.UseCaseGateway), `review:`
+(policies.review_gate.ReviewGate). `budget:` stays a plain mapping until FinOps types it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.spec import UseCaseGateway
+from policies.review_gate import ReviewGate
 from serving.spec import ModelDeployment, dns_label
 
 UPGRADE_NEW_CLUSTER = "NewCluster"
@@ -45,8 +47,8 @@ class UseCaseSpec(BaseModel):
     pool: str  # the GPU pool (its SchedulingContract) the GPU deployments run on
     deployments: list[ModelDeployment] = Field(min_length=1)
     upgrade: Upgrade = Field(default_factory=Upgrade)
-    gateway: dict[str, Any] | None = None
-    review: dict[str, Any] | None = None
+    gateway: UseCaseGateway | None = None
+    review: ReviewGate | None = None
     budget: dict[str, Any] | None = None
 
     @field_validator("name", "team")

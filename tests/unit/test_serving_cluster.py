@@ -37,7 +37,11 @@ def _program(**overrides):
                 use_case=CHATBOT, contract=contract("g6e.xlarge"), operator=operator, **overrides
             ),
         )
-        UseCase("embeddings", UseCaseArgs(use_case=EMBEDDINGS, contract=None, operator=operator))
+        cpu_overrides = {k: v for k, v in overrides.items() if k in ("environment", "gcs_ft")}
+        UseCase(
+            "embeddings",
+            UseCaseArgs(use_case=EMBEDDINGS, contract=None, operator=operator, **cpu_overrides),
+        )
 
     return program
 
@@ -192,3 +196,23 @@ def test_a_model_that_does_not_fit_registers_nothing() -> None:
         run_under_mocks(
             lambda: UseCase("c", UseCaseArgs(use_case=too_long, contract=contract("g6e.xlarge")))
         )
+
+
+def test_the_policy_pack_passes_both_example_use_cases(prod_resources) -> None:
+    """The pack's serving, workload and review-gate rules, replayed offline on prod output."""
+    from policies.harness import evaluate
+
+    violations = evaluate(prod_resources, stack="prod")
+    assert not violations, "\n".join(f"{v.policy}: {v.message}" for v in violations)
+    manifest = prod_resources.one("kubernetes:core/v1:ConfigMap", "chatbot-review")
+    assert manifest.parent_name == "chatbot"
+
+
+def test_gateway_entry_points_at_the_serve_service() -> None:
+    from components.use_case import gateway_entry
+    from gateway.spec import routes_from_use_cases
+
+    entries = [gateway_entry(CHATBOT), gateway_entry(EMBEDDINGS)]
+    assert entries[0][3] == "http://support-chatbot-serve-svc.tandem-serving.svc:8000/chat/v1"
+    routes = routes_from_use_cases(entries)
+    assert set(routes["routes"]) >= {"support-chat", "doc-embed"}
