@@ -50,6 +50,21 @@ class SurgeResult:
         return asdict(self)
 
 
+def resolve_contract(
+    use_case: UseCaseSpec, pools: dict[str, SchedulingContract]
+) -> SchedulingContract | None:
+    """The pool a use case runs on in this stack: `pool` by name, else the stack's one pool of
+    the deployments' GPU model (dev and prod name their pools differently). None when the use
+    case needs no GPU or nothing matches (the `gpu_class` check then says so)."""
+    gpus = {d.gpu for d in use_case.gpu_deployments}
+    if not gpus:
+        return None
+    if use_case.pool in pools:
+        return pools[use_case.pool]
+    matches = [c for c in pools.values() if all(_same_gpu(g, c.gpu_model) for g in gpus)]
+    return matches[0] if len(matches) == 1 else None
+
+
 def model_size(d: ModelDeployment) -> fit.ModelSize | None:
     """config.json beats the `size:` key beats matching the id / source against the table."""
     if d.config_json:

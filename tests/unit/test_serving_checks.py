@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from gpu_pools import fit
-from serving.checks import run_checks, upgrade_surge
+from serving.checks import resolve_contract, run_checks, upgrade_surge
 from serving.spec import ModelDeployment
 from serving.testing import contract, embedder, llm
 from tandem.usecase import UseCaseSpec
@@ -194,3 +194,12 @@ def test_spec_errors_name_the_field(patch: dict, needle: str) -> None:
 def test_use_case_rejects_duplicate_deployments() -> None:
     with pytest.raises(ValidationError, match="unique"):
         use_case(embedder(), embedder())
+
+
+def test_resolve_contract_by_name_then_by_gpu_model() -> None:
+    l4, l40s = contract("g6.2xlarge", pool="l4-spot"), contract("g6e.xlarge", pool="l40s")
+    uc = use_case(llm())  # pool "p", gpu L4
+    assert resolve_contract(uc, {"l4-spot": l4, "l40s": l40s}) is l4
+    assert resolve_contract(uc.model_copy(update={"pool": "l40s"}), {"l40s": l40s}) is l40s
+    assert resolve_contract(uc, {"l40s": l40s}) is None
+    assert resolve_contract(use_case(embedder()), {"l4-spot": l4}) is None

@@ -34,7 +34,7 @@ def _program(**overrides):
         UseCase(
             "chatbot",
             UseCaseArgs(
-                use_case=CHATBOT, contract=contract("g6e.xlarge"), operator=operator, **overrides
+                use_case=CHATBOT, contract=contract("g6.2xlarge"), operator=operator, **overrides
             ),
         )
         cpu_overrides = {k: v for k, v in overrides.items() if k in ("environment", "gcs_ft")}
@@ -115,12 +115,12 @@ def test_head_has_no_gpus_and_workers_follow_the_pool(resources) -> None:
     assert head["image"] == pins.RAY_LLM_IMAGE
     (worker,) = cluster["workerGroupSpecs"]
     pod = worker["template"]["spec"]
-    pool = contract("g6e.xlarge")
+    pool = contract("g6.2xlarge")
     assert pod["nodeSelector"] == pool.node_selector
     assert pod["tolerations"] == [labels.gpu_toleration()]
     res = pod["containers"][0]["resources"]
     assert res["limits"][labels.GPU_RESOURCE] == "1" and res["limits"]["memory"] == "28Gi"
-    assert (worker["minReplicas"], worker["maxReplicas"]) == (1, 4)
+    assert (worker["minReplicas"], worker["maxReplicas"]) == (1, 2)
     shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
     assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
 
@@ -182,7 +182,7 @@ def test_incremental_upgrade_strategy() -> None:
         }
     )
     res = run_under_mocks(
-        lambda: UseCase("c", UseCaseArgs(use_case=uc, contract=contract("g6e.xlarge")))
+        lambda: UseCase("c", UseCaseArgs(use_case=uc, contract=contract("g6.2xlarge")))
     )
     up = res.one(RAY_SERVICE).inputs["spec"]["upgradeStrategy"]
     assert up["type"] == "NewClusterWithIncrementalUpgrade"
@@ -194,7 +194,7 @@ def test_a_model_that_does_not_fit_registers_nothing() -> None:
     too_long.deployments[0].engine.max_model_len = 131072
     with pytest.raises(UseCaseCheckError, match=r"memory_fit.*does not fit"):
         run_under_mocks(
-            lambda: UseCase("c", UseCaseArgs(use_case=too_long, contract=contract("g6e.xlarge")))
+            lambda: UseCase("c", UseCaseArgs(use_case=too_long, contract=contract("g6.2xlarge")))
         )
 
 
