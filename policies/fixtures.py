@@ -6,7 +6,9 @@ format), written by hand so a rule can be shown a precise bad configuration. Con
 a mapping is JSON-encoded (so use-case reviews stay readable); the AWS provider's `defaultTags`
 object is JSON-encoded as the engine hands provider config.
 
-A corpus case patches the baseline:
+A corpus case either runs the real program for a shipped stack with its config patched
+(`stack: prod`, `stack_patch: {tandem:budget: {monthlyUsd: 50000}}`; lists are replaced whole),
+or patches the baseline:
 
     description: ...
     expect: gpu-pool-taint        # the policy that must report (mandatory unless `enforcement:`)
@@ -140,12 +142,28 @@ class Case:
     also: list[str] = field(default_factory=list)  # other policies the mistake rightly trips
     config: dict[str, Any] = field(default_factory=dict)
     patch: list[dict[str, Any]] = field(default_factory=list)
+    stack: str | None = None  # run the real program for this shipped stack instead of the baseline
+    stack_patch: dict[str, Any] = field(default_factory=dict)  # merged into its config: block
 
     def stack_config(self, base: Mapping[str, Any]) -> dict[str, Any]:
         return deep_merge(dict(base), {"tandem:environment": self.environment, **self.config})
 
     def resources(self, baseline: Sequence[Mapping[str, Any]]) -> list[Recorded]:
         return to_recorded(apply_patches(baseline, self.patch), stack=self.environment)
+
+
+def stack_case_violations(case: Case) -> list:
+    """Run the program for `case.stack` with its config patched, and evaluate it."""
+    from policies.harness import evaluate
+    from tandem.config import pulumi_config_values, read_stack_file
+    from tandem.engine import run_under_mocks
+    from tandem.program import main
+
+    assert case.stack is not None
+    flat = deep_merge(read_stack_file(case.stack), case.stack_patch)
+
+    resources = run_under_mocks(main, stack=case.stack, config=pulumi_config_values(flat))
+    return evaluate(resources, flat, stack=case.stack)
 
 
 def load_case(path: str | Path) -> Case:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from policies.fixtures import Case, load_case, to_recorded
+from policies.fixtures import Case, load_case, stack_case_violations, to_recorded
 from policies.harness import Violation, blocking, evaluate
 from policies.rules import by_name
 
@@ -22,6 +22,8 @@ BASELINE = yaml.safe_load((HERE / "baseline.yaml").read_text())
 
 
 def run(case: Case) -> list[Violation]:
+    if case.stack:
+        return stack_case_violations(case)
     return evaluate(
         case.resources(BASELINE["resources"]),
         case.stack_config(BASELINE["config"]),
