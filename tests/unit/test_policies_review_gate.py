@@ -155,3 +155,13 @@ def test_gate_cli_without_review_section_fails(usecase_file, capsys) -> None:
 def test_gate_cli_malformed_review_exits_two_naming_the_field(usecase_file, capsys) -> None:
     assert main(["gate", str(usecase_file({"kpi": {"target_date": "next quarter"}}))]) == 2
     assert "review.kpi.target_date" in capsys.readouterr().err
+
+
+USE_CASES = sorted((Path(__file__).resolve().parents[2] / "stacks" / "usecases").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", USE_CASES, ids=[p.stem for p in USE_CASES])
+def test_shipped_use_cases_pass_the_gate(path: Path, capsys) -> None:
+    code = main(["gate", str(path), "--output", "json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, [c for c in out["criteria"] if not c["ok"]]
