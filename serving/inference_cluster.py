@@ -59,8 +59,8 @@ class KubeRayOperator(pulumi.ComponentResource):
                 "requests": {"cpu": "100m", "memory": "512Mi"},
                 "limits": {"memory": "512Mi"},
             },
-            # RayService incremental upgrades need the operator's feature gate.
-            "featureGates": [{"name": "RayServiceIncrementalUpgrade", "enabled": True}],
+            # No featureGates override: Helm replaces the whole list, switching the chart's
+            # defaults off; RayServiceIncrementalUpgrade is beta and on by default since 1.7.
             **args.values,
         }
         self.release = k8s.helm.v3.Release(
