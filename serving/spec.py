@@ -152,7 +152,16 @@ class ModelDeployment(_Strict):
     @field_validator("gpu")
     @classmethod
     def _gpu(cls, value: str) -> str:
-        return "cpu" if value.strip().lower() == "cpu" else value.strip().upper()
+        from gpu_pools.catalog import load_catalog
+
+        if value.strip().lower() == "cpu":
+            return "cpu"
+        known = sorted(load_catalog().gpus)
+        gpu = value.strip().upper()
+        # A family (`A100`) matches its memory variants (`A100-40GB`, `A100-80GB`).
+        if not any(k.upper() == gpu or k.upper().startswith(gpu + "-") for k in known):
+            raise ValueError(f"gpu {value!r} is not in the GPU catalog: {known} or 'cpu'")
+        return gpu
 
     @field_validator("source")
     @classmethod

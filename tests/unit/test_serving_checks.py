@@ -182,6 +182,7 @@ def test_cpu_only_use_case_needs_no_pool() -> None:
         ({"engine": {"gpu_memory_utilization": 1.5}}, "gpu_memory_utilization"),
         ({"lora": {"max_lora_rank": 12}}, "max_lora_rank 12"),
         ({"gpu": "cpu", "engine": {"tensor_parallel_size": 2}}, "needs a GPU class"),
+        ({"gpu": "B300"}, "not in the GPU catalog"),
     ],
 )
 def test_spec_errors_name_the_field(patch: dict, needle: str) -> None:
