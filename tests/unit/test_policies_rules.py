@@ -156,6 +156,10 @@ def test_plaintext_secret_detection_avoids_lookalikes() -> None:
     cm = {"data": {"max_tokens": "4096", "api_key_env": "OPENAI_API_KEY", "token_budget": "100"}}
     assert messages("no-plaintext-secrets", c.CONFIG_MAP, cm) == []
     assert messages("no-plaintext-secrets", c.CONFIG_MAP, {"data": {"db_password": "hunter22"}})
+    routes = "redis:\n  url: rediss://:s3cr3t@cache.example.com:6379\n"
+    assert messages("no-plaintext-secrets", c.CONFIG_MAP, {"data": {"routes.yaml": routes}})
+    plain = "redis:\n  url: redis://gateway-redis.tandem-gateway:6379\n"
+    assert messages("no-plaintext-secrets", c.CONFIG_MAP, {"data": {"routes.yaml": plain}}) == []
     env = pod(
         {
             **SAFE,
