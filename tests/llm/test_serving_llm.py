@@ -114,3 +114,25 @@ def test_vllm_metrics_are_scraped(served, spec) -> None:
     assert any("generation_tokens" in ln for ln in lines), text[-2000:]
     tokens = [float(ln.rsplit(" ", 1)[1]) for ln in lines if "generation_tokens_total" in ln]
     assert sum(tokens) >= 12  # the two requests above
+
+
+def test_every_golden_llm_config_is_a_valid_llmconfig() -> None:
+    """The builder's LLM configs against Serve LLM's own pydantic model (needs pyarrow, vllm)."""
+    import yaml
+    from ray.serve.llm import LLMConfig
+
+    golden = Path(__file__).resolve().parents[1] / "unit" / "golden"
+    configs = [
+        cfg
+        for path in sorted(golden.glob("serving_llm*.yaml"))
+        for app in yaml.safe_load(path.read_text())["applications"]
+        for cfg in app["args"]["llm_configs"]
+    ]
+    assert len(configs) >= 2
+    for cfg in configs:
+        parsed = LLMConfig(**cfg)
+        auto = parsed.deployment_config["autoscaling_config"]
+        assert (
+            auto["target_ongoing_requests"]
+            == cfg["deployment_config"]["autoscaling_config"]["target_ongoing_requests"]
+        )
