@@ -90,7 +90,12 @@ def _is_taggable(res: ResourceView) -> bool:
 )
 def required_tags(resources: Sequence[ResourceView], _: PolicySettings) -> list[Finding]:
     def check(res: ResourceView) -> Iterator[Finding]:
-        tags = {**_default_tags(res), **(get(res.props, "tags", default={}) or {})}
+        # tagsAll: what the engine reports after merging the provider's defaultTags (outputs).
+        tags = {
+            **_default_tags(res),
+            **(get(res.props, "tagsAll", default={}) or {}),
+            **(get(res.props, "tags", default={}) or {}),
+        }
         missing = [t for t in labels.REQUIRED_TAGS if not str(tags.get(t) or "").strip()]
         if missing:
             yield Finding(f"{res.type.split(':')[-1]} '{res.name}' lacks tags {missing}", res.urn)
