@@ -47,8 +47,11 @@ class PromClient:
         data = self._call("/api/v1/query", {"query": expr, "time": f"{at:.3f}"})
         out = []
         for r in data["result"]:
-            t, v = r["value"] if "value" in r else (at, r.get("value"))
-            out.append(Series(r["metric"], np.array([float(t)]), np.array([float(v)])))
+            if "values" in r:  # a range-vector selector: raw samples
+                out.append(_series(r))
+            else:
+                t, v = r["value"]
+                out.append(Series(r["metric"], np.array([float(t)]), np.array([float(v)])))
         return out
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[Series]:
@@ -56,8 +59,9 @@ class PromClient:
             "/api/v1/query_range",
             {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"},
         )
-        out = []
-        for r in data["result"]:
-            arr = np.array(r["values"], dtype=object)
-            out.append(Series(r["metric"], arr[:, 0].astype(float), arr[:, 1].astype(float)))
-        return out
+        return [_series(r) for r in data["result"]]
+
+
+def _series(r: dict) -> Series:
+    arr = np.array(r["values"], dtype=object)
+    return Series(r["metric"], arr[:, 0].astype(float), arr[:, 1].astype(float))

@@ -57,27 +57,29 @@ def label_lookups(window: str) -> dict[str, str]:
 UNLABELLED = "unlabelled"
 
 
-def sample_interval(client: PromClient, end: float) -> float:
-    """Seconds between kube-state-metrics samples, read from the data (scrape configs differ)."""
-    res = client.query(
-        f'max(count_over_time({q.KSM_NODE_CAPACITY}{{resource="{q.KSM_GPU_RESOURCE}"}}[{WINDOW}]))',
-        end,
-    )
-    if not res or res[0].values[0] <= 0:
+def sample_interval(client: PromClient, end: float, window_s: float) -> tuple[float, float]:
+    """(seconds between kube-state-metrics samples, time of the last one), read from one node's
+    raw samples: scrape configs differ, and a window ending "now" ends after the data does."""
+    sel = f'{q.KSM_NODE_CAPACITY}{{resource="{q.KSM_GPU_RESOURCE}"}}'
+    nodes = client.query(f"last_over_time({sel}[{int(window_s)}s])", end)
+    if not nodes:
         raise RuntimeError(
-            f'no {q.KSM_NODE_CAPACITY}{{resource="{q.KSM_GPU_RESOURCE}"}} in the hour before {end}: '
+            f"no {sel} between {window_s / 86400:g} days before the end and the end: "
             "is kube-state-metrics scraped, and is the range right?"
         )
-    return STEP / float(res[0].values[0])
+    node = nodes[0].labels.get("node", "")
+    raw = client.query(f'{sel[:-1]},node="{node}"}}[{int(window_s)}s]', end)
+    gaps = np.diff(raw[0].times) if raw and len(raw[0].times) > 1 else np.array([])
+    if not gaps.size:
+        raise RuntimeError(f"only one {sel} sample for node {node}: the window is too short")
+    return float(np.median(gaps)), float(raw[0].times[-1])
 
 
 def _dense(s: Series, hour_ends: np.ndarray) -> np.ndarray:
     out = np.full(len(hour_ends), np.nan)
-    idx = np.searchsorted(hour_ends, s.times)
-    ok = (idx < len(hour_ends)) & (
-        np.abs(hour_ends[np.minimum(idx, len(hour_ends) - 1)] - s.times) < 1
-    )
-    out[idx[ok]] = s.values[ok]
+    k = np.rint((s.times - hour_ends[0]) / STEP).astype(int)
+    ok = (k >= 0) & (k < len(hour_ends))
+    out[k[ok]] = s.values[ok]
     return out
 
 
@@ -88,10 +90,13 @@ def observed_from_prometheus(
     progress: Callable[[str], None] = lambda name: None,
     workers: int = 3,
 ) -> Observed:
-    n_hours = int(round((end - start) / STEP))
+    dt, last = sample_interval(client, end, end - start)
+    if last + dt < end:  # the data stops before the window does: end at the last sample
+        end = last
+    # whole hours only, counted back from the end (a partial hour would read as fewer GPUs)
+    n_hours = int((end - start) // STEP)
     start = end - n_hours * STEP
     hour_ends = start + STEP * (np.arange(n_hours) + 1.0)
-    dt = sample_interval(client, end)
     progress("sample interval")
     qs = queries()
     lookups = label_lookups(f"{int(end - start)}s")

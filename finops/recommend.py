@@ -172,13 +172,13 @@ def recommend(obs: Observed, prices: PriceBook, th: Thresholds = Thresholds()) -
 
     recs += _consolidation(obs, prices)
     recs = [r for r in recs if r["monthly_savings_usd"] >= th.min_saving_usd]
-    best: dict[str, float] = {}
-    for r in recs:
-        best[r["target"]] = max(best.get(r["target"], 0), r["monthly_savings_usd"])
-    for r in recs:
+    recs.sort(key=lambda r: (-r["monthly_savings_usd"], r["target"], r["kind"]))
+    seen: set[str] = set()
+    for r in recs:  # the largest saving per target counts; alternatives are shown, not summed
         r["overlapping"] = sum(1 for o in recs if o["target"] == r["target"]) > 1
-        r["counted_in_total"] = r["monthly_savings_usd"] == best[r["target"]]
-    return sorted(recs, key=lambda r: -r["monthly_savings_usd"])
+        r["counted_in_total"] = r["target"] not in seen
+        seen.add(r["target"])
+    return recs
 
 
 def _consolidation(obs: Observed, prices: PriceBook) -> list[dict]:

@@ -1,0 +1,117 @@
+"""The report's maths and renderers on the simulator's ground truth (no Prometheus: seconds)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from finops import cli, fleet, render, report, truth
+from finops.html import render_html
+from finops.prices import load_prices
+
+
+@pytest.fixture(scope="module")
+def rep() -> dict:
+    spec = fleet.base_fleet(days=2, step_s=300, end=1_800_000_000 // 3600 * 3600, full=False)
+    return report.build_report(truth.observed_from_truth(fleet.simulate(spec)), load_prices())
+
+
+def test_idle_cost_splits_into_unallocated_and_allocated_idle(rep: dict) -> None:
+    t = rep["totals"]
+    assert t["capacity_cost_usd"] == pytest.approx(
+        t["cost_usd"] + t["unallocated_cost_usd"], abs=0.05
+    )
+    assert t["idle_cost_usd"] == pytest.approx(
+        t["unallocated_cost_usd"] + t["allocated_idle_cost_usd"], abs=0.05
+    )
+    assert sum(r["cost_usd"] for r in rep["by_team"]) == pytest.approx(t["cost_usd"], abs=0.05)
+    h100 = next(r for r in rep["by_pool"] if r["pool"] == "h100")
+    # one of eight H100s never requested: 1/8 of the pool's capacity cost is unallocated
+    assert h100["unallocated_cost_usd"] == pytest.approx(h100["capacity_cost_usd"] / 8, rel=1e-3)
+
+
+def test_spot_priced_by_factor(rep: dict) -> None:
+    spot = next(r for r in rep["by_pool"] if r["capacity_type"] == "spot")
+    hours = spot["capacity_gpu_hours"]
+    assert spot["capacity_cost_usd"] == pytest.approx(hours * 4.6016 / 4 * 0.4, rel=1e-3)
+
+
+def test_price_override_file(tmp_path: Path) -> None:
+    f = tmp_path / "prices.yaml"
+    f.write_text("on_demand: {p5.48xlarge: 40.0}\nspot: {g6.12xlarge: 1.0}\nspot_factor: 0.3\n")
+    book = load_prices(f)
+    assert book.gpu_hour("p5.48xlarge") == 5.0
+    assert book.gpu_hour("g6.12xlarge", "spot") == 0.25
+    assert book.gpu_hour("g5.12xlarge", "spot") == pytest.approx(5.672 / 4 * 0.3)
+    f.write_text("ondemand: {}\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        load_prices(f)
+
+
+def test_tokens_cost_split_by_output_weight(rep: dict) -> None:
+    for row in rep["tokens"]:
+        if row["usd_per_m_input_allocation"] is None:
+            assert row["input_tokens"] == 0
+            continue
+        assert row["usd_per_m_output_allocation"] == pytest.approx(
+            4 * row["usd_per_m_input_allocation"], rel=1e-3
+        )
+        assert row["usd_per_m_input_usage"] <= row["usd_per_m_input_allocation"]
+
+
+def test_recommendations_carry_evidence(rep: dict) -> None:
+    kinds = {r["kind"] for r in rep["recommendations"]}
+    assert kinds == {
+        "smaller_gpu_class",
+        "mig_or_time_slicing",
+        "consolidation",
+        "scale_to_zero",
+        "lower_min_replicas",
+    }
+    for r in rep["recommendations"]:
+        assert r["monthly_savings_usd"] > 0 and r["evidence"]
+        assert render.evidence_text(r)
+    counted = [r for r in rep["recommendations"] if r["counted_in_total"]]
+    assert len({r["target"] for r in counted}) == len(counted)  # one per target in the total
+
+
+def test_focus_csv(rep: dict) -> None:
+    rows = list(csv.DictReader(io.StringIO(render.render_csv(rep))))
+    assert set(render.FOCUS_COLUMNS) == set(rows[0])
+    assert sum(float(r["EffectiveCost"]) for r in rows) == pytest.approx(
+        rep["totals"]["capacity_cost_usd"], rel=1e-4
+    )
+    assert {r["ConsumedUnit"] for r in rows} == {"GPU-Hours"}
+    tags = json.loads(next(r for r in rows if r["ResourceType"] == "GPU allocation")["Tags"])
+    assert {"team", "use_case", "model", "pool"} <= set(tags)
+
+
+def test_html_is_self_contained_with_charts(rep: dict) -> None:
+    html = render_html(rep)
+    assert html.count("<svg") >= 6
+    assert "<script" not in html and "https://" not in html and "http://" not in html
+    assert "support/chatbot/llama-3-8b" in html
+
+
+@pytest.mark.parametrize("fmt", ["md", "table", "json"])
+def test_text_formats(rep: dict, fmt: str) -> None:
+    out = render.render(rep, fmt)
+    assert "research" in out
+
+
+def test_duration_and_time_parsing() -> None:
+    assert cli.parse_duration("30d") == 30 * 86400
+    assert cli.parse_duration("90m") == 5400
+    assert cli.parse_time("2026-01-01T00:00:00Z") == 1767225600
+    with pytest.raises(Exception, match="unit"):
+        cli.parse_duration("30 days")
+
+
+def test_report_fails_clearly_without_prometheus(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.report_main(["--prometheus", "http://127.0.0.1:9", "--range", "1d"])
+    assert rc == 1
+    assert "cannot reach Prometheus" in capsys.readouterr().err
