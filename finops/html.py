@@ -26,21 +26,28 @@ def _money(v: float) -> str:
     return f"${v:,.0f}" if abs(v) >= 10 else f"${v:,.2f}"
 
 
-def _legend(items: list[tuple[str, str]], x: int, y: int) -> str:
-    out = []
-    for i, (name, color) in enumerate(items):
-        xx = x + (i % 4) * 170
-        yy = y + (i // 4) * 18
+def _legend(items: list[tuple[str, str]], x: int, y: int, width: int = 760) -> str:
+    """Swatches laid out left to right, wrapping; spacing follows each label's length."""
+    out, xx, yy = [], x, y
+    for name, color in items:
+        step = 28 + 7 * len(name)
+        if xx + step > width and xx > x:
+            xx, yy = x, yy + 18
         out.append(f'<rect x="{xx}" y="{yy - 10}" width="12" height="12" fill="{color}"/>'
                    f'<text x="{xx + 16}" y="{yy}" class="l">{escape(name)}</text>')  # fmt: skip
+        xx += step
     return "".join(out)
 
 
 def hbar_stacked(
-    title: str, rows: list[tuple[str, list[float]]], parts: list[tuple[str, str]], unit=_money
+    title: str,
+    rows: list[tuple[str, list[float]]],
+    parts: list[tuple[str, str]],
+    unit=_money,
+    left: int = 190,
 ) -> str:
     """Horizontal stacked bars: one row per item, one segment per part."""
-    width, left, bar_h, gap = 760, 190, 20, 8
+    width, bar_h, gap = 760 + max(left - 190, 0), 20, 8
     total_max = max((sum(v) for _, v in rows), default=0) or 1
     height = 60 + len(rows) * (bar_h + gap) + 20 * ((len(parts) + 3) // 4)
     out = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img"><title>{escape(title)}</title>',
@@ -59,13 +66,17 @@ def hbar_stacked(
                 )
             x += w
         out.append(f'<text x="{x + 6:.1f}" y="{y + 15}" class="l">{unit(sum(vals))}</text>')
-    out.append(_legend(parts, left, height - 8 - 18 * ((len(parts) - 1) // 4)))
+    out.append(_legend(parts, left, height - 8 - 18 * ((len(parts) - 1) // 4), width))
     out.append("</svg>")
     return "".join(out)
 
 
 def columns_stacked(
-    title: str, labels: list[str], series: list[tuple[str, list[float]]], unit=_money
+    title: str,
+    labels: list[str],
+    series: list[tuple[str, list[float]]],
+    unit=_money,
+    colors: dict[str, str] | None = None,
 ) -> str:
     """Vertical stacked columns over time (one column per label)."""
     width, height, left, bottom, top = 760, 300, 60, 40, 30
@@ -73,6 +84,9 @@ def columns_stacked(
     vmax = max(totals, default=0) or 1
     plot_w, plot_h = width - left - 10, height - top - bottom - 20 * ((len(series) + 3) // 4)
     cw = plot_w / max(len(labels), 1)
+    palette = [
+        (colors or {}).get(name, c) for (name, _), c in zip(series, PALETTE * 5, strict=False)
+    ]
     out = [f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img"><title>{escape(title)}</title>',
            f'<text x="0" y="16" class="t">{escape(title)}</text>']  # fmt: skip
     for frac in (0, 0.5, 1):
@@ -82,7 +96,7 @@ def columns_stacked(
     for i, lab in enumerate(labels):
         x = left + i * cw
         y = top + plot_h
-        for (name, vals), color in zip(series, PALETTE * 5, strict=False):
+        for (name, vals), color in zip(series, palette, strict=False):
             h = plot_h * vals[i] / vmax
             if h > 0:
                 y -= h
@@ -95,7 +109,7 @@ def columns_stacked(
             )
     out.append(
         _legend(
-            [(n, c) for (n, _), c in zip(series, PALETTE * 5, strict=False)],
+            [(n, c) for (n, _), c in zip(series, palette, strict=False)],
             left,
             height - 6 - 18 * ((len(series) - 1) // 4),
         )
@@ -163,6 +177,7 @@ def render_html(rep: dict) -> str:
             "Daily GPU cost by team (unallocated capacity last)",
             [datetime.fromtimestamp(d, UTC).strftime("%m-%d") for d in days],
             [(team, [per.get((d, team), 0.0) for d in days]) for team in teams],
+            colors={"unallocated": UNALLOC},
         )
     )
     u = rep["utilization"]
@@ -197,11 +212,14 @@ def render_html(rep: dict) -> str:
     recs = rep["recommendations"]
     charts.append(
         hbar_stacked(
-            "Recommendations: projected monthly savings",
-            [(f"{r['kind']} · {r['target']}"[:40], [r["monthly_savings_usd"]]) for r in recs],
-            [("savings / month", PALETTE[0])],
+            "Recommendations: projected monthly savings (light: alternative on the same target, not in the total)",
+            [(f"{r['target']} · {r['kind']}"[:52],
+              [r["monthly_savings_usd"] if r["counted_in_total"] else 0.0,
+               0.0 if r["counted_in_total"] else r["monthly_savings_usd"]]) for r in recs],
+            [("counted in the total", PALETTE[0]), ("alternative", "#93c5fd")],
+            left=360,
         )
-    )
+    )  # fmt: skip
     tables = []
     for title, header, rows in _tables(rep):
         body = "".join(
