@@ -33,11 +33,11 @@ POLICIES = build_policies(engine_settings())
 
 
 def main() -> None:
-    from pulumi_policy import EnforcementLevel, PolicyPack
+    from pulumi_policy import EnforcementLevel, Policy, PolicyPack
 
     PolicyPack(
         name=PACK_NAME,
-        policies=POLICIES,
+        policies=list[Policy](POLICIES),
         enforcement_level=EnforcementLevel.ADVISORY,
         description="GPU-, Kubernetes- and AI-aware guardrails for Tandem stacks (docs/policies.md).",
     )

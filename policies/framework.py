@@ -16,7 +16,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from tandem import labels
 
@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - pulumi-policy is part of the infra ext
         pass
 
 
+T = TypeVar("T")
 Severity = Literal["low", "medium", "high", "critical"]
 Level = Literal["advisory", "mandatory", "disabled"]
 
@@ -183,10 +184,10 @@ def each(
             yield res
 
 
-def guard(fn: Callable[[], Iterable[Finding]]) -> list[Finding]:
+def guard(check: Callable[[T], Iterable[Finding]], item: T) -> list[Finding]:
     """Run one resource's part of a stack check; an unknown value skips just that resource."""
     try:
-        return list(fn())
+        return list(check(item))
     except UnknownValueError:
         return []
 

@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 from pulumi_policy import (
     EnforcementLevel,
-    Policy,
     PolicyCustomTimeouts,
     PolicyProviderResource,
     PolicyResource,
@@ -29,20 +28,29 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
-from policies.pack import build_policies, rule_of
+from policies.pack import AnyPolicy, build_policies, rule_of
 from policies.settings import PolicySettings
 
 STACK_RESOURCE = "stack"  # `resource` of a violation about the stack as a whole
 
 
 class RecordedLike(Protocol):
-    type: str
-    name: str
-    urn: str
-    parent: str | None
-    inputs: Mapping[str, Any]
-    custom: bool
-    provider: str | None
+    """What tandem.engine.Recorded offers (read-only)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def urn(self) -> str: ...
+    @property
+    def parent(self) -> str | None: ...
+    @property
+    def inputs(self) -> Mapping[str, Any]: ...
+    @property
+    def custom(self) -> bool: ...
+    @property
+    def provider(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,7 @@ def _stack_props(rec: RecordedLike) -> dict[str, Any]:
 
 
 def _run(
-    policy: Policy, args: Any, sink: list[tuple[str, str | None]], default_urn: str | None
+    policy: AnyPolicy, args: Any, sink: list[tuple[str, str | None]], default_urn: str | None
 ) -> None:
     def report(message: str, urn: str | None = None) -> None:
         sink.append((message, urn or default_urn))
@@ -127,11 +135,11 @@ def evaluate(
     recs = list(resources)
     by_urn = {r.urn: r for r in recs}
     names = {r.urn: r.name for r in recs}
-    policies = [
+    policies: list[AnyPolicy] = [
         p for p in build_policies(settings) if p.enforcement_level != EnforcementLevel.DISABLED
     ]
 
-    found: list[tuple[Policy, str, str | None]] = []
+    found: list[tuple[AnyPolicy, str, str | None]] = []
     for rec in recs:
         provider = _provider_of(rec, by_urn)
         props = unknown_checking_proxy(dict(rec.inputs))

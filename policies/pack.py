@@ -7,8 +7,8 @@ cheap and side-effect free; only `PolicyPack(...)` starts a server, and only `__
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 from pulumi_policy import (
     EnforcementLevel,
@@ -27,20 +27,22 @@ from policies.rules import ALL_RULES
 from policies.settings import PolicySettings
 
 PACK_NAME = "tandem"
+AnyPolicy = ResourceValidationPolicy | StackValidationPolicy
 
 
 def run_resource_rule(rule: Rule, res: ResourceView, settings: PolicySettings) -> list[Finding]:
     """One rule on one resource, minus waived findings. Unknown values propagate (engine contract)."""
     if not rule.applies_to(res.type) or _waived(rule, res, res.urn, settings):
         return []
-    return [Finding(msg, res.urn) for msg in rule.check(res, settings)]  # type: ignore[arg-type]
+    messages = cast(Iterable[str], rule.check(res, settings))  # type: ignore[arg-type]
+    return [Finding(msg, res.urn) for msg in messages]
 
 
 def run_stack_rule(
     rule: Rule, resources: Sequence[ResourceView], settings: PolicySettings
 ) -> list[Finding]:
     by_urn = {r.urn: r for r in resources}
-    findings = rule.check(resources, settings)  # type: ignore[arg-type]
+    findings = cast(Iterable[Finding], rule.check(resources, settings))  # type: ignore[arg-type]
     return [f for f in findings if not _waived(rule, by_urn.get(f.urn or ""), f.urn, settings)]
 
 
@@ -78,7 +80,7 @@ def view_of_resource(r: PolicyResource) -> ResourceView:
     )
 
 
-def to_policy(rule: Rule, settings: PolicySettings) -> Policy:
+def to_policy(rule: Rule, settings: PolicySettings) -> AnyPolicy:
     """The pulumi_policy object for one rule, at the level this stack's settings give it."""
     common: dict[str, Any] = {
         "enforcement_level": EnforcementLevel(settings.level_for(rule)),
@@ -103,7 +105,7 @@ def to_policy(rule: Rule, settings: PolicySettings) -> Policy:
     return StackValidationPolicy(rule.name, rule.description, validate_stack, **common)
 
 
-def build_policies(settings: PolicySettings, rules: Sequence[Rule] = ALL_RULES) -> list[Policy]:
+def build_policies(settings: PolicySettings, rules: Sequence[Rule] = ALL_RULES) -> list[AnyPolicy]:
     return [to_policy(rule, settings) for rule in rules]
 
 

@@ -208,7 +208,7 @@ def serving_pdb(resources: Sequence[ResourceView], _: PolicySettings) -> list[Fi
                 f"RayService '{rs.name}' has no PodDisruptionBudget selecting its workers", rs.urn
             )
 
-    return [f for rs in each(resources, (c.RAY_SERVICE,)) for f in guard(lambda rs=rs: check(rs))]
+    return [f for rs in each(resources, (c.RAY_SERVICE,)) for f in guard(check, rs)]
 
 
 RULES = [

@@ -100,7 +100,7 @@ def required_tags(resources: Sequence[ResourceView], _: PolicySettings) -> list[
         if missing:
             yield Finding(f"{res.type.split(':')[-1]} '{res.name}' lacks tags {missing}", res.urn)
 
-    return [f for res in resources if _is_taggable(res) for f in guard(lambda r=res: check(r))]
+    return [f for res in resources if _is_taggable(res) for f in guard(check, res)]
 
 
 # ---------------------------------------------------------------- cost at max scale
@@ -303,7 +303,7 @@ def usecase_review_gate(resources: Sequence[ResourceView], _: PolicySettings) ->
                 yield Finding(f"use case '{name}' fails {r.criterion}: {r.reason}", m.urn)
 
     for m in manifests:
-        findings += guard(lambda m=m: check(m))
+        findings += guard(check, m)
     return findings
 
 
