@@ -160,6 +160,22 @@ def gpu_pool_spot_fallback(resources: Sequence[ResourceView], _: PolicySettings)
     ]
 
 
+@resource_rule(
+    "karpenter-ami-pinned",
+    "Karpenter GPU node classes pin their AMI version instead of following @latest.",
+    "medium",
+    "Use a versioned alias from tandem/pins.py (KARPENTER_AMI_ALIAS, e.g. al2023@v20251108) and bump "
+    "it deliberately; @latest rolls every GPU node (and its NVIDIA driver) whenever AWS publishes.",
+    (c.KARPENTER_NODECLASS,),
+    tags=("gpu-pools", "reliability"),
+)
+def karpenter_ami_pinned(res: ResourceView, _: PolicySettings) -> Iterator[str]:
+    for term in as_list(get(res.props, "spec", "amiSelectorTerms")):
+        alias = str(get(term, "alias", default=""))
+        if alias.endswith("@latest"):
+            yield f"EC2NodeClass '{res.name}' follows {alias}: drift replaces nodes on every AMI release"
+
+
 # ---------------------------------------------------------------- EC2 baseline
 
 
@@ -217,6 +233,7 @@ RULES = [
     gpu_pool_limits,
     gpu_pool_serving_disruption,
     gpu_pool_spot_fallback,
+    karpenter_ami_pinned,
     imdsv2_required,
     encrypted_volumes,
 ]
