@@ -47,15 +47,15 @@ def gate(args: argparse.Namespace) -> int:
         print(f"tandem gate: cannot read {args.file}: {exc}", file=sys.stderr)
         return 2
     doc = doc if isinstance(doc, dict) else {}
+    name = str(doc.get("name") or args.file.stem)
     try:
-        results = review_gate.evaluate(doc.get("review"), today=args.today)
+        results = review_gate.evaluate(doc.get("review"), today=args.today, use_case=name)
     except ValidationError as exc:
         for err in exc.errors():
             path = ".".join(str(p) for p in ("review", *err["loc"]))
             print(f"tandem gate: {args.file}: {path}: {err['msg']}", file=sys.stderr)
         return 2
     ok = review_gate.passed(results)
-    name = str(doc.get("name") or args.file.stem)
     if args.output == "json":
         payload = {
             "use_case": name,

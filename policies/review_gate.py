@@ -141,6 +141,8 @@ def _measurability(r: ReviewGate, today: date) -> tuple[bool, str]:
     if missing:
         return False, f"KPI incomplete: missing {', '.join(missing)}"
     assert k.target_date is not None
+    if str(k.baseline).strip() == str(k.target).strip():
+        return False, f"KPI target {k.target} equals its baseline: nothing would improve"
     deadline = today + timedelta(days=KPI_HORIZON_DAYS)
     if k.target_date <= today:
         return False, f"KPI target date {k.target_date} is not after the review date {today}"
@@ -190,12 +192,19 @@ _CHECKS = (_strategic, _reusability, _measurability, _feasibility, _data_quality
 
 
 def evaluate(
-    review: ReviewGate | dict[str, Any] | None, today: date | None = None
+    review: ReviewGate | dict[str, Any] | None,
+    today: date | None = None,
+    use_case: str | None = None,
 ) -> list[CriterionResult]:
-    """The six criteria, in order, each passed or failed with the reason a reviewer reads."""
+    """The six criteria, in order, each passed or failed with the reason a reviewer reads.
+
+    `use_case` is the use case's own name: it does not count as one of its consumers.
+    """
     if review is None:
         return [CriterionResult(c, False, "the use case has no review: section") for c in CRITERIA]
     r = review if isinstance(review, ReviewGate) else ReviewGate.model_validate(review)
+    if use_case:
+        r = r.model_copy(update={"consumers": [c for c in r.consumers if c.strip() != use_case]})
     when = r.date or today or date.today()
     return [
         CriterionResult(name, *check(r, when))

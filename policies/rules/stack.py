@@ -294,7 +294,7 @@ def usecase_review_gate(resources: Sequence[ResourceView], _: PolicySettings) ->
     def check(m: ResourceView) -> Iterator[Finding]:
         name = get(k8s_labels(m), labels.LABEL_USE_CASE, default=m.name)
         try:
-            results = review_gate.evaluate(_review_of(m))
+            results = review_gate.evaluate(_review_of(m), use_case=name)
         except (ValueError, TypeError) as exc:  # malformed JSON or a shape pydantic rejects
             yield Finding(f"use case '{name}': unreadable review manifest ({exc})", m.urn)
             return

@@ -58,6 +58,7 @@ def test_missing_review_fails_every_criterion() -> None:
         (with_(durable_advantage="GenAI"), "strategic alignment", "too vague"),
         (with_(consumers=["claims-triage", "claims-triage"]), "reusability", "at least 2"),
         (with_(kpi={**GOOD["kpi"], "baseline": None}), "measurability", "kpi.baseline"),
+        (with_(kpi={**GOOD["kpi"], "target": "14 min"}), "measurability", "equals its baseline"),
         (
             with_(kpi={**GOOD["kpi"], "target_date": "2027-02-19"}),
             "measurability",
@@ -105,6 +106,14 @@ def test_90_day_window_counts_from_the_review_date_or_today() -> None:
 
 def failing_at(review: dict, today: date) -> set[str]:
     return {r.criterion for r in evaluate(review, today=today) if not r.ok}
+
+
+def test_a_use_case_is_not_its_own_consumer() -> None:
+    review = with_(consumers=["claims-assistant", "underwriting-assist"])
+    assert all(r.ok for r in evaluate(review))
+    assert [r.criterion for r in evaluate(review, use_case="claims-assistant") if not r.ok] == [
+        "reusability"
+    ]
 
 
 def test_model_rejects_misspelled_fields() -> None:
