@@ -84,3 +84,8 @@ def load_deployment_or_use_case(path: str | Path) -> UseCaseSpec:
         return UseCaseSpec.model_validate(data)
     d = ModelDeployment.model_validate(data)
     return UseCaseSpec(name=d.name, team="local", pool="local", deployments=[d])
+
+
+def load_use_cases(paths: list[str], base: str | Path = ".") -> list[UseCaseSpec]:
+    """The stack config's `useCases` list (paths relative to `base`, usually the repo root)."""
+    return [load_use_case(Path(base) / p) for p in paths]

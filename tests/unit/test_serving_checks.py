@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from gpu_pools import fit
-from serving.checks import resolve_contract, run_checks, upgrade_surge
+from serving.checks import plan_sections, resolve_contract, run_checks, upgrade_surge
 from serving.spec import ModelDeployment
 from serving.testing import contract, embedder, llm
 from tandem.usecase import UseCaseSpec
@@ -204,3 +205,17 @@ def test_resolve_contract_by_name_then_by_gpu_model() -> None:
     assert resolve_contract(uc.model_copy(update={"pool": "l40s"}), {"l40s": l40s}) is l40s
     assert resolve_contract(uc, {"l40s": l40s}) is None
     assert resolve_contract(use_case(embedder()), {"l4-spot": l4}) is None
+
+
+def test_plan_sections_cover_both_examples_on_the_dev_pool() -> None:
+    from tandem.usecase import load_use_cases
+
+    ucs = load_use_cases(
+        ["stacks/usecases/support-chatbot.yaml", "stacks/usecases/document-embeddings.yaml"],
+        base=Path(__file__).resolve().parents[2],
+    )
+    checks, surges = plan_sections(ucs, {"l4-spot": contract("g6.xlarge", max_nodes=2)})
+    assert checks and all(c["ok"] for c in checks), [c for c in checks if not c["ok"]]
+    assert {c["use_case"] for c in checks} == {"support-chatbot", "document-embeddings"}
+    (surge,) = surges  # the CPU-only use case has none
+    assert surge["use_case"] == "support-chatbot" and surge["fits_in_pool"] is False
