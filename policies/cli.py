@@ -1,4 +1,6 @@
-"""`tandem gate FILE`: the six-criteria AI-initiative review, for the review meeting.
+"""`tandem gate FILE` (the six-criteria AI-initiative review) and `tandem policies` (the rules).
+
+`tandem gate` is for the review meeting.
 
 Reads only the use-case file's `review:` section (the rest of the file may still be a draft),
 prints each criterion with pass / fail and why, and exits 1 when any criterion fails (2 when the
@@ -19,6 +21,73 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_gate(subparsers)
+    _register_policies(subparsers)
+
+
+def _register_policies(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "policies",
+        help="list the policy pack's rules and their enforcement on a stack",
+        description="Every rule with its severity and its level on this stack (docs/policies.md).",
+    )
+    p.add_argument(
+        "--stack", default="dev", help="stack whose config sets the levels (default dev)"
+    )
+    p.add_argument("--output", choices=("table", "json"), default="table")
+    p.set_defaults(func=list_policies)
+
+
+def list_policies(args: argparse.Namespace) -> int:
+    from policies.rules import ALL_RULES
+    from policies.settings import PolicySettings
+    from tandem.config import ConfigError, read_stack_file
+
+    try:
+        settings = PolicySettings.from_stack_config(read_stack_file(args.stack), args.stack)
+    except ConfigError as exc:
+        print(f"tandem policies: {exc}", file=sys.stderr)
+        return 2
+    rows = [
+        {
+            "policy": r.name,
+            "scope": r.scope,
+            "severity": r.severity,
+            "enforcement": settings.level_for(r),
+            "description": r.description,
+            "waivers": [w.model_dump(mode="json") for w in settings.waivers if w.policy == r.name],
+        }
+        for r in ALL_RULES
+    ]
+    if args.output == "json":
+        print(
+            json.dumps(
+                {"stack": args.stack, "environment": settings.environment, "policies": rows},
+                indent=2,
+            )
+        )
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    colors = {"mandatory": "red", "advisory": "yellow", "disabled": "dim"}
+    table = Table(title=f"Policies on stack {args.stack} ({settings.environment})")
+    for col in ("policy", "severity", "enforcement", "description"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        level = row["enforcement"]
+        waived = f" [dim](waived x{len(row['waivers'])})[/]" if row["waivers"] else ""
+        table.add_row(
+            row["policy"],
+            row["severity"],
+            f"[{colors[level]}]{level}[/]{waived}",
+            row["description"],
+        )
+    Console().print(table)
+    return 0
+
+
+def _register_gate(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "gate",
         help="check a use case against the six-criteria AI-initiative review",
