@@ -18,6 +18,7 @@ import json
 import sys
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,7 +49,7 @@ def list_policies(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tandem policies: {exc}", file=sys.stderr)
         return 2
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "policy": r.name,
             "scope": r.scope,
