@@ -9,6 +9,7 @@ silently overwritten by the stock monitor, so the recording monitor checks for t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -175,6 +176,18 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return resource_pb2.RegisterResourceResponse(urn=urn, id=id_, object=obj_proto)
 
 
+def _ensure_event_loop() -> None:
+    """The SDK drives its RPCs on the thread's current loop; async code that ran before us
+    (an asyncio test, an aiohttp client) may have closed it and left none behind."""
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+        if not loop.is_closed():
+            return
+    except RuntimeError:
+        pass
+    asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def run_under_mocks(
     program: Callable[[], object],
     *,
@@ -187,6 +200,7 @@ def run_under_mocks(
     `config` is the flat Pulumi config (`{"tandem:gpuPools": "<json>", ...}`). Exceptions the
     program raises (a ConfigError, say) propagate unchanged after the engine drains.
     """
+    _ensure_event_loop()
     mocks = TandemMocks()
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_all_config(dict(config or {}))
