@@ -139,6 +139,7 @@ def _demo(args: argparse.Namespace) -> int:
     )
     built = demo.build(spec, args.dir)
     prom = localprom.LocalPrometheus(built.data_dir, port=args.port or None).start(detach=True)
+    assert prom.proc is not None
     pid_file.write_text(f"{prom.proc.pid} {prom.url}\n")
     print(
         f"Prometheus with the simulated fleet: {prom.url}  (pid {prom.proc.pid}, data in {args.dir})"

@@ -463,7 +463,7 @@ def _families(t: Truth) -> Iterator[tuple[str, str, list[_Series]]]:
         vout.append(_Series(q.VLLM_GENERATION_TOKENS, vl, a, b, cum_out, INT))
     yield q.KSM_REQUESTS, "gauge", req
     yield q.KSM_POD_LABELS, "gauge", plab
-    nodes = {}
+    nodes: dict[str, Pool] = {}
     for gpu in t.gpus:
         nodes.setdefault(gpu.node, gpu.pool)
     nlab, ncap = [], []
@@ -529,13 +529,13 @@ def _serving_and_gateway(t: Truth, pods: list) -> Iterator[tuple[str, str, list[
         w = spec.workloads[wi]
         g = t.gr[_gpu_index(t, gpu), a:b]
         lab = {"model_name": w.model, "namespace": ns, "pod": pod}
-        reqs = g * 120  # requests per sample
+        per_sample = g * 120  # requests per sample
         ttft += _histogram(
             q.VLLM_TTFT,
             lab,
             a,
             b,
-            reqs,
+            per_sample,
             [("0.1", 0.5), ("0.5", 0.9), ("1.0", 0.99), ("2.5", 0.999), ("+Inf", 1.0)],
             0.15,
         )
@@ -544,7 +544,7 @@ def _serving_and_gateway(t: Truth, pods: list) -> Iterator[tuple[str, str, list[
             lab,
             a,
             b,
-            reqs * 50,
+            per_sample * 50,
             [("0.01", 0.3), ("0.025", 0.8), ("0.05", 0.97), ("0.1", 0.995), ("+Inf", 1.0)],
             0.02,
         )
@@ -562,7 +562,14 @@ def _serving_and_gateway(t: Truth, pods: list) -> Iterator[tuple[str, str, list[
     yield q.VLLM_KV_CACHE, "gauge", kv
 
     n = spec.n
-    reqs, lat, gtok, cost, hits, wrong, brk, fb = [], [], [], [], [], [], [], []
+    reqs: list[_Series] = []
+    lat: list[_Series] = []
+    gtok: list[_Series] = []
+    cost: list[_Series] = []
+    hits: list[_Series] = []
+    wrong: list[_Series] = []
+    brk: list[_Series] = []
+    fb: list[_Series] = []
     teams = sorted({w.team for w in spec.workloads})
     for w in spec.workloads:
         if w.schedule == "idle":

@@ -57,7 +57,7 @@ def hbar_stacked(
         out.append(
             f'<text x="{left - 8}" y="{y + 15}" text-anchor="end" class="l">{escape(name)}</text>'
         )
-        x = left
+        x: float = left
         for v, (pname, color) in zip(vals, parts, strict=True):
             w = (width - left - 90) * v / total_max
             if w > 0:

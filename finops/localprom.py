@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -64,7 +64,7 @@ class LocalPrometheus:
     """`prometheus` bound to 127.0.0.1 on a free port, serving `data_dir`; stop() always."""
 
     def __init__(
-        self, data_dir: Path, port: int | None = None, rule_files: list[Path] = ()
+        self, data_dir: Path, port: int | None = None, rule_files: Sequence[Path] = ()
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()

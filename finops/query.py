@@ -149,13 +149,13 @@ def observed_from_prometheus(
         obs.peak_fb_mib[k] = max(obs.peak_fb_mib.get(k, 0.0), float(np.nanmax(s.values)))
     for s in results["unallocated"]:
         host = s.labels.get("Hostname", "")
-        k = (s.labels.get("UUID", ""), host, node_key.get(host, blank_node))
-        add(obs.unallocated_gpu, k, s, per_hour)
+        gpu = (s.labels.get("UUID", ""), host, node_key.get(host, blank_node))
+        add(obs.unallocated_gpu, gpu, s, per_hour)
     tracks: dict[tuple, list[np.ndarray]] = {}
     for name in ("gr_hourly", "sm_hourly"):
         for s in results[name]:
-            k = (s.labels.get("UUID", ""), s.labels.get("Hostname", ""), group(s.labels))
-            slot = tracks.setdefault(k, [np.full(n_hours, np.nan), np.full(n_hours, np.nan)])
+            track = (s.labels.get("UUID", ""), s.labels.get("Hostname", ""), group(s.labels))
+            slot = tracks.setdefault(track, [np.full(n_hours, np.nan), np.full(n_hours, np.nan)])
             dense = _dense(s, hour_ends)
             i = 0 if name == "gr_hourly" else 1
             slot[i] = np.where(np.isnan(dense), slot[i], dense)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def _rows(
             row["unallocated_cost_usd"] = row["capacity_cost_usd"] - row["cost_usd"]
     out = []
     for k, row in sorted(acc.items(), key=lambda kv: -kv[1]["cost_usd"]):
-        r = {**dict(zip(keys, k, strict=True))}
+        r: dict[str, Any] = {**dict(zip(keys, k, strict=True))}
         r.update({name: _r(v, 3 if "hours" in name else 2) for name, v in row.items()})
         r.setdefault("unallocated_cost_usd", 0.0)
         r["idle_cost_usd"] = _r(r["allocated_idle_cost_usd"] + r["unallocated_cost_usd"])
@@ -211,14 +212,14 @@ def _daily(obs: Observed, prices: PriceBook) -> list[dict]:
             m = days == day
             acc[(int(day), g)][0] += float(alloc[m].sum())
             acc[(int(day), g)][1] += float(act[m].sum())
-    alloc_by_node: dict[tuple, np.ndarray] = defaultdict(lambda: 0)
+    alloc_by_node: dict[tuple, Any] = defaultdict(lambda: 0)
     for g, alloc in obs.allocated.items():
         alloc_by_node[node_of(g)] = alloc_by_node[node_of(g)] + alloc
     rows = []
-    for (day, g), (a, act) in sorted(acc.items()):
+    for (day, g), (a, busy) in sorted(acc.items()):
         p = _price(prices, node_of(g))
         rows.append({"day": day, **as_dict(g, GROUP), "allocated_gpu_hours": a,
-                     "active_gpu_hours": act, "cost_usd": a * p, "unit_price": p})  # fmt: skip
+                     "active_gpu_hours": busy, "cost_usd": a * p, "unit_price": p})  # fmt: skip
     for nk, cap in sorted(obs.capacity.items()):
         free = cap - alloc_by_node.get(nk, 0)
         p = _price(prices, nk)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from itertools import count
+from typing import Any
 
 from observability import promql as q
 
@@ -19,7 +20,7 @@ HOURS_PER_MONTH = 730
 
 
 def _target(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> dict:
-    t = {"datasource": DS, "expr": expr, "refId": ref, "legendFormat": legend}
+    t: dict[str, Any] = {"datasource": DS, "expr": expr, "refId": ref, "legendFormat": legend}
     if instant:
         t["instant"] = True
         t["range"] = False

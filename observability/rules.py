@@ -9,6 +9,7 @@ and 5 m windows at 14.4x; slow: 6 h and 30 m at 6x).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -215,7 +216,7 @@ def alert_rules(s: RuleSettings) -> list[dict]:
 
 
 def settings_for(
-    config: Any, pools: list[Any] = (), platform_budget_usd: float | None = None
+    config: Any, pools: Sequence[Any] = (), platform_budget_usd: float | None = None
 ) -> RuleSettings:
     """RuleSettings from a stack's ObservabilityConfig and GPU pools (typed loosely: pure module).
 
