@@ -236,7 +236,9 @@ class Observability(pulumi.ComponentResource):
             workload == "ray"
         ):  # Ray's metrics agent: Ray, Serve and (as ray_vllm:*) vLLM engine metrics
             kind, port = "PodMonitor", "metrics"
-            selector = {"matchExpressions": [{"key": "ray.io/cluster", "operator": "Exists"}]}
+            selector: dict[str, Any] = {
+                "matchExpressions": [{"key": "ray.io/cluster", "operator": "Exists"}]
+            }
         elif workload == "vllm":  # vLLM's own OpenAI server, when run outside Ray
             kind, port = "PodMonitor", "http"
             selector = {"matchLabels": {labels.LABEL_COMPONENT: "vllm"}}
