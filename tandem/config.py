@@ -281,7 +281,7 @@ class ObservabilityConfig(Model):
     @field_validator("ttft_slo_seconds")
     @classmethod
     def _ttft_bucket(cls, v: float) -> float:
-        buckets = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+        buckets = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)  # fmt: skip
         if v not in buckets:
             raise ValueError(
                 f"{v} is not a bucket of vLLM's TTFT histogram, so the SLO cannot be counted; "
