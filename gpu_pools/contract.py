@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gpu_pools.catalog import load_catalog
 from tandem import labels
+from tandem.config import GpuPoolConfig
 
 
 @dataclass(frozen=True)
@@ -60,3 +62,37 @@ class SchedulingContract:
 
 def default_gpu_tolerations() -> tuple[dict[str, str], ...]:
     return (labels.gpu_toleration(),)
+
+
+def pool_node_labels(pool: GpuPoolConfig) -> dict[str, str]:
+    """Labels every node of the pool carries; the contract's node selector is a subset."""
+    gpu = load_catalog().get(pool.primary_instance).gpu.name
+    return {
+        **pool.labels,
+        labels.LABEL_POOL: pool.name,
+        labels.LABEL_GPU_MODEL: gpu,
+        labels.LABEL_TEAM: pool.team,
+        labels.LABEL_WORKLOAD: pool.workload,
+        labels.LABEL_CAPACITY_TYPE: pool.capacity_type,
+    }
+
+
+def scheduling_contract(pool: GpuPoolConfig) -> SchedulingContract:
+    """What serving needs to land on this pool, derived from config alone (pure, plan-time)."""
+    inst = load_catalog().get(pool.primary_instance)
+    return SchedulingContract(
+        pool=pool.name,
+        node_selector={labels.LABEL_POOL: pool.name},
+        tolerations=default_gpu_tolerations(),
+        gpu_resource=labels.GPU_RESOURCE,
+        gpus_per_node=inst.gpus,
+        gpu_memory_gib_per_gpu=inst.gpu_memory_gib,
+        gpu_model=inst.gpu.name,
+        instance_type=inst.name,
+        hourly_usd=inst.usd_per_hour,
+        min_nodes=pool.min_nodes,
+        max_nodes=pool.max_nodes,
+        capacity_type=pool.capacity_type,
+        vcpu=inst.vcpu,
+        memory_gib=inst.memory_gib,
+    )

@@ -21,7 +21,7 @@ import pulumi_kubernetes as k8s
 
 from components.aws_common import secure_launch_template
 from gpu_pools.catalog import load_catalog
-from gpu_pools.contract import SchedulingContract, default_gpu_tolerations
+from gpu_pools.contract import SchedulingContract, pool_node_labels, scheduling_contract
 from tandem import labels, pins
 from tandem.config import GpuPoolConfig
 
@@ -31,40 +31,6 @@ IMAGE_VOLUME_DEVICE = {
     "AL2023_x86_64_NVIDIA": "/dev/xvda",
     "BOTTLEROCKET_x86_64_NVIDIA": "/dev/xvdb",
 }
-
-
-def pool_node_labels(pool: GpuPoolConfig) -> dict[str, str]:
-    """Labels every node of the pool carries; the contract's node selector is a subset."""
-    gpu = load_catalog().get(pool.primary_instance).gpu.name
-    return {
-        **pool.labels,
-        labels.LABEL_POOL: pool.name,
-        labels.LABEL_GPU_MODEL: gpu,
-        labels.LABEL_TEAM: pool.team,
-        labels.LABEL_WORKLOAD: pool.workload,
-        labels.LABEL_CAPACITY_TYPE: pool.capacity_type,
-    }
-
-
-def scheduling_contract(pool: GpuPoolConfig) -> SchedulingContract:
-    """What serving needs to land on this pool, derived from config alone (pure, plan-time)."""
-    inst = load_catalog().get(pool.primary_instance)
-    return SchedulingContract(
-        pool=pool.name,
-        node_selector={labels.LABEL_POOL: pool.name},
-        tolerations=default_gpu_tolerations(),
-        gpu_resource=labels.GPU_RESOURCE,
-        gpus_per_node=inst.gpus,
-        gpu_memory_gib_per_gpu=inst.gpu_memory_gib,
-        gpu_model=inst.gpu.name,
-        instance_type=inst.name,
-        hourly_usd=inst.usd_per_hour,
-        min_nodes=pool.min_nodes,
-        max_nodes=pool.max_nodes,
-        capacity_type=pool.capacity_type,
-        vcpu=inst.vcpu,
-        memory_gib=inst.memory_gib,
-    )
 
 
 @dataclass

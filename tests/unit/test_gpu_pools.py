@@ -8,7 +8,8 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pytest
 
-from gpu_pools.node_pool import GpuNodePool, GpuNodePoolArgs, scheduling_contract
+from gpu_pools.contract import scheduling_contract
+from gpu_pools.node_pool import GpuNodePool, GpuNodePoolArgs
 from tandem import labels
 from tandem.config import GpuPoolConfig
 
