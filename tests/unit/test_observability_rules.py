@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from observability import dashboards, rule_tests, rules
+from tandem.config import GpuPoolConfig, ObservabilityConfig
 from tandem.labels import METRIC_LABELS
 
 SETTINGS = {
@@ -26,6 +27,33 @@ def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     if not binary:
         pytest.fail("promtool not found: apt-get install -y prometheus")
     return subprocess.run([binary, *args], cwd=cwd, capture_output=True, text=True)
+
+
+def _stack_settings() -> rules.RuleSettings:
+    """What the component generates for a stack: catalog prices for its pools, its budgets."""
+    cfg = ObservabilityConfig(
+        ttftSloSeconds=0.5, teamBudgetsUsd={"support": 9000}, scrapeInterval="15s"
+    )
+    pools = [
+        GpuPoolConfig(name="h100", instance_types=["p5.48xlarge"], max_nodes=2),
+        GpuPoolConfig(
+            name="l4",
+            instance_types=["g6.xlarge", "g6.12xlarge"],
+            capacity_type="spot",
+            max_nodes=4,
+        ),
+    ]
+    return rules.settings_for(cfg, pools, platform_budget_usd=50_000)
+
+
+SETTINGS["stack"] = _stack_settings()
+
+
+def test_stack_settings_price_every_pool_instance() -> None:
+    s = SETTINGS["stack"]
+    assert s.gpu_prices[("p5.48xlarge", "on-demand")] == pytest.approx(55.04 / 8)
+    assert s.gpu_prices[("g6.xlarge", "spot")] == pytest.approx(0.8048 * rules.SPOT_FACTOR)
+    assert s.scrape_interval_s == 15 and s.ttft_slo_seconds == "0.5"
 
 
 @pytest.mark.parametrize("name", SETTINGS)
