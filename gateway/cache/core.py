@@ -265,11 +265,8 @@ class SemanticCache:
         else:
             missing = [e for e, _ in found if e.tokens is None]
             if missing:  # token vectors of cached questions are computed on first verification
-                for e, (_, toks) in zip(
-                    missing,
-                    await self._embedder.embed_many([e.text for e, _ in missing]),
-                    strict=True,
-                ):
+                encoded = await self._embedder.embed_many([e.text for e in missing])
+                for e, (_, toks) in zip(missing, encoded, strict=True):
                     e.tokens = toks
             query = Probe(keys.text, vector, tokens)
             probs = self.verifier.probabilities(

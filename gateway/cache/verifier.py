@@ -3,9 +3,11 @@
 A single cosine threshold cannot tell "How do I learn Python?" from "How do I learn Python 3 in
 a week?": the sentence vectors are close, the questions are not the same. The verifier looks at
 what a threshold ignores: how well every token of one question is matched by some token of the
-other (contextual token vectors from the same MiniLM forward pass), numbers and capitalised names
-that differ, negations, the question word, lengths, word overlap, and the element-wise product and
-difference of the two sentence vectors. A one-hidden-layer network over those features, trained on
+other (contextual token vectors from the same MiniLM forward pass), weighted by how rare the token
+is (IDF from the training questions, shipped with the weights), numbers and capitalised names
+that differ, negations, the question word, lengths and word overlap. (The element-wise product
+and difference of the two sentence vectors were tried as inputs too and overfitted: see
+docs/semantic-cache.md.) A one-hidden-layer network over those features, trained on
 part of the Quora duplicate pairs (benchmarks/train_cache_verifier.py, reproducible, pure numpy),
 outputs the probability that the cached answer answers the new question. The cache serves the
 best of its top-k candidates only when that probability clears the operating point, which is
@@ -219,8 +221,28 @@ FEATURE_NAMES = (
 )
 
 
-def pair_features(q: Probe, c: Probe) -> np.ndarray:
-    """The hand-made features of one pair (order: FEATURE_NAMES)."""
+def _idf_side(
+    a: TokenEmbeddings, b: TokenEmbeddings, idf: dict[str, float], default: float
+) -> list[float]:
+    """How much rare-token weight of `a` finds no counterpart in `b`: a differing name, place or
+    number is rare and decisive, a differing "the" is neither."""
+    if not a.tokens or not b.tokens:
+        return [0.0, 0.0, 0.0, 0.0]
+    w = np.array([idf.get(t, default) for t in a.tokens], dtype=np.float32)
+    best = (a.vectors @ b.vectors.T).max(axis=1)
+    unmatched = w * (1.0 - best)
+    present = set(b.tokens)
+    missing = [wi for wi, t in zip(w, a.tokens, strict=True) if t not in present]
+    return [
+        float((w * best).sum() / w.sum()),
+        float(unmatched.sum()),
+        float(unmatched.max()),
+        float(max(missing, default=0.0)),
+    ]
+
+
+def pair_features(q: Probe, c: Probe, idf: dict[str, float], default_idf: float) -> np.ndarray:
+    """The features of one pair (order: FEATURE_NAMES); `idf` weighs word pieces by rarity."""
     wa, wb = _words(q.text), _words(c.text)
     sa, sb = set(wa), set(wb)
     ca, cb = sa - _STOP, sb - _STOP
@@ -249,16 +271,18 @@ def pair_features(q: Probe, c: Probe) -> np.ndarray:
             min(la, lb) / max(la, lb),
             abs(la - lb) / max(la, lb),
             float(" ".join(wa) == " ".join(wb)),
+            *_idf_side(q.tokens, c.tokens, idf, default_idf),
+            *_idf_side(c.tokens, q.tokens, idf, default_idf),
+            _idf_overlap(q.tokens.tokens, c.tokens.tokens, idf, default_idf),
         ],
         dtype=np.float32,
     )
 
 
-def model_inputs(q: Probe, c: Probe) -> np.ndarray:
-    """Hand features followed by the symmetric interactions of the two sentence vectors."""
-    return np.concatenate(
-        [pair_features(q, c), q.vector * c.vector, np.abs(q.vector - c.vector)]
-    ).astype(np.float32)
+def _idf_overlap(a: list[str], b: list[str], idf: dict[str, float], default: float) -> float:
+    sa, sb = set(a), set(b)
+    union = sum(idf.get(t, default) for t in sa | sb)
+    return sum(idf.get(t, default) for t in sa & sb) / union if union else 0.0
 
 
 class Verifier:
@@ -272,14 +296,25 @@ class Verifier:
         self.w2 = weights["w2"].astype(np.float32)
         self.b2 = weights["b2"].astype(np.float32)
         self.operating_point = float(weights["operating_point"])
+        self.idf = dict(
+            zip(
+                weights["idf_tokens"].tolist(),
+                weights["idf_values"].astype(float).tolist(),
+                strict=True,
+            )
+        )
+        self.default_idf = float(weights["idf_default"])
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Verifier:
         with np.load(Path(path) if path else DEFAULT_WEIGHTS) as data:
             return cls({k: data[k] for k in data.files})
 
+    def features(self, q: Probe, c: Probe) -> np.ndarray:
+        return pair_features(q, c, self.idf, self.default_idf)
+
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities for a (n, n_inputs) matrix of `model_inputs` rows."""
+        """Probabilities for a (n, n_features) matrix of `features` rows."""
         h = np.maximum((x - self.mean) / self.scale @ self.w1 + self.b1, 0.0)
         logits = h @ self.w2 + self.b2
         return 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1), -30, 30)))
@@ -287,4 +322,4 @@ class Verifier:
     def probabilities(self, query: Probe, candidates: list[Probe]) -> np.ndarray:
         if not candidates:
             return np.zeros(0, dtype=np.float32)
-        return self.predict(np.stack([model_inputs(query, c) for c in candidates]))
+        return self.predict(np.stack([self.features(query, c) for c in candidates]))
