@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from finops.observed import UNLABELLED_WORKLOAD
 from observability import promql as q
 from tandem import labels
 
@@ -55,10 +56,21 @@ class Workload:
     in_tps: float = 0.0  # prompt tokens / s per replica at GR=1
     out_tps: float = 0.0
     rollout: str = "stable"
+    labelled: bool = True  # False: a pod without Tandem labels (a debug pod, a forgotten job)
 
     @property
-    def key(self) -> tuple[str, str, str, str, str]:
+    def key(self) -> tuple[str, ...]:
+        if not self.labelled:
+            return UNLABELLED_WORKLOAD
         return (self.team, self.use_case, self.model, self.model_version, self.rollout)
+
+    @property
+    def namespace(self) -> str:
+        return self.team if self.labelled else "default"
+
+    @property
+    def serves_tokens(self) -> bool:
+        return self.labelled and (self.in_tps > 0 or self.out_tps > 0)
 
 
 @dataclass
@@ -107,6 +119,7 @@ def base_fleet(
     - support/classifier uses 3 GiB of an A10G at ~6 % SM: time-slicing, lower min replicas;
     - marketing/copywriter keeps 3 spot L4 replicas for load that 1-2 serve: lower min replicas;
     - legal/contract-review works office hours only: scale-to-zero;
+    - a debug pod without Tandem labels holds the last H100: reported as "unlabelled";
     - the a10g pool's two 4-GPU nodes are half empty: consolidation;
     - research/eval and search/rerank are healthy: no recommendation.
     """
@@ -117,99 +130,18 @@ def base_fleet(
             ("l4-spot", "g6.12xlarge", "spot", copies),
         ]
     )
+    # fmt: off
     base = [
-        Workload(
-            "research",
-            "eval",
-            "llama-3-70b",
-            "v1",
-            "h100",
-            4,
-            0.72,
-            0.15,
-            0.9,
-            70,
-            "always",
-            2000,
-            500,
-        ),
-        Workload(
-            "support",
-            "chatbot",
-            "llama-3-8b",
-            "v3",
-            "h100",
-            2,
-            0.20,
-            0.25,
-            0.8,
-            17,
-            "always",
-            3000,
-            800,
-        ),
+        Workload("research", "eval", "llama-3-70b", "v1", "h100", 4, 0.72, 0.15, 0.9, 70, "always", 2000, 500),
+        Workload("support", "chatbot", "llama-3-8b", "v3", "h100", 2, 0.20, 0.25, 0.8, 17, "always", 3000, 800),
         Workload("research", "sandbox", "qwen-2.5-7b", "v1", "h100", 1, 0.0, 0.0, 0.0, 16, "idle"),
-        Workload(
-            "search",
-            "rerank",
-            "bge-reranker",
-            "v2",
-            "a10g",
-            2,
-            0.55,
-            0.2,
-            0.8,
-            6,
-            "always",
-            5000,
-            10,
-        ),
-        Workload(
-            "support",
-            "classifier",
-            "distilbert",
-            "v1",
-            "a10g",
-            2,
-            0.10,
-            0.2,
-            0.6,
-            3,
-            "always",
-            4000,
-            5,
-        ),
-        Workload(
-            "marketing",
-            "copywriter",
-            "mistral-7b",
-            "v1",
-            "l4-spot",
-            3,
-            0.20,
-            0.5,
-            0.8,
-            20,
-            "always",
-            800,
-            600,
-        ),
-        Workload(
-            "legal",
-            "contract-review",
-            "llama-3-8b",
-            "v3",
-            "l4-spot",
-            1,
-            0.6,
-            0.1,
-            0.8,
-            18,
-            "business",
-            1500,
-            300,
-        ),
+        Workload("", "gpu-debug", "", "", "h100", 1, 0.5, 0.1, 0.9, 30, labelled=False),
+        Workload("search", "rerank", "bge-reranker", "v2", "a10g", 2, 0.55, 0.2, 0.8, 6, "always", 5000, 10),
+        Workload("support", "classifier", "distilbert", "v1", "a10g", 2, 0.10, 0.2, 0.6, 3, "always", 4000, 5),
+        Workload("marketing", "copywriter", "mistral-7b", "v1", "l4-spot", 3, 0.20, 0.5, 0.8, 20, "always", 800, 600),
+        Workload("legal", "contract-review", "llama-3-8b", "v3", "l4-spot", 1, 0.6, 0.1, 0.8, 18, "business", 1500, 300),
     ]
+    # fmt: on
     workloads = []
     for c in range(copies):
         for w in base:
@@ -292,7 +224,7 @@ def _place(spec: FleetSpec) -> list[Gpu]:
         for d0 in range(0, spec.n, day_samples):
             day = (spec.start + (d0 + 1) * spec.step_s) // 86400
             gpu.segments.append(
-                (d0, min(d0 + day_samples, spec.n), wi, r, _pod_name(w, r, day), w.team)
+                (d0, min(d0 + day_samples, spec.n), wi, r, _pod_name(w, r, day), w.namespace)
             )
     return gpus
 
@@ -453,8 +385,15 @@ def _families(t: Truth) -> Iterator[tuple[str, str, list[_Series]]]:
                 INT,
             )
         )
-        pod_lbl = {q.ksm_label(k): v for k, v in zip(q.POD_LABEL_KEYS.values(), w.key, strict=True)}
-        plab.append(_Series(q.KSM_POD_LABELS, _labelstr(**common, **pod_lbl), a, b, ones[a:b], INT))
+        if w.labelled:
+            pod_lbl = {
+                q.ksm_label(k): v for k, v in zip(q.POD_LABEL_KEYS.values(), w.key, strict=True)
+            }
+            plab.append(
+                _Series(q.KSM_POD_LABELS, _labelstr(**common, **pod_lbl), a, b, ones[a:b], INT)
+            )
+        if not w.serves_tokens:
+            continue
         gi = _gpu_index(t, gpu)
         cum_in = np.floor(np.cumsum(t.gr[gi, a:b]) * w.in_tps * spec.step_s)
         cum_out = np.floor(np.cumsum(t.gr[gi, a:b]) * w.out_tps * spec.step_s)
@@ -527,6 +466,8 @@ def _serving_and_gateway(t: Truth, pods: list) -> Iterator[tuple[str, str, list[
     ttft, itl, run, wait, kv = [], [], [], [], []
     for gpu, (a, b, wi, _r, pod, ns) in pods:
         w = spec.workloads[wi]
+        if not w.serves_tokens:
+            continue
         g = t.gr[_gpu_index(t, gpu), a:b]
         lab = {"model_name": w.model, "namespace": ns, "pod": pod}
         per_sample = g * 120  # requests per sample
@@ -570,9 +511,9 @@ def _serving_and_gateway(t: Truth, pods: list) -> Iterator[tuple[str, str, list[
     wrong: list[_Series] = []
     brk: list[_Series] = []
     fb: list[_Series] = []
-    teams = sorted({w.team for w in spec.workloads})
+    teams = sorted({w.team for w in spec.workloads if w.labelled})
     for w in spec.workloads:
-        if w.schedule == "idle":
+        if not w.serves_tokens:
             continue
         per = dict(zip(labels.METRIC_LABELS, (*w.key, w.pool), strict=True))
         rate = np.full(n, 60.0 * w.replicas * max(w.gr, 0.05))

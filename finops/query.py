@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from finops.observed import GpuTrack, Observed
+from finops.observed import UNLABELLED_NODE, UNLABELLED_WORKLOAD, GpuTrack, Observed
 from finops.prom import PromClient, Series
 from observability import promql as q
 
@@ -52,9 +52,6 @@ def label_lookups(window: str) -> dict[str, str]:
         "pod_labels": f"max by ({pod_cols}) (max_over_time({q.KSM_POD_LABELS}[{window}]))",
         "node_labels": f"max by ({node_cols}) (max_over_time({q.KSM_NODE_LABELS}[{window}]))",
     }
-
-
-UNLABELLED = "unlabelled"
 
 
 def sample_interval(client: PromClient, end: float, window_s: float) -> tuple[float, float]:
@@ -124,8 +121,7 @@ def observed_from_prometheus(
         )
         for s in results["node_labels"]
     }
-    blank_pod = (UNLABELLED,) + ("",) * (len(q.WORKLOAD) - 1)
-    blank_node = (UNLABELLED,) + ("",) * (len(q.NODE) - 1)
+    blank_pod, blank_node = UNLABELLED_WORKLOAD, UNLABELLED_NODE
 
     def group(labels: dict[str, str]) -> tuple[str, ...]:
         wk = pod_key.get((labels.get("namespace", ""), labels.get("pod", "")), blank_pod)

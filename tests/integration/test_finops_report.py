@@ -61,11 +61,20 @@ def test_fleet_totals_and_idle_split(reports) -> None:
     got, want = reports
     t = got["totals"]
     assert t["capacity_gpu_hours"] == pytest.approx(20 * 72, rel=0.01)  # 20 GPUs x 72 h
-    assert t["allocated_gpu_hours"] == pytest.approx(15 * 72, rel=0.01)  # 15 GPUs requested
+    assert t["allocated_gpu_hours"] == pytest.approx(16 * 72, rel=0.01)  # 16 GPUs requested
     for field in ("unallocated_cost_usd", "allocated_idle_cost_usd", "idle_cost_usd"):
         assert _close(t[field], want["totals"][field], 0.01)
     ct = {r["capacity_type"]: r for r in got["capacity_types"]}
     assert ct["spot"]["share_gpu_hours"] == pytest.approx(4 / 20, abs=0.005)
+
+
+def test_gpus_held_by_unlabelled_pods_stay_visible(reports) -> None:
+    """A debug pod without Tandem labels holds an H100: its cost is reported, not dropped."""
+    got, _ = reports
+    row = next(r for r in got["by_team"] if r["team"] == "unlabelled")
+    assert row["allocated_gpu_hours"] == pytest.approx(72, rel=0.01)
+    assert row["cost_usd"] == pytest.approx(72 * 55.04 / 8, rel=0.01)
+    assert not [r for r in got["recommendations"] if r["target"].startswith("unlabelled")]
 
 
 def test_idle_gpus_found(reports, served) -> None:
@@ -79,7 +88,7 @@ def test_idle_gpus_found(reports, served) -> None:
     never_held = {g.uuid for g in built.truth.gpus if not g.segments}
     idle = {g["uuid"]: g["state"] for g in got["idle_gpus"]}
     assert idle == {sandbox: "allocated_idle", **dict.fromkeys(never_held, "unallocated")}
-    assert len(never_held) == 5  # 1 H100 + 4 A10G
+    assert len(never_held) == 4  # the A10Gs nobody asked for
 
 
 EXPECTED = {
