@@ -8,22 +8,32 @@ and `tandem plan` show one tree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 
 from components.cluster import Cluster, ClusterArgs
+from components.gateway import ElastiCacheArgs, Gateway, GatewayArgs, GatewayKey
 from components.network import Network, NetworkArgs
+from components.observability import Observability, ObservabilityArgs
+from components.use_case import UseCase, UseCaseArgs, gateway_entry
+from gateway.spec import routes_from_use_cases
 from gpu_pools.gpu_software import GpuSoftware, GpuSoftwareArgs
 from gpu_pools.karpenter import Karpenter, KarpenterArgs
 from gpu_pools.node_pool import GpuNodePool, GpuNodePoolArgs
+from serving.checks import resolve_contract
+from serving.inference_cluster import KubeRayOperator, KubeRayOperatorArgs
 from tandem import labels
 from tandem.config import PlatformConfig
+from tandem.usecase import UseCaseSpec
 
 
 @dataclass
 class PlatformArgs:
     config: PlatformConfig
+    use_cases: list[UseCaseSpec] = field(default_factory=list)
+    # key id -> the raw API key (a Pulumi secret, read by the program from stack config)
+    gateway_keys: dict[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 class Platform(pulumi.ComponentResource):
@@ -88,6 +98,74 @@ class Platform(pulumi.ComponentResource):
                 ),
                 opts=child,
             )
+
+        self.observability = None
+        if cfg.observability.enabled:
+            self.observability = Observability(
+                "observability",
+                ObservabilityArgs(
+                    config=cfg.observability,
+                    pools=list(cfg.gpu_pools),
+                    budget=cfg.budget,
+                    k8s_provider=provider,
+                    # the GPU operator runs its own DCGM exporter
+                    dcgm_exporter=cfg.gpu_software.mode != "gpu-operator",
+                ),
+                opts=child,
+            )
+
+        self.gateway = None
+        entries = [e for e in map(gateway_entry, args.use_cases) if e is not None]
+        if cfg.gateway.enabled and entries:  # nothing to route until a use case asks for it
+            self.gateway = Gateway(
+                "gateway",
+                GatewayArgs(
+                    routes=routes_from_use_cases(entries),
+                    config=cfg.gateway,
+                    keys=[
+                        GatewayKey(
+                            id=k.id,
+                            team=k.team,
+                            key=args.gateway_keys[k.id],
+                            models=list(k.models),
+                            rpm=k.rpm,
+                            tpm=k.tpm,
+                        )
+                        for k in cfg.gateway.keys
+                    ],
+                    k8s_provider=provider,
+                    elasticache=(
+                        ElastiCacheArgs(
+                            subnet_ids=self.cluster.private_subnet_ids,
+                            security_group_ids=[self.cluster.security_group_id],
+                            tags=tags,
+                        )
+                        if cfg.gateway.redis == "elasticache"
+                        else None
+                    ),
+                    monitoring=cfg.observability.enabled,
+                ),
+                opts=child,
+            )
+
+        self.use_cases: dict[str, UseCase] = {}
+        if args.use_cases:
+            self.kuberay = KubeRayOperator(
+                "kuberay", KubeRayOperatorArgs(k8s_provider=provider), opts=child
+            )
+            contracts = {name: p.contract for name, p in self.pools.items()}
+            for spec in args.use_cases:
+                self.use_cases[spec.name] = UseCase(
+                    f"usecase-{spec.name}",
+                    UseCaseArgs(
+                        use_case=spec,
+                        contract=resolve_contract(spec, contracts),
+                        k8s_provider=provider,
+                        environment=cfg.environment,
+                        operator=self.kuberay,
+                    ),
+                    opts=child,
+                )
 
         self.register_outputs(
             {

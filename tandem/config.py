@@ -30,6 +30,7 @@ from pydantic.alias_generators import to_camel
 from gpu_pools.catalog import load_catalog
 
 CONFIG_NAMESPACE = "tandem"
+SECRET_KEY_PREFIX = "gatewayKey-"  # tandem:gatewayKey-<id>: one team's raw API key (secret)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACKS_DIR = REPO_ROOT / "stacks"
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
@@ -290,8 +291,33 @@ class ObservabilityConfig(Model):
         return v
 
 
+class GatewayKeyConfig(Model):
+    """One team's API key. The key itself is the Pulumi secret `tandem:gatewayKey-<id>`
+    (`pulumi config set --secret tandem:gatewayKey-<id> ...`); only its hash reaches the cluster."""
+
+    id: str
+    team: str
+    models: list[str] = Field(default_factory=lambda: ["*"])
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+
+    @field_validator("id", "team")
+    @classmethod
+    def _dns(cls, v: str) -> str:
+        if not DNS_LABEL.match(v):
+            raise ValueError(
+                f"{v!r}: use lowercase letters, digits and '-', starting with a letter"
+            )
+        return v
+
+    @property
+    def secret_config_key(self) -> str:
+        return f"{SECRET_KEY_PREFIX}{self.id}"
+
+
 class GatewayConfig(Model):
     enabled: bool = True
+    keys: list[GatewayKeyConfig] = Field(default_factory=list)
     min_replicas: int = Field(2, ge=1)
     max_replicas: int = Field(10, ge=1)
     redis: Literal["in-cluster", "elasticache", "none"] = "in-cluster"
@@ -505,11 +531,14 @@ def namespace_config(flat: dict[str, Any]) -> dict[str, Any]:
     """`{"tandem:gpuPools": [...], "aws:region": ...}` -> `{"gpuPools": [...], "region": ...}`.
 
     Keys of other namespaces are ignored except `aws:region`, which seeds `region` so the
-    provider and the platform cannot disagree about where things are.
+    provider and the platform cannot disagree about where things are. Secret values (gateway
+    keys) are read by the program as Pulumi secrets, not through the schema.
     """
     raw: dict[str, Any] = {}
     for key, value in flat.items():
         ns, _, name = key.partition(":")
+        if ns == CONFIG_NAMESPACE and name.startswith(SECRET_KEY_PREFIX):
+            continue
         if ns == CONFIG_NAMESPACE:
             raw[name] = value
         elif key == "aws:region":

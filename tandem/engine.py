@@ -194,6 +194,7 @@ def run_under_mocks(
     project: str = "tandem",
     stack: str = "test",
     config: dict[str, str] | None = None,
+    secret_keys: list[str] | None = None,
 ) -> Resources:
     """Run `program` as the engine would during `pulumi up`, and return what it registered.
 
@@ -203,7 +204,7 @@ def run_under_mocks(
     _ensure_event_loop()
     mocks = TandemMocks()
     monitor = RecordingMonitor(mocks)
-    pulumi.runtime.set_all_config(dict(config or {}))
+    pulumi.runtime.set_all_config(dict(config or {}), list(secret_keys or []))
     pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
 

@@ -12,8 +12,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from tandem.config import PlatformConfig, load_stack, pulumi_config_values, read_stack_file
+from tandem.config import PlatformConfig, pulumi_config_values, read_stack_file
 from tandem.cost import CostEnvelope, cost_envelope
+from tandem.stack import load
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -58,23 +59,48 @@ class Plan:
         }
 
 
-def run_stack(stack: str, config: PlatformConfig | None = None) -> list[Any]:
-    """Every resource the stack's program registers, under the mock engine."""
+def run_stack(stack: str) -> list[Any]:
+    """Every resource the stack's program registers, under the mock engine.
+
+    Validates the config (and its use cases) first: a bad config must not reach the engine.
+    """
     from tandem.engine import run_under_mocks
     from tandem.program import main
 
-    if config is None:
-        load_stack(stack)  # validate first: a bad config must not reach the engine
-    return list(
-        run_under_mocks(main, stack=stack, config=pulumi_config_values(read_stack_file(stack)))
-    )
+    spec = load(stack)
+    config = pulumi_config_values(read_stack_file(stack))
+    # Offline runs cannot decrypt stack secrets and never deploy: a placeholder stands in for
+    # each gateway key (the real program requires the secret to be set).
+    secret_keys = [f"tandem:{k.secret_config_key}" for k in spec.config.gateway.keys]
+    for key in secret_keys:
+        config.setdefault(key, "offline-plan-placeholder")
+    return list(run_under_mocks(main, stack=stack, config=config, secret_keys=secret_keys))
 
 
 def build_plan(stack: str) -> Plan:
-    """Validate, run, cost. Raises tandem.config.ConfigError on a bad stack config."""
+    """Validate, check, run, cost and police a stack. Raises ConfigError on a bad config.
+
+    Plan-time checks run before the program: a use case that would crash-loop on the cluster
+    (a model that does not fit its GPUs, say) fails the plan with its numbers, and the program,
+    which would refuse it too, is not run.
+    """
+    from policies.harness import evaluate
+    from serving.checks import plan_sections
+
     started = time.perf_counter()
-    config = load_stack(stack)
-    resources = run_stack(stack, config)
-    plan = Plan(stack=stack, config=config, resources=resources, cost=cost_envelope(config))
+    spec = load(stack)
+    checks, surge = plan_sections(spec.use_cases, spec.contracts())
+    plan = Plan(
+        stack=stack,
+        config=spec.config,
+        resources=[],
+        cost=cost_envelope(spec.config),
+        checks=checks,
+        upgrade_surge=surge,
+    )
+    if all(c["ok"] for c in checks):
+        plan.resources = run_stack(stack)
+        found = evaluate(plan.resources, read_stack_file(stack), stack=stack)
+        plan.violations = [v.to_dict() for v in found]
     plan.seconds = round(time.perf_counter() - started, 2)
     return plan

@@ -107,17 +107,22 @@ def render(plan: Any) -> None:
         )
 
     if plan.upgrade_surge:
-        surge = Table(title="Blue-green upgrade surge")
-        for col in ("use case", "GPUs", "$/h", "fits in pool"):
+        surge = Table(title="Blue-green upgrade surge (extra GPUs while two clusters run)")
+        for col in ("use case", "strategy", "GPUs", "nodes", "$/h", "fits in pool"):
             surge.add_column(col)
         for s in plan.upgrade_surge:
             surge.add_row(
                 s["use_case"],
+                s["strategy"],
                 str(s["gpus"]),
+                str(s["nodes"]),
                 f"${s['hourly_usd']:,.2f}",
                 "yes" if s["fits_in_pool"] else "[yellow]no[/]",
             )
         console.print(surge)
+        for s in plan.upgrade_surge:
+            if not s["fits_in_pool"]:
+                console.print(f"[yellow]warning:[/] {s['use_case']}: {s['message']}")
 
     if plan.checks:
         checks = Table(title="Plan-time checks")
@@ -135,7 +140,7 @@ def render(plan: Any) -> None:
         style = "red" if v["enforcement"] == "mandatory" else "yellow"
         policy.add_row(
             v["policy"],
-            v["resource"],
+            v.get("resource_name") or v["resource"],
             f"[{style}]{v['enforcement']}[/]",
             v["message"],
             v["remediation"],

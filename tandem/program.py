@@ -15,6 +15,8 @@ from pulumi.runtime.config import CONFIG, get_config_env
 
 from components.platform import Platform, PlatformArgs
 from tandem.config import ConfigError, PlatformConfig, namespace_config, parse_config
+from tandem.stack import load_use_cases
+from tandem.usecase import UseCaseSpec
 
 
 def from_pulumi() -> PlatformConfig:
@@ -33,8 +35,29 @@ def from_pulumi() -> PlatformConfig:
     return parse_config(namespace_config(flat), f"config of stack {pulumi.get_stack()!r}")
 
 
-def build(config: PlatformConfig) -> Platform:
-    platform = Platform("tandem", PlatformArgs(config))
+def gateway_keys(config: PlatformConfig) -> dict[str, pulumi.Output[str]]:
+    """Each team's raw API key from its Pulumi secret; a missing one names the command to set it."""
+    tandem = pulumi.Config("tandem")
+    keys = {}
+    for key in config.gateway.keys:
+        value = tandem.get_secret(key.secret_config_key)
+        if value is None:
+            raise ConfigError(
+                [
+                    f"gateway.keys: no secret for key {key.id!r}; set it with "
+                    f"`pulumi config set --secret tandem:{key.secret_config_key} <key>`"
+                ]
+            )
+        keys[key.id] = value
+    return keys
+
+
+def build(
+    config: PlatformConfig,
+    use_cases: list[UseCaseSpec],
+    keys: dict[str, pulumi.Output[str]] | None = None,
+) -> Platform:
+    platform = Platform("tandem", PlatformArgs(config, use_cases, keys or {}))
     pulumi.export("clusterName", platform.cluster.name)
     pulumi.export("gpuPools", {name: p.contract.to_dict() for name, p in platform.pools.items()})
     return platform
@@ -43,6 +66,8 @@ def build(config: PlatformConfig) -> Platform:
 def main() -> Platform:
     try:
         config = from_pulumi()
+        use_cases = load_use_cases(config)
+        keys = gateway_keys(config)
     except ConfigError as exc:
         raise pulumi.RunError(str(exc)) from None
-    return build(config)
+    return build(config, use_cases, keys)
