@@ -42,7 +42,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prometheus", required=True, help="Prometheus base URL, e.g. http://127.0.0.1:9090"
     )
-    p.add_argument("--range", dest="range_s", type=parse_duration, default=parse_duration("30d"),
+    p.add_argument("--range", dest="range_s", metavar="DURATION", type=parse_duration, default=parse_duration("30d"),
                    help="window ending at --end (m/h/d/w), default 30d")  # fmt: skip
     p.add_argument(
         "--end", type=parse_time, default="now", help="window end: now, epoch or ISO 8601"
