@@ -33,7 +33,7 @@ from gateway.config import (
 from gateway.errors import GatewayError, sse_error_event
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
-from gateway.proxy import CLIENT, CONTEXT, Attempt, Forwarder, Upstreams
+from gateway.proxy import CLIENT, CONTEXT, Attempt, Forwarder, Upstreams, loads_dict
 from gateway.tenancy import MemoryUsage, RedisUsage, UsageStore, authenticate
 
 log = logging.getLogger("tandem.gateway")
@@ -309,11 +309,13 @@ class Gateway:
             a = await self.forwarder.forward(route, endpoint, body, raw, stream, inject)
             if a.kind == CLIENT or a.kind == CONTEXT:
                 self._count(key, a.backend, endpoint, str(a.status), t0)
+                if span is not None:
+                    span.set_attribute("error.type", str(a.status))
+                    span.end()
                 return web.Response(status=a.status, body=a.body, content_type=_JSON)
             if a.resp is not None:
                 return await self._relay(request, a, key, budget, endpoint, raw, inject, t0, span)
-            resp_obj = _loads_dict(a.body)
-            usage = resp_obj.get("usage") if resp_obj else None
+            usage = a.obj.get("usage") if a.obj is not None else None
             await self._account(
                 key,
                 budget,
@@ -323,8 +325,8 @@ class Gateway:
                 t0,
                 span,
             )
-            if creq is not None and resp_obj is not None:
-                self._spawn(self._cache_store(creq, resp_obj))
+            if creq is not None and a.obj is not None:
+                self._spawn(self._cache_store(creq, a.obj))
             return web.Response(body=a.body, content_type=_JSON)
         except GatewayError as exc:
             self._reject(key, route, endpoint, exc, t0, span)
@@ -602,21 +604,13 @@ def _wants_usage(body: dict) -> bool:
     return isinstance(opts, dict) and bool(opts.get("include_usage"))
 
 
-def _loads_dict(body: bytes) -> dict | None:
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
 def _event_usage(event: bytes) -> dict | None:
     if b'"usage"' not in event or b'"usage":null' in event or b'"usage": null' in event:
         return None
     start = event.find(b"data:")
     if start < 0:
         return None
-    obj = _loads_dict(event[start + 5 :])
+    obj = loads_dict(event[start + 5 :])
     usage = obj.get("usage") if obj else None
     return usage if isinstance(usage, dict) else None
 

@@ -38,6 +38,7 @@ class Attempt:
         "kind",
         "status",
         "body",
+        "obj",
         "resp",
         "first",
         "ttft",
@@ -53,6 +54,7 @@ class Attempt:
         self.route = route
         self.status = 0
         self.body = b""
+        self.obj: dict | None = None  # the parsed answer (OK, non-streamed)
         self.resp: aiohttp.ClientResponse | None = None
         self.first = b""
         self.ttft = 0.0
@@ -164,6 +166,8 @@ class Upstreams:
                 )
                 status = resp.status
                 if stream and status == 200:
+                    if resp.content_type != "text/event-stream":
+                        return self._failed(br, backend, route, "bad_response")
                     first = await resp.content.readany()
                     if not first:
                         raise aiohttp.ServerDisconnectedError("empty stream")
@@ -213,8 +217,12 @@ class Upstreams:
         headers: Any,
     ) -> Attempt:
         if status == 200:
+            obj = loads_dict(body)
+            if obj is None:
+                return self._failed(br, backend, route, "bad_response")
             br.record_success()
             a = Attempt(OK, backend, route)
+            a.obj = obj
         elif status == 429:
             ra = _retry_after(headers.get("Retry-After"))
             br.cool(ra)
@@ -367,6 +375,14 @@ class Forwarder:
         finally:
             for t in pending:
                 t.cancel()
+
+
+def loads_dict(body: bytes) -> dict | None:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 def _payload(

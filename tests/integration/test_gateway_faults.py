@@ -29,6 +29,7 @@ FAULTS = [
     Behaviour(latency_s=0.5),  # slower than first_token_s before headers
     Behaviour(reset_mid_stream=True),
     Behaviour(context_limit=10),
+    Behaviour(garbage=True),
     Behaviour(),
 ]
 

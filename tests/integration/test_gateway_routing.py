@@ -108,8 +108,20 @@ def test_retry_reaches_the_healthy_backend_and_respects_the_deadline(ups, upstre
         r = post(gw, chat("slow"))
         took = time.monotonic() - t0
     assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_error"
-    assert took < 0.6
+    assert took < 1.0  # the 0.5 s deadline, plus scheduling slack on a busy machine
     assert 2 <= upstreams["a"].requests <= 4  # backoff 0.1, 0.2, 0.4 cannot all fit in 0.5 s
+
+
+def test_an_answer_that_is_not_json_is_a_backend_failure(ups, upstreams) -> None:
+    upstreams["a"].set(garbage=True)
+    with RunningGateway(breaker_cfg(ups)) as gw:
+        assert served_by(post(gw, chat("chat"))) == "b"
+        assert (
+            gw.metric(
+                "tandem_gateway_upstream_errors_total", backend="a", **{"class": "bad_response"}
+            )
+            == 1
+        )
 
 
 def test_timeouts_give_504_and_fall_back(ups, upstreams) -> None:
@@ -132,7 +144,7 @@ def test_timeouts_give_504_and_fall_back(ups, upstreams) -> None:
     with RunningGateway(cfg) as gw:
         t0 = time.monotonic()
         r = post(gw, chat("chat"))
-        assert r.status_code == 504 and time.monotonic() - t0 < 0.6
+        assert r.status_code == 504 and time.monotonic() - t0 < 0.9  # not the 1 s upstream
         r = post(gw, chat("safe"))
         assert r.status_code == 200 and served_by(r) == "b"
 
@@ -199,8 +211,9 @@ def test_half_open_admits_a_bounded_number_of_probes(ups, upstreams) -> None:
 def test_error_rate_trips_over_minimum_requests(ups, upstreams) -> None:
     import asyncio
 
+    # two failures in three: the share crosses 0.5 soon after the 20th request
     cfg = breaker_cfg(ups, consecutive_failures=1000, min_requests=20, error_rate=0.5, open_s=30)
-    upstreams["a"].set(faults=[Behaviour(status=500), Behaviour()])
+    upstreams["a"].set(faults=[Behaviour(status=500), Behaviour(status=500), Behaviour()])
     with RunningGateway(cfg) as gw:
         asyncio.run(blast(gw.url, [chat("chat")] * 200, concurrency=4))
         assert gw.metric("tandem_gateway_breaker_state", backend="a") == 1
@@ -287,7 +300,7 @@ def test_hedging_answers_from_the_fast_copy(ups, upstreams) -> None:
     with RunningGateway(cfg) as gw:
         t0 = time.monotonic()
         r = post(gw, chat("chat"))
-        assert served_by(r) == "b" and time.monotonic() - t0 < 0.4
+        assert served_by(r) == "b" and time.monotonic() - t0 < 0.5  # before the slow copy
 
 
 def test_hot_reload_swaps_routes_and_keeps_the_old_config_when_invalid(

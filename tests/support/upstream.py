@@ -35,6 +35,7 @@ class Behaviour:
     reset: bool = False  # drop the connection without answering
     reset_mid_stream: bool = False  # drop it after the first chunk
     context_limit: int | None = None  # 400 context_length_exceeded above this many prompt chars
+    garbage: bool = False  # 200 with a body that is not JSON
     chunks: int = 4  # content chunks in a stream
     chunk_delay_s: float = 0.0
     faults: list[Behaviour] = field(default_factory=list)  # one drawn per request when set
@@ -93,6 +94,8 @@ class Upstream:
                 f"This model's maximum context length is {b.context_limit} tokens.",
                 "context_length_exceeded",
             )
+        if b.garbage:
+            return web.Response(body=b"<html>proxy error page</html>", content_type="text/html")
         if b.status != 200:
             headers = {"Retry-After": b.retry_after} if b.retry_after is not None else None
             return _error(
