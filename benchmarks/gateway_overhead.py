@@ -38,7 +38,8 @@ RAMP = (750, 1000, 1250, 1500, 2000, 2500, 3000)
 LITELLM_STEPS = (20, 35, 50, 75)  # LiteLLM's limit lies between 10 and 100: find it
 P99_LIMIT_MS = 100.0
 STREAM_RPS = 10
-MIN_SAMPLES = 200  # per load, so that p99 is not just the slowest request
+MIN_SAMPLES = 500  # per load, so that p99 is not decided by one or two stalls of a shared machine
+STREAM_SAMPLES = 200
 REQUEST_TIMEOUT_S = 5.0
 
 # -- the upstream ---------------------------------------------------------------------------------
@@ -441,7 +442,7 @@ async def measure_all(
         await warm(t)
         # Streaming first, at a load every target sustains.
         stream = await open_loop(
-            t, STREAM_RPS, max(duration, min_samples / STREAM_RPS), stream=True
+            t, STREAM_RPS, max(duration, min(min_samples, STREAM_SAMPLES) / STREAM_RPS), stream=True
         )
         log(
             f"  {t.name:8s} stream TTFB at {STREAM_RPS} rps: p50 {stream['p50_ms']} ms  p99 {stream['p99_ms']} ms"
