@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from finops.observed import UNLABELLED_WORKLOAD
 from observability import promql as q
 from tandem import labels
 
@@ -61,7 +60,7 @@ class Workload:
     @property
     def key(self) -> tuple[str, ...]:
         if not self.labelled:
-            return UNLABELLED_WORKLOAD
+            return q.UNLABELLED_WORKLOAD
         return (self.team, self.use_case, self.model, self.model_version, self.rollout)
 
     @property

@@ -13,11 +13,6 @@ import numpy as np
 
 from observability.promql import GROUP, NODE, WORKLOAD
 
-UNLABELLED = "unlabelled"
-# A GPU held by a pod without Tandem labels, or on a node without them, is reported under these.
-UNLABELLED_WORKLOAD = (UNLABELLED, UNLABELLED, UNLABELLED, "", "")
-UNLABELLED_NODE = (UNLABELLED, "", "", "")
-
 GroupKey = tuple[str, ...]  # values of GROUP, in order
 NodeKey = tuple[str, ...]  # values of NODE
 WorkloadKey = tuple[str, ...]  # values of WORKLOAD

@@ -14,12 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from finops.observed import UNLABELLED_NODE, UNLABELLED_WORKLOAD, GpuTrack, Observed
+from finops.observed import GpuTrack, Observed
 from finops.prom import PromClient, Series
 from observability import promql as q
 
 STEP = 3600
-WINDOW = f"{STEP * 1000 - 1}ms"
+WINDOW = q.HOUR
 
 
 def queries(w: str = WINDOW) -> dict[str, str]:
@@ -121,7 +121,7 @@ def observed_from_prometheus(
         )
         for s in results["node_labels"]
     }
-    blank_pod, blank_node = UNLABELLED_WORKLOAD, UNLABELLED_NODE
+    blank_pod, blank_node = q.UNLABELLED_WORKLOAD, q.UNLABELLED_NODE
 
     def group(labels: dict[str, str]) -> tuple[str, ...]:
         wk = pod_key.get((labels.get("namespace", ""), labels.get("pod", "")), blank_pod)

@@ -79,6 +79,11 @@ NODE = tuple(NODE_LABEL_KEYS)
 GROUP = WORKLOAD + NODE  # the grain of every FinOps number
 
 
+# One hour of samples, counted once: Prometheus 2 range selectors include both ends, so `[1h]`
+# evaluated every hour would count the boundary sample twice (Prometheus 3 excludes the start).
+HOUR = "3599999ms"
+
+
 def ksm_label(k8s_key: str) -> str:
     """kube-state-metrics' name for a Kubernetes label key (`tandem.dev/team` → label_tandem_dev_team)."""
     return "label_" + re.sub(r"[^a-zA-Z0-9_]", "_", k8s_key)
@@ -114,12 +119,39 @@ def dcgm_node(expr: str) -> str:
     return f'label_replace({expr}, "node", "$1", "Hostname", "(.*)")'
 
 
+UNLABELLED = "unlabelled"
+# Where a pod (or node) has no Tandem labels its GPUs are reported under these values, never
+# dropped: an inner join would silently lose exactly the GPUs nobody owns.
+UNLABELLED_WORKLOAD = (UNLABELLED, UNLABELLED, UNLABELLED, "", "")
+UNLABELLED_NODE = (UNLABELLED, "", "", "")
+
+
+def _or_unlabelled(
+    labels_expr: str,
+    per_pod: str,
+    keys: tuple[str, ...],
+    names: tuple[str, ...],
+    values: tuple[str, ...],
+) -> str:
+    fallback = f"group by ({by(*keys)}) ({per_pod})"
+    for name, value in zip(names, values, strict=True):
+        if value:
+            fallback = f'label_replace({fallback}, "{name}", "{value}", "", "")'
+    return f"({labels_expr} or on ({by(*keys)}) {fallback})"
+
+
+def with_pod_labels(per_pod: str, window: str | None = None) -> str:
+    """Add the workload labels to a vector with `namespace` and `pod` (unlabelled pods kept)."""
+    pods = _or_unlabelled(
+        pod_labels(window), per_pod, ("namespace", "pod"), WORKLOAD, UNLABELLED_WORKLOAD
+    )
+    return f"({per_pod}) * on (namespace, pod) group_left({by(*WORKLOAD)}) {pods}"
+
+
 def attribute(per_pod: str, window: str | None = None) -> str:
     """Join a per-(namespace, pod, node) vector with its pod's and node's labels."""
-    return (
-        f"({per_pod}) * on (namespace, pod) group_left({by(*WORKLOAD)}) {pod_labels(window)}"
-        f" * on (node) group_left({by(*NODE)}) {node_labels(window)}"
-    )
+    nodes = _or_unlabelled(node_labels(window), per_pod, ("node",), NODE, UNLABELLED_NODE)
+    return f"{with_pod_labels(per_pod, window)} * on (node) group_left({by(*NODE)}) {nodes}"
 
 
 def gpu_requests(window: str | None = None, fn: str = "sum_over_time") -> str:
@@ -144,7 +176,5 @@ def tokens(counter: str, window: str, fn: str = "increase") -> str:
     """Tokens (or tokens/s with fn="rate") per workload from vLLM's counters, which Prometheus
     scrapes with the serving pod's own namespace/pod labels."""
     labels_window = window if fn == "increase" else None
-    return (
-        f"sum by ({by(*WORKLOAD)}) (sum by (namespace, pod) ({fn}({vllm(counter)}[{window}]))"
-        f" * on (namespace, pod) group_left({by(*WORKLOAD)}) {pod_labels(labels_window)})"
-    )
+    per_pod = f"sum by (namespace, pod) ({fn}({vllm(counter)}[{window}]))"
+    return f"sum by ({by(*WORKLOAD)}) ({with_pod_labels(per_pod, labels_window)})"

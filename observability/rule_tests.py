@@ -73,26 +73,27 @@ def _gpu(pod: str, gpu: str, values: str) -> dict:
 
 def unit_tests(rule_file_name: str) -> dict:
     s = TEST_SETTINGS
-    idle_labels = dict(
-        gpu="0",
-        UUID="GPU-0",
-        Hostname="n1",
-        namespace="ml",
-        pod="idle-0",
-        container="main",
-        **POD_LABELS,
-    )
+    idle_labels = dict(gpu="0", UUID="GPU-0", Hostname="n1", namespace="ml", pod="idle-0", container="main",
+                       **POD_LABELS)  # fmt: skip
+    # debug-0 has no Tandem labels: its idle GPU still alerts, as team "unlabelled"
+    unlabelled = dict(gpu="2", UUID="GPU-2", Hostname="n1", namespace="ml", pod="debug-0", container="main",
+                      team="unlabelled", use_case="unlabelled", model="unlabelled")  # fmt: skip
     tests = [
         _case(
             [
                 _gpu("idle-0", "0", "0x300"),
                 _gpu("busy-0", "1", "0.6x300"),
+                _gpu("debug-0", "2", "0x300"),
                 _pod_labels("ml", "idle-0"),
                 _pod_labels("ml", "busy-0"),
             ],
             [
                 ("90m", "TandemGpuAllocatedIdle", []),  # idle, but not yet for idle_for
-                ("4h", "TandemGpuAllocatedIdle", [_alert("warning", **idle_labels)]),
+                (
+                    "4h",
+                    "TandemGpuAllocatedIdle",
+                    [_alert("warning", **idle_labels), _alert("warning", **unlabelled)],
+                ),
             ],
         ),  # fmt: skip
     ]

@@ -72,9 +72,9 @@ def recording_rules(s: RuleSettings) -> list[dict]:
          "expr": f"sum by ({g}) ({q.attribute(q.dcgm_pods(q.GR_ENGINE_ACTIVE))})"},
         {"record": "tandem:gpu_capacity:sum", "expr": f"sum by ({q.by(*q.NODE)}) ({q.node_capacity()})"},
         {"record": "tandem:gpu_allocated_hours:sum1h",
-         "expr": f"sum by ({g}) ({q.attribute(q.gpu_requests('1h'), '1h')}) * {hours:.10g}"},
+         "expr": f"sum by ({g}) ({q.attribute(q.gpu_requests(q.HOUR), q.HOUR)}) * {hours:.10g}"},
         {"record": "tandem:gpu_active_hours:sum1h",
-         "expr": f"sum by ({g}) ({q.attribute(q.dcgm_pods(q.GR_ENGINE_ACTIVE, '1h'), '1h')}) * {hours:.10g}"},
+         "expr": f"sum by ({g}) ({q.attribute(q.dcgm_pods(q.GR_ENGINE_ACTIVE, q.HOUR), q.HOUR)}) * {hours:.10g}"},
         {"record": "tandem:gpu_cost_usd_per_hour:sum",
          "expr": f"{allocated} * on (instance_type, capacity_type) group_left() ({price_table(s)})"},
         {"record": "tandem:vllm_prompt_tokens:rate5m", "expr": q.tokens(q.VLLM_PROMPT_TOKENS, "5m", fn="rate")},
@@ -135,11 +135,12 @@ def alert_rules(s: RuleSettings) -> list[dict]:
                     f"monthly error budget of the {target:.3%} SLO is gone early.",
                 )
             )
-    pod_team = f"* on (namespace, pod) group_left({q.by(*q.WORKLOAD)}) {q.pod_labels()}"
     alerts += [
         _alert(
             "TandemGpuAllocatedIdle",
-            f'(avg_over_time({q.GR_ENGINE_ACTIVE}{{pod!=""}}[1h]) < {s.idle_gr_threshold:g}) {pod_team}',
+            q.with_pod_labels(
+                f'avg_over_time({q.GR_ENGINE_ACTIVE}{{pod!=""}}[1h]) < {s.idle_gr_threshold:g}'
+            ),
             s.idle_for,
             "warning",
             "GPU allocated but idle",

@@ -54,6 +54,17 @@ def test_every_recording_rule_returns_data(fleet_prom) -> None:
     assert not empty, f"recording rules with no data: {empty}"
 
 
+def test_gpu_hour_rules_count_each_sample_once(fleet_prom) -> None:
+    """16 GPUs are requested all the time: the last hour holds exactly 16 allocated GPU-hours."""
+    spec, _, prom, _ = fleet_prom
+    client = PromClient(prom.url)
+    rec = dict(_recorded())
+    (alloc,) = client.query(f"sum({rec['tandem:gpu_allocated_hours:sum1h']})", spec.end - 1800)
+    assert alloc.values[0] == pytest.approx(16.0, rel=1e-6)
+    (now,) = client.query(f"sum({rec['tandem:gpu_allocated:sum']})", spec.end - 1800)
+    assert now.values[0] == 16
+
+
 def test_report_queries_return_data(fleet_prom) -> None:
     from finops.query import WINDOW, queries
 
