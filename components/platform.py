@@ -15,7 +15,7 @@ import pulumi
 from components.cluster import Cluster, ClusterArgs
 from components.gateway import ElastiCacheArgs, Gateway, GatewayArgs, GatewayKey
 from components.network import Network, NetworkArgs
-from components.observability import Observability, ObservabilityArgs
+from components.observability import WORKLOAD_MONITORS, Observability, ObservabilityArgs
 from components.use_case import UseCase, UseCaseArgs, gateway_entry
 from gateway.spec import routes_from_use_cases
 from gpu_pools.gpu_software import GpuSoftware, GpuSoftwareArgs
@@ -99,6 +99,12 @@ class Platform(pulumi.ComponentResource):
                 opts=child,
             )
 
+        # Workloads that bring their own monitors (RayService PodMonitors, the gateway's
+        # ServiceMonitor) are not monitored twice: double scraping double-counts every counter.
+        entries = [e for e in map(gateway_entry, args.use_cases) if e is not None]
+        with_gateway = cfg.gateway.enabled and bool(entries)  # nothing to route without a use case
+        owned = {"ray", "vllm"} if args.use_cases else set()
+        owned |= {"gateway"} if with_gateway else set()
         self.observability = None
         if cfg.observability.enabled:
             self.observability = Observability(
@@ -110,13 +116,13 @@ class Platform(pulumi.ComponentResource):
                     k8s_provider=provider,
                     # the GPU operator runs its own DCGM exporter
                     dcgm_exporter=cfg.gpu_software.mode != "gpu-operator",
+                    monitors=tuple(m for m in WORKLOAD_MONITORS if m not in owned),
                 ),
                 opts=child,
             )
 
         self.gateway = None
-        entries = [e for e in map(gateway_entry, args.use_cases) if e is not None]
-        if cfg.gateway.enabled and entries:  # nothing to route until a use case asks for it
+        if with_gateway:
             self.gateway = Gateway(
                 "gateway",
                 GatewayArgs(

@@ -15,6 +15,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.helm import pinned_release
+from observability.dcgm import dcgm_metrics_csv
 from tandem import labels, pins
 from tandem.config import GpuSoftwareConfig
 
@@ -68,7 +69,13 @@ def gpu_operator_values(cfg: GpuSoftwareConfig) -> dict:
         "toolkit": {"enabled": False},
         "mig": {"strategy": cfg.mig_strategy if cfg.mig_strategy != "none" else "single"},
         "migManager": {"enabled": cfg.mig_strategy != "none"},
-        "dcgmExporter": {"enabled": True, "serviceMonitor": {"enabled": True}},
+        # The same fields and pod attribution as the standalone exporter (observability.dcgm),
+        # honorLabels so a sample keeps the workload pod's labels, not the exporter's.
+        "dcgmExporter": {
+            "enabled": True,
+            "config": {"create": True, "name": "tandem-dcgm-metrics", "data": dcgm_metrics_csv()},
+            "serviceMonitor": {"enabled": True, "honorLabels": True},
+        },
         "daemonsets": {"tolerations": [labels.gpu_toleration()]},
         "node-feature-discovery": {"worker": {"tolerations": [labels.gpu_toleration()]}},
     }
