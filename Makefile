@@ -10,9 +10,10 @@ SHARED ?= $(abspath ../shared)
 export TANDEM_CRD_DIR ?= $(SHARED)/crds
 export TANDEM_SHARED_DIR ?= $(SHARED)
 DEBIAN_PACKAGES := prometheus redis-server
-# Pure modules type-checked in CI (the ones both the Pulumi side and the runtimes import).
-TYPED := tandem/config.py tandem/cost.py tandem/labels.py tandem/pins.py tandem/engine.py \
-	tandem/manifests.py tandem/plan.py gpu_pools/catalog.py gpu_pools/contract.py
+# Type-checked in CI: the shared vocabulary, config and plan, and the pure modules both sides
+# import (catalog, fit math, serve-config builder and checks, rule and report generators).
+TYPED := tandem gpu_pools observability finops policies serving/spec.py serving/builder.py \
+	serving/checks.py
 
 .PHONY: setup system-packages plan test lint typecheck imports unit integration llm lock clean
 

@@ -72,7 +72,7 @@ def lookup(*ids: str) -> ModelSize | None:
 def size_from_config(config: dict | str | Path, name: str = "config.json") -> ModelSize:
     """Architecture and an estimated parameter count from a Hugging Face config.json."""
     if not isinstance(config, dict):
-        config = json.loads(Path(config).read_text())
+        return size_from_config(json.loads(Path(config).read_text()), name)
     hidden = int(config["hidden_size"])
     layers = int(config["num_hidden_layers"])
     heads = int(config["num_attention_heads"])

@@ -35,10 +35,10 @@ def from_pulumi() -> PlatformConfig:
     return parse_config(namespace_config(flat), f"config of stack {pulumi.get_stack()!r}")
 
 
-def gateway_keys(config: PlatformConfig) -> dict[str, pulumi.Output[str]]:
+def gateway_keys(config: PlatformConfig) -> dict[str, pulumi.Input[str]]:
     """Each team's raw API key from its Pulumi secret; a missing one names the command to set it."""
     tandem = pulumi.Config("tandem")
-    keys = {}
+    keys: dict[str, pulumi.Input[str]] = {}
     for key in config.gateway.keys:
         value = tandem.get_secret(key.secret_config_key)
         if value is None:
@@ -55,7 +55,7 @@ def gateway_keys(config: PlatformConfig) -> dict[str, pulumi.Output[str]]:
 def build(
     config: PlatformConfig,
     use_cases: list[UseCaseSpec],
-    keys: dict[str, pulumi.Output[str]] | None = None,
+    keys: dict[str, pulumi.Input[str]] | None = None,
 ) -> Platform:
     platform = Platform("tandem", PlatformArgs(config, use_cases, keys or {}))
     pulumi.export("clusterName", platform.cluster.name)

@@ -17,8 +17,9 @@ from gateway.spec import UseCaseGateway
 from policies.review_gate import ReviewGate
 from serving.spec import ModelDeployment, dns_label
 
-UPGRADE_NEW_CLUSTER = "NewCluster"
-UPGRADE_INCREMENTAL = "NewClusterWithIncrementalUpgrade"
+UpgradeStrategy = Literal["NewCluster", "NewClusterWithIncrementalUpgrade"]
+UPGRADE_NEW_CLUSTER: UpgradeStrategy = "NewCluster"
+UPGRADE_INCREMENTAL: UpgradeStrategy = "NewClusterWithIncrementalUpgrade"
 
 
 class Upgrade(BaseModel):
@@ -31,7 +32,7 @@ class Upgrade(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    strategy: Literal["NewCluster", "NewClusterWithIncrementalUpgrade"] = UPGRADE_NEW_CLUSTER
+    strategy: UpgradeStrategy = UPGRADE_NEW_CLUSTER
     max_surge_percent: int = Field(100, ge=1, le=100)
     step_size_percent: int = Field(25, ge=1, le=100)
     interval_seconds: int = Field(60, ge=1)
