@@ -41,6 +41,7 @@ STREAM_RPS = 10
 MIN_SAMPLES = 500  # per load, so that p99 is not decided by one or two stalls of a shared machine
 STREAM_SAMPLES = 200
 REQUEST_TIMEOUT_S = 5.0
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 # -- the upstream ---------------------------------------------------------------------------------
 
@@ -105,19 +106,124 @@ async def upstream_app(scope: dict, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": _RESPONSE})
 
 
-def serve_upstream(port: int) -> None:
+def serve_asgi(app: Any, port: int, lifespan: str = "off") -> None:
     import uvicorn
 
     uvicorn.run(
-        upstream_app,
+        app,
         host="127.0.0.1",
         port=port,
         loop="uvloop",
         http="httptools",
-        lifespan="off",
+        lifespan=lifespan,
         access_log=False,
         log_level="warning",
     )
+
+
+def asgi_proxy(upstream: str, client: str) -> Any:
+    """A featureless ASGI pass-through on uvicorn with an httpx or aiohttp client (stack check)."""
+    state: dict[str, Any] = {}
+
+    async def app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                if client == "httpx":
+                    import httpx
+
+                    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+                    state["c"] = httpx.AsyncClient(limits=limits)
+                else:
+                    import aiohttp
+
+                    state["c"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body, more = b"", True
+        while more:
+            msg = await receive()
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+        headers = {"content-type": "application/json"}
+        if client == "httpx":
+            data = (
+                await state["c"].post(upstream + scope["path"], content=body, headers=headers)
+            ).content
+        else:
+            async with state["c"].post(upstream + scope["path"], data=body, headers=headers) as r:
+                data = await r.read()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": data})
+
+    return app
+
+
+async def closed_loop_rps(
+    target: Target, seconds: float, concurrency: int = 32
+) -> tuple[float, float]:
+    """(requests/s, CPU ms per request) with `concurrency` requests always in flight."""
+    import aiohttp
+
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    done = 0
+    cpu0 = target.cpu_seconds()
+    end = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2 * concurrency)) as s:
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < end:
+                async with s.post(
+                    target.base + "/v1/chat/completions", data=body, headers=JSON_HEADERS
+                ) as r:
+                    await r.read()
+                    done += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / seconds, (target.cpu_seconds() - cpu0) * 1000 / max(done, 1)
+
+
+async def compare_stacks(log: Any, seconds: float) -> dict[str, Any]:
+    """Why the gateway runs on aiohttp: the same pass-through on three server/client stacks."""
+    up_proc, upstream = start_upstream()
+    stacks = {
+        "aiohttp server + aiohttp client": [
+            str(ROOT / "benchmarks" / "minimal_proxy.py"),
+            "--port",
+            "{port}",
+            "--upstream",
+            upstream,
+        ],
+        "uvicorn + aiohttp client": [__file__, "--serve-asgi-proxy", "{port}", upstream, "aiohttp"],
+        "uvicorn + httpx": [__file__, "--serve-asgi-proxy", "{port}", upstream, "httpx"],
+    }
+    out: dict[str, Any] = {}
+    try:
+        for name, argv in stacks.items():
+            port = free_port()
+            proc = subprocess.Popen(
+                [sys.executable, *(a.replace("{port}", str(port)) for a in argv)]
+            )
+            target = Target(name, f"http://127.0.0.1:{port}", proc, {})
+            try:
+                wait_http(target.base + "/", 15, proc)
+                await closed_loop_rps(target, 1.0)  # warm
+                rps, cpu = await closed_loop_rps(target, seconds)
+            finally:
+                target.stop()
+            out[name] = {"rps": round(rps), "cpu_ms_per_request": round(cpu, 3)}
+            log(f"| {name} | {rps:,.0f} | {cpu:.2f} |")
+    finally:
+        up_proc.terminate()
+        up_proc.wait(10)
+    return out
 
 
 # -- targets --------------------------------------------------------------------------------------
@@ -610,16 +716,37 @@ def main() -> int:
     ap.add_argument("--targets", nargs="+", default=["direct", "minimal", "tandem", "litellm"])
     ap.add_argument("--litellm-venv", default=str(ROOT / ".venv-litellm"))
     ap.add_argument("--write", help="also write the JSON result to this file")
+    ap.add_argument(
+        "--compare-stacks",
+        action="store_true",
+        help="only compare pass-through proxies on aiohttp, uvicorn+aiohttp and uvicorn+httpx",
+    )
     ap.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--serve-asgi-proxy", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_upstream:
-        serve_upstream(args.serve_upstream)
+        serve_asgi(upstream_app, args.serve_upstream)
+        return 0
+    if args.serve_asgi_proxy:
+        port, upstream, client = args.serve_asgi_proxy
+        serve_asgi(asgi_proxy(upstream, client), int(port), lifespan="on")
         return 0
     import uvloop
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    if args.compare_stacks:
+        print(
+            "| pass-through stack (concurrency 32) | requests/s | CPU ms/req |\n|---|---|---|",
+            flush=True,
+        )
+        stacks = uvloop.run(
+            compare_stacks(lambda m: print(m, flush=True), 3.0 if args.quick else 8.0)
+        )
+        if args.output == "json":
+            print(json.dumps(stacks))
+        return 0
     t0 = time.monotonic()
     results = uvloop.run(main_async(args, log))
     out = {
