@@ -16,6 +16,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from components.redis import ElastiCacheArgs, elasticache_redis, in_cluster_redis
 from tandem import labels, pins
 from tandem.config import GatewayConfig
 
@@ -23,7 +24,6 @@ CONFIG_DIR = "/etc/tandem-gateway"
 KEYS_DIR = f"{CONFIG_DIR}/keys"
 PORT = 8080
 RUN_AS = 10001
-REDIS_PORT = 6379
 
 
 @dataclass
@@ -36,14 +36,6 @@ class GatewayKey:
     models: list[str] = field(default_factory=lambda: ["*"])
     rpm: int | None = None
     tpm: int | None = None
-
-
-@dataclass
-class ElastiCacheArgs:
-    subnet_ids: list[pulumi.Input[str]]
-    security_group_ids: list[pulumi.Input[str]]
-    node_type: str = "cache.t4g.small"
-    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -363,114 +355,18 @@ class Gateway(pulumi.ComponentResource):
         self, name: str, args: GatewayArgs, gateway_selector: dict[str, str]
     ) -> pulumi.Output[str]:
         if args.config.redis == "elasticache":
-            return self._elasticache(name, args)
-        ns = args.namespace
-        rname = f"{name}-redis"
-        selector = {"app.kubernetes.io/name": rname, labels.LABEL_COMPONENT: "gateway-redis"}
-        k8s.apps.v1.Deployment(
-            rname,
-            metadata={"name": rname, "namespace": ns, "labels": self._labels},
-            spec={
-                "replicas": 1,
-                "selector": {"matchLabels": selector},
-                "strategy": {"type": "Recreate"},
-                "template": {
-                    "metadata": {"labels": {**self._labels, **selector}},
-                    "spec": {
-                        "automountServiceAccountToken": False,
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": 999,
-                            "fsGroup": 999,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
-                        "containers": [
-                            {
-                                "name": "redis",
-                                "image": pins.REDIS_IMAGE,
-                                "args": ["--appendonly", "yes", "--dir", "/data"],
-                                "ports": [{"name": "redis", "containerPort": REDIS_PORT}],
-                                "resources": {
-                                    "requests": {"cpu": "100m", "memory": "128Mi"},
-                                    "limits": {"cpu": "1", "memory": "512Mi"},
-                                },
-                                "readinessProbe": {
-                                    "tcpSocket": {"port": "redis"},
-                                    "periodSeconds": 5,
-                                },
-                                "livenessProbe": {
-                                    "tcpSocket": {"port": "redis"},
-                                    "periodSeconds": 10,
-                                },
-                                "securityContext": {
-                                    "allowPrivilegeEscalation": False,
-                                    "readOnlyRootFilesystem": True,
-                                    "capabilities": {"drop": ["ALL"]},
-                                },
-                                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-                            }
-                        ],
-                        "volumes": [{"name": "data", "emptyDir": {}}],
-                    },
-                },
-            },
-            opts=self._child,
-        )
-        k8s.core.v1.Service(
-            rname,
-            metadata={"name": rname, "namespace": ns, "labels": self._labels},
-            spec={
-                "selector": selector,
-                "ports": [{"name": "redis", "port": REDIS_PORT, "targetPort": "redis"}],
-            },
-            opts=self._child,
-        )
-        k8s.networking.v1.NetworkPolicy(
-            rname,
-            metadata={"name": rname, "namespace": ns, "labels": self._labels},
-            spec={
-                "podSelector": {"matchLabels": selector},
-                "policyTypes": ["Ingress"],
-                "ingress": [
-                    {
-                        "from": [{"podSelector": {"matchLabels": gateway_selector}}],
-                        "ports": [{"port": REDIS_PORT, "protocol": "TCP"}],
-                    }
-                ],
-            },
-            opts=self._child,
-        )
-        return pulumi.Output.from_input(f"redis://{rname}.{ns}.svc.cluster.local:{REDIS_PORT}/0")
-
-    def _elasticache(self, name: str, args: GatewayArgs) -> pulumi.Output[str]:
-        import pulumi_aws as aws
-
-        ec = args.elasticache
-        assert ec is not None
-        aws_opts = pulumi.ResourceOptions(parent=self)
-        subnets = aws.elasticache.SubnetGroup(
+            assert args.elasticache is not None
+            return elasticache_redis(
+                f"{name}-redis",
+                args.elasticache,
+                description="Tandem gateway usage counters (rate limits, budgets)",
+                parent=self,
+            )
+        return in_cluster_redis(
             f"{name}-redis",
-            subnet_ids=ec.subnet_ids,
-            description="Tandem gateway usage counters",
-            tags=ec.tags,
-            opts=aws_opts,
+            namespace=args.namespace,
+            component="gateway-redis",
+            object_labels=self._labels,
+            clients=[{"podSelector": {"matchLabels": gateway_selector}}],
+            opts=self._child,
         )
-        group = aws.elasticache.ReplicationGroup(
-            f"{name}-redis",
-            description="Tandem gateway usage counters (rate limits, budgets)",
-            engine="redis",
-            engine_version="7.1",
-            node_type=ec.node_type,
-            num_cache_clusters=2,
-            automatic_failover_enabled=True,
-            multi_az_enabled=True,
-            at_rest_encryption_enabled=True,
-            transit_encryption_enabled=True,
-            port=REDIS_PORT,
-            subnet_group_name=subnets.name,
-            security_group_ids=ec.security_group_ids,
-            snapshot_retention_limit=1,
-            tags=ec.tags,
-            opts=aws_opts,
-        )
-        return group.primary_endpoint_address.apply(lambda host: f"rediss://{host}:{REDIS_PORT}/0")

@@ -8,21 +8,30 @@ and `tandem plan` show one tree.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import pulumi
+import pulumi_aws as aws
 
+from components.aws_common import irsa_role
 from components.cluster import Cluster, ClusterArgs
-from components.gateway import ElastiCacheArgs, Gateway, GatewayArgs, GatewayKey
+from components.gateway import Gateway, GatewayArgs, GatewayKey
 from components.network import Network, NetworkArgs
 from components.observability import WORKLOAD_MONITORS, Observability, ObservabilityArgs
+from components.redis import ElastiCacheArgs, elasticache_redis, in_cluster_redis
 from components.use_case import UseCase, UseCaseArgs, gateway_entry
 from gateway.spec import routes_from_use_cases
 from gpu_pools.gpu_software import GpuSoftware, GpuSoftwareArgs
 from gpu_pools.karpenter import Karpenter, KarpenterArgs
 from gpu_pools.node_pool import GpuNodePool, GpuNodePoolArgs
 from serving.checks import resolve_contract
-from serving.inference_cluster import KubeRayOperator, KubeRayOperatorArgs
+from serving.inference_cluster import (
+    GcsFaultTolerance,
+    KubeRayOperator,
+    KubeRayOperatorArgs,
+    ModelCache,
+)
 from tandem import labels
 from tandem.config import PlatformConfig
 from tandem.usecase import UseCaseSpec
@@ -159,6 +168,7 @@ class Platform(pulumi.ComponentResource):
             self.kuberay = KubeRayOperator(
                 "kuberay", KubeRayOperatorArgs(k8s_provider=provider), opts=child
             )
+            gcs_ft = self._gcs_fault_tolerance(cfg, tags) if cfg.environment == "prod" else None
             contracts = {name: p.contract for name, p in self.pools.items()}
             for spec in args.use_cases:
                 self.use_cases[spec.name] = UseCase(
@@ -169,6 +179,8 @@ class Platform(pulumi.ComponentResource):
                         k8s_provider=provider,
                         environment=cfg.environment,
                         operator=self.kuberay,
+                        model_cache=self._model_cache(spec, tags),
+                        gcs_ft=gcs_ft,
                     ),
                     opts=child,
                 )
@@ -179,3 +191,77 @@ class Platform(pulumi.ComponentResource):
                 "pools": {name: p.contract.to_dict() for name, p in self.pools.items()},
             }
         )
+
+    def _gcs_fault_tolerance(self, cfg: PlatformConfig, tags: dict[str, str]) -> GcsFaultTolerance:
+        """Prod keeps Ray's GCS in Redis so a head-pod restart does not drop the Serve apps:
+        ElastiCache on EKS, an in-cluster Redis (reachable only from Ray head pods) otherwise."""
+        if self.network is not None:
+            url = elasticache_redis(
+                "ray-gcs",
+                ElastiCacheArgs(
+                    subnet_ids=self.cluster.private_subnet_ids,
+                    security_group_ids=[self.cluster.security_group_id],
+                    tags=tags,
+                ),
+                description="Ray GCS fault tolerance for Tandem inference clusters",
+                parent=self,
+            )
+        else:
+            url = in_cluster_redis(
+                "ray-gcs",
+                namespace=labels.NS_SERVING,
+                component="ray-gcs",
+                object_labels=labels.platform_labels(**{labels.LABEL_COMPONENT: "ray-gcs"}),
+                clients=[{"podSelector": {"matchLabels": {"ray.io/node-type": "head"}}}],
+                opts=pulumi.ResourceOptions(
+                    parent=self, provider=self.cluster.provider, depends_on=[self.kuberay]
+                ),
+            )
+        # KubeRay takes host:port (plain) or a rediss:// URL (TLS); no database suffix.
+        return GcsFaultTolerance(
+            redis_address=url.apply(lambda u: u.removeprefix("redis://").rsplit("/", 1)[0])
+        )
+
+    def _model_cache(self, spec: UseCaseSpec, tags: dict[str, str]) -> ModelCache:
+        """On EKS, weights stream from S3 with a role only this use case's Ray pods can assume,
+        limited to reading the buckets its deployments name."""
+        buckets = sorted(
+            {
+                d.source.removeprefix("s3://").split("/", 1)[0]
+                for d in spec.deployments
+                if d.source.startswith("s3://")
+            }
+        )
+        if not buckets or self.cluster.oidc_provider_arn is None:
+            return ModelCache()
+        role = irsa_role(
+            f"usecase-{spec.name}-models",
+            self.cluster.oidc_provider_arn,
+            self.cluster.oidc_issuer_url,
+            labels.NS_SERVING,
+            f"{spec.name}-ray",
+            {**tags, "use-case": spec.name, "team": spec.team},
+            self,
+        )
+        aws.iam.RolePolicy(
+            f"usecase-{spec.name}-models",
+            role=role.id,
+            policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": ["s3:GetObject", "s3:ListBucket"],
+                            "Resource": [
+                                arn
+                                for b in buckets
+                                for arn in (f"arn:aws:s3:::{b}", f"arn:aws:s3:::{b}/*")
+                            ],
+                        }
+                    ],
+                }
+            ),
+            opts=pulumi.ResourceOptions(parent=role),
+        )
+        return ModelCache(kind="s3", role_arn=role.arn)

@@ -155,14 +155,13 @@ class Case:
 def stack_case_violations(case: Case) -> list:
     """Run the program for `case.stack` with its config patched, and evaluate it."""
     from policies.harness import evaluate
-    from tandem.config import pulumi_config_values, read_stack_file
-    from tandem.engine import run_under_mocks
-    from tandem.program import main
+    from tandem.config import read_stack_file
+    from tandem.plan import run_config
 
     assert case.stack is not None
     flat = deep_merge(read_stack_file(case.stack), case.stack_patch)
 
-    resources = run_under_mocks(main, stack=case.stack, config=pulumi_config_values(flat))
+    resources = run_config(case.stack, flat)
     return evaluate(resources, flat, stack=case.stack)
 
 

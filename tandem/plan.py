@@ -12,9 +12,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from tandem.config import PlatformConfig, pulumi_config_values, read_stack_file
+from tandem.config import (
+    PlatformConfig,
+    namespace_config,
+    parse_config,
+    pulumi_config_values,
+    read_stack_file,
+)
 from tandem.cost import CostEnvelope, cost_envelope
-from tandem.stack import load
+from tandem.stack import load, load_use_cases
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -59,22 +65,28 @@ class Plan:
         }
 
 
-def run_stack(stack: str) -> list[Any]:
-    """Every resource the stack's program registers, under the mock engine.
+def run_config(stack: str, flat: dict[str, Any]) -> list[Any]:
+    """Every resource the program registers for this flat stack config, under the mock engine.
 
     Validates the config (and its use cases) first: a bad config must not reach the engine.
+    Offline runs cannot decrypt stack secrets and never deploy, so a placeholder stands in for
+    each gateway key the config declares (the real program requires the secret to be set).
     """
     from tandem.engine import run_under_mocks
     from tandem.program import main
 
-    spec = load(stack)
-    config = pulumi_config_values(read_stack_file(stack))
-    # Offline runs cannot decrypt stack secrets and never deploy: a placeholder stands in for
-    # each gateway key (the real program requires the secret to be set).
-    secret_keys = [f"tandem:{k.secret_config_key}" for k in spec.config.gateway.keys]
+    platform = parse_config(namespace_config(flat), f"config of stack {stack!r}")
+    load_use_cases(platform)
+    config = pulumi_config_values(flat)
+    secret_keys = [f"tandem:{k.secret_config_key}" for k in platform.gateway.keys]
     for key in secret_keys:
         config.setdefault(key, "offline-plan-placeholder")
     return list(run_under_mocks(main, stack=stack, config=config, secret_keys=secret_keys))
+
+
+def run_stack(stack: str) -> list[Any]:
+    """Every resource the shipped stack's program registers, under the mock engine."""
+    return run_config(stack, read_stack_file(stack))
 
 
 def build_plan(stack: str) -> Plan:
