@@ -70,3 +70,32 @@ def test_plan_bad_config_exits_2_naming_the_field(tmp_path, monkeypatch, capsys)
 def test_plan_unknown_stack_exits_2(capsys) -> None:
     assert main(["plan", "--stack", "nope"]) == 2
     assert "no stack 'nope'; stacks: dev, prod" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["stack-prod-budget-cut", "stack-prod-serving-on-spot"])
+def test_plan_fails_on_a_corpus_case_naming_rule_resource_remediation(
+    case: str, tmp_path, monkeypatch, capsys
+) -> None:
+    """A bad config from the policy corpus, written as a stack file, fails `tandem plan`."""
+    import shutil
+
+    import yaml
+
+    from policies.fixtures import deep_merge, load_case
+
+    spec = load_case(tandem.config.REPO_ROOT / "tests/policy_cases/cases" / f"{case}.yaml")
+    flat = deep_merge(tandem.config.read_stack_file("prod"), spec.stack_patch)
+    (tmp_path / "Pulumi.prod.yaml").write_text(yaml.safe_dump({"config": flat}))
+    shutil.copytree(tandem.config.STACKS_DIR / "usecases", tmp_path / "usecases")
+    monkeypatch.setattr(tandem.config, "STACKS_DIR", tmp_path)
+
+    assert main(["plan", "--stack", "prod", "--output", "json"]) == 1
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["ok"] is False
+    hits = [v for v in plan["violations"] if v["policy"] == spec.expect]
+    assert hits and all(v["enforcement"] == "mandatory" for v in hits)
+    assert all(v["resource"] and v["remediation"] for v in hits)
+
+    assert main(["plan", "--stack", "prod"]) == 1
+    out = capsys.readouterr().out
+    assert spec.expect in out and "mandatory" in out and "FAILED" in out
