@@ -333,9 +333,9 @@ class Gateway:
             return exc.response()
         except Exception:
             log.exception("internal error on %s", request.path)
-            exc = GatewayError(500, "The gateway failed to process the request.", "internal_error")
-            self._reject(key, route, endpoint, exc, t0, span)
-            return exc.response()
+            err = GatewayError(500, "The gateway failed to process the request.", "internal_error")
+            self._reject(key, route, endpoint, err, t0, span)
+            return err.response()
 
     async def _admit(
         self, key: CompiledKey, budget: Budget | None, route: CompiledRoute
@@ -538,6 +538,7 @@ class Gateway:
             stream=stream,
             route_policy=route.cache_policy,
         )
+        assert self.cache is not None
         try:
             return creq, await self.cache.lookup(creq)
         except Exception:
@@ -545,6 +546,7 @@ class Gateway:
             return creq, None
 
     async def _cache_store(self, creq: Any, response: dict) -> None:
+        assert self.cache is not None
         try:
             await self.cache.store(creq, response)
         except Exception:

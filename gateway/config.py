@@ -15,7 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-ENDPOINTS = ("chat.completions", "completions", "embeddings")
+Endpoint = Literal["chat.completions", "completions", "embeddings"]
+ENDPOINTS: tuple[Endpoint, ...] = ("chat.completions", "completions", "embeddings")
 PERIOD_SECONDS = {"hour": 3600, "day": 86400, "month": 30 * 86400}
 
 
@@ -92,7 +93,7 @@ class WeightedBackend(_Strict):
 
 class Route(_Strict):
     backends: list[WeightedBackend] = Field(min_length=1)
-    endpoints: list[Literal["chat.completions", "completions", "embeddings"]] = list(ENDPOINTS)
+    endpoints: list[Endpoint] = list(ENDPOINTS)
     fallbacks: list[str] = Field(default_factory=list, description="aliases tried in order")
     context_fallback: str | None = Field(None, description="alias with a longer context window")
     degrade_to: str | None = Field(None, description="cheaper alias used past the soft budget")
@@ -355,7 +356,7 @@ class Compiled:
         self.keys = {k.digest: k for k in (CompiledKey(k) for k in cfg.keys)}
         self.auth_required = bool(self.keys)
         self.budgets = {t: team.budget for t, team in cfg.teams.items() if team.budget}
-        self.models_payload = {
+        self.models_payload: dict[str, Any] = {
             "object": "list",
             "data": [
                 {"id": a, "object": "model", "created": 0, "owned_by": "tandem"}

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.config import ConfigError, parse_config
+from gateway.config import ENDPOINTS, ConfigError, Endpoint, parse_config
 
 
 class _Strict(BaseModel):
@@ -42,9 +42,7 @@ class UseCaseGateway(_Strict):
     fallbacks: list[str] = Field(default_factory=list, description="aliases tried in order")
     context_fallback: str | None = None
     degrade_to: str | None = Field(None, description="cheaper alias used past the soft budget")
-    endpoints: list[Literal["chat.completions", "completions", "embeddings"]] = Field(
-        default_factory=lambda: ["chat.completions", "completions"]
-    )
+    endpoints: list[Endpoint] = Field(default_factory=lambda: list(ENDPOINTS[:2]))
     deadline_s: float = Field(60.0, gt=0)
     retries: int = Field(2, ge=0, le=10)
     hedge_after_s: float | None = Field(None, gt=0)
@@ -75,7 +73,7 @@ def routes_from_use_cases(
     owner: dict[str, str] = {}
     for entry in entries:
         name, team, gw, url = entry[:4]
-        upstream_model = entry[4] if len(entry) > 4 else None  # type: ignore[misc]
+        upstream_model = entry[4] if len(entry) > 4 else None
         alias = gw.alias or name
         if alias in routes:
             who = owner.get(alias, "the base config")
