@@ -19,6 +19,7 @@ HOURS_PER_MONTH = 730.0  # AWS's own convention for monthly estimates (8,760 h /
 @dataclass(frozen=True)
 class GpuModel:
     name: str
+    aws_name: str  # the name EC2 DescribeInstanceTypes gives it
     memory_gib: float
     architecture: str
     mig: bool

@@ -154,9 +154,9 @@ def test_every_child_is_parented_to_the_pool(run_program) -> None:
 @pytest.mark.parametrize(
     "instance,gpus,mem,price",
     [
-        ("g6.xlarge", 1, 24, 0.8048),
+        ("g6.xlarge", 1, 22.35, 0.8048),
         ("p4d.24xlarge", 8, 40, 21.958),
-        ("g6e.12xlarge", 4, 48, 10.493),
+        ("g6e.12xlarge", 4, 44.7, 10.493),
     ],
 )
 def test_scheduling_contract(instance: str, gpus: int, mem: float, price: float) -> None:

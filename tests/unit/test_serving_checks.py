@@ -37,7 +37,7 @@ def test_8b_on_l4_fits_at_8k_and_not_at_128k() -> None:
     assert not bad.ok
     # The message carries the numbers a user acts on.
     assert "weights 15.0 GiB" in bad.message and "131072 tokens x 1 seqs" in bad.message
-    assert "1 x 24 GiB x 0.9 = 21.6 GiB" in bad.message and "max_model_len <= 46227" in bad.message
+    assert "1 x 22.35 GiB x 0.9 = 20.1 GiB" in bad.message and "max_model_len <= 34062" in bad.message
 
 
 def test_70b_tp4_on_p4d_fits_and_tp2_on_l40s_does_not() -> None:
@@ -49,7 +49,7 @@ def test_70b_tp4_on_p4d_fits_and_tp2_on_l40s_does_not() -> None:
     fails = llm(gpu="L40S", engine={"tensor_parallel_size": 2, "max_model_len": 4096}, **big)
     bad = by_check(run_checks(use_case(fails), contract("g6e.12xlarge")), "memory_fit")
     assert not bad.ok and "weights 131.5 GiB" in bad.message
-    assert "vs 2 x 48 GiB x 0.9 = 86.4 GiB; the weights alone exceed" in bad.message
+    assert "vs 2 x 44.7 GiB x 0.9 = 80.5 GiB; the weights alone exceed" in bad.message
 
 
 def test_fp8_kv_cache_halves_kv_bytes() -> None:
