@@ -29,6 +29,7 @@ from gateway.config import (
     GatewayConfig,
     compile_config,
     load_config,
+    resolve_keys_file,
 )
 from gateway.errors import GatewayError, sse_error_event
 from gateway.metrics import Metrics
@@ -170,8 +171,7 @@ class Gateway:
             return ()
         paths = [self.config_path]
         if self.cfg.keys_file:
-            kf = Path(self.cfg.keys_file)
-            paths.append(kf if kf.is_absolute() else self.config_path.parent / kf)
+            paths.append(resolve_keys_file(self.config_path, self.cfg.keys_file))
         out = []
         for p in paths:
             try:

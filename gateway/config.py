@@ -222,6 +222,12 @@ def parse_config(data: Any, source: str = "<config>") -> GatewayConfig:
         raise ConfigError(_format_validation_error(exc, source)) from None
 
 
+def resolve_keys_file(config_path: Path, keys_file: str) -> Path:
+    """`keys_file` as given, or relative to the routes file."""
+    p = Path(keys_file)
+    return p if p.is_absolute() else config_path.parent / p
+
+
 def load_config(path: str | Path) -> GatewayConfig:
     path = Path(path)
     try:
@@ -229,9 +235,7 @@ def load_config(path: str | Path) -> GatewayConfig:
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read gateway config: {exc}") from None
     if isinstance(data, dict) and data.get("keys_file"):
-        keys_path = Path(data["keys_file"])
-        if not keys_path.is_absolute():
-            keys_path = path.parent / keys_path
+        keys_path = resolve_keys_file(path, data["keys_file"])
         try:
             extra = yaml.safe_load(keys_path.read_text()) or []
         except (OSError, yaml.YAMLError) as exc:

@@ -230,3 +230,27 @@ def test_redis_down_fails_open(ups, upstreams) -> None:
     cfg = budget_config(ups, redis={"url": f"redis://127.0.0.1:{dead}/0"})
     with RunningGateway(cfg) as gw:
         assert [post(gw, chat("chat")).status_code for _ in range(3)] == [200, 200, 200]
+
+
+def test_keys_file_is_hot_reloaded(ups, upstreams, tmp_path) -> None:
+    import yaml
+
+    from tests.support.upstream import wait_until
+
+    def keys(raw: str) -> str:
+        return yaml.safe_dump([{"id": "k", "team": "alpha", "sha256": hash_key(raw)}])
+
+    (tmp_path / "keys.yaml").write_text(keys("sk-old"))
+    cfg = config(ups, keys=[], keys_file="keys.yaml", server={"reload_interval_s": 0.05})
+    (tmp_path / "routes.yaml").write_text(yaml.safe_dump(cfg))
+    from gateway.config import load_config
+
+    with RunningGateway(
+        load_config(tmp_path / "routes.yaml").model_dump(), config_path=tmp_path / "routes.yaml"
+    ) as gw:
+        assert post(gw, chat("chat"), key="sk-old").status_code == 200
+        (tmp_path / "keys.yaml").write_text(keys("sk-new"))
+        assert wait_until(
+            lambda: post(gw, chat("chat"), key="sk-new").status_code == 200, timeout=3
+        )
+        assert post(gw, chat("chat"), key="sk-old").status_code == 401
