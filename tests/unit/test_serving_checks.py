@@ -37,7 +37,9 @@ def test_8b_on_l4_fits_at_8k_and_not_at_128k() -> None:
     assert not bad.ok
     # The message carries the numbers a user acts on.
     assert "weights 15.0 GiB" in bad.message and "131072 tokens x 1 seqs" in bad.message
-    assert "1 x 22.35 GiB x 0.9 = 20.1 GiB" in bad.message and "max_model_len <= 34062" in bad.message
+    assert (
+        "1 x 22.35 GiB x 0.9 = 20.1 GiB" in bad.message and "max_model_len <= 34062" in bad.message
+    )
 
 
 def test_70b_tp4_on_p4d_fits_and_tp2_on_l40s_does_not() -> None:
