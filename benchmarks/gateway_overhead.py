@@ -71,15 +71,20 @@ _USAGE = (
 )
 
 
-async def upstream_app(scope: dict, receive: Any, send: Any) -> None:
-    """The fastest OpenAI-shaped upstream this machine runs: so it is never the limit."""
-    if scope["type"] != "http":
-        return
+async def _asgi_body(receive: Any) -> bytes:
     body, more = b"", True
     while more:
         msg = await receive()
         body += msg.get("body", b"")
         more = msg.get("more_body", False)
+    return body
+
+
+async def upstream_app(scope: dict, receive: Any, send: Any) -> None:
+    """The fastest OpenAI-shaped upstream this machine runs: so it is never the limit."""
+    if scope["type"] != "http":
+        return
+    body = await _asgi_body(receive)
     if b'"stream":true' in body or b'"stream": true' in body:
         await send(
             {
@@ -140,11 +145,7 @@ def asgi_proxy(upstream: str, client: str) -> Any:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
-        body, more = b"", True
-        while more:
-            msg = await receive()
-            body += msg.get("body", b"")
-            more = msg.get("more_body", False)
+        body = await _asgi_body(receive)
         headers = {"content-type": "application/json"}
         if client == "httpx":
             data = (

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
 
 import httpx
@@ -18,6 +15,7 @@ from tests.support.gateway_harness import (
     fresh_upstreams,
     upstream_servers,
 )
+from tests.support.redis_server import redis_server
 
 pytestmark = pytest.mark.integration
 
@@ -37,26 +35,8 @@ def upstreams(ups):
 
 @pytest.fixture(scope="module")
 def redis_url():
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail(
-            "redis-server is required for the gateway tenancy tests: apt-get install -y redis-server"
-        )
-    port = free_port()
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
+    with redis_server("the gateway tenancy tests") as url:
+        yield url
 
 
 def config(ups, **extra) -> dict:
