@@ -157,11 +157,11 @@ def alert_rules(s: RuleSettings) -> list[dict]:
         ),
         _alert(
             "TandemSemanticCacheWrongHitHigh",
-            f"max by (team) ({q.GW_CACHE_WRONG_HIT}) > {s.wrong_hit_max:g}",
+            f"max by (namespace, pod) ({q.GW_CACHE_WRONG_HIT}) > {s.wrong_hit_max:g}",
             "15m",
             "warning",
             "Semantic cache serves wrong answers",
-            "Estimated wrong-hit ratio {{ $value | humanizePercentage }} for team {{ $labels.team }}: raise the "
+            "Estimated wrong-hit ratio {{ $value | humanizePercentage }} on gateway {{ $labels.pod }}: raise the "
             "similarity threshold or disable the semantic layer.",
         ),
         _alert(
