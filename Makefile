@@ -12,7 +12,7 @@ export TANDEM_SHARED_DIR ?= $(SHARED)
 DEBIAN_PACKAGES := prometheus redis-server
 # Type-checked in CI: the shared vocabulary, config and plan, and the pure modules both sides
 # import (catalog, fit math, serve-config builder and checks, rule and report generators).
-TYPED := tandem gpu_pools observability finops policies serving/spec.py serving/builder.py \
+TYPED := tandem gpu_pools observability finops policies components serving/spec.py serving/builder.py \
 	serving/checks.py
 
 .PHONY: setup system-packages plan test lint typecheck imports unit integration llm lock clean

@@ -39,6 +39,16 @@ ACCESS_POLICIES = {
 LOG_RETENTION_DAYS = 90
 
 
+@dataclass(frozen=True)
+class EksIdentity:
+    """What only an EKS cluster built here has: IRSA's OIDC provider, the node role, the SG."""
+
+    oidc_provider_arn: pulumi.Output[str]
+    oidc_issuer_url: pulumi.Output[str]
+    node_role: aws.iam.Role
+    security_group_id: pulumi.Output[str]
+
+
 @dataclass
 class ClusterArgs:
     config: ClusterConfig
@@ -58,7 +68,7 @@ class Cluster(pulumi.ComponentResource):
     oidc_issuer_url: pulumi.Output[str] | None = None
     node_role: aws.iam.Role | None = None
     security_group_id: pulumi.Output[str] | None = None
-    private_subnet_ids: list[pulumi.Output[str]]
+    private_subnet_ids: list[pulumi.Input[str]]
 
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(labels.TOKEN_CLUSTER, name, None, opts)
@@ -68,6 +78,20 @@ class Cluster(pulumi.ComponentResource):
         else:
             self._eks(name, args)
         self.register_outputs({"name": self.name, "oidcProviderArn": self.oidc_provider_arn})
+
+    def eks_identity(self) -> EksIdentity:
+        """The EKS-only parts; asking for them on an existing cluster is a programming error
+        (config validation keeps EKS-only features off existing clusters)."""
+        if (
+            self.oidc_provider_arn is None
+            or self.oidc_issuer_url is None
+            or self.node_role is None
+            or self.security_group_id is None
+        ):
+            raise RuntimeError("this needs an EKS cluster built by Tandem (cluster.mode: eks)")
+        return EksIdentity(
+            self.oidc_provider_arn, self.oidc_issuer_url, self.node_role, self.security_group_id
+        )
 
     def _existing(self, name: str, args: ClusterArgs) -> None:
         cfg = args.config
@@ -187,7 +211,7 @@ class Cluster(pulumi.ComponentResource):
         self.oidc_provider_arn = oidc.arn
         self.oidc_issuer_url = issuer
         self.security_group_id = cluster.vpc_config.cluster_security_group_id
-        self.private_subnet_ids = args.network.private_subnet_ids
+        self.private_subnet_ids = list(args.network.private_subnet_ids)
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=pulumi.Output.all(

@@ -72,16 +72,17 @@ class Platform(pulumi.ComponentResource):
                 "gpu-software", GpuSoftwareArgs(cfg.gpu_software, provider), opts=child
             )
 
-        self.karpenter = None
+        self.karpenter: Karpenter | None = None
         if any(p.mechanism == "karpenter" for p in cfg.gpu_pools):
+            eks = self.cluster.eks_identity()  # config allows Karpenter pools on EKS only
             self.karpenter = Karpenter(
                 "karpenter",
                 KarpenterArgs(
                     cluster_name=self.cluster.name,
                     region=cfg.region,
-                    oidc_provider_arn=self.cluster.oidc_provider_arn,
-                    oidc_issuer_url=self.cluster.oidc_issuer_url,
-                    node_role=self.cluster.node_role,
+                    oidc_provider_arn=eks.oidc_provider_arn,
+                    oidc_issuer_url=eks.oidc_issuer_url,
+                    node_role=eks.node_role,
                     k8s_provider=provider,
                     tags=tags,
                 ),
@@ -103,7 +104,11 @@ class Platform(pulumi.ComponentResource):
                     karpenter_node_role_name=(
                         self.karpenter.node_role_name if self.karpenter else None
                     ),
-                    depends_on=[self.karpenter.release] if pool.mechanism == "karpenter" else [],
+                    depends_on=(
+                        [self.karpenter.release]
+                        if self.karpenter and pool.mechanism == "karpenter"
+                        else []
+                    ),
                 ),
                 opts=child,
             )
@@ -152,7 +157,7 @@ class Platform(pulumi.ComponentResource):
                     elasticache=(
                         ElastiCacheArgs(
                             subnet_ids=self.cluster.private_subnet_ids,
-                            security_group_ids=[self.cluster.security_group_id],
+                            security_group_ids=[self.cluster.eks_identity().security_group_id],
                             tags=tags,
                         )
                         if cfg.gateway.redis == "elasticache"
@@ -200,7 +205,7 @@ class Platform(pulumi.ComponentResource):
                 "ray-gcs",
                 ElastiCacheArgs(
                     subnet_ids=self.cluster.private_subnet_ids,
-                    security_group_ids=[self.cluster.security_group_id],
+                    security_group_ids=[self.cluster.eks_identity().security_group_id],
                     tags=tags,
                 ),
                 description="Ray GCS fault tolerance for Tandem inference clusters",
@@ -232,12 +237,13 @@ class Platform(pulumi.ComponentResource):
                 if d.source.startswith("s3://")
             }
         )
-        if not buckets or self.cluster.oidc_provider_arn is None:
+        if not buckets or self.network is None:  # IRSA needs the EKS OIDC provider
             return ModelCache()
+        eks = self.cluster.eks_identity()
         role = irsa_role(
             f"usecase-{spec.name}-models",
-            self.cluster.oidc_provider_arn,
-            self.cluster.oidc_issuer_url,
+            eks.oidc_provider_arn,
+            eks.oidc_issuer_url,
             labels.NS_SERVING,
             f"{spec.name}-ray",
             {**tags, "use-case": spec.name, "team": spec.team},

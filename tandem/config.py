@@ -392,10 +392,11 @@ class PlatformConfig(Model):
                 )
             if pool.fallback_pool == pool.name:
                 raise ValueError(f"gpuPools[{i}].fallbackPool: a pool cannot fall back to itself")
-            if self.cluster.mode == "existing" and pool.mechanism == "managed":
+            if self.cluster.mode == "existing" and pool.mechanism != "existing":
                 raise ValueError(
-                    f"gpuPools[{i}].mechanism: 'managed' needs cluster.mode 'eks'; with an "
-                    "existing cluster use 'existing' (nodes already labelled) or 'karpenter'"
+                    f"gpuPools[{i}].mechanism: {pool.mechanism!r} needs cluster.mode 'eks' (Tandem "
+                    "creates the node role, OIDC provider and subnets it uses); with an existing "
+                    "cluster use 'existing' (nodes already labelled and tainted)"
                 )
             if self.cluster.mode == "eks" and pool.mechanism == "existing":
                 raise ValueError(

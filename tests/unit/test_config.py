@@ -108,7 +108,7 @@ BAD_CONFIGS = {
     ),
     "managed pool on an existing cluster": (
         with_changes(cluster__mode="existing", cluster__kubeconfig="/tmp/kubeconfig"),
-        ["gpuPools[0].mechanism", "'managed' needs cluster.mode 'eks'"],
+        ["gpuPools[0].mechanism", "'managed' needs cluster.mode 'eks'", "use 'existing'"],
     ),
     "bad region": (
         with_changes(region="useast1"),
