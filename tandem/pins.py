@@ -1,5 +1,3 @@
-# TEAM NOTE (temporary, removed before release): every engineer working in this checkout MUST read
-# /work/main/TEAM-CONVENTIONS.md first (commit only your own paths, venv, ownership, deadline 14:45 UTC).
 """Pinned versions of every Helm chart and container image Tandem deploys.
 
 One place to bump, one place to review. Images are pinned by tag; add the digest where known.

@@ -1,5 +1,3 @@
-# TEAM NOTE (temporary, removed before release): every engineer working in this checkout MUST read
-# /work/main/TEAM-CONVENTIONS.md first (commit only your own paths, venv, ownership, deadline 14:45 UTC).
 """The contract between the gateway's request path and its response cache.
 
 The gateway builds a `CacheRequest` once per request (it already parsed the body), asks `lookup`
