@@ -9,7 +9,6 @@ of history is not deleted on start.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -17,6 +16,8 @@ import urllib.request
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from tandem.net import free_port
 
 INSTALL_HINT = "install Prometheus and promtool: apt-get install -y prometheus"
 
@@ -52,12 +53,6 @@ def backfill(files: Iterable[Path], data_dir: Path, workers: int = 2, remove: bo
                 pending.pop(0).result()
         for fut in pending:
             fut.result()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalPrometheus:

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,14 +25,10 @@ from typing import Any
 
 import yaml
 
+from tandem.net import free_port
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "serve-local.json"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _request(method: str, url: str, body: Any = None, timeout: float = 10.0) -> Any:

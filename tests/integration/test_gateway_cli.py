@@ -10,7 +10,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.gateway_harness import free_port
+from tandem.net import free_port
 from tests.support.upstream import ServerThread, Upstream
 
 pytestmark = pytest.mark.integration

@@ -8,10 +8,10 @@ import httpx
 import pytest
 
 from gateway.config import hash_key
+from tandem.net import free_port
 from tests.support.gateway_harness import (
     RunningGateway,
     chat,
-    free_port,
     fresh_upstreams,
     upstream_servers,
 )

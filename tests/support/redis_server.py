@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.support.gateway_harness import free_port
+from tandem.net import free_port
 
 
 @contextmanager
