@@ -41,7 +41,7 @@ def main() -> None:
         )
         for i, row in enumerate(rows):
             put(row["origin"], str(i), cache_obj=cache)
-        correct = wrong = miss = 0
+        correct = wrong = miss = wrong_question = 0
         t0 = time.perf_counter()
         for i, row in enumerate(rows):
             answer = get(row["similar"], cache_obj=cache)
@@ -51,6 +51,7 @@ def main() -> None:
                 correct += 1
             else:
                 wrong += 1
+                wrong_question += rows[int(answer)]["origin"] != row["origin"]
         elapsed = time.perf_counter() - t0
     print(
         json.dumps(

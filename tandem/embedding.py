@@ -66,6 +66,64 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarr
     return (x - mean) / np.sqrt(var + _LN_EPS) * weight + bias
 
 
+LAYER_PARAMS = {
+    "o_w": "attention.output.dense.weight",
+    "o_b": "attention.output.dense.bias",
+    "ln1_w": "attention.output.LayerNorm.weight",
+    "ln1_b": "attention.output.LayerNorm.bias",
+    "i_w": "intermediate.dense.weight",
+    "i_b": "intermediate.dense.bias",
+    "out_w": "output.dense.weight",
+    "out_b": "output.dense.bias",
+    "ln2_w": "output.LayerNorm.weight",
+    "ln2_b": "output.LayerNorm.bias",
+}
+
+
+def load_layer(w: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """One BERT layer from Hugging Face-named arrays, laid out for `run_layers` (x @ W)."""
+
+    def get(name: str) -> np.ndarray:
+        a = np.asarray(w[prefix + name], dtype=np.float32)
+        return np.ascontiguousarray(a.T if a.ndim == 2 else a)
+
+    layer = {k: get(v) for k, v in LAYER_PARAMS.items()}
+    layer["qkv_w"] = np.concatenate(
+        [get(f"attention.self.{n}.weight") for n in ("query", "key", "value")], axis=1
+    )
+    layer["qkv_b"] = np.concatenate(
+        [get(f"attention.self.{n}.bias") for n in ("query", "key", "value")]
+    )
+    return layer
+
+
+def run_layers(
+    x: np.ndarray, mask: np.ndarray, layers: list[dict[str, np.ndarray]], num_heads: int
+) -> np.ndarray:
+    """BERT encoder layers over (batch, width, DIM) with a (batch, width) 0/1 mask."""
+    batch, width, _ = x.shape
+    head_dim = DIMENSION // num_heads
+    bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
+    scale = np.float32(1.0 / np.sqrt(head_dim))
+    x = x.reshape(batch * width, DIMENSION)
+    for layer in layers:
+        # 2-D products and contiguous heads keep every matmul on BLAS; numpy's stacked matmul
+        # over transposed views falls back to a slow loop (measured 3x slower at batch 32).
+        qkv = (x @ layer["qkv_w"] + layer["qkv_b"]).reshape(batch, width, 3, num_heads, head_dim)
+        qkv = np.ascontiguousarray(qkv.transpose(2, 0, 3, 1, 4))
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        scores = (q @ np.ascontiguousarray(k.transpose(0, 1, 3, 2))) * scale + bias
+        scores = np.exp(scores - scores.max(-1, keepdims=True))
+        scores /= scores.sum(-1, keepdims=True)
+        ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(batch * width, DIMENSION)
+        x = _layer_norm(ctx @ layer["o_w"] + layer["o_b"] + x, layer["ln1_w"], layer["ln1_b"])
+        hidden = _gelu(x @ layer["i_w"] + layer["i_b"])
+        x = _layer_norm(
+            hidden @ layer["out_w"] + layer["out_b"] + x, layer["ln2_w"], layer["ln2_b"]
+        )
+    return x.reshape(batch, width, DIMENSION).astype(np.float32, copy=False)
+
+
 @dataclass(frozen=True, slots=True)
 class TokenEmbeddings:
     """Contextual token vectors of one text (special tokens dropped), each L2-normalised.
@@ -76,6 +134,9 @@ class TokenEmbeddings:
 
     tokens: list[str]
     vectors: np.ndarray  # (n_tokens, DIMENSION) float32
+    # hidden states after layer `tap` of encode_full, [CLS] and [SEP] included (n_tokens + 2, DIM);
+    # a verifier with its own fine-tuned top layers continues from here
+    hidden: np.ndarray | None = None
 
 
 class Embedder:
@@ -109,32 +170,7 @@ class Embedder:
         self._pos = f32("embeddings.position_embeddings.weight")
         self._type0 = f32("embeddings.token_type_embeddings.weight")[0]
         self._emb_ln = (f32("embeddings.LayerNorm.weight"), f32("embeddings.LayerNorm.bias"))
-        self._layers: list[dict[str, np.ndarray]] = []
-        for i in range(self.num_layers):
-            p = f"encoder.layer.{i}."
-            qkv_w = np.concatenate(
-                [linear_t(p + f"attention.self.{n}.weight") for n in ("query", "key", "value")],
-                axis=1,
-            )
-            qkv_b = np.concatenate(
-                [f32(p + f"attention.self.{n}.bias") for n in ("query", "key", "value")]
-            )
-            self._layers.append(
-                {
-                    "qkv_w": qkv_w,
-                    "qkv_b": qkv_b,
-                    "o_w": linear_t(p + "attention.output.dense.weight"),
-                    "o_b": f32(p + "attention.output.dense.bias"),
-                    "ln1_w": f32(p + "attention.output.LayerNorm.weight"),
-                    "ln1_b": f32(p + "attention.output.LayerNorm.bias"),
-                    "i_w": linear_t(p + "intermediate.dense.weight"),
-                    "i_b": f32(p + "intermediate.dense.bias"),
-                    "out_w": linear_t(p + "output.dense.weight"),
-                    "out_b": f32(p + "output.dense.bias"),
-                    "ln2_w": f32(p + "output.LayerNorm.weight"),
-                    "ln2_b": f32(p + "output.LayerNorm.bias"),
-                }
-            )
+        self._layers = [load_layer(w, f"encoder.layer.{i}.") for i in range(self.num_layers)]
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -147,18 +183,19 @@ class Embedder:
         return self._run(texts, batch_size, with_tokens=True)[1]
 
     def encode_full(
-        self, texts: list[str], batch_size: int = 32
+        self, texts: list[str], batch_size: int = 32, tap: int | None = None
     ) -> tuple[np.ndarray, list[TokenEmbeddings]]:
-        """Sentence vectors and token vectors from one forward pass (what the cache verifier needs)."""
-        return self._run(texts, batch_size, with_tokens=True)
+        """Sentence vectors and token vectors from one forward pass (what the cache verifier needs);
+        with `tap`, each TokenEmbeddings also carries the hidden states after that layer."""
+        return self._run(texts, batch_size, with_tokens=True, tap=tap)
 
     def _run(
-        self, texts: list[str], batch_size: int, with_tokens: bool
+        self, texts: list[str], batch_size: int, with_tokens: bool, tap: int | None = None
     ) -> tuple[np.ndarray, list[TokenEmbeddings]]:
         encs = self.tokenizer.encode_batch(list(texts))
         pooled_all = np.zeros((len(texts), DIMENSION), dtype=np.float32)
         tokens: list[TokenEmbeddings] = [None] * len(texts) if with_tokens else []  # type: ignore[list-item]
-        for idx, hidden, mask in self._batches(encs, batch_size):
+        for idx, hidden, tapped, mask in self._batches(encs, batch_size, tap):
             pooled = (hidden * mask[:, :, None]).sum(1) / np.maximum(
                 mask.sum(1, keepdims=True), 1e-9
             )
@@ -167,15 +204,16 @@ class Embedder:
                 for row, i in enumerate(idx):
                     n = int(mask[row].sum())
                     vecs = np.ascontiguousarray(_unit(hidden[row, 1 : n - 1]))
-                    tokens[i] = TokenEmbeddings(encs[i].tokens[1 : n - 1], vecs)
+                    kept = None if tapped is None else np.ascontiguousarray(tapped[row, :n])
+                    tokens[i] = TokenEmbeddings(encs[i].tokens[1 : n - 1], vecs, kept)
         return pooled_all, tokens
 
     # -- internals --------------------------------------------------------------------------------
 
     def _batches(
-        self, encs: list, batch_size: int
-    ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
-        """Length-sorted batches so padding stays small; yields (indices, hidden, mask)."""
+        self, encs: list, batch_size: int, tap: int | None = None
+    ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray | None, np.ndarray]]:
+        """Length-sorted batches so padding stays small; yields (indices, hidden, tapped, mask)."""
         order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
@@ -186,30 +224,16 @@ class Embedder:
                 n = len(encs[i].ids)
                 ids[row, :n] = encs[i].ids
                 mask[row, :n] = 1.0
-            yield idx, self._forward(ids, mask), mask
+            hidden, tapped = self._forward(ids, mask, tap)
+            yield idx, hidden, tapped, mask
 
-    def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        batch, width = ids.shape
-        heads, head_dim = self.num_heads, DIMENSION // self.num_heads
-        x = self._word[ids] + self._pos[:width][None] + self._type0
-        x = _layer_norm(x, *self._emb_ln)
-        bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
-        scale = np.float32(1.0 / np.sqrt(head_dim))
-        x = x.reshape(batch * width, DIMENSION)
-        for layer in self._layers:
-            # 2-D products and contiguous heads keep every matmul on BLAS; numpy's stacked matmul
-            # over transposed views falls back to a slow loop (measured 3x slower at batch 32).
-            qkv = (x @ layer["qkv_w"] + layer["qkv_b"]).reshape(batch, width, 3, heads, head_dim)
-            qkv = np.ascontiguousarray(qkv.transpose(2, 0, 3, 1, 4))
-            q, k, v = qkv[0], qkv[1], qkv[2]
-            scores = (q @ np.ascontiguousarray(k.transpose(0, 1, 3, 2))) * scale + bias
-            scores = np.exp(scores - scores.max(-1, keepdims=True))
-            scores /= scores.sum(-1, keepdims=True)
-            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(batch * width, DIMENSION)
-            x = _layer_norm(ctx @ layer["o_w"] + layer["o_b"] + x, layer["ln1_w"], layer["ln1_b"])
-            hidden = _gelu(x @ layer["i_w"] + layer["i_b"])
-            x = _layer_norm(
-                hidden @ layer["out_w"] + layer["out_b"] + x, layer["ln2_w"], layer["ln2_b"]
-            )
-        x = x.reshape(batch, width, DIMENSION)
-        return x.astype(np.float32, copy=False)
+    def _forward(
+        self, ids: np.ndarray, mask: np.ndarray, tap: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Final hidden states, and those after layer `tap` when asked (one pass for both)."""
+        width = ids.shape[1]
+        x = _layer_norm(self._word[ids] + self._pos[:width][None] + self._type0, *self._emb_ln)
+        if tap is None:
+            return run_layers(x, mask, self._layers, self.num_heads), None
+        tapped = run_layers(x, mask, self._layers[:tap], self.num_heads)
+        return run_layers(tapped, mask, self._layers[tap:], self.num_heads), tapped

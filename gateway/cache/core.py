@@ -122,11 +122,13 @@ class SemanticCache:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def _load_models(self) -> None:
-        if self._embedder is None:
-            model = self._embedder_model or shared_embedder(self.settings.model_path)
-            self._embedder = BatchingEmbedder(model, self.settings.embed_batch)
         if self.verifier is None:
             self.verifier = Verifier.load(self.settings.verifier_path)
+        if self._embedder is None:
+            model = self._embedder_model or shared_embedder(self.settings.model_path)
+            self._embedder = BatchingEmbedder(
+                model, self.settings.embed_batch, tap=self.verifier.tap_layer
+            )
 
     async def start(self) -> None:
         """Connect to Redis and load its live entries (idempotent; the first lookup calls it)."""
@@ -263,14 +265,8 @@ class SemanticCache:
             if sim < policy.threshold:
                 return None
         else:
-            missing = [e for e, _ in found if e.tokens is None]
-            if missing:  # token vectors of cached questions are computed on first verification
-                encoded = await self._embedder.embed_many([e.text for e in missing])
-                for e, (_, toks) in zip(missing, encoded, strict=True):
-                    e.tokens = toks
-            query = Probe(keys.text, vector, tokens)
-            probs = self.verifier.probabilities(
-                query, [Probe(e.text, e.vector, e.tokens) for e, _ in found]
+            probs = await self._embedder.run(
+                self._verify, keys.text, vector, tokens, [e for e, _ in found]
             )
             best = int(np.argmax(probs))
             cut = (
@@ -283,6 +279,36 @@ class SemanticCache:
             entry, sim = found[best]
         self.local.touch(entry)
         return CacheHit("semantic", entry.response, sim)
+
+    def _verify(
+        self, text: str, vector: np.ndarray, tokens: TokenEmbeddings, entries: list[Entry]
+    ) -> np.ndarray:
+        """Verifier probabilities for each candidate (runs on the embedding thread, off the loop)."""
+        assert self._embedder is not None and self.verifier is not None
+        verifier = self.verifier
+        missing = [e for e in entries if e.tuned is None]
+        if missing:  # cached questions get their verifier token vectors on first verification
+            need = [
+                e
+                for e in missing
+                if e.tokens is None or (verifier.layers and e.tokens.hidden is None)
+            ]
+            if need:
+                _, encoded = self._embedder.embedder.encode_full(
+                    [e.text or "" for e in need], tap=verifier.tap_layer
+                )
+                for e, toks in zip(need, encoded, strict=True):
+                    e.tokens = toks
+            for e in missing:
+                assert e.tokens is not None
+                e.tuned = verifier.tune(e.tokens)
+                e.tokens = TokenEmbeddings(
+                    e.tokens.tokens, e.tokens.vectors
+                )  # hidden states not needed now
+        query = Probe(text, vector, tokens, verifier.tune(tokens))
+        return verifier.probabilities(
+            query, [Probe(e.text or "", e.vector, e.tokens, e.tuned) for e in entries]
+        )
 
     async def _recheck(self, request: CacheRequest, keys: Keys, hit: CacheHit) -> None:
         """Ask upstream too and compare answers; a disagreement counts as a wrong hit."""

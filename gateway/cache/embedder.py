@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 
 from tandem.embedding import Embedder, TokenEmbeddings
+
+T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=4)
@@ -24,12 +28,16 @@ def shared_embedder(model_path: str | None) -> Embedder:
 
 
 class BatchingEmbedder:
-    def __init__(self, embedder: Embedder, max_batch: int = 32) -> None:
+    def __init__(self, embedder: Embedder, max_batch: int = 32, tap: int | None = None) -> None:
         self.embedder = embedder
+        self.tap = (
+            tap  # also keep the hidden states after this layer (the verifier continues there)
+        )
         self.max_batch = max_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tandem-embed")
         self._pending: list[tuple[str, asyncio.Future]] = []
         self._draining = False
+        self._drain_task: asyncio.Task | None = None
         self.batches = 0  # encoded batches, for tests and the benchmark
 
     async def embed(self, text: str) -> tuple[np.ndarray, TokenEmbeddings]:
@@ -38,11 +46,16 @@ class BatchingEmbedder:
         self._pending.append((text, fut))
         if not self._draining:
             self._draining = True
-            asyncio.get_running_loop().create_task(self._drain())
+            # keep a reference: the loop holds tasks weakly, a collected drain would strand its waiters
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain())
         return await fut
 
     async def embed_many(self, texts: list[str]) -> list[tuple[np.ndarray, TokenEmbeddings]]:
         return list(await asyncio.gather(*(self.embed(t) for t in texts)))
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run other model work (the verifier) on the same thread: one core's worth of numpy at a time."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -53,7 +66,8 @@ class BatchingEmbedder:
                 texts = [t for t, _ in batch]
                 try:
                     vecs, toks = await loop.run_in_executor(
-                        self._executor, self.embedder.encode_full, texts
+                        self._executor,
+                        functools.partial(self.embedder.encode_full, texts, tap=self.tap),
                     )
                 except Exception as exc:  # hand the failure to every waiter, keep draining
                     for _, fut in batch:

@@ -15,7 +15,7 @@ import heapq
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ class Entry:
     size: int = 0
     label: int = 0  # the integer key of this entry in its scope's index
     tokens: TokenEmbeddings | None = field(default=None, repr=False)  # computed when first verified
+    tuned: np.ndarray | None = field(default=None, repr=False)  # the verifier's token vectors
 
     def to_redis(self) -> dict[str, bytes]:
         meta = {
@@ -266,11 +267,10 @@ class RedisShare:
         return Entry.from_redis(data) if data else None
 
     async def close(self) -> None:
+        """Bounded: a connection stuck in a blocking XREAD must not hold up the gateway's shutdown."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        await self.client.aclose()
-
-
-AsyncFetch = Callable[[Any], Awaitable[dict[str, Any] | None]]
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(self._task, 2.0)
+        with contextlib.suppress(asyncio.TimeoutError, Exception):
+            await asyncio.wait_for(self.client.aclose(), 2.0)

@@ -122,15 +122,16 @@ async def test_one_replica_answers_what_another_stored(redis_url: str) -> None:
 
 async def test_a_restarted_replica_warms_from_redis(redis_url: str) -> None:
     ns = next(_ns)
-    a = replica(redis_url, ns=ns)
+    # a static threshold: this test is about the index being warm, not about the verifier
+    a = replica(redis_url, ns=ns, decision="threshold", threshold=0.9)
     for i, q in enumerate([Q, "What is the capital of France?", "How do I bake sourdough bread?"]):
         await a.store(chat(q), answer(f"answer {i}"))
     await a.close()
-    restarted = replica(redis_url, ns=ns)
+    restarted = replica(redis_url, ns=ns, decision="threshold", threshold=0.9)
     try:
         await restarted.start()
         assert len(restarted.local) == 3
-        hit = await restarted.lookup(chat("Which city is the capital of France?"))
+        hit = await restarted.lookup(chat("what is the capital of france"))
         assert (
             hit is not None
             and hit.layer == "semantic"

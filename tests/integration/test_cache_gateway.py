@@ -1,0 +1,197 @@
+"""The cache inside the real gateway: streamed replay of a cached answer, and two gateway processes
+sharing entries through a real redis-server (including a restarted one warming from it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import yaml
+
+from gateway.app import replay_as_sse
+from tests.integration.test_cache_redis import free_port, start_redis
+from tests.support.gateway_harness import RunningGateway
+from tests.support.upstream import ServerThread, Upstream
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+Q = "How do I reset my password on the website?"
+PARA = "How can I reset my password on the website?"
+
+
+@pytest.fixture(scope="module")
+def up() -> Iterator[tuple[Upstream, ServerThread]]:
+    upstream = Upstream("a")
+    server = ServerThread(upstream.app).start()
+    yield upstream, server
+    server.stop()
+
+
+@pytest.fixture
+def upstream(up: tuple[Upstream, ServerThread]) -> Upstream:
+    up[0].set(chunks=5)
+    up[0].reset_counts()
+    return up[0]
+
+
+def config(server: ServerThread, cache: dict) -> dict:
+    return {
+        "backends": {"a": {"url": server.url + "/v1"}},
+        "routes": {"chat": {"backends": [{"backend": "a"}], "retries": {"attempts": 0}}},
+        "cache": cache,
+    }
+
+
+def ask(url: str, question: str, **extra: object) -> httpx.Response:
+    body = {
+        "model": "chat",
+        "temperature": 0,
+        "messages": [{"role": "user", "content": question}],
+        **extra,
+    }
+    return httpx.post(url + "/v1/chat/completions", json=body, timeout=20)
+
+
+def until(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_cached_answer_streams_back_like_the_upstream_would(up, upstream: Upstream) -> None:
+    cfg = config(up[1], {"mode": "semantic", "decision": "threshold", "threshold": 0.9})
+    with RunningGateway(cfg) as gw:
+        first = ask(gw.url, Q)
+        assert first.status_code == 200 and "X-Tandem-Cache" not in first.headers
+        assert until(lambda: len(gw.gateway.cache.local) == 1), "the answer was not stored"
+        body = {
+            "model": "chat",
+            "temperature": 0,
+            "stream": True,
+            "messages": [{"role": "user", "content": PARA}],
+        }
+        with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, timeout=20) as r:
+            assert r.status_code == 200 and r.headers["X-Tandem-Cache"] == "hit"
+            data = b"".join(r.iter_bytes())
+        assert data == replay_as_sse(first.json(), "chat.completions", False)
+        text = "".join(
+            orjson.loads(e[6:])["choices"][0]["delta"].get("content") or ""
+            for e in data.split(b"\n\n")
+            if e.startswith(b"data: {")
+        )
+        assert text == first.json()["choices"][0]["message"]["content"]
+        assert upstream.requests == 1
+        assert gw.metric("tandem_gateway_cache_hits_total", layer="semantic") == 1
+        # sampled requests (no temperature: the API default of 1) always go upstream
+        unset = httpx.post(
+            gw.url + "/v1/chat/completions",
+            json={"model": "chat", "messages": [{"role": "user", "content": Q}]},
+            timeout=20,
+        )
+        assert unset.status_code == 200 and "X-Tandem-Cache" not in unset.headers
+        assert upstream.requests == 2
+
+
+class GatewayProcess:
+    """`tandem gateway serve` in its own process, as a replica runs in production."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.port = free_port()
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from tandem.cli import main; sys.exit(main())",
+                "gateway",
+                "serve",
+                "--config",
+                str(config_path),
+                "--port",
+                str(self.port),
+                "--log-level",
+                "WARNING",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        if not until(self._ready, 60):
+            self.stop()
+            pytest.fail(
+                f"gateway process did not become ready: {self.proc.stderr.read().decode()[-2000:]}"
+            )
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            return True
+        try:
+            return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def test_two_gateway_processes_share_the_cache_through_redis(
+    up, upstream: Upstream, tmp_path: Path
+) -> None:
+    redis, url = start_redis()
+    path = tmp_path / "routes.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            config(
+                up[1],
+                {"mode": "semantic", "redis_url": url, "decision": "threshold", "threshold": 0.9},
+            )
+        )
+    )
+    replicas: list[GatewayProcess] = []
+    try:
+        replicas = [GatewayProcess(path), GatewayProcess(path)]
+        one, two = replicas
+        first = ask(one.url, Q)
+        assert first.status_code == 200 and upstream.requests == 1
+        # the other replica answers the same question, then a paraphrase, from the shared entry
+        assert until(lambda: ask(two.url, Q).headers.get("X-Tandem-Cache") == "hit")
+        para = ask(two.url, PARA)
+        if para.headers.get("X-Tandem-Cache") != "hit":
+            assert until(lambda: ask(two.url, PARA).headers.get("X-Tandem-Cache") == "hit")
+        assert ask(two.url, PARA).json() == first.json()
+        assert upstream.requests == 1
+        # a replica that restarts warms its index from Redis
+        two.stop()
+        replicas[1] = three = GatewayProcess(path)
+        assert until(
+            lambda: (
+                ask(three.url, "How can I reset my password on the website, please?").headers.get(
+                    "X-Tandem-Cache"
+                )
+                == "hit"
+            )
+        )
+        assert upstream.requests == 1
+    finally:
+        for r in replicas:
+            r.stop()
+        redis.terminate()
+        redis.wait(10)
