@@ -55,6 +55,7 @@ def mock_eval(rows: list[dict], embedder: Embedder, verifier: Verifier) -> dict:
     sims = np.stack([q.vector for q in queries]) @ matrix.T
     counts = {"correct": 0, "wrong": 0, "miss": 0}
     same_question = {"correct": 0, "wrong": 0, "miss": 0}
+    picks: list[tuple[float, bool]] = []  # (best probability, right question) per query
     static = {t: {"correct": 0, "wrong": 0, "miss": 0} for t in STATIC_THRESHOLDS}
     for i, q in enumerate(queries):
         top = np.argsort(-sims[i])[:TOP_K]
@@ -62,6 +63,7 @@ def mock_eval(rows: list[dict], embedder: Embedder, verifier: Verifier) -> dict:
             static[t]["miss" if sims[i, top[0]] < t else "correct" if top[0] == i else "wrong"] += 1
         probs = verifier.probabilities(q, [origins[j] for j in top])
         best = int(np.argmax(probs))
+        picks.append((float(probs[best]), rows[top[best]]["origin"] == rows[i]["origin"]))
         if probs[best] < verifier.operating_point:
             counts["miss"] += 1
             same_question["miss"] += 1
@@ -69,9 +71,22 @@ def mock_eval(rows: list[dict], embedder: Embedder, verifier: Verifier) -> dict:
         counts["correct" if top[best] == i else "wrong"] += 1
         # the mock data repeats 48 origins verbatim: an identical cached question is a right answer
         same_question["correct" if rows[top[best]]["origin"] == rows[i]["origin"] else "wrong"] += 1
+    curve = []
+    for cut in (0.1, 0.3, 0.5, 0.7, 0.8):  # min_probability lowered for paraphrase-heavy traffic
+        right = sum(1 for p, ok in picks if p >= cut and ok)
+        wrong = sum(1 for p, ok in picks if p >= cut and not ok)
+        curve.append(
+            {
+                "min_probability": cut,
+                "correct": right,
+                "wrong": wrong,
+                "miss": len(picks) - right - wrong,
+            }
+        )
     return {
         **counts,
         "scored_by_question": same_question,
+        "verifier_curve_by_question": curve,
         "baseline_static": {str(t): v for t, v in static.items()},
     }
 

@@ -406,8 +406,15 @@ def main() -> None:
         "--encodings", type=Path, default=Path.home() / ".cache" / "tandem" / "qqp_encodings.pkl"
     )
     ap.add_argument("--output", type=Path, default=DEFAULT_WEIGHTS)
-    ap.add_argument("--target-precision", type=float, default=0.95, help="sets the shipped operating point")
-    ap.add_argument("--select-precision", type=float, default=0.96, help="epoch selection: recall at this precision")
+    ap.add_argument(
+        "--target-precision", type=float, default=0.95, help="sets the shipped operating point"
+    )
+    ap.add_argument(
+        "--select-precision",
+        type=float,
+        default=0.96,
+        help="epoch selection: recall at this precision",
+    )
     ap.add_argument("--dim", type=int, default=96)
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=5)
