@@ -34,7 +34,7 @@ from gateway.config import (
 from gateway.errors import GatewayError, sse_error_event
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
-from gateway.proxy import CLIENT, CONTEXT, Attempt, Forwarder, Upstreams, loads_dict
+from gateway.proxy import CLIENT, CONTEXT, OK, Attempt, Forwarder, Upstreams, loads_dict
 from gateway.tenancy import MemoryUsage, RedisUsage, UsageStore, authenticate
 
 log = logging.getLogger("tandem.gateway")
@@ -146,6 +146,8 @@ class Gateway:
         self.forwarder = Forwarder(self.upstreams)
         if self.cfg.redis is not None:
             self.usage = RedisUsage(self.cfg.redis.url, self.cfg.redis.prefix)
+        if self.cache is not None:
+            await self._start_cache()
         if self.config_path is not None and self.cfg.server.reload_interval_s > 0:
             self._spawn(self._watch())
         self.ready = True
@@ -159,6 +161,30 @@ class Gateway:
         await self.usage.close()
         if self.cache is not None:
             await self.cache.close()
+
+    async def _start_cache(self) -> None:
+        """Expose the cache's metrics on /metrics, give its sampled re-check a way to ask the
+        backends, and warm it from Redis before the first request rather than during it."""
+        registry = getattr(self.cache, "registry", None)
+        if registry is not None:
+            self.metrics.registry.register(registry)
+        if hasattr(self.cache, "upstream"):
+            self.cache.upstream = self._recheck_answer
+        start = getattr(self.cache, "start", None)
+        if start is not None:
+            await start()
+
+    async def _recheck_answer(self, creq: Any) -> dict | None:
+        """A fresh backend answer for a cached request (the cache's re-check). It goes through
+        the route's chain like a caller's request but is not billed to the caller's team."""
+        route = self.compiled.routes.get(creq.model)
+        if route is None or self.forwarder is None:
+            return None
+        body = {**creq.body, "stream": False}
+        a = await self.forwarder.forward(
+            route, creq.endpoint, body, orjson.dumps(body), False, False
+        )
+        return a.obj if a.kind == OK else None
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -103,6 +103,27 @@ def test_a_cached_answer_streams_back_like_the_upstream_would(up, upstream: Upst
         assert upstream.requests == 2
 
 
+def test_gateway_wires_the_recheck_and_exposes_cache_metrics(up, upstream: Upstream) -> None:
+    """Every semantic hit re-asked through the gateway's own backends (fraction 1.0); the
+    result and the cache's own series appear on the gateway's /metrics."""
+    cache = {
+        "mode": "semantic",
+        "decision": "threshold",
+        "threshold": 0.9,
+        "recheck": {"fraction": 1.0, "min_samples": 1},
+    }
+    with RunningGateway(config(up[1], cache)) as gw:
+        assert ask(gw.url, Q).status_code == 200
+        assert until(lambda: len(gw.gateway.cache.local) == 1), "the answer was not stored"
+        hit = ask(gw.url, PARA)
+        assert hit.status_code == 200 and hit.headers["X-Tandem-Cache"] == "hit"
+        assert until(lambda: upstream.requests == 2), "the re-check did not reach the backend"
+        assert until(lambda: gw.metric("tandem_cache_rechecks_total") == 1)
+        exposed = httpx.get(gw.url + "/metrics", timeout=10).text
+        assert "tandem_cache_rechecks_total" in exposed
+        assert "tandem_cache_estimated_wrong_hit_rate" in exposed
+
+
 class GatewayProcess:
     """`tandem gateway serve` in its own process, as a replica runs in production."""
 
