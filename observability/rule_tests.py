@@ -137,13 +137,23 @@ def unit_tests(rule_file_name: str) -> dict:
             [
                 {"series": _sel(q.GW_BREAKER, backend="vllm-a"), "values": "1x20"},
                 {"series": _sel(q.GW_BREAKER, backend="vllm-b"), "values": "0x20"},
-                {"series": _sel(q.GW_CACHE_WRONG_HIT, namespace="gw", pod="gw-a"), "values": "0.2x30"},
-                {"series": _sel(q.GW_CACHE_WRONG_HIT, namespace="gw", pod="gw-b"), "values": "0.01x30"},
+                {
+                    "series": _sel(q.GW_CACHE_WRONG_HIT, namespace="gw", pod="gw-a"),
+                    "values": "0.2x30",
+                },
+                {
+                    "series": _sel(q.GW_CACHE_WRONG_HIT, namespace="gw", pod="gw-b"),
+                    "values": "0.01x30",
+                },
             ],
             [
                 ("3m", "TandemGatewayBreakerOpen", []),
                 ("10m", "TandemGatewayBreakerOpen", [_alert("warning", backend="vllm-a")]),
-                ("20m", "TandemSemanticCacheWrongHitHigh", [_alert("warning", namespace="gw", pod="gw-a")]),
+                (
+                    "20m",
+                    "TandemSemanticCacheWrongHitHigh",
+                    [_alert("warning", namespace="gw", pod="gw-a")],
+                ),
             ],
         )  # fmt: skip
     )
