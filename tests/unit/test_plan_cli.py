@@ -99,3 +99,26 @@ def test_plan_fails_on_a_corpus_case_naming_rule_resource_remediation(
     assert main(["plan", "--stack", "prod"]) == 1
     out = capsys.readouterr().out
     assert spec.expect in out and "mandatory" in out and "FAILED" in out
+
+
+def test_plan_fails_with_the_numbers_when_a_model_does_not_fit(tmp_path, monkeypatch, capsys):
+    """The chatbot asked for 128k-token context on an L4: the plan refuses it, with the numbers,
+    and does not run the program."""
+    import yaml
+
+    use_case = yaml.safe_load(
+        (tandem.config.REPO_ROOT / "stacks/usecases/support-chatbot.yaml").read_text()
+    )
+    use_case["deployments"][0]["engine"]["max_model_len"] = 131072
+    (tmp_path / "chatbot-128k.yaml").write_text(yaml.safe_dump(use_case))
+    flat = tandem.config.read_stack_file("dev")
+    flat["tandem:useCases"] = [str(tmp_path / "chatbot-128k.yaml")]
+    (tmp_path / "Pulumi.dev.yaml").write_text(yaml.safe_dump({"config": flat}))
+    monkeypatch.setattr(tandem.config, "STACKS_DIR", tmp_path)
+
+    assert main(["plan", "--stack", "dev", "--output", "json"]) == 1
+    plan = json.loads(capsys.readouterr().out)
+    failed = [c for c in plan["checks"] if not c["ok"]]
+    assert [c["check"] for c in failed] == ["memory_fit"]
+    assert "131072 tokens" in failed[0]["message"] and "GiB" in failed[0]["message"]
+    assert plan["resources"] == []  # the program, which would refuse it too, was not run
