@@ -6,29 +6,20 @@ the same object, so an error surfaces once, at load time, naming the field path.
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tandem.labels import dns_label
+
 # vLLM's supported LoRA ranks (vllm.config.LoRAConfig.possible_max_ranks).
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 class _Strict(BaseModel):
     """Unknown keys are errors: a typo such as `max_num_seq` must not silently fall back."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-def dns_label(value: str, what: str = "name") -> str:
-    """Names become Kubernetes object and Ray group names: RFC 1123 labels, at most 40 chars."""
-    if not _NAME.match(value) or len(value) > 40:
-        raise ValueError(
-            f"{what} {value!r} must be lowercase letters, digits and '-', at most 40 characters"
-        )
-    return value
 
 
 class EngineArgs(_Strict):

@@ -22,18 +22,19 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
 from gpu_pools.catalog import load_catalog
+from tandem.labels import dns_label
 
 CONFIG_NAMESPACE = "tandem"
 SECRET_KEY_PREFIX = "gatewayKey-"  # tandem:gatewayKey-<id>: one team's raw API key (secret)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACKS_DIR = REPO_ROOT / "stacks"
-DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA")
 K8S_VERSIONS = ("1.30", "1.31", "1.32", "1.33", "1.34")
 
@@ -183,12 +184,7 @@ class GpuPoolConfig(Model):
     @field_validator("name")
     @classmethod
     def _dns_name(cls, v: str) -> str:
-        if not DNS_LABEL.match(v):
-            raise ValueError(
-                f"{v!r} is not a valid pool name; use lowercase letters, digits and '-', "
-                "starting with a letter, at most 40 characters"
-            )
-        return v
+        return dns_label(v, "pool name")
 
     @field_validator("expire_after", "consolidate_after")
     @classmethod
@@ -303,12 +299,8 @@ class GatewayKeyConfig(Model):
 
     @field_validator("id", "team")
     @classmethod
-    def _dns(cls, v: str) -> str:
-        if not DNS_LABEL.match(v):
-            raise ValueError(
-                f"{v!r}: use lowercase letters, digits and '-', starting with a letter"
-            )
-        return v
+    def _dns(cls, v: str, info: ValidationInfo) -> str:
+        return dns_label(v, f"key {info.field_name}")
 
     @property
     def secret_config_key(self) -> str:

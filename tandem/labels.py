@@ -7,6 +7,8 @@ only on a real cluster, long after review; importing it from here makes that imp
 
 from __future__ import annotations
 
+import re
+
 PROJECT = "tandem"
 DOMAIN = "tandem.dev"
 
@@ -72,3 +74,19 @@ def gpu_toleration() -> dict[str, str]:
         "operator": "Exists",
         "effect": GPU_TAINT_EFFECT,
     }
+
+
+# Names Tandem turns into Kubernetes objects (pools, use cases, deployments, key ids): RFC 1035
+# labels, because Services derived from them must start with a letter; 40 characters leaves room
+# for the suffixes components add ("-serve-svc", "-head").
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
+
+
+def dns_label(value: str, what: str = "name") -> str:
+    """`value` if it is a valid object name, else a ValueError saying what is allowed."""
+    if not DNS_LABEL.match(value):
+        raise ValueError(
+            f"{what} {value!r} must be lowercase letters, digits and '-', start with a letter "
+            "and be at most 40 characters"
+        )
+    return value

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gateway.spec import UseCaseGateway
 from policies.review_gate import ReviewGate
-from serving.spec import ModelDeployment, dns_label
+from serving.spec import ModelDeployment
+from tandem.labels import dns_label
 
 UpgradeStrategy = Literal["NewCluster", "NewClusterWithIncrementalUpgrade"]
 UPGRADE_NEW_CLUSTER: UpgradeStrategy = "NewCluster"

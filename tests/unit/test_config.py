@@ -162,3 +162,13 @@ def test_aws_region_seeds_platform_region() -> None:
     raw = namespace_config({"aws:region": "eu-west-1", "tandem:environment": "dev"})
     assert parse_config(raw).region == "eu-west-1"
     assert namespace_config(read_stack_file("dev"))["environment"] == "dev"
+
+
+@pytest.mark.parametrize("name", ["8b-chat", "Chat", "chat_bot", "-chat", "chat-", "x" * 41])
+def test_object_names_are_rfc1035_labels(name: str) -> None:
+    """Pools, use cases, deployments and key ids become Service names: start with a letter."""
+    from tandem.labels import dns_label
+
+    with pytest.raises(ValueError, match="start with a letter"):
+        dns_label(name, "name")
+    assert dns_label("chat-8b") == "chat-8b"
