@@ -34,10 +34,6 @@ class SchedulingContract:
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
-    def hourly_usd_per_gpu(self) -> float:
-        return self.hourly_usd / self.gpus_per_node if self.gpus_per_node else self.hourly_usd
-
-    @property
     def max_gpus(self) -> int:
         return self.gpus_per_node * self.max_nodes
 

@@ -42,10 +42,6 @@ class Recorded:
     provider: str | None = None
 
     @property
-    def is_component(self) -> bool:
-        return not self.custom
-
-    @property
     def parent_name(self) -> str | None:
         return self.parent.rsplit("::", 1)[-1] if self.parent else None
 
@@ -65,9 +61,6 @@ class Resources:
     def of_type(self, token: str) -> list[Recorded]:
         return [r for r in self.items if r.type == token]
 
-    def named(self, name: str) -> list[Recorded]:
-        return [r for r in self.items if r.name == name]
-
     def one(self, token: str, name: str | None = None) -> Recorded:
         found = [r for r in self.of_type(token) if name is None or r.name == name]
         if len(found) != 1:
@@ -80,9 +73,6 @@ class Resources:
 
     def children_of(self, parent: Recorded) -> list[Recorded]:
         return [r for r in self.items if r.parent == parent.urn]
-
-    def by_urn(self) -> dict[str, Recorded]:
-        return {r.urn: r for r in self.items}
 
 
 def _fake_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
