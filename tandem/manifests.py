@@ -39,17 +39,17 @@ class ManifestError:
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's wire-format marker for a secret
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """The value as the API server receives it: secrets unwrapped (the provider decrypts them)
     and integral floats back to ints (the mock engine carries every number as a float)."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, dict):
         if SECRET_SIG in value:
-            return _plain(value.get("value"))
-        return {k: _plain(v) for k, v in value.items()}
+            return plain(value.get("value"))
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -71,7 +71,7 @@ def api_version_and_kind(token: str) -> tuple[str, str]:
 def to_manifest(rec: Recorded) -> dict[str, Any]:
     """The object the provider would send to the API server (auto-names filled in)."""
     api_version, kind = api_version_and_kind(rec.type)
-    obj = _plain(dict(rec.inputs))
+    obj = plain(dict(rec.inputs))
     obj["apiVersion"] = obj.get("apiVersion") or api_version
     obj["kind"] = obj.get("kind") or kind
     metadata = dict(obj.get("metadata") or {})

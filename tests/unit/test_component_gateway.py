@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 
 import pulumi
 import pytest
@@ -14,7 +13,7 @@ from gateway.config import ConfigError, parse_config
 from gateway.spec import UseCaseGateway, routes_from_use_cases
 from tandem import labels, manifests
 from tandem.config import GatewayConfig
-from tandem.engine import Resources, run_under_mocks
+from tandem.engine import run_under_mocks
 
 RAW_KEY = "sk-live-customer-care-0123456789"
 ENTRIES = [
@@ -74,28 +73,15 @@ def res():
     return run_under_mocks(program(ingress_host="ai.example.com", tls_secret="ai-tls"))
 
 
-SECRET_SIG = "4dabf18193072939515e22adb298388d"  # pulumi's marker for a secret value on the wire
-
-
-def unwrap(value):
-    """The plain value inside Pulumi's secret envelopes (what the API server finally receives)."""
-    if isinstance(value, dict):
-        if SECRET_SIG in value:
-            return unwrap(value["value"])
-        return {k: unwrap(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [unwrap(v) for v in value]
-    return value
-
-
 def test_all_objects_validate_against_kubernetes_and_crd_schemas(res) -> None:
-    plain = Resources(items=[replace(r, inputs=unwrap(r.inputs)) for r in res])
-    assert manifests.validate_all(plain, "1.31") == []
+    assert manifests.validate_all(res, "1.31") == []
 
 
 def test_keys_travel_as_pulumi_secrets(res) -> None:
     for name in ("gateway-keys", "gateway-providers"):
-        assert SECRET_SIG in res.one("kubernetes:core/v1:Secret", name).inputs["stringData"]
+        assert (
+            manifests.SECRET_SIG in res.one("kubernetes:core/v1:Secret", name).inputs["stringData"]
+        )
 
 
 def test_deployment_is_hardened_with_probes_and_resources(res) -> None:
@@ -121,7 +107,7 @@ def test_routes_config_map_loads_and_keys_are_hashed(res) -> None:
     assert cfg.backends["support-chatbot"].model == "support-chat-8b"
     assert cfg.teams["customer-care"].budget.usd == 500
     assert routes["redis"]["url"].startswith("redis://gateway-redis.tandem-gateway")
-    secret = unwrap(res.one("kubernetes:core/v1:Secret", "gateway-keys").inputs)
+    secret = manifests.plain(res.one("kubernetes:core/v1:Secret", "gateway-keys").inputs)
     text = secret["stringData"]["keys.yaml"]
     assert RAW_KEY not in text
     assert yaml.safe_load(text)[0]["sha256"] == hashlib.sha256(RAW_KEY.encode()).hexdigest()
