@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from gateway.app import replay_as_sse
-from tests.integration.test_cache_redis import free_port, start_redis
+from tandem.net import free_port
 from tests.support.gateway_harness import RunningGateway
+from tests.support.redis_server import redis_server
 from tests.support.upstream import ServerThread, Upstream
 
 pytestmark = pytest.mark.integration
@@ -173,10 +174,16 @@ class GatewayProcess:
             self.proc.wait(5)
 
 
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    with redis_server("the cache sharing tests") as url:
+        yield url
+
+
 def test_two_gateway_processes_share_the_cache_through_redis(
-    up, upstream: Upstream, tmp_path: Path
+    up, upstream: Upstream, tmp_path: Path, redis_url: str
 ) -> None:
-    redis, url = start_redis()
+    url = redis_url
     path = tmp_path / "routes.yaml"
     path.write_text(
         yaml.safe_dump(
@@ -214,5 +221,3 @@ def test_two_gateway_processes_share_the_cache_through_redis(
     finally:
         for r in replicas:
             r.stop()
-        redis.terminate()
-        redis.wait(10)

@@ -4,9 +4,6 @@ upstream HTTP server (an oracle that knows each question's answer, so a wrong hi
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -17,46 +14,16 @@ from aiohttp import web
 from gateway.cache import build_cache
 from gateway.cache.api import CacheRequest
 from gateway.cache.core import SemanticCache
+from tests.support.redis_server import redis_server
 from tests.support.upstream import ServerThread
 
 pytestmark = pytest.mark.integration
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_redis() -> tuple[subprocess.Popen, str]:
-    """A throwaway redis-server on a free loopback port (fails, not skips, when it is missing)."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail(
-            "redis-server is required for the cache sharing tests: apt-get install -y redis-server"
-        )
-    port = free_port()
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    pytest.fail("redis-server did not start within 10 s")
-
-
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    proc, url = start_redis()
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with redis_server("the cache sharing tests") as url:
+        yield url
 
 
 _ns = iter(range(10**6))
