@@ -2,7 +2,8 @@
 
 `lookup` order: exclusions (policy off, sampled request) -> exact key (this replica, then Redis)
 -> semantic: embed the last user turn (batched, off the loop), take the top-k neighbours in the
-request's scope, let the verifier (or a static threshold, if the route asks) pick one or none.
+request's scope, let the verifier pick one or none (or, if the route asks, the neighbourhood
+ratio test of gateway/cache/decision.py, or a static threshold).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from gateway.cache.api import CacheHit, CacheRequest
+from gateway.cache.decision import neighbourhood_pick
 from gateway.cache.embedder import BatchingEmbedder, shared_embedder
 from gateway.cache.metrics import CacheMetrics
 from gateway.cache.policy import Keys, Policy, derive_keys, request_exclusion, response_exclusion
@@ -253,18 +255,23 @@ class SemanticCache:
         self._recent[keys.exact] = (vector, tokens)  # store() after a miss reuses the embedding
         while len(self._recent) > 1024:
             self._recent.popitem(last=False)
-        found = [
-            (e, s)
-            for e, s in self.local.nearest(keys.scope, vector, int(policy.candidates), now)
-            if s >= policy.min_similarity and e.text is not None
-        ]
+        # the runner-up counts even below the floor: a far one is what makes the nearest unambiguous
+        neighbours = self.local.nearest(keys.scope, vector, int(policy.candidates), now)
+        found = [(e, s) for e, s in neighbours if s >= policy.min_similarity and e.text is not None]
         if not found:
             return None
         if policy.decision == "threshold":
             entry, sim = found[0]
             if sim < policy.threshold:
                 return None
-        else:
+        elif policy.decision == "neighbourhood" and len(neighbours) >= 2:
+            pick = neighbourhood_pick(
+                [s for _, s in neighbours], policy.min_similarity, policy.ambiguity_ratio
+            )
+            if pick is None:
+                return None
+            entry, sim = neighbours[pick]
+        else:  # the verifier (also the neighbourhood decision's fallback in a one-entry scope)
             probs = await self._embedder.run(
                 self._verify, keys.text, vector, tokens, [e for e, _ in found]
             )

@@ -18,7 +18,7 @@ import orjson
 from gateway.cache.api import CacheRequest
 
 MODES = ("off", "exact", "semantic")
-DECISIONS = ("verifier", "threshold")
+DECISIONS = ("verifier", "neighbourhood", "threshold")
 
 # Fields that change how an answer is delivered, not what it says.
 _DELIVERY_FIELDS = frozenset(
@@ -63,11 +63,14 @@ class Policy:
     ttl_s: float = 3600.0
     max_temperature: float = 0.3  # above this a request is not cached ...
     allow_sampled: bool = False  # ... unless the route opts in
-    decision: str = "verifier"  # verifier | threshold
+    decision: str = "verifier"  # verifier | neighbourhood | threshold
     threshold: float = 0.92  # the cosine cut-off when decision == "threshold"
     min_probability: float | None = None  # verifier operating point (None: the shipped one)
     candidates: int = 4  # nearest neighbours re-ranked by the verifier
     min_similarity: float = 0.6  # candidates below this cosine are never verified
+    # neighbourhood decision: serve the nearest entry only if its cosine distance is at most this
+    # share of the runner-up's (gateway/cache/decision.py)
+    ambiguity_ratio: float = 0.8
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], where: str = "cache") -> Policy:
@@ -105,6 +108,10 @@ class Policy:
         if self.min_probability is not None and not 0 <= self.min_probability <= 1:
             raise ValueError(
                 f"{where}.min_probability: must be in [0, 1] (got {self.min_probability!r})"
+            )
+        if not 0 < self.ambiguity_ratio <= 1:
+            raise ValueError(
+                f"{where}.ambiguity_ratio: must be in (0, 1] (got {self.ambiguity_ratio!r})"
             )
         if int(self.candidates) < 1:
             raise ValueError(f"{where}.candidates: must be >= 1 (got {self.candidates!r})")

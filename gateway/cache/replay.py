@@ -75,6 +75,7 @@ def variants(base: dict[str, Any], thresholds: list[float]) -> dict[str, dict[st
     out = {
         "exact": {**base, "mode": "exact"},
         "verifier": {**base, "mode": "semantic", "decision": "verifier"},
+        "neighbourhood": {**base, "mode": "semantic", "decision": "neighbourhood"},
     }
     for t in thresholds:
         out[f"threshold={t:g}"] = {

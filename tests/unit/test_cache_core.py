@@ -9,42 +9,8 @@ import time
 import pytest
 
 from gateway.cache import build_cache
-from gateway.cache.api import CacheRequest
 from gateway.cache.core import SemanticCache
-
-
-def chat(
-    question: str,
-    *,
-    tenant: str = "team-a",
-    model: str = "llama",
-    system: str = "Be brief.",
-    **params: object,
-) -> CacheRequest:
-    body = {
-        "model": model,
-        "temperature": 0,
-        "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}],
-        **params,
-    }
-    return CacheRequest(tenant=tenant, model=model, endpoint="chat.completions", body=body)
-
-
-def answer(content: str, finish: str = "stop") -> dict:
-    return {
-        "id": "cmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "llama",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": finish,
-            }
-        ],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
-    }
+from tests.support.cache_requests import answer, chat
 
 
 @pytest.fixture
@@ -167,3 +133,39 @@ async def test_concurrent_lookups_share_forward_passes(cache: SemanticCache) -> 
 def test_unknown_config_keys_fail_loudly() -> None:
     with pytest.raises(ValueError, match="unknown keys"):
         build_cache({"mode": "semantic", "treshold": 0.9})
+
+
+async def test_neighbourhood_decision_serves_rewordings_but_not_between_twins() -> None:
+    """The ratio test: a loose rewording hits an isolated entry; a query between two close
+    cached questions is ambiguous and misses; a one-entry scope falls back to the verifier."""
+    cache = build_cache({"mode": "semantic", "decision": "neighbourhood"})
+    try:
+        await cache.store(chat("How do I reset my password on the website?"), answer("reset"))
+        await cache.store(chat("Which payment methods do you accept?"), answer("payments"))
+        await cache.store(chat("What are your opening hours on weekends?"), answer("hours"))
+        hit = await cache.lookup(chat("I forgot my password, how can I reset it on the site?"))
+        assert hit is not None and hit.layer == "semantic"
+        assert hit.response["choices"][0]["message"]["content"] == "reset"
+        # two near-twins in the cache: a query between them must not pick one by a hair
+        await cache.store(chat("Can I pay with a credit card?"), answer("cards"))
+        await cache.store(chat("Can I pay using a debit card?"), answer("debit"))
+        assert await cache.lookup(chat("Is paying by card possible?")) is None
+        assert await cache.lookup(chat("What is the capital of France?")) is None
+    finally:
+        await cache.close()
+    lone = build_cache({"mode": "semantic", "decision": "neighbourhood", "min_probability": 1.0})
+    try:  # one entry in scope: no neighbourhood to read, the (here impossible) verifier decides
+        await lone.store(chat(Q), answer("reset"))
+        assert await lone.lookup(chat(PARAPHRASE)) is None
+    finally:
+        await lone.close()
+
+
+def test_neighbourhood_ratio_test() -> None:
+    from gateway.cache.decision import neighbourhood_pick, unambiguous
+
+    assert unambiguous(0.90, 0.70, 0.8)  # distance 0.10 vs 0.30
+    assert not unambiguous(0.90, 0.88, 0.8)  # 0.10 vs 0.12: a twin
+    assert neighbourhood_pick([0.95, 0.5], floor=0.6, ratio=0.8) == 0
+    assert neighbourhood_pick([0.55, 0.1], floor=0.6, ratio=0.8) is None  # below the floor
+    assert neighbourhood_pick([0.95], floor=0.6, ratio=0.8) is None  # no runner-up: no evidence

@@ -124,3 +124,9 @@ def test_bad_policy_values_name_the_field() -> None:
         Policy().merged({"mode": "fuzzy"}, "routes.x.cache")
     with pytest.raises(ValueError, match=r"threshold"):
         Policy().merged({"threshold": 1.5})
+
+
+def test_ambiguity_ratio_is_validated() -> None:
+    assert Policy().merged({"decision": "neighbourhood"}).decision == "neighbourhood"
+    with pytest.raises(ValueError, match=r"cache\.ambiguity_ratio: must be in \(0, 1\]"):
+        Policy().merged({"ambiguity_ratio": 1.5})

@@ -7,6 +7,7 @@ a broken feature, a mis-ported layer or a wrong operating point does.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -15,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gateway.cache import build_cache
 from gateway.cache.verifier import Probe, Verifier
 from tandem.embedding import Embedder
+from tests.support.cache_requests import answer, chat
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("TANDEM_SHARED_DIR", ROOT.parent / "shared"))
@@ -58,3 +61,30 @@ def test_verifier_keeps_its_precision_and_beats_a_static_threshold() -> None:
     )
     static = cosine >= 0.98  # the static threshold the README needs for ~95 % precision
     assert hits.sum() > static.sum(), "the verifier should find more duplicates than cosine >= 0.98"
+
+
+MOCK = SHARED / "data" / "semcache" / "gptcache_mock_data.json"
+
+
+async def test_neighbourhood_decision_serves_paraphrases_and_rarely_the_neighbour() -> None:
+    """The first 150 GPTCache mock queries through the real cache with decision: neighbourhood.
+    Measured 145 correct / 0 wrong (a static 0.85 threshold: 137 / 0); floors leave room for
+    numeric noise, not for a broken ratio test, floor or index."""
+    if not MOCK.exists():
+        pytest.fail(f"{MOCK} is missing: the shared semantic-cache data must sit beside the repo")
+    rows = json.loads(MOCK.read_text())[:150]
+    cache = build_cache({"mode": "semantic", "decision": "neighbourhood"})
+    try:
+        origins = list(dict.fromkeys(r["origin"] for r in rows))
+        await asyncio.gather(*(cache.store(chat(o), answer(o)) for o in origins))
+        hits = await asyncio.gather(*(cache.lookup(chat(r["similar"])) for r in rows))
+    finally:
+        await cache.close()
+    served = [
+        (h.response["choices"][0]["message"]["content"], r["origin"])
+        for h, r in zip(hits, rows, strict=True)
+        if h is not None
+    ]
+    correct = sum(1 for got, want in served if got == want)
+    wrong = len(served) - correct
+    assert correct >= 135 and wrong <= 2, f"{correct} correct / {wrong} wrong of {len(rows)}"

@@ -65,7 +65,13 @@ def test_replay_reports_hits_wrong_hits_and_savings(
     )
     assert rc == 0
     results = {r["variant"]: r for r in json.loads(capsys.readouterr().out)["results"]}
-    assert set(results) == {"exact", "verifier", "threshold=0.7", "threshold=0.99"}
+    assert set(results) == {
+        "exact",
+        "verifier",
+        "neighbourhood",
+        "threshold=0.7",
+        "threshold=0.99",
+    }
     exact = results["exact"]
     assert (exact["requests"], exact["exact_hits"], exact["semantic_hits"]) == (5, 1, 0)
     assert exact["dollars_total"] == pytest.approx(5 * 0.003) and exact[
