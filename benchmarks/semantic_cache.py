@@ -1,5 +1,6 @@
 """Semantic cache benchmark: mock-data hits (vs GPTCache), QQP precision/recall (vs a static
-cosine threshold), and embedding + lookup latency at 1k / 10k / 100k entries on one core.
+cosine threshold), and embedding + lookup latency at 1k / 10k / 100k entries on one core, for
+both hit decisions (verifier, neighbourhood; docs/semantic-cache.md).
 
     bash benchmarks/setup-gptcache.sh            # once: GPTCache's own venv (.venv-gptcache)
     python benchmarks/semantic_cache.py --pairs ../shared/data/semcache/qqp_pairs_dev.jsonl \
@@ -32,12 +33,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import train_cache_verifier as training  # noqa: E402
 
+from gateway.cache.decision import neighbourhood_pick  # noqa: E402
 from gateway.cache.index import ScopeIndex  # noqa: E402
+from gateway.cache.policy import Policy  # noqa: E402
 from gateway.cache.verifier import Probe, Verifier  # noqa: E402
 from tandem.embedding import Embedder  # noqa: E402
 
 DEFAULT_MOCK = training.SHARED / "data" / "semcache" / "gptcache_mock_data.json"
 STATIC_THRESHOLDS = (0.85, 0.90, 0.95, 0.97, 0.98)
+NEIGHBOURHOOD_RATIOS = (0.7, 0.75, 0.8, 0.85, 0.9)
 TOP_K = 4
 
 
@@ -48,45 +52,62 @@ def probes(embedder: Embedder, verifier: Verifier, texts: list[str]) -> list[Pro
 
 
 def mock_eval(rows: list[dict], embedder: Embedder, verifier: Verifier) -> dict:
-    """Cache every origin, query every similar: top-k by cosine, the verifier picks one or none."""
-    origins = probes(embedder, verifier, [r["origin"] for r in rows])
+    """Cache every distinct origin, query every similar; count correct / wrong / miss per decision.
+
+    The cache keys entries by question, so the 48 origins the file repeats verbatim are one entry,
+    and a hit is correct when it serves the query's own origin question. Each decision sees what
+    the gateway sees: the top-k neighbours by cosine (same index code), then its own rule.
+    """
+    origins = sorted({r["origin"] for r in rows})
+    position = {o: i for i, o in enumerate(origins)}
+    cached = probes(embedder, verifier, origins)
     queries = probes(embedder, verifier, [r["similar"] for r in rows])
-    matrix = np.stack([p.vector for p in origins])
-    sims = np.stack([q.vector for q in queries]) @ matrix.T
-    counts = {"correct": 0, "wrong": 0, "miss": 0}
-    same_question = {"correct": 0, "wrong": 0, "miss": 0}
-    picks: list[tuple[float, bool]] = []  # (best probability, right question) per query
+    index = ScopeIndex(embedder.dimension)
+    for i, p in enumerate(cached):
+        index.add(i, p.vector)
+    policy = Policy()
     static = {t: {"correct": 0, "wrong": 0, "miss": 0} for t in STATIC_THRESHOLDS}
-    for i, q in enumerate(queries):
-        top = np.argsort(-sims[i])[:TOP_K]
+    verified = {"correct": 0, "wrong": 0, "miss": 0}
+    # (nearest, runner-up, nearest is right) per query: the neighbourhood rule at any ratio
+    near: list[tuple[float, float, bool]] = []
+    for row, q in zip(rows, queries, strict=True):
+        found = index.search(q.vector, TOP_K)
+        truth = position[row["origin"]]
+        (top, sim), runner_up = found[0], found[1][1]
+        near.append((sim, runner_up, top == truth))
         for t in STATIC_THRESHOLDS:
-            static[t]["miss" if sims[i, top[0]] < t else "correct" if top[0] == i else "wrong"] += 1
-        probs = verifier.probabilities(q, [origins[j] for j in top])
-        best = int(np.argmax(probs))
-        picks.append((float(probs[best]), rows[top[best]]["origin"] == rows[i]["origin"]))
-        if probs[best] < verifier.operating_point:
-            counts["miss"] += 1
-            same_question["miss"] += 1
-            continue
-        counts["correct" if top[best] == i else "wrong"] += 1
-        # the mock data repeats 48 origins verbatim: an identical cached question is a right answer
-        same_question["correct" if rows[top[best]]["origin"] == rows[i]["origin"] else "wrong"] += 1
-    curve = []
-    for cut in (0.1, 0.3, 0.5, 0.7, 0.8):  # min_probability lowered for paraphrase-heavy traffic
-        right = sum(1 for p, ok in picks if p >= cut and ok)
-        wrong = sum(1 for p, ok in picks if p >= cut and not ok)
-        curve.append(
-            {
-                "min_probability": cut,
-                "correct": right,
-                "wrong": wrong,
-                "miss": len(picks) - right - wrong,
-            }
-        )
+            static[t]["miss" if sim < t else "correct" if top == truth else "wrong"] += 1
+        candidates = [(j, s) for j, s in found if s >= policy.min_similarity]
+        probs = verifier.probabilities(q, [cached[j] for j, _ in candidates])
+        best = int(np.argmax(probs)) if len(probs) else -1
+        if best < 0 or probs[best] < verifier.operating_point:
+            verified["miss"] += 1
+        else:
+            verified["correct" if candidates[best][0] == truth else "wrong"] += 1
+
+    def neighbourhood(ratio: float, part: slice = slice(None)) -> dict:
+        out = {"correct": 0, "wrong": 0, "miss": 0}
+        for sim, runner_up, right in near[part]:
+            pick = neighbourhood_pick([sim, runner_up], policy.min_similarity, ratio)
+            out["miss" if pick is None else "correct" if right else "wrong"] += 1
+        return out
+
+    half = len(rows) // 2
     return {
-        **counts,
-        "scored_by_question": same_question,
-        "verifier_curve_by_question": curve,
+        **neighbourhood(policy.ambiguity_ratio),
+        "decision": f"neighbourhood (ambiguity_ratio {policy.ambiguity_ratio})",
+        "cached_questions": len(origins),
+        "queries": len(rows),
+        "verifier": verified,
+        "neighbourhood_curve": [
+            {
+                "ambiguity_ratio": r,
+                "all": neighbourhood(r),
+                "first_half": neighbourhood(r, slice(None, half)),
+                "second_half": neighbourhood(r, slice(half, None)),
+            }
+            for r in NEIGHBOURHOOD_RATIOS
+        ],
         "baseline_static": {str(t): v for t, v in static.items()},
     }
 
@@ -129,7 +150,7 @@ def pairs_eval(
     verifier: Verifier,
     encodings: Path | None,
     tapped_cache: Path | None,
-) -> dict:
+) -> tuple[dict, list[dict]]:
     pairs = training.load_pairs(path)
     held_out = (
         path.resolve() == training.DEFAULT_PAIRS.resolve()
@@ -149,14 +170,14 @@ def pairs_eval(
     # the static threshold with at least the verifier's precision, for a like-for-like recall
     static_same = next(
         (
-            {"threshold": t, "precision": round(p, 4), "recall": round(r, 4)}
+            {"threshold": round(float(t), 3), "precision": round(p, 4), "recall": round(r, 4)}
             for t in np.arange(0.80, 1.0, 0.005)
             if (p := pr_at(cosine, y, t)[0]) >= precision
             for r in [pr_at(cosine, y, t)[1]]
         ),
         None,
     )
-    return {
+    result = {
         "n": len(pairs),
         "split": "held-out 10,000 of the dev pairs" if held_out else "whole file",
         "operating_point": verifier.operating_point,
@@ -169,15 +190,56 @@ def pairs_eval(
             "curve": curve(cosine, y, list(STATIC_THRESHOLDS)),
             "at_same_precision": static_same,
         },
+        "neighbourhood_in_cache": neighbourhood_in_cache(pairs, pr),
+    }
+    return result, pairs
+
+
+def neighbourhood_in_cache(pairs: list[dict], pr: dict[str, Probe]) -> dict:
+    """Why the neighbourhood decision is not the default for question traffic: cache every
+    distinct `text_a`, ask every `text_b`. A hit on its own `text_a` counts by the label, a hit on
+    any other cached question counts as wrong (it was not the pair's question)."""
+    policy = Policy()
+    cached = list(dict.fromkeys(p["text_a"] for p in pairs))
+    position = {t: i for i, t in enumerate(cached)}
+    matrix = np.stack([pr[t].vector for t in cached])
+    right = wrong = 0
+    for p in pairs:
+        sims = matrix @ pr[p["text_b"]].vector
+        top = np.argpartition(-sims, 1)[:2]
+        top = top[np.argsort(-sims[top])]
+        pick = neighbourhood_pick(
+            [float(sims[top[0]]), float(sims[top[1]])],
+            policy.min_similarity,
+            policy.ambiguity_ratio,
+        )
+        if pick is None:
+            continue
+        if top[0] == position[p["text_a"]] and p["label"]:
+            right += 1
+        else:
+            wrong += 1
+    positives = sum(int(p["label"]) for p in pairs)
+    return {
+        "cached_questions": len(cached),
+        "precision": round(right / max(right + wrong, 1), 4),
+        "recall": round(right / max(positives, 1), 4),
     }
 
 
 def latency(
     embedder: Embedder, verifier: Verifier, base: np.ndarray, sizes: list[int], queries: list[str]
 ) -> dict:
-    """One short query at a time: embed (with token vectors) + nearest neighbours + verify top-k."""
+    """One short query at a time, as the gateway's lookup runs it, for each decision:
+
+    - neighbourhood: embed + top-k neighbours + the ratio test;
+    - verifier: embed (keeping the tapped hidden states) + top-k + the verifier's layers on the
+      query + the verifier on k = 4 candidates (the most it ever verifies; cached candidates
+      already hold their tuned token vectors, as entries do after their first verification).
+    """
     rng = np.random.default_rng(0)
-    cand = probes(embedder, verifier, queries[:TOP_K])
+    cand = probes(embedder, verifier, queries[-TOP_K:])
+    policy = Policy()
     result = {}
     for size in sizes:
         reps = -(-size // len(base))
@@ -188,19 +250,29 @@ def latency(
         index = ScopeIndex(embedder.dimension)
         for i, v in enumerate(vecs):
             index.add(i, v)
-        times, search_times = [], []
+        plain, verified, search_times = [], [], []
         for q in queries:
             t0 = time.perf_counter()
-            (probe,) = probes(embedder, verifier, [q])
+            vector = embedder.encode([q])[0]
             t1 = time.perf_counter()
-            index.search(probe.vector, TOP_K)
+            found = index.search(vector, TOP_K)
             search_times.append(time.perf_counter() - t1)
+            neighbourhood_pick([s for _, s in found], policy.min_similarity, policy.ambiguity_ratio)
+            plain.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            (probe,) = probes(embedder, verifier, [q])
+            index.search(probe.vector, TOP_K)
             verifier.probabilities(probe, cand)
-            times.append(time.perf_counter() - t0)
-        ms = np.array(times) * 1000
+            verified.append(time.perf_counter() - t0)
+        ms, vms = np.array(plain) * 1000, np.array(verified) * 1000
         result[str(size)] = {
-            "p50": round(float(np.percentile(ms, 50)), 2),
-            "p99": round(float(np.percentile(ms, 99)), 2),
+            "p50": round(float(np.percentile(vms, 50)), 2),
+            "p99": round(float(np.percentile(vms, 99)), 2),
+            "decision": "verifier",
+            "neighbourhood": {
+                "p50": round(float(np.percentile(ms, 50)), 2),
+                "p99": round(float(np.percentile(ms, 99)), 2),
+            },
             "search_p50": round(float(np.median(search_times) * 1000), 3),
             "index": "hnsw (usearch)" if index.approximate else "exact (numpy)",
         }
@@ -239,14 +311,14 @@ def main() -> None:
     mock = mock_eval(rows, embedder, verifier)
     mock["gptcache"] = gptcache_eval(args.mock, args.gptcache_python)
     print(f"mock: {json.dumps(mock)}", file=sys.stderr)
-    pairs = pairs_eval(args.pairs, embedder, verifier, args.encodings, args.tapped)
-    base = embedder.encode([r["origin"] for r in rows] + [r["similar"] for r in rows])
+    pairs, pairs_used = pairs_eval(args.pairs, embedder, verifier, args.encodings, args.tapped)
+    # the cache holds, and is asked, short questions: the evaluated pairs' own (a Quora question
+    # is ~14 word pieces); their vectors come from the encodings pairs_eval made or reused
+    pair_texts = list(dict.fromkeys(p[k] for p in pairs_used for k in ("text_a", "text_b")))
+    encoded = training.encode_texts(pair_texts, embedder, args.encodings)
+    base = np.stack([encoded[t].vector for t in pair_texts])
     lat = latency(
-        embedder,
-        verifier,
-        base,
-        [int(s) for s in args.sizes.split(",")],
-        [r["similar"] for r in rows[:200]],
+        embedder, verifier, base, [int(s) for s in args.sizes.split(",")], pair_texts[:200]
     )
     result = {
         "mock": mock,
@@ -260,23 +332,37 @@ def main() -> None:
         print(json.dumps(result))
         return
     g = mock["gptcache"]
-    print(f"mock ({len(rows)} queries)      correct  wrong  miss")
-    print(f"  tandem verifier          {mock['correct']:7d} {mock['wrong']:6d} {mock['miss']:5d}")
+    print(
+        f"mock ({mock['queries']} queries, {mock['cached_questions']} distinct cached questions)"
+        "   correct  wrong  miss"
+    )
+    row = "  {:<40} {:7d} {:6d} {:5d}"
+    print(row.format(f"tandem {mock['decision']}", mock["correct"], mock["wrong"], mock["miss"]))
+    v = mock["verifier"]
+    print(row.format("tandem verifier (QQP operating point)", v["correct"], v["wrong"], v["miss"]))
     for t, c in mock["baseline_static"].items():
-        print(f"  static cosine {t:<10} {c['correct']:7d} {c['wrong']:6d} {c['miss']:5d}")
+        print(row.format(f"static cosine {t}", c["correct"], c["wrong"], c["miss"]))
     if "error" in g:
         print(f"  gptcache: {g['error']}")
     else:
-        print(
-            f"  gptcache (default {g['similarity_threshold']})  {g['correct']:7d} {g['wrong']:6d} {g['miss']:5d}"
-        )
+        q = g["scored_by_question"]
+        name = f"gptcache (default {g['similarity_threshold']}, by question)"
+        print(row.format(name, q["correct"], q["wrong"], q["miss"]))
     print(
         f"QQP {pairs['split']} (n={pairs['n']}): precision {pairs['precision']:.3f} recall {pairs['recall']:.3f}"
     )
     print(f"  static at same precision: {pairs['baseline_static']['at_same_precision']}")
+    nb = pairs["neighbourhood_in_cache"]
+    print(
+        f"  neighbourhood decision, every text_a cached: precision {nb['precision']:.3f}"
+        f" recall {nb['recall']:.3f}"
+    )
+    print("latency (one short query)   verifier p50 / p99     neighbourhood p50 / p99   search")
     for size, v in lat.items():
+        n = v["neighbourhood"]
         print(
-            f"latency {size:>7} entries: p50 {v['p50']} ms  p99 {v['p99']} ms  ({v['index']}, search {v['search_p50']} ms)"
+            f"  {size:>7} entries        {v['p50']:6.2f} / {v['p99']:6.2f} ms"
+            f"     {n['p50']:6.2f} / {n['p99']:6.2f} ms       {v['search_p50']} ms ({v['index']})"
         )
 
 
