@@ -313,9 +313,7 @@ class SemanticCache:
                     e.tokens.tokens, e.tokens.vectors
                 )  # hidden states not needed now
         query = Probe(text, vector, tokens, verifier.tune(tokens))
-        return verifier.probabilities(
-            query, [Probe(e.text or "", e.vector, e.tokens, e.tuned) for e in entries]
-        )
+        return verifier.probabilities(query, [_probe(e) for e in entries])
 
     async def _recheck(self, request: CacheRequest, keys: Keys, hit: CacheHit) -> None:
         """Ask upstream too and compare answers; a disagreement counts as a wrong hit."""
@@ -361,6 +359,13 @@ class SemanticCache:
         """Wait for background re-checks (tests, shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _probe(entry: Entry) -> Probe:
+    """A verified entry as the verifier sees it (indexed entries have a vector; _verify has just
+    given every candidate its token vectors)."""
+    assert entry.vector is not None and entry.tokens is not None
+    return Probe(entry.text or "", entry.vector, entry.tokens, entry.tuned)
 
 
 def answer_text(response: dict[str, Any]) -> str:

@@ -8,7 +8,12 @@ Vectors are unit length, so inner product is cosine similarity.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from usearch.index import Index
 
 
 class ScopeIndex:
@@ -20,7 +25,7 @@ class ScopeIndex:
         self._ids: list[int] = []
         self._rows: dict[int, int] = {}
         self._matrix = np.zeros((16, dimension), dtype=np.float32)
-        self._hnsw = None  # usearch.index.Index once the scope outgrows exact search
+        self._hnsw: Index | None = None  # once the scope outgrows exact search
 
     def __len__(self) -> int:
         return len(self._rows) if self._hnsw is None else len(self._hnsw)

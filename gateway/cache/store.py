@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import orjson
@@ -26,7 +26,16 @@ from gateway.cache.index import ScopeIndex
 from gateway.cache.metrics import CacheMetrics
 from tandem.embedding import TokenEmbeddings
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from redis.typing import EncodableT, FieldT
+
 log = logging.getLogger("tandem.gateway.cache")
+
+# redis-py types replies as bytes | str; this client never decodes, so they are bytes
+RedisHash = dict[bytes, bytes]
+StreamBatches = list[tuple[bytes, list[tuple[bytes, RedisHash]]]] | None
 
 
 @dataclass(slots=True)
@@ -207,7 +216,7 @@ class RedisShare:
     async def start(self, on_entry: Callable[[Entry, str], None]) -> None:
         """Warm from every live entry, then follow the stream from where the warm-up began."""
         last = await self.client.xrevrange(self.stream, count=1)
-        cursor = last[0][0] if last else b"0-0"
+        cursor = cast(bytes, last[0][0]) if last else b"0-0"
         await self._warm(on_entry)
         self._task = asyncio.get_running_loop().create_task(self._follow(cursor, on_entry))
 
@@ -219,12 +228,15 @@ class RedisShare:
                 pipe.hgetall(k)
             for data in await pipe.execute():
                 if data:
-                    on_entry(Entry.from_redis(data), "warm")
+                    on_entry(Entry.from_redis(cast(RedisHash, data)), "warm")
 
     async def _follow(self, cursor: bytes, on_entry: Callable[[Entry, str], None]) -> None:
         while True:
             try:
-                batches = await self.client.xread({self.stream: cursor}, block=1000, count=500)
+                batches = cast(
+                    StreamBatches,
+                    await self.client.xread({self.stream: cursor}, block=1000, count=500),
+                )
                 for _stream, messages in batches or []:
                     ids = []
                     for msg_id, fields in messages:
@@ -237,7 +249,7 @@ class RedisShare:
                             pipe.hgetall(f"{self.ns}:e:{entry_id}")
                         for data in await pipe.execute():
                             if data:
-                                on_entry(Entry.from_redis(data), "peer")
+                                on_entry(Entry.from_redis(cast(RedisHash, data)), "peer")
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -248,7 +260,7 @@ class RedisShare:
         ttl_ms = max(1, int((entry.expires - time.time()) * 1000))
         key = f"{self.ns}:e:{entry.id}"
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(key, mapping=entry.to_redis())
+        pipe.hset(key, mapping=cast("Mapping[FieldT, EncodableT]", entry.to_redis()))
         pipe.pexpire(key, ttl_ms)
         pipe.set(f"{self.ns}:x:{entry.exact}", entry.id, px=ttl_ms)
         pipe.xadd(
@@ -260,10 +272,10 @@ class RedisShare:
         await pipe.execute()
 
     async def get_exact(self, exact: str) -> Entry | None:
-        entry_id = await self.client.get(f"{self.ns}:x:{exact}")
+        entry_id = cast(bytes | None, await self.client.get(f"{self.ns}:x:{exact}"))
         if entry_id is None:
             return None
-        data = await self.client.hgetall(f"{self.ns}:e:{entry_id.decode()}")
+        data = cast(RedisHash, await self.client.hgetall(f"{self.ns}:e:{entry_id.decode()}"))
         return Entry.from_redis(data) if data else None
 
     async def close(self) -> None:
