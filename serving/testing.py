@@ -31,8 +31,11 @@ def contract(instance: str, max_nodes: int = 4, pool: str = "") -> SchedulingCon
 
 
 def llm(**overrides: object) -> ModelDeployment:
-    engine = {"max_model_len": 8192, "max_num_seqs": 4}
-    engine.update(overrides.pop("engine", {}))  # type: ignore[arg-type]
+    engine: dict[str, object] = {"max_model_len": 8192, "max_num_seqs": 4}
+    extra = overrides.pop("engine", {})
+    if not isinstance(extra, dict):
+        raise TypeError(f"engine override must be a mapping (got {type(extra).__name__})")
+    engine.update(extra)
     data: dict[str, object] = {
         "name": "chat",
         "model": "llama-3.1-8b-instruct",
