@@ -10,10 +10,8 @@ SHARED ?= $(abspath ../shared)
 export TANDEM_CRD_DIR ?= $(SHARED)/crds
 export TANDEM_SHARED_DIR ?= $(SHARED)
 DEBIAN_PACKAGES := prometheus redis-server
-# Type-checked in CI: the shared vocabulary, config and plan, and the pure modules both sides
-# import (catalog, fit math, serve-config builder and checks, rule and report generators).
-TYPED := tandem gpu_pools observability finops policies components serving/spec.py serving/builder.py \
-	serving/checks.py gateway/cache serving/testing.py
+# Type-checked in CI: every Tandem package, the gateway and serving runtime included.
+TYPED := tandem gpu_pools observability finops policies components serving gateway
 
 .PHONY: setup system-packages plan test lint typecheck imports unit integration llm lock clean
 

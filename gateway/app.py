@@ -168,7 +168,7 @@ class Gateway:
         registry = getattr(self.cache, "registry", None)
         if registry is not None:
             self.metrics.registry.register(registry)
-        if hasattr(self.cache, "upstream"):
+        if self.cache is not None and hasattr(self.cache, "upstream"):
             self.cache.upstream = self._recheck_answer
         start = getattr(self.cache, "start", None)
         if start is not None:

@@ -116,4 +116,6 @@ class BatchEmbedder:
 
 def build_app(args: dict[str, Any]) -> serve.Application:
     """Application builder named in the Serve config's `import_path`."""
-    return BatchEmbedder.bind(args["model_id"], args.get("source", DEFAULT_PACKAGE_SOURCE))
+    # @serve.deployment turns the class into a Deployment; mypy still sees the class
+    deployment: Any = BatchEmbedder
+    return deployment.bind(args["model_id"], args.get("source", DEFAULT_PACKAGE_SOURCE))
