@@ -170,7 +170,11 @@ def pairs_eval(
     # the static threshold with at least the verifier's precision, for a like-for-like recall
     static_same = next(
         (
-            {"threshold": round(float(t), 3), "precision": round(p, 4), "recall": round(r, 4)}
+            {
+                "threshold": round(float(t), 3),
+                "precision": round(float(p), 4),
+                "recall": round(float(r), 4),
+            }
             for t in np.arange(0.80, 1.0, 0.005)
             if (p := pr_at(cosine, y, t)[0]) >= precision
             for r in [pr_at(cosine, y, t)[1]]
