@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway.cache.policy import route_policy_error
+
 Endpoint = Literal["chat.completions", "completions", "embeddings"]
 ENDPOINTS: tuple[Endpoint, ...] = ("chat.completions", "completions", "embeddings")
 PERIOD_SECONDS = {"hour": 3600, "day": 86400, "month": 30 * 86400}
@@ -180,6 +182,10 @@ class GatewayConfig(_Strict):
                     )
                 elif target == alias:
                     errors.append(f"routes.{alias}.{where}: a route cannot fall back to itself")
+            if route.cache:
+                problem = route_policy_error(route.cache, f"routes.{alias}.cache")
+                if problem:
+                    errors.append(problem)
         for name in self.prices:
             if name not in self.backends:
                 errors.append(f"prices.{name}: unknown backend; allowed: {sorted(self.backends)}")

@@ -117,6 +117,23 @@ class Policy:
             raise ValueError(f"{where}.candidates: must be >= 1 (got {self.candidates!r})")
 
 
+def route_policy_error(data: dict[str, Any], where: str) -> str | None:
+    """Why a route's `cache:` block is invalid (None: it is valid). Checked when the routes file
+    loads, so a typo fails at start-up with its path instead of on the route's first request; a
+    route may set policy keys only (redis_url, max_entries, ... belong to the top-level block)."""
+    allowed = sorted(set(Policy.__dataclass_fields__) | {"enabled"})
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        return f"{where}: unknown keys {unknown}; allowed: {allowed}"
+    try:
+        Policy().merged(data, where)
+    except ValueError as exc:
+        return str(exc)
+    except TypeError as exc:  # e.g. a string where a number belongs
+        return f"{where}: {exc}"
+    return None
+
+
 def canonical(obj: Any) -> bytes:
     """Order-independent JSON bytes: two bodies that differ only in key order hash the same."""
     return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)

@@ -144,3 +144,22 @@ def test_slow_first_token_counts_as_failure_and_429_cools() -> None:
     assert br2.state == OPEN and br2.retry_after() == pytest.approx(7)
     clock.t += 7
     assert br2.available()
+
+
+def test_route_cache_policy_is_checked_when_the_file_loads() -> None:
+    """A typo in a route's `cache:` fails at start-up with its path, not on the route's first
+    request, and replica-level keys are refused where they would be ignored."""
+    cfg = base()
+    cfg["routes"]["chat"]["cache"] = {"decision": "neighbourhod"}
+    with pytest.raises(ConfigError) as err:
+        parse_config(cfg)
+    assert "routes.chat.cache.decision" in str(err.value) and "'neighbourhood'" in str(err.value)
+    cfg["routes"]["chat"]["cache"] = {"treshold": 0.9, "max_entries": 10}
+    with pytest.raises(ConfigError) as err:
+        parse_config(cfg)
+    assert "routes.chat.cache: unknown keys ['max_entries', 'treshold']" in str(err.value)
+    cfg["routes"]["chat"]["cache"] = {"decision": "neighbourhood", "ambiguity_ratio": 0.7}
+    assert parse_config(cfg).routes["chat"].cache == {
+        "decision": "neighbourhood",
+        "ambiguity_ratio": 0.7,
+    }
