@@ -121,12 +121,19 @@ class Gateway(pulumi.ComponentResource):
         }
         if args.keys:
             routes["keys_file"] = f"{KEYS_DIR}/keys.yaml"
+        if cfg.cache is not None:
+            routes["cache"] = dict(cfg.cache)
+
+        def with_redis(url: str) -> str:
+            """Limits and budgets share Redis; so does the cache, unless told otherwise, so a
+            replica's answer serves the others and a restarted replica warms from it."""
+            out = {**routes, "redis": {"url": url, "prefix": "tandem:gw"}}
+            if "cache" in out:
+                out["cache"] = {"redis_url": url, **out["cache"]}
+            return yaml.safe_dump(out, sort_keys=False)
+
         config_data = (
-            pulumi.Output.from_input(self.redis_url).apply(
-                lambda url: yaml.safe_dump(
-                    {**routes, "redis": {"url": url, "prefix": "tandem:gw"}}, sort_keys=False
-                )
-            )
+            pulumi.Output.from_input(self.redis_url).apply(with_redis)
             if self.redis_url is not None
             else pulumi.Output.from_input(yaml.safe_dump(routes, sort_keys=False))
         )

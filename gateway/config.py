@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gateway.cache.policy import route_policy_error
+from gateway.cache.policy import cache_section_error, route_policy_error
 
 Endpoint = Literal["chat.completions", "completions", "embeddings"]
 ENDPOINTS: tuple[Endpoint, ...] = ("chat.completions", "completions", "embeddings")
@@ -186,6 +186,10 @@ class GatewayConfig(_Strict):
                 problem = route_policy_error(route.cache, f"routes.{alias}.cache")
                 if problem:
                     errors.append(problem)
+        if self.cache is not None:
+            problem = cache_section_error(self.cache, "cache")
+            if problem:
+                errors.append(problem)
         for name in self.prices:
             if name not in self.backends:
                 errors.append(f"prices.{name}: unknown backend; allowed: {sorted(self.backends)}")

@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from gateway.cache.policy import cache_section_error
 from gpu_pools.catalog import load_catalog
 from tandem.labels import dns_label
 
@@ -315,6 +316,18 @@ class GatewayConfig(Model):
     redis: Literal["in-cluster", "elasticache", "none"] = "in-cluster"
     ingress_host: str | None = None
     tls_secret: str | None = None
+    # the gateway's response cache: the routes file's top-level `cache:` section, verbatim
+    # (snake_case keys, docs/semantic-cache.md); unset = no cache. Use cases set per-route policy.
+    cache: dict[str, Any] | None = None
+
+    @field_validator("cache")
+    @classmethod
+    def _cache_section(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            problem = cache_section_error(v, "cache")
+            if problem:
+                raise ValueError(problem)
+        return v
 
     @model_validator(mode="after")
     def _bounds(self) -> GatewayConfig:

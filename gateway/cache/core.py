@@ -24,7 +24,14 @@ from gateway.cache.api import CacheHit, CacheRequest
 from gateway.cache.decision import neighbourhood_pick
 from gateway.cache.embedder import BatchingEmbedder, shared_embedder
 from gateway.cache.metrics import CacheMetrics
-from gateway.cache.policy import Keys, Policy, derive_keys, request_exclusion, response_exclusion
+from gateway.cache.policy import (
+    Keys,
+    Policy,
+    cache_section_error,
+    derive_keys,
+    request_exclusion,
+    response_exclusion,
+)
 from gateway.cache.store import Entry, LocalStore, RedisShare
 from gateway.cache.verifier import Probe, Verifier
 from tandem.embedding import DIMENSION, TokenEmbeddings
@@ -61,17 +68,12 @@ class Settings:
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> Settings:
         config = dict(config or {})
+        problem = cache_section_error(config)
+        if problem:
+            raise ValueError(problem)
         recheck = config.pop("recheck", None) or {}
-        unknown = set(recheck) - set(RecheckSettings.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"cache.recheck: unknown keys {sorted(unknown)}")
         replica_keys = set(cls.__dataclass_fields__) - {"policy", "recheck"}
         policy_keys = set(Policy.__dataclass_fields__) | {"enabled"}
-        unknown = set(config) - replica_keys - policy_keys
-        if unknown:
-            raise ValueError(
-                f"cache: unknown keys {sorted(unknown)}; allowed: {sorted(replica_keys | policy_keys | {'recheck'})}"
-            )
         policy = Policy.from_mapping({k: v for k, v in config.items() if k in policy_keys}, "cache")
         settings = cls(
             policy=policy,

@@ -117,6 +117,42 @@ class Policy:
             raise ValueError(f"{where}.candidates: must be >= 1 (got {self.candidates!r})")
 
 
+# The top-level `cache:` keys that are not policy (gateway.cache.core.Settings, RecheckSettings):
+# listed here so that config files can be checked without loading the cache (numpy, the model).
+REPLICA_KEYS = frozenset(
+    {
+        "redis_url",
+        "namespace",
+        "max_entries",
+        "max_bytes",
+        "exact_search_max",
+        "model_path",
+        "verifier_path",
+        "embed_batch",
+    }
+)
+RECHECK_KEYS = frozenset(
+    {"fraction", "answer_similarity", "window", "min_samples", "alert_wrong_rate"}
+)
+
+
+def cache_section_error(data: Any, where: str = "cache") -> str | None:
+    """Why a top-level `cache:` section is invalid (None: it is valid): unknown keys anywhere,
+    bad policy values. The replica-level values are checked when the cache is built."""
+    if not isinstance(data, dict):
+        return f"{where}: must be a mapping (got {type(data).__name__})"
+    policy_keys = set(Policy.__dataclass_fields__) | {"enabled"}
+    allowed = sorted(policy_keys | REPLICA_KEYS | {"recheck"})
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        return f"{where}: unknown keys {unknown}; allowed: {allowed}"
+    recheck = data.get("recheck") or {}
+    if not isinstance(recheck, dict) or set(recheck) - RECHECK_KEYS:
+        extra = sorted(set(recheck) - RECHECK_KEYS) if isinstance(recheck, dict) else recheck
+        return f"{where}.recheck: unknown keys {extra}; allowed: {sorted(RECHECK_KEYS)}"
+    return route_policy_error({k: v for k, v in data.items() if k in policy_keys}, where)
+
+
 def route_policy_error(data: dict[str, Any], where: str) -> str | None:
     """Why a route's `cache:` block is invalid (None: it is valid). Checked when the routes file
     loads, so a typo fails at start-up with its path instead of on the route's first request; a

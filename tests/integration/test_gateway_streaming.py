@@ -107,11 +107,11 @@ def test_cache_hook_lookup_store_and_streamed_replay(up, upstream, monkeypatch) 
         lambda c: built.append(FakeCache(c)) or built[-1],
         raising=False,
     )
-    config = cfg(up, cache={"exact": {"ttl_s": 60}})
-    config["routes"]["chat"]["cache"] = {"semantic": False}
+    config = cfg(up, cache={"mode": "semantic", "ttl_s": 60})
+    config["routes"]["chat"]["cache"] = {"mode": "exact"}
     with RunningGateway(config) as gw:
         cache = built[0]
-        assert cache.config == {"exact": {"ttl_s": 60}}
+        assert cache.config == {"mode": "semantic", "ttl_s": 60}
         first = httpx.post(gw.url + "/v1/chat/completions", json=chat("chat", "q1")).json()
         import time
 
@@ -124,7 +124,7 @@ def test_cache_hook_lookup_store_and_streamed_replay(up, upstream, monkeypatch) 
             "anonymous",
             "chat",
             "chat.completions",
-            {"semantic": False},
+            {"mode": "exact"},
         )
         data = stream(gw.url, chat("chat", "q1", stream=True))
         assert upstream.requests == 1
@@ -149,7 +149,7 @@ def test_no_cache_section_means_no_cache_and_a_broken_cache_stops_startup(
 
     monkeypatch.setattr(gateway.cache, "build_cache", broken, raising=False)
     with pytest.raises(StartupError, match="cache.*embedding model not found"):
-        RunningGateway(cfg(up, cache={"semantic": {}}))
+        RunningGateway(cfg(up, cache={"mode": "semantic"}))
     monkeypatch.delattr(gateway.cache, "build_cache", raising=False)
     with pytest.raises(StartupError, match="cannot be imported"):
         RunningGateway(cfg(up, cache={}))

@@ -130,3 +130,12 @@ def test_ambiguity_ratio_is_validated() -> None:
     assert Policy().merged({"decision": "neighbourhood"}).decision == "neighbourhood"
     with pytest.raises(ValueError, match=r"cache\.ambiguity_ratio: must be in \(0, 1\]"):
         Policy().merged({"ambiguity_ratio": 1.5})
+
+
+def test_config_checks_know_every_settings_key() -> None:
+    """The light-weight config check (policy.py, no numpy) lists the keys Settings accepts."""
+    from gateway.cache.core import RecheckSettings, Settings
+    from gateway.cache.policy import RECHECK_KEYS, REPLICA_KEYS
+
+    assert set(Settings.__dataclass_fields__) - {"policy", "recheck"} == REPLICA_KEYS
+    assert set(RecheckSettings.__dataclass_fields__) == RECHECK_KEYS

@@ -152,3 +152,12 @@ def test_generated_routes_refuse_a_dangling_fallback() -> None:
     budget_no_price = [("a", "t", UseCaseGateway(budget={"usd": 5}), "http://a:8000/v1")]
     with pytest.raises(ConfigError, match="no price"):
         routes_from_use_cases(budget_no_price)
+
+
+def test_cache_section_reaches_the_routes_file_and_shares_the_gateway_redis() -> None:
+    res = run_under_mocks(program(cache={"mode": "semantic", "ttl_s": 600}))
+    cm = res.one("kubernetes:core/v1:ConfigMap", "gateway-routes").inputs
+    routes = yaml.safe_load(cm["data"]["routes.yaml"])
+    assert routes["cache"]["mode"] == "semantic" and routes["cache"]["ttl_s"] == 600
+    assert routes["cache"]["redis_url"] == routes["redis"]["url"]  # replicas share answers
+    assert parse_config({k: v for k, v in routes.items() if k != "keys_file"}).cache

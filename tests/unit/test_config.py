@@ -114,6 +114,14 @@ BAD_CONFIGS = {
         with_changes(region="useast1"),
         ["region", "useast1", "not an AWS region"],
     ),
+    "typo in the gateway cache section": (
+        with_changes(gateway={"cache": {"mode": "semantic", "treshold": 0.9}}),
+        ["gateway.cache", "unknown keys ['treshold']", "allowed:", "'threshold'"],
+    ),
+    "bad cache decision": (
+        with_changes(gateway={"cache": {"decision": "neighbourhod"}}),
+        ["gateway.cache", "cache.decision: must be one of", "'neighbourhood'"],
+    ),
 }
 
 

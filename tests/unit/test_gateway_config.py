@@ -163,3 +163,9 @@ def test_route_cache_policy_is_checked_when_the_file_loads() -> None:
         "decision": "neighbourhood",
         "ambiguity_ratio": 0.7,
     }
+
+
+def test_top_level_cache_section_is_checked_too() -> None:
+    with pytest.raises(ConfigError, match=r"cache: unknown keys \['max_entrys'\]"):
+        parse_config(base(cache={"mode": "semantic", "max_entrys": 10}))
+    assert parse_config(base(cache={"mode": "exact", "recheck": {"fraction": 0.1}})).cache
