@@ -145,6 +145,35 @@ def unit_tests(rule_file_name: str) -> dict:
                     "series": _sel(q.GW_CACHE_WRONG_HIT, namespace="gw", pod="gw-b"),
                     "values": "0.01x30",
                 },
+                # gw-c: a high estimate from 3 re-checks is noise, not an alert
+                {
+                    "series": _sel(q.GW_CACHE_WRONG_HIT, namespace="gw", pod="gw-c"),
+                    "values": "0.5x30",
+                },
+                {
+                    "series": _sel(
+                        q.GW_CACHE_RECHECKS, namespace="gw", pod="gw-a", result="disagree"
+                    ),
+                    "values": "10x30",
+                },
+                {
+                    "series": _sel(q.GW_CACHE_RECHECKS, namespace="gw", pod="gw-a", result="agree"),
+                    "values": "40x30",
+                },
+                {
+                    "series": _sel(q.GW_CACHE_RECHECKS, namespace="gw", pod="gw-b", result="agree"),
+                    "values": "99x30",
+                },
+                {
+                    "series": _sel(
+                        q.GW_CACHE_RECHECKS, namespace="gw", pod="gw-c", result="disagree"
+                    ),
+                    "values": "2x30",
+                },
+                {
+                    "series": _sel(q.GW_CACHE_RECHECKS, namespace="gw", pod="gw-c", result="agree"),
+                    "values": "1x30",
+                },
             ],
             [
                 ("3m", "TandemGatewayBreakerOpen", []),

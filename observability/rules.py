@@ -33,6 +33,7 @@ class RuleSettings:
     ttft_slo_target: float = 0.99
     error_slo_target: float = 0.995
     wrong_hit_max: float = 0.05
+    wrong_hit_min_rechecks: int = 20  # below this many re-checks the estimate is noise
     # (instance_type, capacity_type) -> USD per GPU-hour, for cost and budget rules
     gpu_prices: dict[tuple[str, str], float] = field(default_factory=dict)
     team_budgets_usd: dict[str, float] = field(default_factory=dict)  # monthly
@@ -157,7 +158,9 @@ def alert_rules(s: RuleSettings) -> list[dict]:
         ),
         _alert(
             "TandemSemanticCacheWrongHitHigh",
-            f"max by (namespace, pod) ({q.GW_CACHE_WRONG_HIT}) > {s.wrong_hit_max:g}",
+            f"(max by (namespace, pod) ({q.GW_CACHE_WRONG_HIT}) > {s.wrong_hit_max:g})"
+            f" and on (namespace, pod)"
+            f" (sum by (namespace, pod) ({q.GW_CACHE_RECHECKS}) >= {s.wrong_hit_min_rechecks})",
             "15m",
             "warning",
             "Semantic cache serves wrong answers",
