@@ -316,7 +316,8 @@ def train(data, valid, n_features: int, args: argparse.Namespace, base: dict[str
     opt = torch.optim.AdamW(
         [{"params": bert, "lr": args.bert_lr}, {"params": head, "lr": args.lr}], weight_decay=1e-4
     )
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    # pos_weight < 1 weighs false positives more: the decision lives at the high-precision end
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(args.pos_weight))
     n = len(data[5])
     best, best_score, stale = None, -1.0, 0
     yv = valid[5].numpy()
@@ -422,6 +423,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--pos-weight", type=float, default=1.0, help="loss weight of duplicates vs non-duplicates"
+    )
     ap.add_argument(
         "--limit", type=int, default=None, help="use only this many train/valid pairs (smoke test)"
     )
