@@ -28,7 +28,6 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from gateway.cache.policy import cache_section_error
 from gpu_pools.catalog import load_catalog
 from tandem.labels import dns_label
 
@@ -324,6 +323,10 @@ class GatewayConfig(Model):
     @classmethod
     def _cache_section(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         if v is not None:
+            # imported here: the config schema stays importable without the gateway's packages
+            # (the serving images and the LLM test venv load it without orjson)
+            from gateway.cache.policy import cache_section_error
+
             problem = cache_section_error(v, "cache")
             if problem:
                 raise ValueError(problem)
