@@ -14,6 +14,7 @@ from aiohttp import web
 from gateway.cache import build_cache
 from gateway.cache.api import CacheRequest
 from gateway.cache.core import SemanticCache
+from tests.support.cache_requests import answer, chat
 from tests.support.redis_server import redis_server
 from tests.support.upstream import ServerThread
 
@@ -33,23 +34,6 @@ def replica(redis_url: str, **extra: object) -> SemanticCache:
     return build_cache(
         {"mode": "semantic", "redis_url": redis_url, "namespace": f"t{extra.pop('ns')}", **extra}
     )
-
-
-def chat(question: str, tenant: str = "team-a") -> CacheRequest:
-    body = {"model": "llama", "temperature": 0, "messages": [{"role": "user", "content": question}]}
-    return CacheRequest(tenant=tenant, model="llama", endpoint="chat.completions", body=body)
-
-
-def answer(content: str) -> dict:
-    return {
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
-            }
-        ]
-    }
 
 
 async def eventually(probe, timeout: float = 5.0):

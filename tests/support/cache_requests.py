@@ -10,13 +10,16 @@ def chat(
     *,
     tenant: str = "team-a",
     model: str = "llama",
-    system: str = "Be brief.",
+    system: str | None = "Be brief.",
+    history: list[dict] | None = None,
     **params: object,
 ) -> CacheRequest:
+    """A chat request; the system prompt and earlier turns are part of the cache scope."""
+    messages = ([{"role": "system", "content": system}] if system else []) + (history or [])
     body = {
         "model": model,
         "temperature": 0,
-        "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}],
+        "messages": [*messages, {"role": "user", "content": question}],
         **params,
     }
     return CacheRequest(tenant=tenant, model=model, endpoint="chat.completions", body=body)

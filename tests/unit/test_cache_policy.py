@@ -4,39 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.cache.api import CacheRequest
 from gateway.cache.policy import Policy, derive_keys, request_exclusion, response_exclusion
-
-
-def chat(
-    question: str,
-    *,
-    tenant: str = "team-a",
-    model: str = "llama",
-    system: str | None = "Be brief.",
-    history: list[dict] | None = None,
-    **params: object,
-) -> CacheRequest:
-    messages = ([{"role": "system", "content": system}] if system else []) + (history or [])
-    body = {
-        "model": model,
-        "messages": [*messages, {"role": "user", "content": question}],
-        "temperature": 0,
-        **params,
-    }
-    return CacheRequest(tenant=tenant, model=model, endpoint="chat.completions", body=body)
-
-
-def ok(content: str = "Paris.", finish: str = "stop") -> dict:
-    return {
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": finish,
-            }
-        ]
-    }
+from tests.support.cache_requests import answer, chat
 
 
 def test_only_the_last_user_turn_is_compared_the_rest_is_scope() -> None:
@@ -93,7 +62,7 @@ def test_sampled_requests_are_not_cached_unless_the_route_opts_in() -> None:
 @pytest.mark.parametrize(
     ("response", "reason"),
     [
-        (ok(finish="length"), "truncated"),
+        (answer("Paris.", finish="length"), "truncated"),
         ({"error": {"message": "boom"}}, "error"),
         ({"choices": []}, "error"),
         (
@@ -111,8 +80,8 @@ def test_sampled_requests_are_not_cached_unless_the_route_opts_in() -> None:
             },
             "tool_calls",
         ),
-        (ok(finish="content_filter"), "incomplete"),
-        (ok(), None),
+        (answer("Paris.", finish="content_filter"), "incomplete"),
+        (answer("Paris."), None),
     ],
 )
 def test_unfit_answers_are_not_stored(response: dict, reason: str | None) -> None:
