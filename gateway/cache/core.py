@@ -25,6 +25,8 @@ from gateway.cache.decision import neighbourhood_pick
 from gateway.cache.embedder import BatchingEmbedder, shared_embedder
 from gateway.cache.metrics import CacheMetrics
 from gateway.cache.policy import (
+    POLICY_KEYS,
+    REPLICA_KEYS,
     Keys,
     Policy,
     cache_section_error,
@@ -72,13 +74,11 @@ class Settings:
         if problem:
             raise ValueError(problem)
         recheck = config.pop("recheck", None) or {}
-        replica_keys = set(cls.__dataclass_fields__) - {"policy", "recheck"}
-        policy_keys = set(Policy.__dataclass_fields__) | {"enabled"}
-        policy = Policy.from_mapping({k: v for k, v in config.items() if k in policy_keys}, "cache")
+        policy = Policy.from_mapping({k: v for k, v in config.items() if k in POLICY_KEYS}, "cache")
         settings = cls(
             policy=policy,
             recheck=RecheckSettings(**recheck),
-            **{k: v for k, v in config.items() if k in replica_keys},
+            **{k: v for k, v in config.items() if k in REPLICA_KEYS},
         )
         if not 0 <= settings.recheck.fraction <= 1:
             raise ValueError(

@@ -117,8 +117,10 @@ class Policy:
             raise ValueError(f"{where}.candidates: must be >= 1 (got {self.candidates!r})")
 
 
-# The top-level `cache:` keys that are not policy (gateway.cache.core.Settings, RecheckSettings):
-# listed here so that config files can be checked without loading the cache (numpy, the model).
+# The keys a `cache:` block may hold, by level: listed here so that config files can be checked
+# without loading the cache (numpy, the model). REPLICA_KEYS and RECHECK_KEYS mirror
+# gateway.cache.core.Settings / RecheckSettings (a unit test keeps them equal).
+POLICY_KEYS = frozenset({f.name for f in fields(Policy)} | {"enabled"})
 REPLICA_KEYS = frozenset(
     {
         "redis_url",
@@ -136,31 +138,31 @@ RECHECK_KEYS = frozenset(
 )
 
 
+def _unknown_keys(data: Any, allowed: frozenset[str], where: str) -> str | None:
+    if not isinstance(data, dict):
+        return f"{where}: must be a mapping (got {type(data).__name__})"
+    unknown = sorted(set(data) - allowed)
+    return f"{where}: unknown keys {unknown}; allowed: {sorted(allowed)}" if unknown else None
+
+
 def cache_section_error(data: Any, where: str = "cache") -> str | None:
     """Why a top-level `cache:` section is invalid (None: it is valid): unknown keys anywhere,
     bad policy values. The replica-level values are checked when the cache is built."""
-    if not isinstance(data, dict):
-        return f"{where}: must be a mapping (got {type(data).__name__})"
-    policy_keys = set(Policy.__dataclass_fields__) | {"enabled"}
-    allowed = sorted(policy_keys | REPLICA_KEYS | {"recheck"})
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        return f"{where}: unknown keys {unknown}; allowed: {allowed}"
-    recheck = data.get("recheck") or {}
-    if not isinstance(recheck, dict) or set(recheck) - RECHECK_KEYS:
-        extra = sorted(set(recheck) - RECHECK_KEYS) if isinstance(recheck, dict) else recheck
-        return f"{where}.recheck: unknown keys {extra}; allowed: {sorted(RECHECK_KEYS)}"
-    return route_policy_error({k: v for k, v in data.items() if k in policy_keys}, where)
+    problem = _unknown_keys(data, POLICY_KEYS | REPLICA_KEYS | {"recheck"}, where)
+    if problem is None:
+        problem = _unknown_keys(data.get("recheck") or {}, RECHECK_KEYS, f"{where}.recheck")
+    if problem is None:
+        problem = route_policy_error({k: v for k, v in data.items() if k in POLICY_KEYS}, where)
+    return problem
 
 
 def route_policy_error(data: dict[str, Any], where: str) -> str | None:
     """Why a route's `cache:` block is invalid (None: it is valid). Checked when the routes file
     loads, so a typo fails at start-up with its path instead of on the route's first request; a
     route may set policy keys only (redis_url, max_entries, ... belong to the top-level block)."""
-    allowed = sorted(set(Policy.__dataclass_fields__) | {"enabled"})
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        return f"{where}: unknown keys {unknown}; allowed: {allowed}"
+    problem = _unknown_keys(data, POLICY_KEYS, where)
+    if problem is not None:
+        return problem
     try:
         Policy().merged(data, where)
     except ValueError as exc:
