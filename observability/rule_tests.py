@@ -137,43 +137,25 @@ def unit_tests(rule_file_name: str) -> dict:
             [
                 {"series": _sel(q.GW_BREAKER, backend="vllm-a"), "values": "1x20"},
                 {"series": _sel(q.GW_BREAKER, backend="vllm-b"), "values": "0x20"},
-                {
-                    "series": _sel(q.GW_CACHE_WRONG_HIT, namespace="gw", pod="gw-a"),
-                    "values": "0.2x30",
-                },
-                {
-                    "series": _sel(q.GW_CACHE_WRONG_HIT, namespace="gw", pod="gw-b"),
-                    "values": "0.01x30",
-                },
-                # gw-c: a high estimate from 3 re-checks is noise, not an alert
-                {
-                    "series": _sel(q.GW_CACHE_WRONG_HIT, namespace="gw", pod="gw-c"),
-                    "values": "0.5x30",
-                },
-                {
-                    "series": _sel(
-                        q.GW_CACHE_RECHECKS, namespace="gw", pod="gw-a", result="disagree"
-                    ),
-                    "values": "10x30",
-                },
-                {
-                    "series": _sel(q.GW_CACHE_RECHECKS, namespace="gw", pod="gw-a", result="agree"),
-                    "values": "40x30",
-                },
-                {
-                    "series": _sel(q.GW_CACHE_RECHECKS, namespace="gw", pod="gw-b", result="agree"),
-                    "values": "99x30",
-                },
-                {
-                    "series": _sel(
-                        q.GW_CACHE_RECHECKS, namespace="gw", pod="gw-c", result="disagree"
-                    ),
-                    "values": "2x30",
-                },
-                {
-                    "series": _sel(q.GW_CACHE_RECHECKS, namespace="gw", pod="gw-c", result="agree"),
-                    "values": "1x30",
-                },
+                # gw-a: 20 % wrong over 50 re-checks alerts; gw-b: 1 % stays quiet;
+                # gw-c: 50 % from 3 re-checks is noise, not an alert
+                *(
+                    {"series": _sel(q.GW_CACHE_WRONG_HIT, namespace="gw", pod=pod), "values": v}
+                    for pod, v in (("gw-a", "0.2x30"), ("gw-b", "0.01x30"), ("gw-c", "0.5x30"))
+                ),
+                *(
+                    {
+                        "series": _sel(q.GW_CACHE_RECHECKS, namespace="gw", pod=pod, result=r),
+                        "values": v,
+                    }
+                    for pod, r, v in (
+                        ("gw-a", "disagree", "10x30"),
+                        ("gw-a", "agree", "40x30"),
+                        ("gw-b", "agree", "99x30"),
+                        ("gw-c", "disagree", "2x30"),
+                        ("gw-c", "agree", "1x30"),
+                    )
+                ),
             ],
             [
                 ("3m", "TandemGatewayBreakerOpen", []),
