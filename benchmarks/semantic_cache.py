@@ -150,7 +150,7 @@ def pairs_eval(
     verifier: Verifier,
     encodings: Path | None,
     tapped_cache: Path | None,
-) -> tuple[dict, list[dict]]:
+) -> tuple[dict, dict[str, np.ndarray]]:
     pairs = training.load_pairs(path)
     held_out = (
         path.resolve() == training.DEFAULT_PAIRS.resolve()
@@ -196,7 +196,8 @@ def pairs_eval(
         },
         "neighbourhood_in_cache": neighbourhood_in_cache(pairs, pr),
     }
-    return result, pairs
+    # every question of the evaluated pairs, in file order: the latency run's cache and queries
+    return result, {t: pr[t].vector for p in pairs for t in (p["text_a"], p["text_b"])}
 
 
 def neighbourhood_in_cache(pairs: list[dict], pr: dict[str, Probe]) -> dict:
@@ -315,15 +316,12 @@ def main() -> None:
     mock = mock_eval(rows, embedder, verifier)
     mock["gptcache"] = gptcache_eval(args.mock, args.gptcache_python)
     print(f"mock: {json.dumps(mock)}", file=sys.stderr)
-    pairs, pairs_used = pairs_eval(args.pairs, embedder, verifier, args.encodings, args.tapped)
+    pairs, questions = pairs_eval(args.pairs, embedder, verifier, args.encodings, args.tapped)
     # the cache holds, and is asked, short questions: the evaluated pairs' own (a Quora question
-    # is ~14 word pieces); their vectors come from the encodings pairs_eval made or reused
-    pair_texts = list(dict.fromkeys(p[k] for p in pairs_used for k in ("text_a", "text_b")))
-    encoded = training.encode_texts(pair_texts, embedder, args.encodings)
-    base = np.stack([encoded[t].vector for t in pair_texts])
-    lat = latency(
-        embedder, verifier, base, [int(s) for s in args.sizes.split(",")], pair_texts[:200]
-    )
+    # is ~14 word pieces)
+    base = np.stack(list(questions.values()))
+    sizes = [int(s) for s in args.sizes.split(",")]
+    lat = latency(embedder, verifier, base, sizes, list(questions)[:200])
     result = {
         "mock": mock,
         "pairs": pairs,
