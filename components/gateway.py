@@ -9,6 +9,7 @@ ElastiCache (encrypted, in the cluster's private subnets) for production.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,35 @@ class GatewayArgs:
     monitoring: bool = True
 
 
+GATEWAY_BASE_BYTES = 256 * 2**20  # the gateway process without a cache (the default request)
+_UNITS = {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def _quantity_bytes(quantity: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)(Ki|Mi|Gi)?", quantity).groups("")  # type: ignore[union-attr]
+    return int(number) * _UNITS[unit]
+
+
+def container_memory(args: GatewayArgs) -> tuple[str, str]:
+    """(request, limit) for the gateway container: as configured, raised to hold the response
+    cache (its `max_bytes` plus the embedding model and verifier when it embeds), so a cache
+    configured in the stack cannot outgrow its pod."""
+    from gateway.cache.policy import MODEL_RUNTIME_BYTES, cache_embeds, cache_memory_bytes
+
+    section = args.config.cache
+    if not cache_memory_bytes(section):
+        return args.memory_request, args.memory_limit
+    models = MODEL_RUNTIME_BYTES if cache_embeds(section) else 0
+    return (
+        _at_least(args.memory_request, GATEWAY_BASE_BYTES + models),
+        _at_least(args.memory_limit, GATEWAY_BASE_BYTES + cache_memory_bytes(section)),
+    )
+
+
+def _at_least(quantity: str, need: int) -> str:
+    return quantity if _quantity_bytes(quantity) >= need else f"{-(-need // 2**20)}Mi"
+
+
 def _hashed_keys(keys: list[GatewayKey]) -> pulumi.Output[str]:
     def render(raws: list[str]) -> str:
         entries = []
@@ -91,6 +121,7 @@ class Gateway(pulumi.ComponentResource):
         cfg = args.config
         if cfg.redis == "elasticache" and args.elasticache is None:
             raise ValueError("gateway.redis is 'elasticache' but no ElastiCacheArgs were given")
+        memory = container_memory(args)
         ns = args.namespace
         self._opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider)
         self._labels = labels.platform_labels(**{labels.LABEL_COMPONENT: "gateway"})
@@ -226,11 +257,8 @@ class Gateway(pulumi.ComponentResource):
                                 "ports": [{"name": "http", "containerPort": PORT}],
                                 "env": env,
                                 "resources": {
-                                    "requests": {
-                                        "cpu": args.cpu_request,
-                                        "memory": args.memory_request,
-                                    },
-                                    "limits": {"cpu": args.cpu_limit, "memory": args.memory_limit},
+                                    "requests": {"cpu": args.cpu_request, "memory": memory[0]},
+                                    "limits": {"cpu": args.cpu_limit, "memory": memory[1]},
                                 },
                                 "startupProbe": {
                                     **probe,

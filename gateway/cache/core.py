@@ -25,6 +25,7 @@ from gateway.cache.decision import neighbourhood_pick
 from gateway.cache.embedder import BatchingEmbedder, shared_embedder
 from gateway.cache.metrics import CacheMetrics
 from gateway.cache.policy import (
+    DEFAULT_MAX_BYTES,
     POLICY_KEYS,
     REPLICA_KEYS,
     Keys,
@@ -41,6 +42,16 @@ from tandem.embedding import DIMENSION, TokenEmbeddings
 log = logging.getLogger("tandem.gateway.cache")
 
 Upstream = Callable[[CacheRequest], Awaitable[dict[str, Any] | None]]
+
+
+# embeddings of missed requests kept for their store(): at most this many, and this many bytes
+RECENT_MAX = 1024
+RECENT_MAX_BYTES = 64 * 2**20
+
+
+def _embedding_bytes(vector: np.ndarray, tokens: TokenEmbeddings) -> int:
+    hidden = tokens.hidden.nbytes if tokens.hidden is not None else 0
+    return vector.nbytes + tokens.vectors.nbytes + hidden
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +71,7 @@ class Settings:
     redis_url: str | None = None
     namespace: str = "tandem:cache"
     max_entries: int = 100_000
-    max_bytes: int = 512 * 2**20
+    max_bytes: int = DEFAULT_MAX_BYTES
     exact_search_max: int = 20_000
     model_path: str | None = None
     verifier_path: str | None = None
@@ -117,6 +128,7 @@ class SemanticCache:
         self._share: RedisShare | None = None
         self._started: asyncio.Future | None = None
         self._recent: OrderedDict[str, tuple[np.ndarray, TokenEmbeddings]] = OrderedDict()
+        self._recent_bytes = 0
         self._rechecks: deque[bool] = deque(maxlen=settings.recheck.window)
         self._tasks: set[asyncio.Task] = set()
         self._route_policies: dict[int, tuple[dict, Policy]] = {}
@@ -230,7 +242,7 @@ class SemanticCache:
     async def _put(self, keys: Keys, policy: Policy, response: dict[str, Any]) -> Entry:
         vector = tokens = None
         if keys.text is not None and policy.mode == "semantic" and self._embedder is not None:
-            recent = self._recent.pop(keys.exact, None)
+            recent = self._recall(keys.exact)
             vector, tokens = recent if recent is not None else await self._embedder.embed(keys.text)
         now = time.time()
         entry = Entry(
@@ -254,9 +266,7 @@ class SemanticCache:
     ) -> CacheHit | None:
         assert self._embedder is not None and self.verifier is not None and keys.text is not None
         vector, tokens = await self._embedder.embed(keys.text)
-        self._recent[keys.exact] = (vector, tokens)  # store() after a miss reuses the embedding
-        while len(self._recent) > 1024:
-            self._recent.popitem(last=False)
+        self._remember(keys.exact, vector, tokens)  # store() after a miss reuses the embedding
         # the runner-up counts even below the floor: a far one is what makes the nearest unambiguous
         neighbours = self.local.nearest(keys.scope, vector, int(policy.candidates), now)
         found = [(e, s) for e, s in neighbours if s >= policy.min_similarity and e.text is not None]
@@ -288,6 +298,23 @@ class SemanticCache:
             entry, sim = found[best]
         self.local.touch(entry)
         return CacheHit("semantic", entry.response, sim)
+
+    def _remember(self, key: str, vector: np.ndarray, tokens: TokenEmbeddings) -> None:
+        """Keep a missed request's embedding until its answer is stored (bounded: a long prompt's
+        arrays are ~0.8 MB, so a count bound alone could hold most of the pod's memory)."""
+        old = self._recent.pop(key, None)
+        if old is not None:
+            self._recent_bytes -= _embedding_bytes(*old)
+        self._recent[key] = (vector, tokens)
+        self._recent_bytes += _embedding_bytes(vector, tokens)
+        while len(self._recent) > RECENT_MAX or self._recent_bytes > RECENT_MAX_BYTES:
+            self._recent_bytes -= _embedding_bytes(*self._recent.popitem(last=False)[1])
+
+    def _recall(self, key: str) -> tuple[np.ndarray, TokenEmbeddings] | None:
+        found = self._recent.pop(key, None)
+        if found is not None:
+            self._recent_bytes -= _embedding_bytes(*found)
+        return found
 
     def _verify(
         self, text: str, vector: np.ndarray, tokens: TokenEmbeddings, entries: list[Entry]

@@ -19,6 +19,10 @@ from gateway.cache.api import CacheRequest
 
 MODES = ("off", "exact", "semantic")
 DECISIONS = ("verifier", "neighbourhood", "threshold")
+DEFAULT_MAX_BYTES = 512 * 2**20  # one replica's entries (gateway.cache.store.entry_bytes)
+# the embedder and verifier loaded in the gateway process: RSS 256 MiB measured here, plus room for
+# the clients, the nearest-neighbour index's graph and a batch of requests in flight
+MODEL_RUNTIME_BYTES = 384 * 2**20
 
 # Fields that change how an answer is delivered, not what it says.
 _DELIVERY_FIELDS = frozenset(
@@ -53,13 +57,14 @@ _SHAPING_FIELDS = (
 )
 # OpenAI's default when a request does not say: an unset temperature samples.
 _DEFAULT_TEMPERATURE = 1.0
+_DEFAULT_MODE = "semantic"
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
     """The effective cache policy of one request: the `cache:` section, then the route's overrides."""
 
-    mode: str = "semantic"  # off | exact | semantic
+    mode: str = _DEFAULT_MODE  # off | exact | semantic
     ttl_s: float = 3600.0
     max_temperature: float = 0.3  # above this a request is not cached ...
     allow_sampled: bool = False  # ... unless the route opts in
@@ -154,6 +159,30 @@ def cache_section_error(data: Any, where: str = "cache") -> str | None:
     if problem is None:
         problem = route_policy_error({k: v for k, v in data.items() if k in POLICY_KEYS}, where)
     return problem
+
+
+def cache_enabled(section: dict[str, Any] | None) -> bool:
+    return (
+        section is not None and section.get("enabled") is not False and section.get("mode") != "off"
+    )
+
+
+def cache_embeds(section: dict[str, Any] | None) -> bool:
+    """Whether this `cache:` section loads the embedding model (semantic mode, or re-checks)."""
+    if section is None or not cache_enabled(section):
+        return False
+    rechecks = float((section.get("recheck") or {}).get("fraction", 0.0)) > 0
+    return section.get("mode", _DEFAULT_MODE) == "semantic" or rechecks
+
+
+def cache_memory_bytes(section: dict[str, Any] | None) -> int:
+    """Memory one gateway replica needs for this `cache:` section: its entries' bound, plus the
+    models when it embeds. Deployments add it to their limit: a pod sized without it is
+    OOM-killed hours after a clean deploy, as the cache fills."""
+    if section is None or not cache_enabled(section):
+        return 0
+    models = MODEL_RUNTIME_BYTES if cache_embeds(section) else 0
+    return int(section.get("max_bytes", DEFAULT_MAX_BYTES)) + models
 
 
 def route_policy_error(data: dict[str, Any], where: str) -> str | None:

@@ -24,6 +24,7 @@ import orjson
 
 from gateway.cache.index import ScopeIndex
 from gateway.cache.metrics import CacheMetrics
+from gateway.cache.policy import DEFAULT_MAX_BYTES
 from tandem.embedding import TokenEmbeddings
 
 if TYPE_CHECKING:
@@ -85,6 +86,33 @@ class Entry:
         )
 
 
+# word pieces per character of a question that has not been tokenised yet (entries from Redis):
+# MiniLM's tokenizer averages one piece per ~4.5 characters of English, so this over-counts
+_PIECES_PER_CHAR = 1 / 3
+_MAX_PIECES = 256  # the embedder truncates there
+
+
+def entry_bytes(entry: Entry, dimension: int) -> int:
+    """What one entry costs this replica, counted against `max_bytes`.
+
+    Besides the answer and the question, a semantic entry holds its vector twice (the entry and
+    the index) and, for the verifier, two float32 arrays of (word pieces x dimension): its token
+    vectors, and the tapped hidden states until its first verification replaces them with the
+    verifier's tuned vectors (never more rows). Those arrays are most of an entry: 43 KB for a
+    14-piece question against a few hundred bytes of answer; counting only the answer let a
+    replica grow to ten times `max_bytes`. Entries from Redis get their arrays on first
+    verification, so their share is reserved now, estimated from the text.
+    """
+    size = len(orjson.dumps(entry.response)) + len(entry.text or "")
+    if entry.vector is None:
+        return size
+    if entry.tokens is not None:
+        pieces = len(entry.tokens.vectors) + 2
+    else:
+        pieces = min(int(len(entry.text or "") * _PIECES_PER_CHAR) + 2, _MAX_PIECES)
+    return size + 2 * 4 * dimension + 2 * 4 * dimension * pieces
+
+
 class LocalStore:
     """Bounded by `max_entries` and `max_bytes` (least recently used goes first) and by TTL."""
 
@@ -93,7 +121,7 @@ class LocalStore:
         dimension: int,
         metrics: CacheMetrics,
         max_entries: int = 100_000,
-        max_bytes: int = 512 * 2**20,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         exact_max: int = 20_000,
     ) -> None:
         self.dimension = dimension
@@ -125,9 +153,7 @@ class LocalStore:
         entry.label = self._next_label
         self._next_label += 1
         if not entry.size:
-            entry.size = (
-                len(orjson.dumps(entry.response)) + len(entry.text or "") + 4 * self.dimension
-            )
+            entry.size = entry_bytes(entry, self.dimension)
         self.entries[entry.id] = entry
         self.by_exact[entry.exact] = entry.id
         self.by_label[entry.label] = entry.id

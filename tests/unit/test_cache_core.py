@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import numpy as np
 import pytest
 
 from gateway.cache import build_cache
@@ -120,6 +121,42 @@ async def test_byte_bound_evicts() -> None:
         assert cache.local.bytes <= 20_000 and 0 < len(cache.local) < 10
     finally:
         await cache.close()
+
+
+async def test_byte_bound_counts_the_verifiers_token_arrays(cache: SemanticCache) -> None:
+    """A semantic entry's token arrays (for the verifier) are most of its memory: they count."""
+    await cache.store(chat(Q), answer("Click 'Forgot password'."))
+    (entry,) = cache.local.entries.values()
+    arrays = entry.vector.nbytes + entry.tokens.vectors.nbytes + entry.tokens.hidden.nbytes
+    assert entry.size >= len(Q) + arrays and cache.local.bytes == entry.size
+    await cache.lookup(chat(PARAPHRASE))  # first verification: hidden states become tuned vectors
+    held = entry.vector.nbytes + entry.tokens.vectors.nbytes + entry.tuned.nbytes
+    assert held <= entry.size, "a verified entry outgrew what was counted for it"
+
+
+def test_entries_from_redis_reserve_their_token_arrays() -> None:
+    """Entries loaded from Redis get their arrays on first verification: reserved up front."""
+    from gateway.cache.store import Entry, entry_bytes
+
+    vector = np.zeros(384, np.float32)
+    text = "How do I reset my password on the website?"  # 11 word pieces
+    shared = Entry("id", "scope", "exact", text, vector, answer("A"), 0.0, 1.0)
+    exact_only = Entry("id", "scope", "exact", text, None, answer("A"), 0.0, 1.0)
+    assert entry_bytes(shared, 384) >= 2 * 4 * 384 * (11 + 2)
+    assert entry_bytes(exact_only, 384) < 1000
+
+
+async def test_embeddings_kept_between_lookup_and_store_are_bounded_by_bytes(
+    cache: SemanticCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.cache.core as core
+
+    monkeypatch.setattr(core, "RECENT_MAX_BYTES", 200_000)
+    for i in range(20):  # each miss keeps ~25-45 KB of arrays until its answer is stored
+        assert await cache.lookup(chat(f"How do I cook dish number {i} really well?")) is None
+    assert 0 < len(cache._recent) < 20 and cache._recent_bytes <= 200_000
+    kept = sum(core._embedding_bytes(*v) for v in cache._recent.values())
+    assert kept == cache._recent_bytes
 
 
 async def test_concurrent_lookups_share_forward_passes(cache: SemanticCache) -> None:

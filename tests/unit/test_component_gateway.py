@@ -161,3 +161,24 @@ def test_cache_section_reaches_the_routes_file_and_shares_the_gateway_redis() ->
     assert routes["cache"]["mode"] == "semantic" and routes["cache"]["ttl_s"] == 600
     assert routes["cache"]["redis_url"] == routes["redis"]["url"]  # replicas share answers
     assert parse_config({k: v for k, v in routes.items() if k != "keys_file"}).cache
+
+
+@pytest.mark.parametrize(
+    ("cache", "request_mem", "limit"),
+    [
+        (None, "256Mi", "1Gi"),  # no cache: as configured
+        ({"mode": "exact", "max_bytes": 128 * 2**20}, "256Mi", "1Gi"),  # fits the default limit
+        ({"mode": "semantic", "max_bytes": 256 * 2**20}, "640Mi", "1Gi"),  # models need a request
+        ({"mode": "semantic"}, "640Mi", "1152Mi"),  # 512 MiB of entries + models + the gateway
+        ({"mode": "semantic", "max_bytes": 2 * 2**30}, "640Mi", "2688Mi"),
+        ({"enabled": False, "max_bytes": 2 * 2**30}, "256Mi", "1Gi"),
+    ],
+)
+def test_pod_memory_grows_with_the_cache(cache, request_mem, limit) -> None:
+    """A cache configured in the stack cannot outgrow its pod: the limit holds max_bytes + models."""
+    res = run_under_mocks(program(cache=cache))
+    (container,) = res.one("kubernetes:apps/v1:Deployment", "gateway").inputs["spec"]["template"][
+        "spec"
+    ]["containers"]
+    assert container["resources"]["requests"]["memory"] == request_mem
+    assert container["resources"]["limits"]["memory"] == limit
