@@ -59,6 +59,7 @@ GW_BREAKER = "tandem_gateway_breaker_state"  # 0 closed, 1 open, 2 half-open
 GW_CACHE_HITS = "tandem_gateway_cache_hits_total"
 # The semantic cache's sampled re-check estimate (gateway/cache/metrics.py), 0..1, per replica.
 GW_CACHE_WRONG_HIT = "tandem_cache_estimated_wrong_hit_rate"
+GW_CACHE_WRONG_HIT_THRESHOLD = "tandem_cache_wrong_hit_rate_alert_threshold"
 # Re-checks since the replica started ({result}): the estimate above is only as good as its count.
 GW_CACHE_RECHECKS = "tandem_cache_rechecks_total"
 

@@ -138,10 +138,25 @@ def unit_tests(rule_file_name: str) -> dict:
                 {"series": _sel(q.GW_BREAKER, backend="vllm-a"), "values": "1x20"},
                 {"series": _sel(q.GW_BREAKER, backend="vllm-b"), "values": "0x20"},
                 # gw-a: 20 % wrong over 50 re-checks alerts; gw-b: 1 % stays quiet;
-                # gw-c: 50 % from 3 re-checks is noise, not an alert
+                # gw-c: 50 % from 3 re-checks is noise, not an alert; gw-d (3 % against its
+                # own 2 % threshold) alerts, gw-e (8 % against its own 10 %) does not: a
+                # replica's exported threshold wins over the stack's default
                 *(
                     {"series": _sel(q.GW_CACHE_WRONG_HIT, namespace="gw", pod=pod), "values": v}
-                    for pod, v in (("gw-a", "0.2x30"), ("gw-b", "0.01x30"), ("gw-c", "0.5x30"))
+                    for pod, v in (
+                        ("gw-a", "0.2x30"),
+                        ("gw-b", "0.01x30"),
+                        ("gw-c", "0.5x30"),
+                        ("gw-d", "0.03x30"),
+                        ("gw-e", "0.08x30"),
+                    )
+                ),
+                *(
+                    {
+                        "series": _sel(q.GW_CACHE_WRONG_HIT_THRESHOLD, namespace="gw", pod=pod),
+                        "values": v,
+                    }
+                    for pod, v in (("gw-d", "0.02x30"), ("gw-e", "0.1x30"))
                 ),
                 *(
                     {
@@ -154,6 +169,8 @@ def unit_tests(rule_file_name: str) -> dict:
                         ("gw-b", "agree", "99x30"),
                         ("gw-c", "disagree", "2x30"),
                         ("gw-c", "agree", "1x30"),
+                        ("gw-d", "agree", "40x30"),
+                        ("gw-e", "agree", "40x30"),
                     )
                 ),
             ],
@@ -163,7 +180,10 @@ def unit_tests(rule_file_name: str) -> dict:
                 (
                     "20m",
                     "TandemSemanticCacheWrongHitHigh",
-                    [_alert("warning", namespace="gw", pod="gw-a")],
+                    [
+                        _alert("warning", namespace="gw", pod="gw-a"),
+                        _alert("warning", namespace="gw", pod="gw-d"),
+                    ],
                 ),
             ],
         )  # fmt: skip

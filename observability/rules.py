@@ -158,7 +158,12 @@ def alert_rules(s: RuleSettings) -> list[dict]:
         ),
         _alert(
             "TandemSemanticCacheWrongHitHigh",
-            f"(max by (namespace, pod) ({q.GW_CACHE_WRONG_HIT}) > {s.wrong_hit_max:g})"
+            # each replica against its own `recheck.alert_wrong_rate` (exported as a gauge), so
+            # the routes file is the one place to set it; wrong_hit_max for replicas without it
+            f"((max by (namespace, pod) ({q.GW_CACHE_WRONG_HIT})"
+            f" > on (namespace, pod) max by (namespace, pod) ({q.GW_CACHE_WRONG_HIT_THRESHOLD}))"
+            f" or (max by (namespace, pod) ({q.GW_CACHE_WRONG_HIT}) > {s.wrong_hit_max:g}"
+            f" unless on (namespace, pod) {q.GW_CACHE_WRONG_HIT_THRESHOLD}))"
             f" and on (namespace, pod)"
             f" (sum by (namespace, pod) ({q.GW_CACHE_RECHECKS}) >= {s.wrong_hit_min_rechecks})",
             "15m",

@@ -265,6 +265,7 @@ class ObservabilityConfig(Model):
     ttft_slo_seconds: float = 1.0
     ttft_slo_target: float = Field(0.99, gt=0, lt=1)
     error_slo_target: float = Field(0.995, gt=0, lt=1)
+    # the wrong-hit alert's threshold for gateways that export none of their own (cache.recheck)
     cache_wrong_hit_max: float = Field(0.05, gt=0, lt=1)
     team_budgets_usd: dict[str, float] = Field(default_factory=dict)  # monthly GPU spend per team
 
