@@ -90,15 +90,16 @@ class Entry:
 # MiniLM's tokenizer averages one piece per ~4.5 characters of English, so this over-counts
 _PIECES_PER_CHAR = 1 / 3
 _MAX_PIECES = 256  # the embedder truncates there
+STORED = np.float16  # the dtype of entries' token arrays (gateway.cache.core.compact)
 
 
 def entry_bytes(entry: Entry, dimension: int) -> int:
     """What one entry costs this replica, counted against `max_bytes`.
 
     Besides the answer and the question, a semantic entry holds its vector twice (the entry and
-    the index) and, for the verifier, two float32 arrays of (word pieces x dimension): its token
+    the index) and, for the verifier, two float16 arrays of (word pieces x dimension): its token
     vectors, and the tapped hidden states until its first verification replaces them with the
-    verifier's tuned vectors (never more rows). Those arrays are most of an entry: 43 KB for a
+    verifier's tuned vectors (never more rows). Those arrays are most of an entry: 25 KB for a
     14-piece question against a few hundred bytes of answer; counting only the answer let a
     replica grow to ten times `max_bytes`. Entries from Redis get their arrays on first
     verification, so their share is reserved now, estimated from the text.
@@ -110,7 +111,7 @@ def entry_bytes(entry: Entry, dimension: int) -> int:
         pieces = len(entry.tokens.vectors) + 2
     else:
         pieces = min(int(len(entry.text or "") * _PIECES_PER_CHAR) + 2, _MAX_PIECES)
-    return size + 2 * 4 * dimension + 2 * 4 * dimension * pieces
+    return size + 2 * entry.vector.nbytes + 2 * np.dtype(STORED).itemsize * dimension * pieces
 
 
 class LocalStore:

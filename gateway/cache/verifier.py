@@ -208,7 +208,7 @@ class Verifier:
             return tokens.vectors[: self.max_tokens]
         if tokens.hidden is None:
             raise ValueError("the verifier needs hidden states: encode with tap=verifier.tap_layer")
-        h = tokens.hidden[: self.max_tokens + 2]
+        h = tokens.hidden[: self.max_tokens + 2].astype(np.float32, copy=False)
         out = run_layers(h[None], np.ones((1, len(h)), np.float32), self.layers, 12)[0]
         content = out[1:-1]  # first and last kept position, as in training
         return np.ascontiguousarray(

@@ -134,6 +134,24 @@ async def test_byte_bound_counts_the_verifiers_token_arrays(cache: SemanticCache
     assert held <= entry.size, "a verified entry outgrew what was counted for it"
 
 
+async def test_float16_token_arrays_keep_the_verifiers_probabilities(cache: SemanticCache) -> None:
+    """Entries keep their token arrays in float16 (half the memory); the decision must not move."""
+    from gateway.cache.core import _probe
+    from gateway.cache.verifier import Probe
+
+    await cache.store(chat(Q), answer("Click 'Forgot password'."))
+    assert await cache.lookup(chat(PARAPHRASE)) is not None  # verifies (and compacts) the entry
+    (entry,) = cache.local.entries.values()
+    assert entry.tuned.dtype == np.float16 and entry.tokens.vectors.dtype == np.float16
+    verifier = cache.verifier
+    vectors, tokens = cache._embedder.embedder.encode_full([Q, PARAPHRASE], tap=verifier.tap_layer)
+    cached, query = (
+        Probe(t, v, k) for t, v, k in zip([Q, PARAPHRASE], vectors, tokens, strict=True)
+    )
+    exact = verifier.probability(query, cached)
+    assert exact > 0.5 and abs(verifier.probability(query, _probe(entry)) - exact) < 1e-3
+
+
 def test_entries_from_redis_reserve_their_token_arrays() -> None:
     """Entries loaded from Redis get their arrays on first verification: reserved up front."""
     from gateway.cache.store import Entry, entry_bytes
@@ -142,7 +160,7 @@ def test_entries_from_redis_reserve_their_token_arrays() -> None:
     text = "How do I reset my password on the website?"  # 11 word pieces
     shared = Entry("id", "scope", "exact", text, vector, answer("A"), 0.0, 1.0)
     exact_only = Entry("id", "scope", "exact", text, None, answer("A"), 0.0, 1.0)
-    assert entry_bytes(shared, 384) >= 2 * 4 * 384 * (11 + 2)
+    assert entry_bytes(shared, 384) >= 2 * 2 * 384 * (11 + 2)  # two float16 arrays
     assert entry_bytes(exact_only, 384) < 1000
 
 
