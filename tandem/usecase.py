@@ -2,7 +2,9 @@
 
 Pure (pydantic + yaml). Serving owns `deployments` and `upgrade`; other areas own their sections
 and their types: `gateway:` (gateway.spec.UseCaseGateway), `review:`
-(policies.review_gate.ReviewGate). `budget:` stays a plain mapping until FinOps types it.
+(policies.review_gate.ReviewGate). Spend limits live where they are enforced: `gateway.budget`
+(USD per period, per team, by the gateway) and the stack's `observability.teamBudgetsUsd` (GPU
+spend alerts); a top-level `budget:` is refused with that pointer rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -51,7 +53,17 @@ class UseCaseSpec(BaseModel):
     upgrade: Upgrade = Field(default_factory=Upgrade)
     gateway: UseCaseGateway | None = None
     review: ReviewGate | None = None
-    budget: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_top_level_budget(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "budget" in data:
+            raise ValueError(
+                "budget: a use case has no top-level budget (it was never enforced); set "
+                "gateway.budget {usd, period: hour|day|month, soft_fraction} for the team's API spend, "
+                "or observability.teamBudgetsUsd in the stack config for its GPU spend"
+            )
+        return data
 
     @field_validator("name", "team")
     @classmethod

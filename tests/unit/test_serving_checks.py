@@ -195,6 +195,11 @@ def test_spec_errors_name_the_field(patch: dict, needle: str) -> None:
     assert needle in str(err.value)
 
 
+def test_use_case_refuses_a_budget_nothing_would_enforce() -> None:
+    with pytest.raises(ValidationError, match="gateway.budget"):
+        use_case(embedder(), budget={"usd": 500})
+
+
 def test_use_case_rejects_duplicate_deployments() -> None:
     with pytest.raises(ValidationError, match="unique"):
         use_case(embedder(), embedder())
