@@ -195,8 +195,8 @@ def guard(check: Callable[[T], Iterable[Finding]], item: T) -> list[Finding]:
 # ---------------------------------------------------------------- waivers
 
 
-def resource_waivers(res: ResourceView) -> set[str]:
-    """Policies this resource waives through its own tag / label / annotation, if it gives a reason.
+def resource_waivers(res: ResourceView) -> dict[str, str]:
+    """Policies this resource waives through its own tag / label / annotation, with the reason.
 
     A waiver without `tandem.dev/waiver-reason` is ignored: the reason is what the reviewer reads.
     """
@@ -205,13 +205,15 @@ def resource_waivers(res: ResourceView) -> set[str]:
         get(res.props, "metadata", "annotations", default={}),
         get(res.props, "metadata", "labels", default={}),
     ]
-    waived: set[str] = set()
+    waived: dict[str, str] = {}
     for src in sources:
         if not isinstance(src, Mapping):
             continue
         value, reason = src.get(WAIVE_KEY), src.get(WAIVE_REASON_KEY)
         if isinstance(value, str) and isinstance(reason, str) and reason.strip():
-            waived |= {p.strip() for p in value.replace(";", ",").split(",") if p.strip()}
+            for policy in value.replace(";", ",").split(","):
+                if policy.strip():
+                    waived[policy.strip()] = reason.strip()
     return waived
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 from pulumi_policy import (
@@ -28,6 +28,7 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
+from policies.framework import ResourceView, resource_waivers
 from policies.pack import AnyPolicy, build_policies, rule_of
 from policies.settings import PolicySettings
 
@@ -62,6 +63,7 @@ class Violation:
     remediation: str
     severity: str = "medium"
     resource_name: str = STACK_RESOURCE
+    waiver: str = ""  # in evaluate_waived's list: the waiver's reason
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -175,6 +177,39 @@ def evaluate(
         )
         for p, msg, urn in found
     ]
+
+
+def evaluate_waived(
+    resources: Iterable[RecordedLike],
+    stack_config: Mapping[str, Any] | None = None,
+    *,
+    stack: str = "dev",
+    violations: Sequence[Violation] | None = None,
+) -> list[Violation]:
+    """What the waivers hide: the violations the pack would report without them, each with the
+    waiver's reason. A plan shows them so a reviewer sees every exception the stack takes, not
+    only the rules that still fail. `violations` (evaluate's result) saves a second pass."""
+    settings = PolicySettings.from_stack_config(stack_config, stack)
+    recs = list(resources)
+    kept = violations if violations is not None else evaluate(recs, settings=settings)
+    reported = {(v.policy, v.resource, v.message) for v in kept}
+    by_urn = {r.urn: r for r in recs}
+    waived = []
+    for v in evaluate(recs, settings=settings.ignoring_waivers()):
+        if (v.policy, v.resource, v.message) not in reported:
+            waived.append(replace(v, waiver=_waiver_reason(v, by_urn.get(v.resource), settings)))
+    return waived
+
+
+def _waiver_reason(v: Violation, rec: RecordedLike | None, settings: PolicySettings) -> str:
+    view = None
+    if rec is not None:
+        view = ResourceView(rec.type, rec.name, rec.urn, dict(rec.inputs), rec.parent)
+        own = resource_waivers(view).get(v.policy)
+        if own:
+            return own
+    waiver = settings.waiver_for(v.policy, view, None if rec is None else rec.urn)
+    return waiver.reason if waiver is not None else ""
 
 
 def _policy_resources(

@@ -49,6 +49,8 @@ def run_stack_rule(
 def _waived(
     rule: Rule, res: ResourceView | None, urn: str | None, settings: PolicySettings
 ) -> bool:
+    if not settings.applies_waivers:
+        return False
     if res is not None and rule.name in resource_waivers(res):
         return True
     return settings.waiver_for(rule.name, res, urn) is not None

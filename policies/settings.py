@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from policies.framework import Level, ResourceView, name_matches
 
@@ -56,6 +56,17 @@ class PolicySettings(BaseModel):
     enforcement: Level | None = None  # stack-wide level, beats the rules' defaults
     overrides: dict[str, Level] = Field(default_factory=dict)  # per rule, beats everything
     waivers: list[Waiver] = Field(default_factory=list)
+    # off only to list what the waivers hide (policies.harness.evaluate_waived); not a config key
+    _apply_waivers: bool = PrivateAttr(default=True)
+
+    @property
+    def applies_waivers(self) -> bool:
+        return self._apply_waivers
+
+    def ignoring_waivers(self) -> PolicySettings:
+        copy = self.model_copy()
+        copy._apply_waivers = False
+        return copy
 
     @property
     def is_production(self) -> bool:

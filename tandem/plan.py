@@ -32,6 +32,7 @@ class Plan:
     resources: list[Any]  # tandem.engine.Recorded
     cost: CostEnvelope
     violations: list[dict[str, Any]] = field(default_factory=list)
+    waived: list[dict[str, Any]] = field(default_factory=list)  # what the stack's waivers hide
     checks: list[dict[str, Any]] = field(default_factory=list)
     upgrade_surge: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -61,6 +62,7 @@ class Plan:
             "counts": self.counts_by_type(),
             "cost": cost,
             "violations": self.violations,
+            "waived": self.waived,
             "checks": self.checks,
         }
 
@@ -96,7 +98,7 @@ def build_plan(stack: str) -> Plan:
     (a model that does not fit its GPUs, say) fails the plan with its numbers, and the program,
     which would refuse it too, is not run.
     """
-    from policies.harness import evaluate
+    from policies.harness import evaluate, evaluate_waived
     from serving.checks import plan_sections
 
     started = time.perf_counter()
@@ -112,7 +114,10 @@ def build_plan(stack: str) -> Plan:
     )
     if all(c["ok"] for c in checks):
         plan.resources = run_stack(stack)
-        found = evaluate(plan.resources, read_stack_file(stack), stack=stack)
+        stack_config = read_stack_file(stack)
+        found = evaluate(plan.resources, stack_config, stack=stack)
         plan.violations = [v.to_dict() for v in found]
+        waived = evaluate_waived(plan.resources, stack_config, stack=stack, violations=found)
+        plan.waived = [v.to_dict() for v in waived]
     plan.seconds = round(time.perf_counter() - started, 2)
     return plan

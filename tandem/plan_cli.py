@@ -149,5 +149,18 @@ def render(plan: Any) -> None:
         console.print(policy)
     else:
         console.print("[green]Policies: no violations.[/]")
+    if plan.waived:
+        waived = Table(title="Waived (not failing the plan)")
+        for col in ("policy", "resource", "would be", "message", "waiver reason"):
+            waived.add_column(col)
+        for v in plan.waived:
+            waived.add_row(
+                v["policy"],
+                v.get("resource_name") or v["resource"],
+                v["enforcement"],
+                v["message"],
+                v["waiver"] or "[red](none given)[/]",
+            )
+        console.print(waived)
     status = "[red]FAILED[/]" if plan.failed else "[green]OK[/]"
     console.print(f"Plan {status} in {plan.seconds:.1f} s.")

@@ -101,6 +101,36 @@ def test_plan_fails_on_a_corpus_case_naming_rule_resource_remediation(
     assert spec.expect in out and "mandatory" in out and "FAILED" in out
 
 
+def test_plan_passes_a_waived_violation_and_still_shows_it(tmp_path, monkeypatch, capsys) -> None:
+    """A waiver turns a failing plan green, but the plan lists what it hides and why."""
+    import shutil
+
+    import yaml
+
+    from policies.fixtures import deep_merge, load_case
+
+    spec = load_case(
+        tandem.config.REPO_ROOT / "tests/policy_cases/cases/stack-prod-budget-cut.yaml"
+    )
+    flat = deep_merge(tandem.config.read_stack_file("prod"), spec.stack_patch)
+    reason = "Q4 launch capacity, approved by FinOps (FIN-42)"
+    waivers = [{"policy": spec.expect, "reason": reason}]
+    flat = deep_merge(flat, {"tandem:policies": {"waivers": waivers}})
+    (tmp_path / "Pulumi.prod.yaml").write_text(yaml.safe_dump({"config": flat}))
+    shutil.copytree(tandem.config.STACKS_DIR / "usecases", tmp_path / "usecases")
+    monkeypatch.setattr(tandem.config, "STACKS_DIR", tmp_path)
+
+    assert main(["plan", "--stack", "prod", "--output", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert not [v for v in plan["violations"] if v["policy"] == spec.expect]
+    hidden = [v for v in plan["waived"] if v["policy"] == spec.expect]
+    assert hidden and all(v["waiver"] == reason and v["enforcement"] == "mandatory" for v in hidden)
+
+    assert main(["plan", "--stack", "prod"]) == 0
+    out = capsys.readouterr().out
+    assert "Waived" in out and "FIN-42" in out
+
+
 def test_plan_fails_with_the_numbers_when_a_model_does_not_fit(tmp_path, monkeypatch, capsys):
     """The chatbot asked for 128k-token context on an L4: the plan refuses it, with the numbers,
     and does not run the program."""

@@ -11,7 +11,7 @@ from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValid
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from policies.fixtures import apply_patches, to_recorded
-from policies.harness import blocking, check_stack, evaluate
+from policies.harness import blocking, check_stack, evaluate, evaluate_waived
 from policies.rules import ALL_RULES, by_name
 from policies.settings import PolicySettings
 
@@ -129,6 +129,12 @@ def test_resource_waiver_needs_a_reason() -> None:
         },
     }
     assert run([explained]) == []
+    docs = apply_patches(BASELINE["resources"], [explained])
+    cfg = {**BASELINE["config"], "tandem:environment": "prod"}
+    hidden = evaluate_waived(to_recorded(docs, "prod"), cfg, stack="prod")
+    assert [(v.policy, v.waiver) for v in hidden] == [
+        ("eks-public-endpoint", "INC-123 break-glass")
+    ]
 
 
 def test_kubernetes_annotation_waiver() -> None:
