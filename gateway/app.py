@@ -41,6 +41,7 @@ log = logging.getLogger("tandem.gateway")
 
 _REQUIRED = {"chat.completions": "messages", "completions": "prompt", "embeddings": "input"}
 _JSON = "application/json"
+STREAM_KEEP_MAX = 1 << 20  # a streamed answer larger than this is relayed but not cached
 _SSE_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -340,7 +341,9 @@ class Gateway:
                     span.end()
                 return web.Response(status=a.status, body=a.body, content_type=_JSON)
             if a.resp is not None:
-                return await self._relay(request, a, key, budget, endpoint, raw, inject, t0, span)
+                return await self._relay(
+                    request, a, key, budget, endpoint, raw, inject, t0, span, creq
+                )
             usage = a.obj.get("usage") if a.obj is not None else None
             await self._account(
                 key,
@@ -405,14 +408,22 @@ class Gateway:
         strip_usage: bool,
         t0: float,
         span: Any,
+        creq: Any = None,
     ) -> web.StreamResponse:
-        """Pass the upstream stream through byte for byte (minus a usage chunk we asked for)."""
+        """Pass the upstream stream through byte for byte (minus a usage chunk we asked for).
+
+        With a cache, the stream is also kept (up to STREAM_KEEP_MAX bytes) and, if it ended
+        normally, rebuilt into the complete answer and stored: chat clients mostly stream, and a
+        cache that only learns from non-streamed calls stays empty in front of them."""
         up = a.resp
         assert up is not None
         out = web.StreamResponse(status=200, headers=_SSE_HEADERS)
         usage: dict | None = None
         events = 0
         tail = b""
+        kept: list[bytes] | None = [] if creq is not None else None
+        kept_bytes = 0
+        complete = False
         try:
             await out.prepare(request)
             self.metrics.child(self.metrics.ttft, key.team, *a.backend.label_values).observe(
@@ -427,6 +438,11 @@ class Gateway:
                     asyncio.get_running_loop().time() + max(0.0, deadline - time.monotonic())
                 ):
                     while chunk:
+                        if kept is not None:
+                            kept.append(chunk)
+                            kept_bytes += len(chunk)
+                            if kept_bytes > STREAM_KEEP_MAX:
+                                kept = None
                         if strip_usage:
                             buf += chunk
                             parts = buf.split(b"\n\n")
@@ -448,6 +464,7 @@ class Gateway:
                         chunk = await up.content.readany()
                     if buf:
                         await out.write(buf)
+                complete = True
             except ConnectionResetError:
                 raise
             except Exception as exc:  # the upstream broke off or ran out of time mid-stream
@@ -466,6 +483,10 @@ class Gateway:
         if usage is None:  # the upstream ignores stream_options: estimate
             usage = {"prompt_tokens": len(raw) // 4, "completion_tokens": max(0, events - 1)}
         await self._account(key, budget, a.backend, endpoint, usage, t0, span)
+        if complete and kept:
+            answer = assemble_stream(b"".join(kept), endpoint)
+            if answer is not None:
+                self._spawn(self._cache_store(creq, answer))
         return out
 
     # -- accounting -------------------------------------------------------------------------
@@ -710,6 +731,71 @@ def replay_as_sse(response: dict, endpoint: str, include_usage: bool) -> bytes:
     if include_usage and response.get("usage"):
         events.append({**base, "choices": [], "usage": response["usage"]})
     return b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+
+
+def assemble_stream(data: bytes, endpoint: str) -> dict | None:
+    """The complete answer an SSE stream carried, shaped like the non-streamed response (the
+    inverse of replay_as_sse). None when it cannot be rebuilt faithfully: no `[DONE]`, an error
+    event, tool-call or logprob deltas (never cached anyway)."""
+    chat = endpoint == "chat.completions"
+    head: dict | None = None
+    usage: dict | None = None
+    choices: dict[int, dict] = {}
+    done = False
+    for event in data.split(b"\n\n"):
+        lines = [ln[5:].strip() for ln in event.split(b"\n") if ln.startswith(b"data:")]
+        if not lines:
+            continue
+        payload = b"\n".join(lines)
+        if payload == b"[DONE]":
+            done = True
+            continue
+        obj = loads_dict(payload)
+        if obj is None or "error" in obj:
+            return None
+        head = head or obj
+        if isinstance(obj.get("usage"), dict):
+            usage = obj["usage"]
+        for ch in obj.get("choices") or []:
+            c = choices.setdefault(
+                int(ch.get("index", 0)), {"role": "assistant", "parts": [], "finish": None}
+            )
+            if ch.get("logprobs"):
+                return None
+            if chat:
+                delta = ch.get("delta") or {}
+                if delta.get("tool_calls") or delta.get("function_call"):
+                    return None
+                c["role"] = delta.get("role") or c["role"]
+                c["parts"].append(delta.get("content") or "")
+            else:
+                c["parts"].append(ch.get("text") or "")
+            c["finish"] = ch.get("finish_reason") or c["finish"]
+    if not done or head is None or not choices:
+        return None
+    answer: dict[str, Any] = {
+        "id": head.get("id", ""),
+        "object": "chat.completion" if chat else "text_completion",
+        "created": head.get("created", 0),
+        "model": head.get("model", ""),
+        "choices": [
+            {
+                "index": i,
+                **(
+                    {"message": {"role": c["role"], "content": "".join(c["parts"])}}
+                    if chat
+                    else {"text": "".join(c["parts"]), "logprobs": None}
+                ),
+                "finish_reason": c["finish"],
+            }
+            for i, c in sorted(choices.items())
+        ],
+    }
+    if head.get("system_fingerprint"):
+        answer["system_fingerprint"] = head["system_fingerprint"]
+    if usage is not None:
+        answer["usage"] = usage
+    return answer
 
 
 def serve(

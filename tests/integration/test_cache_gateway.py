@@ -104,6 +104,46 @@ def test_a_cached_answer_streams_back_like_the_upstream_would(up, upstream: Upst
         assert upstream.requests == 2
 
 
+def stream(url: str, question: str) -> tuple[httpx.Response, bytes]:
+    body = {
+        "model": "chat",
+        "temperature": 0,
+        "stream": True,
+        "messages": [{"role": "user", "content": question}],
+    }
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=20) as r:
+        return r, b"".join(r.iter_bytes())
+
+
+def test_a_streamed_answer_is_stored_for_later_callers(up, upstream: Upstream) -> None:
+    """Chat clients mostly stream: a streamed answer fills the cache like a plain one."""
+    cfg = config(up[1], {"mode": "semantic", "decision": "threshold", "threshold": 0.9})
+    with RunningGateway(cfg) as gw:
+        r, data = stream(gw.url, Q)
+        assert r.status_code == 200 and "X-Tandem-Cache" not in r.headers
+        assert data.endswith(b"data: [DONE]\n\n")  # relayed as the upstream sent it
+        assert until(lambda: len(gw.gateway.cache.local) == 1), "the streamed answer was not stored"
+        plain = ask(gw.url, Q)
+        assert plain.headers["X-Tandem-Cache"] == "hit"
+        answer = plain.json()["choices"][0]
+        assert answer["message"] == {"role": "assistant", "content": "tok0 tok1 tok2 tok3 tok4 "}
+        assert answer["finish_reason"] == "stop"
+        r, again = stream(gw.url, PARA)  # and streams back to the next streaming caller
+        assert r.headers["X-Tandem-Cache"] == "hit" and b"tok4" in again
+        assert upstream.requests == 1
+
+
+def test_a_broken_stream_is_not_stored(up, upstream: Upstream) -> None:
+    upstream.set(chunks=5, reset_mid_stream=True)
+    cfg = config(up[1], {"mode": "semantic", "decision": "threshold", "threshold": 0.9})
+    with RunningGateway(cfg) as gw:
+        r, data = stream(gw.url, Q)
+        assert r.status_code == 200 and b"stream_broken" in data  # the caller is told
+        time.sleep(0.5)
+        assert len(gw.gateway.cache.local) == 0
+        assert "X-Tandem-Cache" not in ask(gw.url, Q).headers
+
+
 def test_gateway_wires_the_recheck_and_exposes_cache_metrics(up, upstream: Upstream) -> None:
     """Every semantic hit re-asked through the gateway's own backends (fraction 1.0); the
     result and the cache's own series appear on the gateway's /metrics."""
