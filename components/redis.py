@@ -27,6 +27,16 @@ class ElastiCacheArgs:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+# Redis keeps its data under the container's limit itself: without maxmemory, cache entries
+# (shared gateway answers, TTL'd) grow with traffic until the kernel kills Redis and every
+# rate-limit and budget counter with it. volatile-lru evicts only keys that expire anyway (cache
+# entries, per-window counters), least recently used first, so hot counters stay and keys without
+# a TTL (Ray's GCS state, the cache's capped stream) are never evicted; ElastiCache's default
+# parameter group uses the same policy. The rest of the limit is Redis' own overhead and AOF rewrite.
+REDIS_LIMIT_MIB = 512
+REDIS_MAXMEMORY_MIB = REDIS_LIMIT_MIB * 3 // 4
+
+
 def in_cluster_redis(
     name: str,
     *,
@@ -60,11 +70,15 @@ def in_cluster_redis(
                         {
                             "name": "redis",
                             "image": pins.REDIS_IMAGE,
-                            "args": ["--appendonly", "yes", "--dir", "/data"],
+                            "args": [
+                                *("--appendonly", "yes", "--dir", "/data"),
+                                *("--maxmemory", f"{REDIS_MAXMEMORY_MIB}mb"),
+                                *("--maxmemory-policy", "volatile-lru"),
+                            ],
                             "ports": [{"name": "redis", "containerPort": REDIS_PORT}],
                             "resources": {
                                 "requests": {"cpu": "100m", "memory": "128Mi"},
-                                "limits": {"cpu": "1", "memory": "512Mi"},
+                                "limits": {"cpu": "1", "memory": f"{REDIS_LIMIT_MIB}Mi"},
                             },
                             "readinessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 5},
                             "livenessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 10},

@@ -6,7 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import pytest
@@ -15,14 +15,18 @@ from tandem.net import free_port
 
 
 @contextmanager
-def redis_server(purpose: str = "these tests") -> Iterator[str]:
-    """Yields its URL; fails (never skips) when redis-server is not installed."""
+def redis_server(purpose: str = "these tests", extra_args: Sequence[str] = ()) -> Iterator[str]:
+    """Yields its URL; fails (never skips) when redis-server is not installed. `extra_args` come
+    last on the command line, so they override the defaults."""
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.fail(f"redis-server is required for {purpose}: apt-get install -y redis-server")
     port = free_port()
     proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [
+            *(exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+            *extra_args,
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:

@@ -1,0 +1,57 @@
+"""The in-cluster Redis the gateway (and Ray's GCS) share: under memory pressure it evicts what
+expires anyway and keeps the rest, checked on a real redis-server with the component's policy."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+import redis
+
+from components.redis import REDIS_LIMIT_MIB, REDIS_MAXMEMORY_MIB, in_cluster_redis
+from tandem.engine import run_under_mocks
+from tests.support.redis_server import redis_server
+
+pytestmark = pytest.mark.integration
+
+
+def rendered_args() -> list[str]:
+    def program() -> None:
+        in_cluster_redis(
+            "redis",
+            namespace="ns",
+            component="gateway",
+            object_labels={},
+            clients=[],
+            opts=pulumi.ResourceOptions(),
+        )
+
+    deployment = run_under_mocks(program).one("kubernetes:apps/v1:Deployment", "redis")
+    (container,) = deployment.inputs["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["memory"] == f"{REDIS_LIMIT_MIB}Mi"
+    return container["args"]
+
+
+def test_redis_stays_under_its_limit_and_evicts_only_expiring_keys() -> None:
+    args = rendered_args()
+    assert args[args.index("--maxmemory") + 1] == f"{REDIS_MAXMEMORY_MIB}mb"
+    assert REDIS_MAXMEMORY_MIB < REDIS_LIMIT_MIB  # room for Redis' own overhead
+    policy = args[args.index("--maxmemory-policy") + 1]
+    # the component's policy on a 4 MB budget (its real one would need 400 MB of writes)
+    with redis_server(
+        "the eviction test", ["--maxmemory", "4mb", "--maxmemory-policy", policy]
+    ) as url:
+        r = redis.Redis.from_url(url)
+        for i in range(50):  # no TTL: Ray GCS state, the cache's capped stream
+            r.set(f"state:{i}", b"s" * 1000)
+        pipe = r.pipeline(transaction=False)
+        for i in range(12_000):  # ~12 MB of cache entries (TTL'd) into a 4 MB Redis
+            pipe.set(f"cache:{i}", b"c" * 1000, ex=3600)
+            if i % 200 == 0:  # a rate-limit counter in use the whole time
+                pipe.incr("limit:team-a")
+                pipe.expire("limit:team-a", 60)
+                pipe.execute()
+        pipe.execute()
+        info = r.info()
+        assert info["evicted_keys"] > 0 and info["used_memory"] <= 5 * 2**20
+        assert all(r.exists(f"state:{i}") for i in range(50)), "a key without a TTL was evicted"
+        assert r.exists("limit:team-a") and r.exists("cache:11999")  # hot and newest kept
