@@ -151,8 +151,10 @@ class RedisUsage:
         pipe.incrby(tk, tokens)
         pipe.expire(tk, 120)
         if sk and usd:
+            # no TTL on purpose: Redis under memory pressure evicts only keys that expire
+            # (components/redis.py), and a forgotten spend key is a budget reset. One key per
+            # team per period (~100 bytes) is what that costs.
             pipe.incrbyfloat(sk, usd)
-            pipe.expire(sk, PERIOD_SECONDS[team_budget.period] * 2)  # type: ignore[union-attr]
         try:
             await pipe.execute()
         except self._errors as exc:

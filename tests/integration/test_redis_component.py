@@ -1,13 +1,18 @@
 """The in-cluster Redis the gateway (and Ray's GCS) share: under memory pressure it evicts what
-expires anyway and keeps the rest, checked on a real redis-server with the component's policy."""
+expires anyway (cache entries, minute counters) and keeps the rest (budget spend, Ray state),
+checked on a real redis-server with the component's policy."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pulumi
 import pytest
 import redis
 
 from components.redis import REDIS_LIMIT_MIB, REDIS_MAXMEMORY_MIB, in_cluster_redis
+from gateway.config import ApiKey, Budget, CompiledKey
+from gateway.tenancy import RedisUsage
 from tandem.engine import run_under_mocks
 from tests.support.redis_server import redis_server
 
@@ -41,6 +46,18 @@ def test_redis_stays_under_its_limit_and_evicts_only_expiring_keys() -> None:
         "the eviction test", ["--maxmemory", "4mb", "--maxmemory-policy", policy]
     ) as url:
         r = redis.Redis.from_url(url)
+        quiet = CompiledKey(ApiKey(id="k", team="quiet", sha256="0" * 64))
+        budget = Budget(usd=100, period="month")
+
+        async def spend(charge: float) -> float:
+            usage = RedisUsage(url, "gw")
+            try:
+                await usage.charge(quiet, budget, 10, charge)
+                return await usage.spend("quiet", budget)
+            finally:
+                await usage.close()
+
+        assert asyncio.run(spend(42.0)) == 42.0  # a team that then goes quiet for hours
         for i in range(50):  # no TTL: Ray GCS state, the cache's capped stream
             r.set(f"state:{i}", b"s" * 1000)
         pipe = r.pipeline(transaction=False)
@@ -55,3 +72,4 @@ def test_redis_stays_under_its_limit_and_evicts_only_expiring_keys() -> None:
         assert info["evicted_keys"] > 0 and info["used_memory"] <= 5 * 2**20
         assert all(r.exists(f"state:{i}") for i in range(50)), "a key without a TTL was evicted"
         assert r.exists("limit:team-a") and r.exists("cache:11999")  # hot and newest kept
+        assert asyncio.run(spend(0.0)) == 42.0, "eviction forgot a team's spend (a budget reset)"
