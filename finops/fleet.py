@@ -507,6 +507,7 @@ def _serving_and_gateway(t: Truth, pods: list) -> Iterator[tuple[str, str, list[
     gtok: list[_Series] = []
     cost: list[_Series] = []
     hits: list[_Series] = []
+    saved: list[_Series] = []
     wrong: list[_Series] = []
     brk: list[_Series] = []
     fb: list[_Series] = []
@@ -566,6 +567,16 @@ def _serving_and_gateway(t: Truth, pods: list) -> Iterator[tuple[str, str, list[
                 INT,
             )
         )
+        saved.append(  # each hit priced like an answered request (GW_COST's 0.0004 per request)
+            _Series(
+                q.GW_CACHE_SAVED,
+                _labelstr(team=team, layer="semantic"),
+                0,
+                n,
+                np.round(np.floor(np.arange(1, n + 1) * 6.0) * 0.0004, 4),
+                SECONDS,
+            )
+        )
         wrong.append(
             _Series(q.GW_CACHE_WRONG_HIT, _labelstr(team=team), 0, n, np.full(n, 0.01), RATIO)
         )
@@ -586,6 +597,7 @@ def _serving_and_gateway(t: Truth, pods: list) -> Iterator[tuple[str, str, list[
         (q.GW_COST, "counter", cost),
         (q.GW_BREAKER, "gauge", brk),
         (q.GW_CACHE_HITS, "counter", hits),
+        (q.GW_CACHE_SAVED, "counter", saved),
         (q.GW_CACHE_WRONG_HIT, "gauge", wrong),
         (q.GW_FALLBACKS, "counter", fb),
     ):

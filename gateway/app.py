@@ -327,6 +327,9 @@ class Gateway:
                 creq, hit = await self._cache_lookup(key, alias, endpoint, body, stream, route)
                 if hit is not None:
                     self.metrics.child(self.metrics.cache_hits, key.team, hit.layer).inc()
+                    saved = _answer_cost(hit.response, route)
+                    if saved:
+                        self.metrics.child(self.metrics.cache_saved, key.team, hit.layer).inc(saved)
                     if span is not None:
                         span.set_attribute("tandem.cache", hit.layer)
                         span.end()
@@ -646,6 +649,16 @@ async def _read_body(request: web.Request, endpoint: str, limit: int) -> tuple[d
     if stream and endpoint == "embeddings":
         raise GatewayError(400, "Embeddings cannot be streamed.", "invalid_request", param="stream")
     return body, raw
+
+
+def _answer_cost(response: dict, route: CompiledRoute) -> float:
+    """What this answer would cost from the route's backends (0 without usage)."""
+    usage = response.get("usage")
+    if not isinstance(usage, dict):
+        return 0.0
+    tin = int(usage.get("prompt_tokens") or 0)
+    tout = int(usage.get("completion_tokens") or 0)
+    return tin * route.price_in + tout * route.price_out
 
 
 def _wants_usage(body: dict) -> bool:

@@ -311,6 +311,8 @@ class CompiledRoute:
         "backends",
         "cum_weights",
         "total_weight",
+        "price_in",
+        "price_out",
         "chain",
         "context_fallback",
         "degrade_to",
@@ -329,6 +331,11 @@ class CompiledRoute:
             cum.append(acc)
         self.cum_weights = cum
         self.total_weight = acc
+        # what an answer on this route is expected to cost per token (backends by weight): the
+        # price of a request the cache answered instead
+        weights = [(b, wb.weight / acc) for b, wb in zip(self.backends, spec.backends, strict=True)]
+        self.price_in = sum(b.price_in * w for b, w in weights) if acc else 0.0
+        self.price_out = sum(b.price_out * w for b, w in weights) if acc else 0.0
         self.chain: list[CompiledRoute] = []  # filled in by compile_config
         self.context_fallback: CompiledRoute | None = None
         self.degrade_to: CompiledRoute | None = None

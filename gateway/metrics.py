@@ -82,6 +82,12 @@ class Metrics:
             ["team", "layer"],
             registry=r,
         )
+        self.cache_saved = Counter(
+            "tandem_gateway_cache_saved_usd",
+            "Dollars the cache saved: the cached answer's usage at the route's expected price",
+            ["team", "layer"],
+            registry=r,
+        )
         self._children: dict[tuple, Any] = {}
 
     def child(self, metric: Any, *values: str) -> Any:

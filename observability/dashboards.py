@@ -162,9 +162,10 @@ def gateway() -> dict:
             _target(f"max by (pod) ({q.GW_CACHE_WRONG_HIT})", "{{pod}} wrong-hit estimate")], 0, 16),
         _panel(ids, "Open breakers", "stat", [
             _target(f"count({q.GW_BREAKER} == 1) or vector(0)", "open")], 12, 16, w=6),
-        _panel(ids, "Gateway spend $/h by team", "timeseries", [
-            _target(f"sum by (team) (rate({q.GW_COST}{{{TEAM}}}[{r}])) * 3600", "{{team}}")], 18, 16, w=6,
-            unit="currencyUSD"),
+        _panel(ids, "Gateway spend and cache savings $/h by team", "timeseries", [
+            _target(f"sum by (team) (rate({q.GW_COST}{{{TEAM}}}[{r}])) * 3600", "{{team}} spent"),
+            _target(f"sum by (team) (rate({q.GW_CACHE_SAVED}{{{TEAM}}}[{r}])) * 3600", "{{team}} saved by the cache")],
+            18, 16, w=6, unit="currencyUSD"),
         _panel(ids, "Tokens / s by team", "timeseries", [
             _target(f"sum by (team, direction) (rate({q.GW_TOKENS}{{{TEAM}}}[{r}]))", "{{team}} {{direction}}")],
             0, 24),

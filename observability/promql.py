@@ -57,6 +57,8 @@ GW_COST = "tandem_gateway_cost_usd_total"
 GW_FALLBACKS = "tandem_gateway_fallbacks_total"
 GW_BREAKER = "tandem_gateway_breaker_state"  # 0 closed, 1 open, 2 half-open
 GW_CACHE_HITS = "tandem_gateway_cache_hits_total"
+# Dollars the cache saved ({team, layer}): cached answers priced at their route's backends.
+GW_CACHE_SAVED = "tandem_gateway_cache_saved_usd_total"
 # The semantic cache's sampled re-check estimate (gateway/cache/metrics.py), 0..1, per replica.
 GW_CACHE_WRONG_HIT = "tandem_cache_estimated_wrong_hit_rate"
 GW_CACHE_WRONG_HIT_THRESHOLD = "tandem_cache_wrong_hit_rate_alert_threshold"

@@ -133,6 +133,20 @@ def test_a_streamed_answer_is_stored_for_later_callers(up, upstream: Upstream) -
         assert upstream.requests == 1
 
 
+def test_hits_count_the_dollars_they_saved_at_the_routes_price(up, upstream: Upstream) -> None:
+    cfg = config(up[1], {"mode": "exact"})
+    cfg["prices"] = {"a": {"input_per_mtok": 2.0, "output_per_mtok": 8.0}}
+    with RunningGateway(cfg) as gw:
+        usage = ask(gw.url, Q).json()["usage"]
+        assert until(lambda: len(gw.gateway.cache.local) == 1)
+        assert ask(gw.url, Q).headers["X-Tandem-Cache"] == "hit"
+        expected = (usage["prompt_tokens"] * 2.0 + usage["completion_tokens"] * 8.0) / 1e6
+        saved = gw.metric("tandem_gateway_cache_saved_usd_total", layer="exact")
+        assert saved == pytest.approx(expected) and saved > 0
+        spent = gw.metric("tandem_gateway_cost_usd_total")
+        assert spent == pytest.approx(expected)  # the hit itself cost nothing
+
+
 def test_a_broken_stream_is_not_stored(up, upstream: Upstream) -> None:
     upstream.set(chunks=5, reset_mid_stream=True)
     cfg = config(up[1], {"mode": "semantic", "decision": "threshold", "threshold": 0.9})
