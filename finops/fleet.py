@@ -578,7 +578,14 @@ def _serving_and_gateway(t: Truth, pods: list) -> Iterator[tuple[str, str, list[
             )
         )
         wrong.append(
-            _Series(q.GW_CACHE_WRONG_HIT, _labelstr(team=team), 0, n, np.full(n, 0.01), RATIO)
+            _Series(
+                q.GW_CACHE_WRONG_HIT,
+                _labelstr(team=team, model="chat"),
+                0,
+                n,
+                np.full(n, 0.01),
+                RATIO,
+            )
         )
     fb.append(
         _Series(

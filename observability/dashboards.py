@@ -159,7 +159,8 @@ def gateway() -> dict:
             _target(f"sum by (route, to) (rate({q.GW_FALLBACKS}[{r}]))", "{{route}} -> {{to}}")], 12, 8),
         _panel(ids, "Cache hits / s and wrong-hit estimate", "timeseries", [
             _target(f"sum by (team, layer) (rate({q.GW_CACHE_HITS}{{{TEAM}}}[{r}]))", "{{team}} {{layer}} hits"),
-            _target(f"max by (pod) ({q.GW_CACHE_WRONG_HIT})", "{{pod}} wrong-hit estimate")], 0, 16),
+            _target(f"max by (team, model) ({q.GW_CACHE_WRONG_HIT}{{{TEAM}}})", "{{team}} {{model}} wrong-hit estimate")],
+            0, 16),
         _panel(ids, "Open breakers", "stat", [
             _target(f"count({q.GW_BREAKER} == 1) or vector(0)", "open")], 12, 16, w=6),
         _panel(ids, "Gateway spend and cache savings $/h by team", "timeseries", [

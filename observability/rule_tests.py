@@ -137,18 +137,26 @@ def unit_tests(rule_file_name: str) -> dict:
             [
                 {"series": _sel(q.GW_BREAKER, backend="vllm-a"), "values": "1x20"},
                 {"series": _sel(q.GW_BREAKER, backend="vllm-b"), "values": "0x20"},
-                # gw-a: 20 % wrong over 50 re-checks alerts; gw-b: 1 % stays quiet;
-                # gw-c: 50 % from 3 re-checks is noise, not an alert; gw-d (3 % against its
-                # own 2 % threshold) alerts, gw-e (8 % against its own 10 %) does not: a
-                # replica's exported threshold wins over the stack's default
+                # per route (team, model) on a replica. gw-a: 20 % wrong over 50 re-checks
+                # alerts; gw-b: 1 % stays quiet; gw-c: 50 % from 3 re-checks is noise; gw-d (3 %
+                # against its own 2 % threshold) alerts, gw-e (8 % against its own 10 %) does not:
+                # a replica's exported threshold wins over the stack's default. gw-f: its "search"
+                # route (20 % of 50) alerts, its "chat" route (50 % of 3) does not
                 *(
-                    {"series": _sel(q.GW_CACHE_WRONG_HIT, namespace="gw", pod=pod), "values": v}
-                    for pod, v in (
-                        ("gw-a", "0.2x30"),
-                        ("gw-b", "0.01x30"),
-                        ("gw-c", "0.5x30"),
-                        ("gw-d", "0.03x30"),
-                        ("gw-e", "0.08x30"),
+                    {
+                        "series": _sel(
+                            q.GW_CACHE_WRONG_HIT, namespace="gw", pod=pod, team="t", model=m
+                        ),
+                        "values": v,
+                    }
+                    for pod, m, v in (
+                        ("gw-a", "chat", "0.2x30"),
+                        ("gw-b", "chat", "0.01x30"),
+                        ("gw-c", "chat", "0.5x30"),
+                        ("gw-d", "chat", "0.03x30"),
+                        ("gw-e", "chat", "0.08x30"),
+                        ("gw-f", "chat", "0.5x30"),
+                        ("gw-f", "search", "0.2x30"),
                     )
                 ),
                 *(
@@ -160,17 +168,28 @@ def unit_tests(rule_file_name: str) -> dict:
                 ),
                 *(
                     {
-                        "series": _sel(q.GW_CACHE_RECHECKS, namespace="gw", pod=pod, result=r),
+                        "series": _sel(
+                            q.GW_CACHE_RECHECKS,
+                            namespace="gw",
+                            pod=pod,
+                            team="t",
+                            model=m,
+                            result=r,
+                        ),
                         "values": v,
                     }
-                    for pod, r, v in (
-                        ("gw-a", "disagree", "10x30"),
-                        ("gw-a", "agree", "40x30"),
-                        ("gw-b", "agree", "99x30"),
-                        ("gw-c", "disagree", "2x30"),
-                        ("gw-c", "agree", "1x30"),
-                        ("gw-d", "agree", "40x30"),
-                        ("gw-e", "agree", "40x30"),
+                    for pod, m, r, v in (
+                        ("gw-a", "chat", "disagree", "10x30"),
+                        ("gw-a", "chat", "agree", "40x30"),
+                        ("gw-b", "chat", "agree", "99x30"),
+                        ("gw-c", "chat", "disagree", "2x30"),
+                        ("gw-c", "chat", "agree", "1x30"),
+                        ("gw-d", "chat", "agree", "40x30"),
+                        ("gw-e", "chat", "agree", "40x30"),
+                        ("gw-f", "chat", "disagree", "2x30"),
+                        ("gw-f", "chat", "agree", "1x30"),
+                        ("gw-f", "search", "disagree", "10x30"),
+                        ("gw-f", "search", "agree", "40x30"),
                     )
                 ),
             ],
@@ -181,8 +200,9 @@ def unit_tests(rule_file_name: str) -> dict:
                     "20m",
                     "TandemSemanticCacheWrongHitHigh",
                     [
-                        _alert("warning", namespace="gw", pod="gw-a"),
-                        _alert("warning", namespace="gw", pod="gw-d"),
+                        _alert("warning", namespace="gw", pod="gw-a", team="t", model="chat"),
+                        _alert("warning", namespace="gw", pod="gw-d", team="t", model="chat"),
+                        _alert("warning", namespace="gw", pod="gw-f", team="t", model="search"),
                     ],
                 ),
             ],

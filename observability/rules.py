@@ -22,6 +22,9 @@ SPOT_FACTOR = 0.4  # spot price / on-demand where no spot rate is known (AWS GPU
 BURN = (("Fast", "1h", "5m", 14.4, "2m", "critical"), ("Slow", "6h", "30m", 6.0, "15m", "warning"))
 
 
+_WHO = "namespace, pod, team, model"  # one semantic-cache wrong-hit estimate per route and replica
+
+
 @dataclass(frozen=True)
 class RuleSettings:
     """What the rules need to know about a stack (built from ObservabilityConfig in the component)."""
@@ -158,19 +161,22 @@ def alert_rules(s: RuleSettings) -> list[dict]:
         ),
         _alert(
             "TandemSemanticCacheWrongHitHigh",
-            # each replica against its own `recheck.alert_wrong_rate` (exported as a gauge), so
-            # the routes file is the one place to set it; wrong_hit_max for replicas without it
-            f"((max by (namespace, pod) ({q.GW_CACHE_WRONG_HIT})"
-            f" > on (namespace, pod) max by (namespace, pod) ({q.GW_CACHE_WRONG_HIT_THRESHOLD}))"
-            f" or (max by (namespace, pod) ({q.GW_CACHE_WRONG_HIT}) > {s.wrong_hit_max:g}"
+            # each route (team, model) on each replica against the replica's own
+            # `recheck.alert_wrong_rate` (an exported gauge), so the routes file is the one place
+            # to set it; wrong_hit_max for replicas that export none
+            f"((max by ({_WHO}) ({q.GW_CACHE_WRONG_HIT})"
+            f" > on (namespace, pod) group_left"
+            f" max by (namespace, pod) ({q.GW_CACHE_WRONG_HIT_THRESHOLD}))"
+            f" or (max by ({_WHO}) ({q.GW_CACHE_WRONG_HIT}) > {s.wrong_hit_max:g}"
             f" unless on (namespace, pod) {q.GW_CACHE_WRONG_HIT_THRESHOLD}))"
-            f" and on (namespace, pod)"
-            f" (sum by (namespace, pod) ({q.GW_CACHE_RECHECKS}) >= {s.wrong_hit_min_rechecks})",
+            f" and on ({_WHO})"
+            f" (sum by ({_WHO}) ({q.GW_CACHE_RECHECKS}) >= {s.wrong_hit_min_rechecks})",
             "15m",
             "warning",
             "Semantic cache serves wrong answers",
-            "Estimated wrong-hit ratio {{ $value | humanizePercentage }} on gateway {{ $labels.pod }}: raise the "
-            "similarity threshold or disable the semantic layer.",
+            "Estimated wrong-hit ratio {{ $value | humanizePercentage }} for model {{ $labels.model }} (team "
+            "{{ $labels.team }}) on gateway {{ $labels.pod }}: raise that route's cache min_probability or set "
+            "its cache mode to exact.",
         ),
         _alert(
             "TandemDcgmXidError",

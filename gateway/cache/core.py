@@ -129,7 +129,8 @@ class SemanticCache:
         self._started: asyncio.Future | None = None
         self._recent: OrderedDict[str, tuple[np.ndarray, TokenEmbeddings]] = OrderedDict()
         self._recent_bytes = 0
-        self._rechecks: deque[bool] = deque(maxlen=settings.recheck.window)
+        # one sliding window per (team, model): a route's wrong answers are not diluted by others
+        self._rechecks: dict[tuple[str, str], deque[bool]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._route_policies: dict[int, tuple[dict, Policy]] = {}
         if settings.policy.mode == "semantic" or settings.recheck.fraction > 0:
@@ -346,27 +347,31 @@ class SemanticCache:
 
     async def _recheck(self, request: CacheRequest, keys: Keys, hit: CacheHit) -> None:
         """Ask upstream too and compare answers; a disagreement counts as a wrong hit."""
+        who = (request.tenant, request.model)
         try:
             fresh = await self.upstream(request) if self.upstream else None
             if fresh is None or response_exclusion(request.endpoint, fresh):
-                self.metrics.rechecks.labels("error").inc()
+                self.metrics.rechecks.labels(*who, "error").inc()
                 return
             agree = await self._answers_agree(hit.response, fresh)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.warning("cache re-check failed", exc_info=True)
-            self.metrics.rechecks.labels("error").inc()
+            self.metrics.rechecks.labels(*who, "error").inc()
             return
-        self.metrics.rechecks.labels("agree" if agree else "disagree").inc()
-        self._rechecks.append(not agree)
-        rate = sum(self._rechecks) / len(self._rechecks)
-        self.metrics.wrong_rate.set(rate)
+        self.metrics.rechecks.labels(*who, "agree" if agree else "disagree").inc()
+        window = self._rechecks.get(who)
+        if window is None:
+            window = self._rechecks[who] = deque(maxlen=self.settings.recheck.window)
+        window.append(not agree)
+        rate = sum(window) / len(window)
+        self.metrics.wrong_rate.labels(*who).set(rate)
         alert = (
-            len(self._rechecks) >= self.settings.recheck.min_samples
+            len(window) >= self.settings.recheck.min_samples
             and rate > self.settings.recheck.alert_wrong_rate
         )
-        self.metrics.wrong_rate_alert.set(1.0 if alert else 0.0)
+        self.metrics.wrong_rate_alert.labels(*who).set(1.0 if alert else 0.0)
         if not agree:  # the question now has its own answer; later repeats hit it exactly
             await self._put(keys, self.policy_for(request), fresh)
 

@@ -50,15 +50,17 @@ class CacheMetrics:
             ["source"],
             registry=r,
         )
+        # by team and model (route alias): the alert names the route whose policy to tighten
         self.rechecks = Counter(
             "tandem_cache_rechecks",
             "Sampled semantic hits re-asked upstream, by result (agree|disagree|error)",
-            ["result"],
+            ["team", "model", "result"],
             registry=r,
         )
         self.wrong_rate = Gauge(
             "tandem_cache_estimated_wrong_hit_rate",
             "Share of re-checked semantic hits whose fresh answer disagreed (sliding window)",
+            ["team", "model"],
             registry=r,
         )
         self.wrong_rate_threshold = Gauge(
@@ -69,6 +71,7 @@ class CacheMetrics:
         self.wrong_rate_alert = Gauge(
             "tandem_cache_wrong_hit_rate_alert",
             "1 while the estimated wrong-hit rate is above its threshold (with enough samples)",
+            ["team", "model"],
             registry=r,
         )
 

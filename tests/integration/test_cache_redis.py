@@ -169,6 +169,11 @@ async def test_recheck_exports_the_wrong_hit_rate_and_alerts(oracle: str) -> Non
         assert cache.metrics.value("tandem_cache_rechecks_total", result="disagree") == 1
         assert cache.metrics.value("tandem_cache_estimated_wrong_hit_rate") == pytest.approx(0.5)
         assert cache.metrics.value("tandem_cache_wrong_hit_rate_alert") == 1
+        # per route: the estimate and the flag name the team and model the wrong hit came from
+        route = {"team": "team-a", "model": "llama"}
+        assert cache.metrics.value("tandem_cache_estimated_wrong_hit_rate", **route) == 0.5
+        assert cache.metrics.value("tandem_cache_wrong_hit_rate_alert", **route) == 1
+        assert cache.metrics.value("tandem_cache_rechecks_total", team="team-b") == 0
         # the disagreeing question now has its own, correct answer
         fixed = await cache.lookup(chat("How do I reset my password on the mobile app?"))
         assert fixed.layer == "exact" and fixed.response["choices"][0]["message"]["content"] == APP
