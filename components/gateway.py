@@ -77,12 +77,13 @@ def container_memory(args: GatewayArgs) -> tuple[str, str]:
     from gateway.cache.policy import MODEL_RUNTIME_BYTES, cache_embeds, cache_memory_bytes
 
     section = args.config.cache
-    if not cache_memory_bytes(section):
+    need = cache_memory_bytes(section)
+    if not need:
         return args.memory_request, args.memory_limit
     models = MODEL_RUNTIME_BYTES if cache_embeds(section) else 0
     return (
         _at_least(args.memory_request, GATEWAY_BASE_BYTES + models),
-        _at_least(args.memory_limit, GATEWAY_BASE_BYTES + cache_memory_bytes(section)),
+        _at_least(args.memory_limit, GATEWAY_BASE_BYTES + need),
     )
 
 
@@ -121,7 +122,7 @@ class Gateway(pulumi.ComponentResource):
         cfg = args.config
         if cfg.redis == "elasticache" and args.elasticache is None:
             raise ValueError("gateway.redis is 'elasticache' but no ElastiCacheArgs were given")
-        memory = container_memory(args)
+        memory_request, memory_limit = container_memory(args)
         ns = args.namespace
         self._opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider)
         self._labels = labels.platform_labels(**{labels.LABEL_COMPONENT: "gateway"})
@@ -257,8 +258,8 @@ class Gateway(pulumi.ComponentResource):
                                 "ports": [{"name": "http", "containerPort": PORT}],
                                 "env": env,
                                 "resources": {
-                                    "requests": {"cpu": args.cpu_request, "memory": memory[0]},
-                                    "limits": {"cpu": args.cpu_limit, "memory": memory[1]},
+                                    "requests": {"cpu": args.cpu_request, "memory": memory_request},
+                                    "limits": {"cpu": args.cpu_limit, "memory": memory_limit},
                                 },
                                 "startupProbe": {
                                     **probe,

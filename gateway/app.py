@@ -505,10 +505,7 @@ class Gateway:
     ) -> None:
         m = self.metrics
         labels = (key.team, *backend.label_values)
-        tin = tout = 0
-        if usage:
-            tin = int(usage.get("prompt_tokens") or 0)
-            tout = int(usage.get("completion_tokens") or 0)
+        tin, tout = _usage_tokens(usage)
         cost = tin * backend.price_in + tout * backend.price_out
         m.child(m.requests, *labels, endpoint, "200").inc()
         m.child(m.latency, *labels, endpoint).observe(time.monotonic() - t0)
@@ -651,13 +648,16 @@ async def _read_body(request: web.Request, endpoint: str, limit: int) -> tuple[d
     return body, raw
 
 
+def _usage_tokens(usage: Any) -> tuple[int, int]:
+    """(prompt, completion) tokens of an OpenAI `usage` object; (0, 0) without one."""
+    if not isinstance(usage, dict):
+        return 0, 0
+    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+
+
 def _answer_cost(response: dict, route: CompiledRoute) -> float:
     """What this answer would cost from the route's backends (0 without usage)."""
-    usage = response.get("usage")
-    if not isinstance(usage, dict):
-        return 0.0
-    tin = int(usage.get("prompt_tokens") or 0)
-    tout = int(usage.get("completion_tokens") or 0)
+    tin, tout = _usage_tokens(response.get("usage"))
     return tin * route.price_in + tout * route.price_out
 
 

@@ -59,10 +59,12 @@ GW_BREAKER = "tandem_gateway_breaker_state"  # 0 closed, 1 open, 2 half-open
 GW_CACHE_HITS = "tandem_gateway_cache_hits_total"
 # Dollars the cache saved ({team, layer}): cached answers priced at their route's backends.
 GW_CACHE_SAVED = "tandem_gateway_cache_saved_usd_total"
-# The semantic cache's sampled re-check estimate (gateway/cache/metrics.py), 0..1, per replica.
+# The semantic cache's sampled re-check estimate (gateway/cache/metrics.py), 0..1, per replica
+# and route ({team, model}); the threshold gauge is per replica.
 GW_CACHE_WRONG_HIT = "tandem_cache_estimated_wrong_hit_rate"
 GW_CACHE_WRONG_HIT_THRESHOLD = "tandem_cache_wrong_hit_rate_alert_threshold"
-# Re-checks since the replica started ({result}): the estimate above is only as good as its count.
+# Re-checks since the replica started ({team, model, result}): the estimate above is only as good
+# as its count.
 GW_CACHE_RECHECKS = "tandem_cache_rechecks_total"
 
 # --- label scheme -------------------------------------------------------------------------------

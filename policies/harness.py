@@ -28,8 +28,8 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UnknownValueError, unknown_checking_proxy
 
-from policies.framework import ResourceView, resource_waivers
-from policies.pack import AnyPolicy, build_policies, rule_of
+from policies.framework import ResourceView
+from policies.pack import AnyPolicy, build_policies, rule_of, waiver_reason
 from policies.settings import PolicySettings
 
 STACK_RESOURCE = "stack"  # `resource` of a violation about the stack as a whole
@@ -202,14 +202,10 @@ def evaluate_waived(
 
 
 def _waiver_reason(v: Violation, rec: RecordedLike | None, settings: PolicySettings) -> str:
-    view = None
-    if rec is not None:
-        view = ResourceView(rec.type, rec.name, rec.urn, dict(rec.inputs), rec.parent)
-        own = resource_waivers(view).get(v.policy)
-        if own:
-            return own
-    waiver = settings.waiver_for(v.policy, view, None if rec is None else rec.urn)
-    return waiver.reason if waiver is not None else ""
+    if rec is None:
+        return waiver_reason(v.policy, None, None, settings) or ""
+    view = ResourceView(rec.type, rec.name, rec.urn, dict(rec.inputs), rec.parent)
+    return waiver_reason(v.policy, view, rec.urn, settings) or ""
 
 
 def _policy_resources(

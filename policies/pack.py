@@ -49,11 +49,20 @@ def run_stack_rule(
 def _waived(
     rule: Rule, res: ResourceView | None, urn: str | None, settings: PolicySettings
 ) -> bool:
-    if not settings.applies_waivers:
-        return False
-    if res is not None and rule.name in resource_waivers(res):
-        return True
-    return settings.waiver_for(rule.name, res, urn) is not None
+    return settings.applies_waivers and waiver_reason(rule.name, res, urn, settings) is not None
+
+
+def waiver_reason(
+    policy: str, res: ResourceView | None, urn: str | None, settings: PolicySettings
+) -> str | None:
+    """Why `policy` is waived for this resource (None: it is not): the resource's own waiver
+    first, then the stack's."""
+    if res is not None:
+        own = resource_waivers(res).get(policy)
+        if own:
+            return own
+    waiver = settings.waiver_for(policy, res, urn)
+    return waiver.reason if waiver is not None else None
 
 
 def view_of_args(args: ResourceValidationArgs) -> ResourceView:
