@@ -13,7 +13,7 @@ DEBIAN_PACKAGES := prometheus redis-server
 # Type-checked in CI: every Tandem package, the gateway and serving runtime included.
 TYPED := tandem gpu_pools observability finops policies components serving gateway
 
-.PHONY: setup system-packages plan test lint typecheck imports unit integration llm lock clean
+.PHONY: setup system-packages plan test lint typecheck imports unit integration llm gpu lock clean
 
 ## The first command: set up and plan the dev stack offline.
 plan: setup
@@ -21,11 +21,11 @@ plan: setup
 
 ## The second command: set up and run every test tier this machine can run.
 test: setup system-packages lint typecheck imports
-	$(PY) -m pytest -q tests --ignore=tests/llm
+	$(PY) -m pytest -q tests --ignore=tests/llm --ignore=tests/gpu
 	$(MAKE) llm
 	$(VENV)/bin/tandem plan --stack dev > /dev/null
 	$(VENV)/bin/tandem plan --stack prod --output json > /dev/null
-	echo "gpu tier: not run here (no accelerator on CI machines); run benchmarks/gpu_serving.sh where a GPU is lent"
+	echo "gpu tier: not run here (no accelerator on CI machines); run \`make gpu\` and benchmarks/gpu_serving.sh where a GPU is lent"
 
 setup: $(VENV)/.installed
 
@@ -67,6 +67,13 @@ integration: setup system-packages
 llm:
 	bash tests/llm/setup-env.sh
 	.venv-llm/bin/python -m pytest -q -m llm tests/llm -p no:cacheprovider
+
+## GPU tier (where a GPU is lent, never in CI): the plan's fit math against a real GPU's memory.
+## Needs a python with torch + transformers (GPU_PYTHON); writes the measurements to GPU_REPORT.
+GPU_PYTHON ?= python3
+GPU_REPORT ?= gpu-fit.json
+gpu:
+	TANDEM_GPU_REPORT=$(GPU_REPORT) $(GPU_PYTHON) -m pytest -q -p no:cacheprovider tests/gpu
 
 ## Re-resolve every pin in one install (mind protobuf: pulumi-policy needs ~=5.29.5).
 lock:

@@ -151,9 +151,9 @@ def recommend(obs: Observed, prices: PriceBook, th: Thresholds = Thresholds()) -
         # smaller GPU class: memory and compute both fit a cheaper, smaller GPU
         best = None
         for gpu in prices.catalog.gpus.values():
-            if gpu.memory_gib >= inst.gpu_memory_gib:
+            if gpu.usable_memory_gib >= inst.gpu_memory_gib:
                 continue
-            if gpu.memory_gib < d.peak_fb_gib * th.memory_headroom:
+            if gpu.usable_memory_gib < d.peak_fb_gib * th.memory_headroom:
                 continue
             if p95_sm * inst.gpu.fp16_tflops / gpu.fp16_tflops > th.smaller_max_sm:
                 continue
@@ -167,7 +167,7 @@ def recommend(obs: Observed, prices: PriceBook, th: Thresholds = Thresholds()) -
                      {**base, "current_gpu": inst.gpu.name, "suggested_gpu": gpu.name,
                       "suggested_instance_type": itype, "suggested_usd_per_gpu_hour": round(new_price, 4),
                       "peak_framebuffer_gib": round(d.peak_fb_gib, 2),
-                      "suggested_gpu_memory_gib": gpu.memory_gib, "p95_sm_active": round(p95_sm, 3)})
+                      "suggested_gpu_memory_gib": gpu.usable_memory_gib, "p95_sm_active": round(p95_sm, 3)})
             )  # fmt: skip
 
     recs += _consolidation(obs, prices)

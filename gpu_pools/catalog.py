@@ -24,6 +24,13 @@ class GpuModel:
     architecture: str
     mig: bool
     fp16_tflops: float
+    # What CUDA reports as the device's total (vLLM budgets from it), where measured on one;
+    # EC2's figure can be higher (H200: 141 GiB listed, 139.8 GiB usable).
+    cuda_memory_gib: float | None = None
+
+    @property
+    def usable_memory_gib(self) -> float:
+        return self.cuda_memory_gib or self.memory_gib
 
 
 @dataclass(frozen=True)
@@ -43,8 +50,8 @@ class InstanceType:
 
     @property
     def gpu_memory_gib(self) -> float:
-        """Memory of one GPU (not the node's total)."""
-        return self.gpu.memory_gib
+        """Memory of one GPU a framework can use (not the node's total)."""
+        return self.gpu.usable_memory_gib
 
     @property
     def usd_per_gpu_hour(self) -> float:

@@ -14,8 +14,13 @@ from pathlib import Path
 import yaml
 
 GIB = 1024**3
-# Memory vLLM needs outside weights and KV cache on each GPU (activations, CUDA context, graphs).
-OVERHEAD_GIB_PER_GPU = 1.0
+# Memory each GPU needs outside weights and KV cache: the CUDA context, plus the activations of the
+# largest prefill step. Measured on an H200 by tests/gpu (torch 2.11, CUDA 13): the context took
+# 0.68 GiB, and a prefill step's activation peak was T x (3 x intermediate x experts per token +
+# 4 x hidden) x 2 bytes within 1 % for every dense model (Mixtral within 18 %). The margin covers
+# what an engine adds to that (CUDA graphs, the sampler) and MoE implementations.
+CUDA_CONTEXT_GIB = 0.75
+ACTIVATION_MARGIN = 1.25
 
 _WEIGHT_BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "auto": 2.0}
 # Quantized checkpoints: int4 with group scales (~4.5 bits), fp8 one byte.
@@ -34,10 +39,19 @@ class ModelSize:
     heads: int
     kv_heads: int
     head_dim: int
+    intermediate: int = 0  # MLP width (per expert); 0: 4 x hidden
+    experts_per_token: int = 1  # MoE routing top-k (1 for dense models)
 
     def kv_bytes_per_token(self, kv_dtype_bytes: float) -> float:
         """K and V, every layer, every KV head."""
         return 2 * self.layers * self.kv_heads * self.head_dim * kv_dtype_bytes
+
+    def activation_bytes_per_token(self, dtype_bytes: float, tensor_parallel: int = 1) -> float:
+        """Peak activations of one prefill step per token and GPU: the MLP's three
+        intermediate-wide tensors (split by tensor parallelism, one set per routed expert) and a
+        few hidden-wide copies of the residual stream."""
+        mlp = 3 * (self.intermediate or 4 * self.hidden) * self.experts_per_token
+        return (mlp / tensor_parallel + 4 * self.hidden * self.experts_per_token) * dtype_bytes
 
 
 @cache
@@ -51,8 +65,17 @@ def known_sizes() -> list[str]:
 
 def size_by_name(name: str) -> ModelSize:
     row = _table()[name]
-    fields = ("params", "layers", "hidden", "heads", "kv_heads", "head_dim")
-    return ModelSize(name, float(row["params"]), *(int(row[f]) for f in fields[1:]))
+    return ModelSize(
+        name,
+        float(row["params"]),
+        layers=int(row["layers"]),
+        hidden=int(row["hidden"]),
+        heads=int(row["heads"]),
+        kv_heads=int(row["kv_heads"]),
+        head_dim=int(row["head_dim"]),
+        intermediate=int(row.get("intermediate", 0)),
+        experts_per_token=int(row.get("experts_per_token", 1)),
+    )
 
 
 def lookup(*ids: str) -> ModelSize | None:
@@ -81,11 +104,12 @@ def size_from_config(config: dict | str | Path, name: str = "config.json") -> Mo
     inter = int(config.get("intermediate_size") or 4 * hidden)
     vocab = int(config.get("vocab_size") or 32000)
     experts = int(config.get("num_local_experts") or 1)
+    top_k = int(config.get("num_experts_per_tok") or 1) if experts > 1 else 1
     attn = hidden * head_dim * (heads * 2 + kv_heads * 2)
     mlp = 3 * hidden * inter * experts
     embed = vocab * hidden * (1 if config.get("tie_word_embeddings") else 2)
     params = float(layers * (attn + mlp + 2 * hidden) + embed)
-    return ModelSize(name, params, layers, hidden, heads, kv_heads, head_dim)
+    return ModelSize(name, params, layers, hidden, heads, kv_heads, head_dim, inter, top_k)
 
 
 def weight_bytes_per_param(dtype: str, quantization: str | None) -> float:
@@ -144,6 +168,26 @@ class FitResult:
         return text
 
 
+def default_batched_tokens(gpu_memory_gib: float, gpu_model: str = "") -> int:
+    """vLLM's default `max_num_batched_tokens` (its largest prefill step) in the OpenAI-server
+    context Ray Serve LLM starts it in: it grows with the GPU (vllm/engine/arg_utils.py)."""
+    if gpu_memory_gib >= 160:
+        return 16384
+    if gpu_memory_gib >= 70 and "a100" not in gpu_model.lower():
+        return 8192
+    return 2048
+
+
+def overhead_gib_per_gpu(
+    size: ModelSize, batched_tokens: int, dtype: str = "auto", tensor_parallel: int = 1
+) -> float:
+    """CUDA context plus the activations of a prefill step of `batched_tokens` tokens (with margin).
+
+    Quantized weights still compute in 16-bit, so activations use the compute dtype's bytes."""
+    per_token = size.activation_bytes_per_token(_WEIGHT_BYTES[dtype], tensor_parallel)
+    return CUDA_CONTEXT_GIB + ACTIVATION_MARGIN * batched_tokens * per_token / GIB
+
+
 def fit(
     size: ModelSize,
     *,
@@ -156,12 +200,17 @@ def fit(
     quantization: str | None = None,
     kv_cache_dtype: str = "auto",
     extra_weights_gib: float = 0.0,
+    max_num_batched_tokens: int | None = None,
+    tensor_parallel: int = 1,
+    gpu_model: str = "",
 ) -> FitResult:
     weights = size.params * weight_bytes_per_param(dtype, quantization) / GIB + extra_weights_gib
     per_token = size.kv_bytes_per_token(kv_dtype_bytes(kv_cache_dtype, dtype))
     tokens = max_model_len * max_num_seqs
     budget = gpus * gpu_memory_gib * gpu_memory_utilization
-    overhead = OVERHEAD_GIB_PER_GPU * gpus
+    # A prefill step holds at most max_num_batched_tokens, and never more than all sequences' tokens.
+    step = min(max_num_batched_tokens or default_batched_tokens(gpu_memory_gib, gpu_model), tokens)
+    overhead = overhead_gib_per_gpu(size, step, dtype, tensor_parallel) * gpus
     room = int((budget - weights - overhead) * GIB / per_token)
     return FitResult(
         model=size.name,

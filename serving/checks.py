@@ -147,6 +147,9 @@ def _check_memory(
         quantization=e.quantization,
         kv_cache_dtype=e.kv_cache_dtype,
         extra_weights_gib=lora,
+        max_num_batched_tokens=e.max_num_batched_tokens,
+        tensor_parallel=e.tensor_parallel_size,
+        gpu_model=c.gpu_model,
     )
     return (
         "memory_fit",

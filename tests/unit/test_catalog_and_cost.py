@@ -42,7 +42,7 @@ def test_catalog_entries_are_consistent() -> None:
 )
 def test_known_instance_facts(name: str, gpu: str, gpus: int, mem: int) -> None:
     inst = load_catalog().get(name)
-    assert (inst.gpu.name, inst.gpus, inst.gpu_memory_gib) == (gpu, gpus, mem)
+    assert (inst.gpu.name, inst.gpus, inst.gpu.memory_gib) == (gpu, gpus, mem)
     assert inst.efa == (name.startswith("p") or inst.vcpu >= 32)
 
 
@@ -85,3 +85,10 @@ def test_pool_cost_arithmetic() -> None:
     assert env.max_monthly_usd == round(a.max_monthly_usd + b.max_monthly_usd, 2)
     assert env.within_budget is False  # 82k > 50k
     assert env.to_dict()["pools"][0]["pool"] == "a"
+
+
+def test_fit_checks_use_the_memory_cuda_reports_where_measured() -> None:
+    """EC2 lists an H200 at 141 GiB; CUDA (and so vLLM's budget) sees 139.8 GiB (tests/gpu)."""
+    h200 = load_catalog().get("p5en.48xlarge")
+    assert h200.gpu.memory_gib == 141 and h200.gpu_memory_gib == 139.8
+    assert load_catalog().get("p5.48xlarge").gpu_memory_gib == 80  # not measured: EC2's figure

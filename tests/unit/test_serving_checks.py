@@ -38,7 +38,7 @@ def test_8b_on_l4_fits_at_8k_and_not_at_128k() -> None:
     # The message carries the numbers a user acts on.
     assert "weights 15.0 GiB" in bad.message and "131072 tokens x 1 seqs" in bad.message
     assert (
-        "1 x 22.35 GiB x 0.9 = 20.1 GiB" in bad.message and "max_model_len <= 34062" in bad.message
+        "1 x 22.35 GiB x 0.9 = 20.1 GiB" in bad.message and "max_model_len <= 33790" in bad.message
     )
 
 
@@ -226,3 +226,21 @@ def test_plan_sections_cover_both_examples_on_the_dev_pool() -> None:
     assert {c["use_case"] for c in checks} == {"support-chatbot", "document-embeddings"}
     (surge,) = surges  # the CPU-only use case has none
     assert surge["use_case"] == "support-chatbot" and surge["fits_in_pool"] is False
+
+
+def test_overhead_is_the_cuda_context_plus_one_prefill_step() -> None:
+    """Activations of vLLM's largest prefill step (its default grows with the GPU) come out of
+    the KV cache's room: on an L4 an 8B model's 8,192-token step costs 1.1 GiB more than 2,048."""
+    size = fit.size_by_name("llama-3.1-8b")
+    kw = dict(gpus=1, gpu_memory_utilization=0.9, max_model_len=8192, max_num_seqs=8)
+    l4 = fit.fit(size, gpu_memory_gib=22.35, gpu_model="L4", **kw).overhead_gib
+    assert l4 == pytest.approx(fit.overhead_gib_per_gpu(size, 2048))
+    big_step = fit.fit(size, gpu_memory_gib=22.35, max_num_batched_tokens=8192, **kw)
+    assert big_step.overhead_gib - l4 == pytest.approx(1.25 * 6144 * 118784 / fit.GIB)
+    assert fit.default_batched_tokens(79.6, "H100") == 8192
+    assert fit.default_batched_tokens(80, "A100-80GB") == 2048  # vLLM keeps A100s at 2,048
+    assert fit.default_batched_tokens(180, "B200") == 16384
+    tp2 = fit.fit(size, gpu_memory_gib=22.35, tensor_parallel=2, **dict(kw, gpus=2))
+    assert tp2.overhead_gib < 2 * l4  # the MLP's activations split across the shards
+    one_token = fit.fit(size, gpu_memory_gib=22.35, **dict(kw, max_model_len=1, max_num_seqs=1))
+    assert one_token.overhead_gib == pytest.approx(fit.CUDA_CONTEXT_GIB, abs=0.01)
