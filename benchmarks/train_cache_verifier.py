@@ -52,6 +52,14 @@ def load_pairs(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def extra_pairs(path: Path) -> list[dict]:
+    """Labelled pairs to add to the training split only, so the held-out numbers stay comparable:
+    the gateway's re-check log (`recheck.pairs_log`) is in this format."""
+    rows = [p for p in load_pairs(path) if p.get("text_a") and p.get("text_b")]
+    print(f"{path}: {len(rows)} extra training pairs", file=sys.stderr)
+    return [{"text_a": p["text_a"], "text_b": p["text_b"], "label": int(p["label"])} for p in rows]
+
+
 def split(pairs: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
     """(train, valid, eval): disjoint by pair, the same for every run."""
     order = np.random.default_rng(SPLIT_SEED).permutation(len(pairs))
@@ -404,6 +412,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS)
     ap.add_argument(
+        "--extra-pairs",
+        type=Path,
+        action="append",
+        default=[],
+        help="more labelled pairs for training only (e.g. a gateway's recheck.pairs_log)",
+    )
+    ap.add_argument(
         "--encodings", type=Path, default=Path.home() / ".cache" / "tandem" / "qqp_encodings.pkl"
     )
     ap.add_argument("--output", type=Path, default=DEFAULT_WEIGHTS)
@@ -441,6 +456,8 @@ def main() -> None:
     train_pairs, valid_pairs, _ = split(load_pairs(args.pairs))
     if args.limit:
         train_pairs, valid_pairs = train_pairs[: args.limit], valid_pairs[: args.limit]
+    for path in args.extra_pairs:
+        train_pairs += extra_pairs(path)
     texts = [p[k] for p in train_pairs + valid_pairs for k in ("text_a", "text_b")]
     embedder = Embedder()
     probes = encode_texts(texts, embedder, args.encodings)

@@ -26,6 +26,7 @@ class CacheHit:
     layer: str  # "exact" | "semantic"
     response: dict[str, Any]  # the OpenAI response object as the upstream returned it
     similarity: float | None = None
+    question: str | None = None  # a semantic hit: the cached question whose answer is served
 
 
 class ResponseCache(Protocol):

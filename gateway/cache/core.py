@@ -9,6 +9,7 @@ ratio test of gateway/cache/decision.py, or a static threshold).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -16,7 +17,8 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -61,6 +63,9 @@ class RecheckSettings:
     window: int = 500  # the wrong-hit rate is over the last `window` re-checks
     min_samples: int = 20  # the alert needs at least this many re-checks in the window
     alert_wrong_rate: float = 0.05
+    # Append each re-checked hit to this JSONL file as a labelled pair (the QQP pairs' format):
+    # training data from the deployment's own traffic. It holds user prompts: opt in knowingly.
+    pairs_log: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,9 @@ class Settings:
             raise ValueError(
                 f"cache.recheck.fraction: must be in [0, 1] (got {settings.recheck.fraction!r})"
             )
+        log = settings.recheck.pairs_log
+        if log is not None and (not isinstance(log, str) or not log):
+            raise ValueError(f"cache.recheck.pairs_log: must be a file path (got {log!r})")
         return settings
 
 
@@ -131,6 +139,7 @@ class SemanticCache:
         self._recent_bytes = 0
         # one sliding window per (team, model): a route's wrong answers are not diluted by others
         self._rechecks: dict[tuple[str, str], deque[bool]] = {}
+        self._pairs_log: TextIO | None = None
         self._tasks: set[asyncio.Task] = set()
         self._route_policies: dict[int, tuple[dict, Policy]] = {}
         if settings.policy.mode == "semantic" or settings.recheck.fraction > 0:
@@ -174,6 +183,9 @@ class SemanticCache:
             await self._share.close()
         if self._embedder is not None:
             self._embedder.close()
+        if self._pairs_log is not None:
+            self._pairs_log.close()
+            self._pairs_log = None
 
     def _receive(self, entry: Entry, source: str) -> None:
         if entry.id not in self.local:
@@ -299,7 +311,7 @@ class SemanticCache:
                 return None
             entry, sim = found[best]
         self.local.touch(entry)
-        return CacheHit("semantic", entry.response, sim)
+        return CacheHit("semantic", entry.response, sim, entry.text)
 
     def _remember(self, key: str, vector: np.ndarray, tokens: TokenEmbeddings) -> None:
         """Keep a missed request's embedding until its answer is stored (bounded: a long prompt's
@@ -361,6 +373,8 @@ class SemanticCache:
             self.metrics.rechecks.labels(*who, "error").inc()
             return
         self.metrics.rechecks.labels(*who, "agree" if agree else "disagree").inc()
+        if self.settings.recheck.pairs_log:
+            self._log_pair(request, keys, hit, agree)
         window = self._rechecks.get(who)
         if window is None:
             window = self._rechecks[who] = deque(maxlen=self.settings.recheck.window)
@@ -374,6 +388,24 @@ class SemanticCache:
         self.metrics.wrong_rate_alert.labels(*who).set(1.0 if alert else 0.0)
         if not agree:  # the question now has its own answer; later repeats hit it exactly
             await self._put(keys, self.policy_for(request), fresh)
+
+    def _log_pair(self, request: CacheRequest, keys: Keys, hit: CacheHit, agree: bool) -> None:
+        """One labelled pair per re-check: would the cached question's answer have been right for
+        this one? `train_cache_verifier.py --extra-pairs` trains on the file as it is."""
+        if self._pairs_log is None:
+            path = Path(self.settings.recheck.pairs_log or "")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._pairs_log = path.open("a", encoding="utf-8", buffering=1)
+        row = {
+            "text_a": keys.text,
+            "text_b": hit.question,
+            "label": int(agree),
+            "team": request.tenant,
+            "model": request.model,
+            "similarity": hit.similarity,
+            "time": round(time.time(), 3),
+        }
+        self._pairs_log.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     async def _answers_agree(self, cached: dict[str, Any], fresh: dict[str, Any]) -> bool:
         a, b = answer_text(cached), answer_text(fresh)

@@ -140,7 +140,7 @@ REPLICA_KEYS = frozenset(
     }
 )
 RECHECK_KEYS = frozenset(
-    {"fraction", "answer_similarity", "window", "min_samples", "alert_wrong_rate"}
+    {"fraction", "answer_similarity", "window", "min_samples", "alert_wrong_rate", "pairs_log"}
 )
 
 

@@ -4,6 +4,7 @@ upstream HTTP server (an oracle that knows each question's answer, so a wrong hi
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 
@@ -146,14 +147,20 @@ def http_upstream(url: str):
     return fetch
 
 
-async def test_recheck_exports_the_wrong_hit_rate_and_alerts(oracle: str) -> None:
+async def test_recheck_exports_the_wrong_hit_rate_and_alerts(oracle: str, tmp_path) -> None:
     # threshold decision at 0.7: loose on purpose, so the app question hits the website answer
+    pairs_log = tmp_path / "labels" / "pairs.jsonl"
     cache = build_cache(
         {
             "mode": "semantic",
             "decision": "threshold",
             "threshold": 0.7,
-            "recheck": {"fraction": 1.0, "min_samples": 2, "alert_wrong_rate": 0.3},
+            "recheck": {
+                "fraction": 1.0,
+                "min_samples": 2,
+                "alert_wrong_rate": 0.3,
+                "pairs_log": str(pairs_log),
+            },
         }
     )
     cache.upstream = http_upstream(oracle)
@@ -177,5 +184,12 @@ async def test_recheck_exports_the_wrong_hit_rate_and_alerts(oracle: str) -> Non
         # the disagreeing question now has its own, correct answer
         fixed = await cache.lookup(chat("How do I reset my password on the mobile app?"))
         assert fixed.layer == "exact" and fixed.response["choices"][0]["message"]["content"] == APP
+        # each re-check is a labelled pair in the training data's format
+        rows = [json.loads(line) for line in pairs_log.read_text().splitlines()]
+        assert [(r["text_a"], r["text_b"], r["label"]) for r in rows] == [
+            (PARA, Q, 1),
+            ("How do I reset my password on the mobile app?", Q, 0),
+        ]
+        assert {(r["team"], r["model"]) for r in rows} == {("team-a", "llama")}
     finally:
         await cache.close()
