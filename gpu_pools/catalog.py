@@ -25,7 +25,7 @@ class GpuModel:
     mig: bool
     fp16_tflops: float
     # What CUDA reports as the device's total (vLLM budgets from it), where measured on one;
-    # EC2's figure can be higher (H200: 141 GiB listed, 139.8 GiB usable).
+    # EC2's figure can be higher (H100: 80 GiB listed, 79.18 to CUDA; H200: 141, 139.8).
     cuda_memory_gib: float | None = None
 
     @property

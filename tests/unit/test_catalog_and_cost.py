@@ -91,4 +91,5 @@ def test_fit_checks_use_the_memory_cuda_reports_where_measured() -> None:
     """EC2 lists an H200 at 141 GiB; CUDA (and so vLLM's budget) sees 139.8 GiB (tests/gpu)."""
     h200 = load_catalog().get("p5en.48xlarge")
     assert h200.gpu.memory_gib == 141 and h200.gpu_memory_gib == 139.8
-    assert load_catalog().get("p5.48xlarge").gpu_memory_gib == 80  # not measured: EC2's figure
+    assert load_catalog().get("p5.48xlarge").gpu_memory_gib == 79.18
+    assert load_catalog().get("g6.xlarge").gpu_memory_gib == 22.35  # not measured: EC2's figure
