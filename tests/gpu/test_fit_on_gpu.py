@@ -33,93 +33,35 @@ GIB = fit.GIB
 PREFILL_CHUNK = 8192
 KV_BATCH, KV_TOKENS = 4, 1024
 
-# Published config.json values of the models model_sizes.yaml names (all Llama-style decoders;
-# Qwen2 adds q/k/v biases, which LlamaConfig's attention_bias approximates within 0.01 %).
-CONFIGS: dict[str, dict] = {
-    "llama-3.2-1b": dict(
-        vocab_size=128256,
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_hidden_layers=16,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=64,
-        tie_word_embeddings=True,
-    ),
-    "llama-3.2-3b": dict(
-        vocab_size=128256,
-        hidden_size=3072,
-        intermediate_size=8192,
-        num_hidden_layers=28,
-        num_attention_heads=24,
-        num_key_value_heads=8,
-        head_dim=128,
-        tie_word_embeddings=True,
-    ),
-    "mistral-7b": dict(
-        vocab_size=32768,
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=128,
-        tie_word_embeddings=False,
-    ),
-    "qwen2.5-7b": dict(
-        vocab_size=152064,
-        hidden_size=3584,
-        intermediate_size=18944,
-        num_hidden_layers=28,
-        num_attention_heads=28,
-        num_key_value_heads=4,
-        head_dim=128,
-        tie_word_embeddings=False,
-        attention_bias=True,
-    ),
-    "llama-3.1-8b": dict(
-        vocab_size=128256,
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=128,
-        tie_word_embeddings=False,
-    ),
-    "llama-2-13b": dict(
-        vocab_size=32000,
-        hidden_size=5120,
-        intermediate_size=13824,
-        num_hidden_layers=40,
-        num_attention_heads=40,
-        num_key_value_heads=40,
-        head_dim=128,
-        tie_word_embeddings=False,
-    ),
-    "mixtral-8x7b": dict(
-        model_type="mixtral",
-        vocab_size=32000,
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=128,
-        num_local_experts=8,
-        num_experts_per_tok=2,
-        tie_word_embeddings=False,
-    ),
-    "llama-3.1-70b": dict(
-        vocab_size=128256,
-        hidden_size=8192,
-        intermediate_size=28672,
-        num_hidden_layers=80,
-        num_attention_heads=64,
-        num_key_value_heads=8,
-        head_dim=128,
-        tie_word_embeddings=False,
-    ),
+# Published config.json values of the models model_sizes.yaml names (Llama-style decoders; Qwen2's
+# q/k/v biases are approximated by LlamaConfig's attention_bias, within 0.01 %).
+COLUMNS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "tie_word_embeddings",
+)
+ROWS = {
+    "llama-3.2-1b": (128256, 2048, 8192, 16, 32, 8, 64, True),
+    "llama-3.2-3b": (128256, 3072, 8192, 28, 24, 8, 128, True),
+    "mistral-7b": (32768, 4096, 14336, 32, 32, 8, 128, False),
+    "qwen2.5-7b": (152064, 3584, 18944, 28, 28, 4, 128, False),
+    "llama-3.1-8b": (128256, 4096, 14336, 32, 32, 8, 128, False),
+    "llama-2-13b": (32000, 5120, 13824, 40, 40, 40, 128, False),
+    "mixtral-8x7b": (32000, 4096, 14336, 32, 32, 8, 128, False),
+    "llama-3.1-70b": (128256, 8192, 28672, 80, 64, 8, 128, False),
+}
+EXTRA: dict[str, dict] = {
+    "qwen2.5-7b": {"attention_bias": True},
+    "mixtral-8x7b": {"model_type": "mixtral", "num_local_experts": 8, "num_experts_per_tok": 2},
+}
+CONFIGS = {
+    name: {**dict(zip(COLUMNS, row, strict=True)), **EXTRA.get(name, {})}
+    for name, row in ROWS.items()
 }
 # An encoder of 22.7M parameters: no KV cache, and its bytes are not worth GPU time.
 NOT_DECODERS = {"all-minilm-l6-v2"}
