@@ -331,6 +331,12 @@ class GatewayConfig(Model):
             problem = cache_section_error(v, "cache")
             if problem:
                 raise ValueError(problem)
+            log = (v.get("recheck") or {}).get("pairs_log")
+            if log is not None and not (isinstance(log, str) and log.startswith("/")):
+                raise ValueError(
+                    f"cache.recheck.pairs_log: must be an absolute path in the gateway pod "
+                    f"(got {log!r}); a volume is mounted at its folder"
+                )
         return v
 
     @model_validator(mode="after")

@@ -140,6 +140,7 @@ class SemanticCache:
         # one sliding window per (team, model): a route's wrong answers are not diluted by others
         self._rechecks: dict[tuple[str, str], deque[bool]] = {}
         self._pairs_log: TextIO | None = None
+        self._pairs_log_failed = False  # an unwritable log is reported once, never fatal
         self._tasks: set[asyncio.Task] = set()
         self._route_policies: dict[int, tuple[dict, Policy]] = {}
         if settings.policy.mode == "semantic" or settings.recheck.fraction > 0:
@@ -373,7 +374,7 @@ class SemanticCache:
             self.metrics.rechecks.labels(*who, "error").inc()
             return
         self.metrics.rechecks.labels(*who, "agree" if agree else "disagree").inc()
-        if self.settings.recheck.pairs_log:
+        if self.settings.recheck.pairs_log and not self._pairs_log_failed:
             self._log_pair(request, keys, hit, agree)
         window = self._rechecks.get(who)
         if window is None:
@@ -392,11 +393,20 @@ class SemanticCache:
     def _log_pair(self, request: CacheRequest, keys: Keys, hit: CacheHit, agree: bool) -> None:
         """One labelled pair per re-check: would the cached question's answer have been right for
         this one? `train_cache_verifier.py --extra-pairs` trains on the file as it is."""
-        if self._pairs_log is None:
-            path = Path(self.settings.recheck.pairs_log or "")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._pairs_log = path.open("a", encoding="utf-8", buffering=1)
-        row = {
+        path = Path(self.settings.recheck.pairs_log or "")
+        try:
+            if self._pairs_log is None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._pairs_log = path.open("a", encoding="utf-8", buffering=1)
+            row = self._pair_row(request, keys, hit, agree)
+            self._pairs_log.write(json.dumps(row, ensure_ascii=False) + "\n")
+        except OSError as exc:
+            log.warning("cache.recheck.pairs_log %s: %s; no more pairs are logged", path, exc)
+            self._pairs_log_failed = True
+
+    @staticmethod
+    def _pair_row(request: CacheRequest, keys: Keys, hit: CacheHit, agree: bool) -> dict:
+        return {
             "text_a": keys.text,
             "text_b": hit.question,
             "label": int(agree),
@@ -405,7 +415,6 @@ class SemanticCache:
             "similarity": hit.similarity,
             "time": round(time.time(), 3),
         }
-        self._pairs_log.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     async def _answers_agree(self, cached: dict[str, Any], fresh: dict[str, Any]) -> bool:
         a, b = answer_text(cached), answer_text(fresh)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, fields, replace
+from pathlib import PurePosixPath
 from typing import Any, TypeGuard
 
 import orjson
@@ -174,6 +175,14 @@ def cache_embeds(section: dict[str, Any] | None) -> bool:
         return False
     rechecks = float((section.get("recheck") or {}).get("fraction", 0.0)) > 0
     return section.get("mode", _DEFAULT_MODE) == "semantic" or rechecks
+
+
+def pairs_log_dir(section: dict[str, Any] | None) -> str | None:
+    """The folder `recheck.pairs_log` writes to: the pod needs a writable volume there."""
+    if not cache_enabled(section):
+        return None
+    log = (section.get("recheck") or {}).get("pairs_log")
+    return str(PurePosixPath(log).parent) if log else None
 
 
 def cache_memory_bytes(section: dict[str, Any] | None) -> int:

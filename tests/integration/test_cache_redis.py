@@ -193,3 +193,26 @@ async def test_recheck_exports_the_wrong_hit_rate_and_alerts(oracle: str, tmp_pa
         assert {(r["team"], r["model"]) for r in rows} == {("team-a", "llama")}
     finally:
         await cache.close()
+
+
+async def test_an_unwritable_pairs_log_never_breaks_the_recheck(oracle: str, tmp_path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    cache = build_cache(
+        {
+            "mode": "semantic",
+            "decision": "threshold",
+            "threshold": 0.7,
+            "recheck": {"fraction": 1.0, "pairs_log": str(blocker / "pairs.jsonl")},
+        }
+    )
+    cache.upstream = http_upstream(oracle)
+    try:
+        await cache.store(chat(Q), await cache.upstream(chat(Q)))
+        for _ in range(2):
+            assert (await cache.lookup(chat(PARA))).layer == "semantic"
+            await cache.drain()
+        assert cache.metrics.value("tandem_cache_rechecks_total", result="agree") == 2
+        assert blocker.read_text() == ""
+    finally:
+        await cache.close()

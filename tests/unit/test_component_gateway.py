@@ -182,3 +182,19 @@ def test_pod_memory_grows_with_the_cache(cache, request_mem, limit) -> None:
     ]["containers"]
     assert container["resources"]["requests"]["memory"] == request_mem
     assert container["resources"]["limits"]["memory"] == limit
+
+
+def test_recheck_pairs_log_gets_a_writable_volume() -> None:
+    """The root filesystem is read-only: the labelled-pairs log needs its own volume, and a
+    relative path (which would resolve into it) is a config error naming the field."""
+    cache = {"mode": "semantic", "recheck": {"fraction": 0.02, "pairs_log": "/data/labels/p.jsonl"}}
+    res = run_under_mocks(program(cache=cache))
+    pod = res.one("kubernetes:apps/v1:Deployment", "gateway").inputs["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert {"name": "cache-labels", "mountPath": "/data/labels"} in container["volumeMounts"]
+    assert {"name": "cache-labels", "emptyDir": {"sizeLimit": "1Gi"}} in pod["volumes"]
+    plain = run_under_mocks(program(cache={"mode": "semantic"}))
+    spec = plain.one("kubernetes:apps/v1:Deployment", "gateway").inputs["spec"]["template"]["spec"]
+    assert all(v["name"] != "cache-labels" for v in spec["volumes"])
+    with pytest.raises(ValueError, match=r"cache.recheck.pairs_log: must be an absolute path"):
+        GatewayConfig(cache={"recheck": {"pairs_log": "labels.jsonl"}})
