@@ -9,7 +9,6 @@ ratio test of gateway/cache/decision.py, or a static threshold).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -18,9 +17,10 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import numpy as np
+import orjson
 
 from gateway.cache.api import CacheHit, CacheRequest
 from gateway.cache.decision import neighbourhood_pick
@@ -139,7 +139,7 @@ class SemanticCache:
         self._recent_bytes = 0
         # one sliding window per (team, model): a route's wrong answers are not diluted by others
         self._rechecks: dict[tuple[str, str], deque[bool]] = {}
-        self._pairs_log: TextIO | None = None
+        self._pairs_log: BinaryIO | None = None
         self._pairs_log_failed = False  # an unwritable log is reported once, never fatal
         self._tasks: set[asyncio.Task] = set()
         self._route_policies: dict[int, tuple[dict, Policy]] = {}
@@ -393,20 +393,7 @@ class SemanticCache:
     def _log_pair(self, request: CacheRequest, keys: Keys, hit: CacheHit, agree: bool) -> None:
         """One labelled pair per re-check: would the cached question's answer have been right for
         this one? `train_cache_verifier.py --extra-pairs` trains on the file as it is."""
-        path = Path(self.settings.recheck.pairs_log or "")
-        try:
-            if self._pairs_log is None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._pairs_log = path.open("a", encoding="utf-8", buffering=1)
-            row = self._pair_row(request, keys, hit, agree)
-            self._pairs_log.write(json.dumps(row, ensure_ascii=False) + "\n")
-        except OSError as exc:
-            log.warning("cache.recheck.pairs_log %s: %s; no more pairs are logged", path, exc)
-            self._pairs_log_failed = True
-
-    @staticmethod
-    def _pair_row(request: CacheRequest, keys: Keys, hit: CacheHit, agree: bool) -> dict:
-        return {
+        row = {
             "text_a": keys.text,
             "text_b": hit.question,
             "label": int(agree),
@@ -415,6 +402,15 @@ class SemanticCache:
             "similarity": hit.similarity,
             "time": round(time.time(), 3),
         }
+        path = Path(self.settings.recheck.pairs_log or "")
+        try:
+            if self._pairs_log is None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._pairs_log = path.open("ab", buffering=0)
+            self._pairs_log.write(orjson.dumps(row) + b"\n")
+        except OSError as exc:
+            log.warning("cache.recheck.pairs_log %s: %s; no more pairs are logged", path, exc)
+            self._pairs_log_failed = True
 
     async def _answers_agree(self, cached: dict[str, Any], fresh: dict[str, Any]) -> bool:
         a, b = answer_text(cached), answer_text(fresh)
