@@ -181,13 +181,13 @@ def _extrapolate(small: Measured, large: Measured, layers: int) -> Measured:
 def measured(request, torch_cuda, report):
     """One architecture's measurements (one model resident on the GPU at a time)."""
     name = request.param
-    layers = CONFIGS[name]["num_hidden_layers"]
-    total = torch_cuda.cuda.mem_get_info()[1]
-    if fit.size_by_name(name).params * 2 <= BUILD_SHARE * total:
-        result = _measure(torch_cuda, name, layers)
-    else:
-        result = _extrapolate(_measure(torch_cuda, name, 2), _measure(torch_cuda, name, 4), layers)
     size = fit.size_by_name(name)
+    total = torch_cuda.cuda.mem_get_info()[1]
+    if size.params * 2 <= BUILD_SHARE * total:
+        result = _measure(torch_cuda, name, size.layers)
+    else:
+        small, large = _measure(torch_cuda, name, 2), _measure(torch_cuda, name, 4)
+        result = _extrapolate(small, large, size.layers)
     report.setdefault("models", {})[name] = {
         **asdict(result),
         "plan_weights": size.params * 2,
