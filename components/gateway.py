@@ -183,11 +183,12 @@ class Gateway(pulumi.ComponentResource):
             {"name": "routes", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ]
-        from gateway.cache.policy import pairs_log_dir
+        from gateway.cache.policy import pairs_log_volume
 
-        labels_dir = pairs_log_dir(cfg.cache)
-        if labels_dir:  # the re-check's labelled pairs: disk-backed, lives as long as the pod
-            volumes.append({"name": "cache-labels", "emptyDir": {"sizeLimit": "1Gi"}})
+        pairs_volume = pairs_log_volume(cfg.cache)
+        if pairs_volume:  # the re-check's labelled pairs: disk-backed, lives as long as the pod
+            labels_dir, mib = pairs_volume
+            volumes.append({"name": "cache-labels", "emptyDir": {"sizeLimit": f"{mib}Mi"}})
             mounts.append({"name": "cache-labels", "mountPath": labels_dir})
         if args.keys:
             self.keys_secret = k8s.core.v1.Secret(

@@ -16,18 +16,18 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
-import orjson
 
 from gateway.cache.api import CacheHit, CacheRequest
 from gateway.cache.decision import neighbourhood_pick
 from gateway.cache.embedder import BatchingEmbedder, shared_embedder
 from gateway.cache.metrics import CacheMetrics
+from gateway.cache.pairs_log import PairsLog
 from gateway.cache.policy import (
     DEFAULT_MAX_BYTES,
+    PAIRS_LOG_MAX_MB,
     POLICY_KEYS,
     REPLICA_KEYS,
     Keys,
@@ -66,6 +66,8 @@ class RecheckSettings:
     # Append each re-checked hit to this JSONL file as a labelled pair (the QQP pairs' format):
     # training data from the deployment's own traffic. It holds user prompts: opt in knowingly.
     pairs_log: str | None = None
+    # at this size the file becomes `<pairs_log>.1`: at most twice this on disk
+    pairs_log_max_mb: float = PAIRS_LOG_MAX_MB
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +141,10 @@ class SemanticCache:
         self._recent_bytes = 0
         # one sliding window per (team, model): a route's wrong answers are not diluted by others
         self._rechecks: dict[tuple[str, str], deque[bool]] = {}
-        self._pairs_log: BinaryIO | None = None
-        self._pairs_log_failed = False  # an unwritable log is reported once, never fatal
+        r = settings.recheck
+        self._pairs_log = (
+            PairsLog(r.pairs_log, int(r.pairs_log_max_mb * 2**20)) if r.pairs_log else None
+        )
         self._tasks: set[asyncio.Task] = set()
         self._route_policies: dict[int, tuple[dict, Policy]] = {}
         if settings.policy.mode == "semantic" or settings.recheck.fraction > 0:
@@ -186,7 +190,6 @@ class SemanticCache:
             self._embedder.close()
         if self._pairs_log is not None:
             self._pairs_log.close()
-            self._pairs_log = None
 
     def _receive(self, entry: Entry, source: str) -> None:
         if entry.id not in self.local:
@@ -374,8 +377,8 @@ class SemanticCache:
             self.metrics.rechecks.labels(*who, "error").inc()
             return
         self.metrics.rechecks.labels(*who, "agree" if agree else "disagree").inc()
-        if self.settings.recheck.pairs_log and not self._pairs_log_failed:
-            self._log_pair(request, keys, hit, agree)
+        if self._pairs_log is not None:
+            self._log_pair(self._pairs_log, request, keys, hit, agree)
         window = self._rechecks.get(who)
         if window is None:
             window = self._rechecks[who] = deque(maxlen=self.settings.recheck.window)
@@ -390,27 +393,23 @@ class SemanticCache:
         if not agree:  # the question now has its own answer; later repeats hit it exactly
             await self._put(keys, self.policy_for(request), fresh)
 
-    def _log_pair(self, request: CacheRequest, keys: Keys, hit: CacheHit, agree: bool) -> None:
+    @staticmethod
+    def _log_pair(
+        pairs: PairsLog, request: CacheRequest, keys: Keys, hit: CacheHit, agree: bool
+    ) -> None:
         """One labelled pair per re-check: would the cached question's answer have been right for
         this one? `train_cache_verifier.py --extra-pairs` trains on the file as it is."""
-        row = {
-            "text_a": keys.text,
-            "text_b": hit.question,
-            "label": int(agree),
-            "team": request.tenant,
-            "model": request.model,
-            "similarity": hit.similarity,
-            "time": round(time.time(), 3),
-        }
-        path = Path(self.settings.recheck.pairs_log or "")
-        try:
-            if self._pairs_log is None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._pairs_log = path.open("ab", buffering=0)
-            self._pairs_log.write(orjson.dumps(row) + b"\n")
-        except OSError as exc:
-            log.warning("cache.recheck.pairs_log %s: %s; no more pairs are logged", path, exc)
-            self._pairs_log_failed = True
+        pairs.write(
+            {
+                "text_a": keys.text,
+                "text_b": hit.question,
+                "label": int(agree),
+                "team": request.tenant,
+                "model": request.model,
+                "similarity": hit.similarity,
+                "time": round(time.time(), 3),
+            }
+        )
 
     async def _answers_agree(self, cached: dict[str, Any], fresh: dict[str, Any]) -> bool:
         a, b = answer_text(cached), answer_text(fresh)

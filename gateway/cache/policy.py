@@ -10,6 +10,7 @@ a miss by construction rather than by threshold.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, fields, replace
 from pathlib import PurePosixPath
 from typing import Any, TypeGuard
@@ -25,6 +26,7 @@ DEFAULT_MAX_BYTES = 512 * 2**20  # one replica's entries (gateway.cache.store.en
 # measured 274 MiB RSS here before any entry, plus room for the clients, the index's graph and a
 # batch of requests in flight
 MODEL_RUNTIME_BYTES = 384 * 2**20
+PAIRS_LOG_MAX_MB = 256.0  # `recheck.pairs_log` rotates to `<path>.1` at this size
 
 # Fields that change how an answer is delivered, not what it says.
 _DELIVERY_FIELDS = frozenset(
@@ -141,7 +143,15 @@ REPLICA_KEYS = frozenset(
     }
 )
 RECHECK_KEYS = frozenset(
-    {"fraction", "answer_similarity", "window", "min_samples", "alert_wrong_rate", "pairs_log"}
+    {
+        "fraction",
+        "answer_similarity",
+        "window",
+        "min_samples",
+        "alert_wrong_rate",
+        "pairs_log",
+        "pairs_log_max_mb",
+    }
 )
 
 
@@ -160,6 +170,10 @@ def cache_section_error(data: Any, where: str = "cache") -> str | None:
         problem = _unknown_keys(data.get("recheck") or {}, RECHECK_KEYS, f"{where}.recheck")
     if problem is None:
         problem = route_policy_error({k: v for k, v in data.items() if k in POLICY_KEYS}, where)
+    if problem is None:
+        size = (data.get("recheck") or {}).get("pairs_log_max_mb", 1)
+        if isinstance(size, bool) or not isinstance(size, int | float) or size <= 0:
+            problem = f"{where}.recheck.pairs_log_max_mb: must be a number above 0 (got {size!r})"
     return problem
 
 
@@ -177,12 +191,17 @@ def cache_embeds(section: dict[str, Any] | None) -> bool:
     return section.get("mode", _DEFAULT_MODE) == "semantic" or rechecks
 
 
-def pairs_log_dir(section: dict[str, Any] | None) -> str | None:
-    """The folder `recheck.pairs_log` writes to: the pod needs a writable volume there."""
+def pairs_log_volume(section: dict[str, Any] | None) -> tuple[str, int] | None:
+    """(folder, MiB) of the writable volume `recheck.pairs_log` needs in the pod: room for the
+    file and its one rotated copy, plus slack for the line being written when it rotates."""
     if not cache_enabled(section):
         return None
-    log = (section.get("recheck") or {}).get("pairs_log")
-    return str(PurePosixPath(log).parent) if log else None
+    recheck = section.get("recheck") or {}
+    log = recheck.get("pairs_log")
+    if not log:
+        return None
+    max_mb = recheck.get("pairs_log_max_mb", PAIRS_LOG_MAX_MB)
+    return str(PurePosixPath(log).parent), math.ceil(2 * max_mb) + 16
 
 
 def cache_memory_bytes(section: dict[str, Any] | None) -> int:

@@ -192,9 +192,16 @@ def test_recheck_pairs_log_gets_a_writable_volume() -> None:
     pod = res.one("kubernetes:apps/v1:Deployment", "gateway").inputs["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert {"name": "cache-labels", "mountPath": "/data/labels"} in container["volumeMounts"]
-    assert {"name": "cache-labels", "emptyDir": {"sizeLimit": "1Gi"}} in pod["volumes"]
+    # sized for the file and its one rotated copy (2 x 256 MiB by default) plus slack
+    assert {"name": "cache-labels", "emptyDir": {"sizeLimit": "528Mi"}} in pod["volumes"]
+    small = {"mode": "semantic", "recheck": {"pairs_log": "/d/p.jsonl", "pairs_log_max_mb": 10}}
+    spec = run_under_mocks(program(cache=small)).one("kubernetes:apps/v1:Deployment", "gateway")
+    volumes = spec.inputs["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "cache-labels", "emptyDir": {"sizeLimit": "36Mi"}} in volumes
     plain = run_under_mocks(program(cache={"mode": "semantic"}))
     spec = plain.one("kubernetes:apps/v1:Deployment", "gateway").inputs["spec"]["template"]["spec"]
     assert all(v["name"] != "cache-labels" for v in spec["volumes"])
     with pytest.raises(ValueError, match=r"cache.recheck.pairs_log: must be an absolute path"):
         GatewayConfig(cache={"recheck": {"pairs_log": "labels.jsonl"}})
+    with pytest.raises(ValueError, match=r"cache.recheck.pairs_log_max_mb: must be a number"):
+        GatewayConfig(cache={"recheck": {"pairs_log": "/d/p.jsonl", "pairs_log_max_mb": "1G"}})
