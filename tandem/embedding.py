@@ -159,9 +159,6 @@ class TokenEmbeddings:
 
     tokens: list[str]
     vectors: np.ndarray  # (n_tokens, DIMENSION) float32
-    # hidden states after layer `tap` of encode_full, [CLS] and [SEP] included (n_tokens + 2, DIM);
-    # a verifier with its own fine-tuned top layers continues from here
-    hidden: np.ndarray | None = None
 
 
 class Embedder:
@@ -208,19 +205,18 @@ class Embedder:
         return self._run(texts, batch_size, with_tokens=True)[1]
 
     def encode_full(
-        self, texts: list[str], batch_size: int = 32, tap: int | None = None
+        self, texts: list[str], batch_size: int = 32
     ) -> tuple[np.ndarray, list[TokenEmbeddings]]:
-        """Sentence vectors and token vectors from one forward pass (what the cache verifier needs);
-        with `tap`, each TokenEmbeddings also carries the hidden states after that layer."""
-        return self._run(texts, batch_size, with_tokens=True, tap=tap)
+        """Sentence vectors and token vectors from one forward pass (what the cache verifier needs)."""
+        return self._run(texts, batch_size, with_tokens=True)
 
     def _run(
-        self, texts: list[str], batch_size: int, with_tokens: bool, tap: int | None = None
+        self, texts: list[str], batch_size: int, with_tokens: bool
     ) -> tuple[np.ndarray, list[TokenEmbeddings]]:
         encs = self.tokenizer.encode_batch(list(texts))
         pooled_all = np.zeros((len(texts), DIMENSION), dtype=np.float32)
         tokens: list[TokenEmbeddings] = [None] * len(texts) if with_tokens else []  # type: ignore[list-item]
-        for idx, hidden, tapped, mask in self._batches(encs, batch_size, tap):
+        for idx, hidden, mask in self._batches(encs, batch_size):
             pooled = (hidden * mask[:, :, None]).sum(1) / np.maximum(
                 mask.sum(1, keepdims=True), 1e-9
             )
@@ -229,16 +225,15 @@ class Embedder:
                 for row, i in enumerate(idx):
                     n = int(mask[row].sum())
                     vecs = np.ascontiguousarray(_unit(hidden[row, 1 : n - 1]))
-                    kept = None if tapped is None else np.ascontiguousarray(tapped[row, :n])
-                    tokens[i] = TokenEmbeddings(encs[i].tokens[1 : n - 1], vecs, kept)
+                    tokens[i] = TokenEmbeddings(encs[i].tokens[1 : n - 1], vecs)
         return pooled_all, tokens
 
     # -- internals --------------------------------------------------------------------------------
 
     def _batches(
-        self, encs: list, batch_size: int, tap: int | None = None
-    ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray | None, np.ndarray]]:
-        """Length-sorted batches so padding stays small; yields (indices, hidden, tapped, mask)."""
+        self, encs: list, batch_size: int
+    ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
+        """Length-sorted batches so padding stays small; yields (indices, hidden, mask)."""
         order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
@@ -249,16 +244,10 @@ class Embedder:
                 n = len(encs[i].ids)
                 ids[row, :n] = encs[i].ids
                 mask[row, :n] = 1.0
-            hidden, tapped = self._forward(ids, mask, tap)
-            yield idx, hidden, tapped, mask
+            yield idx, self._forward(ids, mask), mask
 
-    def _forward(
-        self, ids: np.ndarray, mask: np.ndarray, tap: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Final hidden states, and those after layer `tap` when asked (one pass for both)."""
+    def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Final hidden states."""
         width = ids.shape[1]
         x = _layer_norm(self._word[ids] + self._pos[:width][None] + self._type0, *self._emb_ln)
-        if tap is None:
-            return run_layers(x, mask, self._layers, self.num_heads), None
-        tapped = run_layers(x, mask, self._layers[:tap], self.num_heads)
-        return run_layers(tapped, mask, self._layers[tap:], self.num_heads), tapped
+        return run_layers(x, mask, self._layers, self.num_heads)

@@ -52,8 +52,7 @@ RECENT_MAX_BYTES = 64 * 2**20
 
 
 def _embedding_bytes(vector: np.ndarray, tokens: TokenEmbeddings) -> int:
-    hidden = tokens.hidden.nbytes if tokens.hidden is not None else 0
-    return vector.nbytes + tokens.vectors.nbytes + hidden
+    return vector.nbytes + tokens.vectors.nbytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,9 +156,7 @@ class SemanticCache:
             self.verifier = Verifier.load(self.settings.verifier_path)
         if self._embedder is None:
             model = self._embedder_model or shared_embedder(self.settings.model_path)
-            self._embedder = BatchingEmbedder(
-                model, self.settings.embed_batch, tap=self.verifier.tap_layer
-            )
+            self._embedder = BatchingEmbedder(model, self.settings.embed_batch)
 
     async def start(self) -> None:
         """Connect to Redis and load its live entries (idempotent; the first lookup calls it)."""
@@ -339,27 +336,13 @@ class SemanticCache:
     ) -> np.ndarray:
         """Verifier probabilities for each candidate (runs on the embedding thread, off the loop)."""
         assert self._embedder is not None and self.verifier is not None
-        verifier = self.verifier
-        missing = [e for e in entries if e.tuned is None]
-        if missing:  # cached questions get their verifier token vectors on first verification
-            need = [
-                e
-                for e in missing
-                if e.tokens is None or (verifier.layers and e.tokens.hidden is None)
-            ]
-            if need:
-                _, encoded = self._embedder.embedder.encode_full(
-                    [e.text or "" for e in need], tap=verifier.tap_layer
-                )
-                for e, toks in zip(need, encoded, strict=True):
-                    e.tokens = toks
-            for e in missing:
-                assert e.tokens is not None
-                e.tuned = verifier.tune(e.tokens).astype(STORED)
-                # hidden states not needed now
-                e.tokens = TokenEmbeddings(e.tokens.tokens, e.tokens.vectors.astype(STORED))
-        query = Probe(text, vector, tokens, verifier.tune(tokens))
-        return verifier.probabilities(query, [_probe(e) for e in entries])
+        need = [e for e in entries if e.tokens is None]
+        if need:  # entries from Redis carry no token vectors: encoded on first verification
+            _, encoded = self._embedder.embedder.encode_full([e.text or "" for e in need])
+            for e, toks in zip(need, encoded, strict=True):
+                e.tokens = compact(toks)
+        query = Probe(text, vector, tokens)
+        return self.verifier.probabilities(query, [_probe(e) for e in entries])
 
     async def _recheck(self, request: CacheRequest, keys: Keys, hit: CacheHit) -> None:
         """Ask upstream too and compare answers; a disagreement counts as a wrong hit."""
@@ -432,18 +415,17 @@ class SemanticCache:
 
 
 def compact(tokens: TokenEmbeddings) -> TokenEmbeddings:
-    """A stored entry's token arrays in float16: they are most of its memory (see entry_bytes),
+    """A stored entry's token vectors in float16: they are most of its memory (see entry_bytes),
     and the verifier's probabilities move by under 1e-3 (tested)."""
-    hidden = tokens.hidden.astype(STORED) if tokens.hidden is not None else None
-    return TokenEmbeddings(tokens.tokens, tokens.vectors.astype(STORED), hidden)
+    return TokenEmbeddings(tokens.tokens, tokens.vectors.astype(STORED))
 
 
 def _probe(entry: Entry) -> Probe:
     """A verified entry as the verifier sees it, in float32 (indexed entries have a vector;
     _verify has just given every candidate its token vectors)."""
-    assert entry.vector is not None and entry.tokens is not None and entry.tuned is not None
+    assert entry.vector is not None and entry.tokens is not None
     tokens = TokenEmbeddings(entry.tokens.tokens, entry.tokens.vectors.astype(np.float32))
-    return Probe(entry.text or "", entry.vector, tokens, entry.tuned.astype(np.float32))
+    return Probe(entry.text or "", entry.vector, tokens)
 
 
 def answer_text(response: dict[str, Any]) -> str:

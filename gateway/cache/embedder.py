@@ -28,11 +28,8 @@ def shared_embedder(model_path: str | None) -> Embedder:
 
 
 class BatchingEmbedder:
-    def __init__(self, embedder: Embedder, max_batch: int = 32, tap: int | None = None) -> None:
+    def __init__(self, embedder: Embedder, max_batch: int = 32) -> None:
         self.embedder = embedder
-        self.tap = (
-            tap  # also keep the hidden states after this layer (the verifier continues there)
-        )
         self.max_batch = max_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tandem-embed")
         self._pending: list[tuple[str, asyncio.Future]] = []
@@ -66,8 +63,7 @@ class BatchingEmbedder:
                 texts = [t for t, _ in batch]
                 try:
                     vecs, toks = await loop.run_in_executor(
-                        self._executor,
-                        functools.partial(self.embedder.encode_full, texts, tap=self.tap),
+                        self._executor, self.embedder.encode_full, texts
                     )
                 except Exception as exc:  # hand the failure to every waiter, keep draining
                     for _, fut in batch:

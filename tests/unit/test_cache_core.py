@@ -127,10 +127,10 @@ async def test_byte_bound_counts_the_verifiers_token_arrays(cache: SemanticCache
     """A semantic entry's token arrays (for the verifier) are most of its memory: they count."""
     await cache.store(chat(Q), answer("Click 'Forgot password'."))
     (entry,) = cache.local.entries.values()
-    arrays = entry.vector.nbytes + entry.tokens.vectors.nbytes + entry.tokens.hidden.nbytes
+    arrays = entry.vector.nbytes + entry.tokens.vectors.nbytes
     assert entry.size >= len(Q) + arrays and cache.local.bytes == entry.size
-    await cache.lookup(chat(PARAPHRASE))  # first verification: hidden states become tuned vectors
-    held = entry.vector.nbytes + entry.tokens.vectors.nbytes + entry.tuned.nbytes
+    await cache.lookup(chat(PARAPHRASE))  # a verification adds nothing to the entry
+    held = entry.vector.nbytes + entry.tokens.vectors.nbytes
     assert held <= entry.size, "a verified entry outgrew what was counted for it"
 
 
@@ -142,9 +142,9 @@ async def test_float16_token_arrays_keep_the_verifiers_probabilities(cache: Sema
     await cache.store(chat(Q), answer("Click 'Forgot password'."))
     assert await cache.lookup(chat(PARAPHRASE)) is not None  # verifies (and compacts) the entry
     (entry,) = cache.local.entries.values()
-    assert entry.tuned.dtype == np.float16 and entry.tokens.vectors.dtype == np.float16
+    assert entry.tokens.vectors.dtype == np.float16
     verifier = cache.verifier
-    vectors, tokens = cache._embedder.embedder.encode_full([Q, PARAPHRASE], tap=verifier.tap_layer)
+    vectors, tokens = cache._embedder.embedder.encode_full([Q, PARAPHRASE])
     cached, query = (
         Probe(t, v, k) for t, v, k in zip([Q, PARAPHRASE], vectors, tokens, strict=True)
     )
@@ -160,7 +160,7 @@ def test_entries_from_redis_reserve_their_token_arrays() -> None:
     text = "How do I reset my password on the website?"  # 11 word pieces
     shared = Entry("id", "scope", "exact", text, vector, answer("A"), 0.0, 1.0)
     exact_only = Entry("id", "scope", "exact", text, None, answer("A"), 0.0, 1.0)
-    assert entry_bytes(shared, 384) >= 2 * 2 * 384 * (11 + 2)  # two float16 arrays
+    assert entry_bytes(shared, 384) >= 2 * 384 * 11  # float16 token vectors
     assert entry_bytes(exact_only, 384) < 1000
 
 
@@ -170,7 +170,7 @@ async def test_embeddings_kept_between_lookup_and_store_are_bounded_by_bytes(
     import gateway.cache.core as core
 
     monkeypatch.setattr(core, "RECENT_MAX_BYTES", 200_000)
-    for i in range(20):  # each miss keeps ~25-45 KB of arrays until its answer is stored
+    for i in range(20):  # each miss keeps ~20 KB of arrays until its answer is stored
         assert await cache.lookup(chat(f"How do I cook dish number {i} really well?")) is None
     assert 0 < len(cache._recent) < 20 and cache._recent_bytes <= 200_000
     kept = sum(core._embedding_bytes(*v) for v in cache._recent.values())

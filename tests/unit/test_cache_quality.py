@@ -2,7 +2,8 @@
 
 The slice is the first 600 of the 10,000 pairs the training script never sees (same seeded
 split). Floors sit below the benchmark's numbers on all 10,000 so that noise does not fail them;
-a broken feature, a mis-ported layer or a wrong operating point does.
+a broken feature, a mis-walked tree or a wrong operating point does (measured on this slice:
+precision 0.98, recall 0.29).
 """
 
 from __future__ import annotations
@@ -45,10 +46,8 @@ def test_verifier_keeps_its_precision_and_beats_a_static_threshold() -> None:
     pairs = held_out_slice(600)
     verifier = Verifier.load()
     texts = sorted({p[k] for p in pairs for k in ("text_a", "text_b")})
-    vecs, toks = Embedder().encode_full(texts, tap=verifier.tap_layer)
-    probes = {
-        t: Probe(t, v, tk, verifier.tune(tk)) for t, v, tk in zip(texts, vecs, toks, strict=True)
-    }
+    vecs, toks = Embedder().encode_full(texts)
+    probes = {t: Probe(t, v, tk) for t, v, tk in zip(texts, vecs, toks, strict=True)}
     y = np.array([p["label"] for p in pairs], dtype=float)
     prob = np.array([verifier.probability(probes[p["text_a"]], probes[p["text_b"]]) for p in pairs])
     cosine = np.array(
@@ -56,7 +55,7 @@ def test_verifier_keeps_its_precision_and_beats_a_static_threshold() -> None:
     )
     hits = prob >= verifier.operating_point
     precision, recall = y[hits].mean(), y[hits].sum() / y.sum()
-    assert precision >= 0.90 and recall >= 0.12, (
+    assert precision >= 0.90 and recall >= 0.20, (
         f"verifier precision {precision:.3f} recall {recall:.3f}"
     )
     static = cosine >= 0.98  # the static threshold the README needs for ~95 % precision
