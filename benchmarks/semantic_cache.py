@@ -155,8 +155,9 @@ def pairs_eval(
         path.resolve() == training.DEFAULT_PAIRS.resolve()
         or path.name == training.DEFAULT_PAIRS.name
     )
+    train: list[dict] = []
     if held_out:
-        pairs = training.split(pairs)[2]
+        train, _, pairs = training.split(pairs)
     texts = [p[k] for p in pairs for k in ("text_a", "text_b")]
     pr = training.encode_texts(texts, embedder, encodings)
     y = np.array([int(p["label"]) for p in pairs], dtype=np.float64)
@@ -193,20 +194,19 @@ def pairs_eval(
         "neighbourhood_in_cache": neighbourhood_in_cache(pairs, pr),
     }
     if held_out:
-        result["by_question_overlap"] = question_overlap(path, pairs, prob, y, verifier)
+        result["by_question_overlap"] = question_overlap(train, pairs, prob, y, verifier)
     # every question of the evaluated pairs, in file order: the latency run's cache and queries
     return result, {t: pr[t].vector for p in pairs for t in (p["text_a"], p["text_b"])}
 
 
 def question_overlap(
-    path: Path, pairs: list[dict], prob: np.ndarray, y: np.ndarray, verifier: Verifier
+    train: list[dict], pairs: list[dict], prob: np.ndarray, y: np.ndarray, verifier: Verifier
 ) -> dict:
     """Precision and recall at the operating point, split by whether either question of the pair
     also appears in a training pair. The split is by pair, and Quora repeats popular questions, so
     about a fifth of the held-out pairs share a question with training; the model does better
     there, and a deployment's traffic repeats its own popular questions the same way. `unseen` is
     what the verifier does on questions it has never seen."""
-    train = training.split(training.load_pairs(path))[0]
     known = {p[k] for p in train for k in ("text_a", "text_b")}
     seen = np.array([p["text_a"] in known or p["text_b"] in known for p in pairs])
     out = {}

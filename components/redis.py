@@ -32,7 +32,8 @@ class ElastiCacheArgs:
 # rate-limit and budget counter with it. volatile-lru evicts only keys that expire anyway (cache
 # entries, per-window counters), least recently used first (one-second clock), so counters in use
 # outlive cold cache entries, and keys without a TTL (budget spend, Ray's GCS state, the cache's
-# capped stream) are never evicted; ElastiCache's default parameter group uses the same policy. The rest of the limit is Redis' own overhead and AOF rewrite.
+# capped stream) are never evicted; ElastiCache's default parameter group uses the same policy.
+# The rest of the limit is Redis' own overhead and AOF rewrite.
 REDIS_LIMIT_MIB = 512
 REDIS_MAXMEMORY_MIB = REDIS_LIMIT_MIB * 3 // 4
 

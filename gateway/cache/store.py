@@ -103,8 +103,8 @@ def entry_bytes(entry: Entry, dimension: int) -> int:
     the index) and, for the verifier, its token vectors: a float16 array of (word pieces x
     dimension). That array is most of an entry: 11 KB for a 14-piece question against a few
     hundred bytes of answer; counting only the answer let a replica grow to ten times
-    `max_bytes`. The objects around them add a measured constant. Entries from Redis get their token vectors on first verification, so their
-    share is reserved now, estimated from the text.
+    `max_bytes`. The objects around them add a measured constant. Entries from Redis get their
+    token vectors on first verification, so their share is reserved now, estimated from the text.
     """
     size = len(orjson.dumps(entry.response)) + len(entry.text or "")
     if entry.vector is None:

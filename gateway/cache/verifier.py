@@ -11,8 +11,8 @@ on the topic. Gradient-boosted trees over those inputs, trained on part of the Q
 pairs (benchmarks/train_cache_verifier.py, reproducible) and evaluated here in numpy
 (gateway/cache/trees.py), output the probability that the cached answer answers the new question.
 The cache serves the best of its top-k candidates only when that probability clears the
-operating point, which is chosen on the training pairs' cross-validated predictions for a target
-precision.
+operating point: the lowest cut whose calibrated precision on the validation pairs reaches the
+target (95 %).
 """
 
 from __future__ import annotations
@@ -185,7 +185,8 @@ class Verifier:
     """The trained trees and their inputs; weights from the .npz the training script writes.
 
     Inputs per pair (`inputs`): the 30 pair features (FEATURE_NAMES), then the query's and the
-    candidate's sentence vectors summed. About 0.1 ms per candidate in a batch of four.
+    candidate's sentence vectors summed. About 1.4 ms for a batch of four candidates on one core
+    (features 0.3 ms, the tree walk 1 ms).
     """
 
     def __init__(self, weights: dict[str, np.ndarray]) -> None:
