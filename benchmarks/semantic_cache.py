@@ -33,11 +33,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import train_cache_verifier as training  # noqa: E402
 
+from embedding.minilm import Embedder  # noqa: E402
 from gateway.cache.decision import neighbourhood_pick  # noqa: E402
 from gateway.cache.index import ScopeIndex  # noqa: E402
 from gateway.cache.policy import Policy  # noqa: E402
 from gateway.cache.verifier import Probe, Verifier  # noqa: E402
-from tandem.embedding import Embedder  # noqa: E402
 
 DEFAULT_MOCK = training.SHARED / "data" / "semcache" / "gptcache_mock_data.json"
 STATIC_THRESHOLDS = (0.85, 0.90, 0.95, 0.97, 0.98)

@@ -36,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from embedding.minilm import Embedder, TokenEmbeddings  # noqa: E402
 from gateway.cache.trees import Trees, from_lightgbm  # noqa: E402
 from gateway.cache.verifier import (  # noqa: E402
     DEFAULT_WEIGHTS,
@@ -44,7 +45,6 @@ from gateway.cache.verifier import (  # noqa: E402
     Verifier,
     pair_inputs,
 )
-from tandem.embedding import Embedder, TokenEmbeddings  # noqa: E402
 
 SHARED = Path(os.environ.get("TANDEM_SHARED_DIR", ROOT.parent / "shared"))
 DEFAULT_PAIRS = SHARED / "data" / "semcache" / "qqp_pairs_dev.jsonl"

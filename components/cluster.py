@@ -24,8 +24,8 @@ import pulumi_kubernetes as k8s
 
 from components.aws_common import NODE_POLICIES, secure_launch_template, service_role
 from components.network import Network
-from tandem import labels
-from tandem.config import ClusterConfig
+from vocabulary import labels
+from vocabulary.config import ClusterConfig
 
 # Root CA thumbprint of the EKS OIDC endpoints (IAM ignores it for well-known providers now,
 # but the API still requires a value).

@@ -18,8 +18,8 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.redis import ElastiCacheArgs, elasticache_redis, in_cluster_redis
-from tandem import labels, pins
-from tandem.config import GatewayConfig
+from vocabulary import labels, pins
+from vocabulary.config import GatewayConfig
 
 CONFIG_DIR = "/etc/tandem-gateway"
 KEYS_DIR = f"{CONFIG_DIR}/keys"

@@ -1,6 +1,6 @@
 """Install a pinned Helm chart as a `helm.v3.Release`.
 
-Every chart Tandem installs goes through here so the version always comes from tandem/pins.py
+Every chart Tandem installs goes through here so the version always comes from vocabulary/pins.py
 and OCI and classic repositories are handled the same way. A Release (not `helm.v4.Chart`) is an
 ordinary resource: its values are visible to tests and to the policy pack.
 """
@@ -12,7 +12,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from tandem.pins import Chart
+from vocabulary.pins import Chart
 
 
 def pinned_release(

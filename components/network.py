@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from tandem import labels
-from tandem.config import NetworkConfig
+from vocabulary import labels
+from vocabulary.config import NetworkConfig
 
 
 @dataclass

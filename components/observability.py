@@ -22,8 +22,8 @@ import pulumi_kubernetes as k8s
 from components.helm import pinned_release
 from observability import dashboards, promql, rules
 from observability.dcgm import dcgm_metrics_csv
-from tandem import labels, pins
-from tandem.config import BudgetConfig, GpuPoolConfig, ObservabilityConfig
+from vocabulary import labels, pins
+from vocabulary.config import BudgetConfig, GpuPoolConfig, ObservabilityConfig
 
 PROM_RELEASE = "kube-prometheus-stack"
 DCGM_RELEASE = "dcgm-exporter"

@@ -17,24 +17,24 @@ import pulumi_aws as aws
 from components.aws_common import irsa_role
 from components.cluster import Cluster, ClusterArgs
 from components.gateway import Gateway, GatewayArgs, GatewayKey
+from components.gpu_pools.gpu_software import GpuSoftware, GpuSoftwareArgs
+from components.gpu_pools.karpenter import Karpenter, KarpenterArgs
+from components.gpu_pools.node_pool import GpuNodePool, GpuNodePoolArgs
 from components.network import Network, NetworkArgs
 from components.observability import WORKLOAD_MONITORS, Observability, ObservabilityArgs
 from components.redis import ElastiCacheArgs, elasticache_redis, in_cluster_redis
-from components.use_case import UseCase, UseCaseArgs, gateway_entry
-from gateway.spec import routes_from_use_cases
-from gpu_pools.gpu_software import GpuSoftware, GpuSoftwareArgs
-from gpu_pools.karpenter import Karpenter, KarpenterArgs
-from gpu_pools.node_pool import GpuNodePool, GpuNodePoolArgs
-from serving.checks import resolve_contract
-from serving.inference_cluster import (
+from components.serving.inference_cluster import (
     GcsFaultTolerance,
     KubeRayOperator,
     KubeRayOperatorArgs,
     ModelCache,
 )
-from tandem import labels
-from tandem.config import PlatformConfig
-from tandem.usecase import UseCaseSpec
+from components.use_case import UseCase, UseCaseArgs, gateway_entry
+from gateway.spec import routes_from_use_cases
+from serving.checks import resolve_contract
+from vocabulary import labels
+from vocabulary.config import PlatformConfig
+from vocabulary.usecase import UseCaseSpec
 
 
 @dataclass

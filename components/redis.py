@@ -14,7 +14,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from tandem import labels, pins
+from vocabulary import labels, pins
 
 REDIS_PORT = 6379
 

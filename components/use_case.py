@@ -13,18 +13,17 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
-from gpu_pools.contract import SchedulingContract
-from policies import review_gate
-from serving import builder
-from serving.checks import run_checks
-from serving.inference_cluster import (
+from components.serving.inference_cluster import (
     GcsFaultTolerance,
     InferenceCluster,
     InferenceClusterArgs,
     ModelCache,
 )
-from tandem import labels
-from tandem.usecase import UseCaseSpec
+from gpu_pools.contract import SchedulingContract
+from serving import builder
+from serving.checks import run_checks
+from vocabulary import labels, review
+from vocabulary.usecase import UseCaseSpec
 
 
 class UseCaseCheckError(ValueError):
@@ -78,13 +77,13 @@ class UseCase(pulumi.ComponentResource):
                 "namespace": args.namespace,
                 "labels": labels.platform_labels(
                     **{
-                        labels.LABEL_COMPONENT: review_gate.MANIFEST_COMPONENT,
+                        labels.LABEL_COMPONENT: review.MANIFEST_COMPONENT,
                         labels.LABEL_USE_CASE: spec.name,
                         labels.LABEL_TEAM: spec.team,
                     }
                 ),
             },
-            data=review_gate.manifest_data(spec.review),
+            data=review.manifest_data(spec.review),
             opts=pulumi.ResourceOptions(parent=self, provider=args.k8s_provider),
         )
         self.register_outputs({"inference_cluster": self.inference_cluster.urn})

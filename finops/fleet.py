@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from observability import promql as q
-from tandem import labels
+from vocabulary import labels
 
 BLOCK_S = 54 * 3600  # a TSDB block range (2h * 3^3): one file -> one block
 
@@ -97,7 +97,7 @@ class FleetSpec:
 
 
 def pools_from_catalog(specs: list[tuple[str, str, str, int]]) -> list[Pool]:
-    from gpu_pools.catalog import load_catalog
+    from vocabulary.catalog import load_catalog
 
     cat = load_catalog()
     out = []

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tandem.net import free_port
+from vocabulary.net import free_port
 
 INSTALL_HINT = "install Prometheus and promtool: apt-get install -y prometheus"
 

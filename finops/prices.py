@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from gpu_pools.catalog import Catalog, InstanceType, load_catalog
 from observability.rules import SPOT_FACTOR
+from vocabulary.catalog import Catalog, InstanceType, load_catalog
 
 DEFAULT_SPOT_FACTOR = SPOT_FACTOR  # one number for the report and the alert rules
 

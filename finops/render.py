@@ -7,7 +7,7 @@ import io
 import json
 from datetime import UTC, datetime
 
-from tandem.labels import METRIC_LABELS
+from vocabulary.labels import METRIC_LABELS
 
 SECTIONS = (
     ("by_team", ("team",)),

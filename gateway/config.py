@@ -16,10 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.cache.policy import cache_section_error, route_policy_error
-
-Endpoint = Literal["chat.completions", "completions", "embeddings"]
-ENDPOINTS: tuple[Endpoint, ...] = ("chat.completions", "completions", "embeddings")
-PERIOD_SECONDS = {"hour": 3600, "day": 86400, "month": 30 * 86400}
+from vocabulary.gateway import ENDPOINTS, Budget, Endpoint, Price, Timeouts
 
 
 class ConfigError(ValueError):
@@ -28,12 +25,6 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Timeouts(_Strict):
-    connect_s: float = Field(2.0, gt=0)
-    first_token_s: float = Field(30.0, gt=0)
-    total_s: float = Field(120.0, gt=0)
 
 
 class Retries(_Strict):
@@ -59,11 +50,6 @@ class MetricLabels(_Strict):
     model_version: str = ""
     rollout: Literal["stable", "canary", ""] = ""
     pool: str = ""
-
-
-class Price(_Strict):
-    input_per_mtok: float = Field(0.0, ge=0)
-    output_per_mtok: float = Field(0.0, ge=0)
 
 
 class Backend(_Strict):
@@ -121,12 +107,6 @@ class ApiKey(_Strict):
         if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
             raise ValueError("must be 64 hex characters (sha256 of the key)")
         return v
-
-
-class Budget(_Strict):
-    usd: float = Field(gt=0)
-    period: Literal["hour", "day", "month"] = "month"
-    soft_fraction: float = Field(0.8, gt=0, le=1)
 
 
 class Team(_Strict):

@@ -1,4 +1,4 @@
-"""Prometheus metrics with the platform label set (`tandem.labels.METRIC_LABELS`).
+"""Prometheus metrics with the platform label set (`vocabulary.labels.METRIC_LABELS`).
 
 `team` is the caller's team (from its key); the other five come from the backend that answered,
 so FinOps can join gateway cost with GPU cost on the same labels. Label children are cached per
@@ -12,7 +12,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from tandem.labels import METRIC_LABELS
+from vocabulary.labels import METRIC_LABELS
 
 LAT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 

@@ -7,51 +7,10 @@ accepts: the generated dict is validated before it is returned.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from gateway.config import ENDPOINTS, ConfigError, Endpoint, parse_config
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class GatewayTimeouts(_Strict):
-    connect_s: float = Field(2.0, gt=0)
-    first_token_s: float = Field(30.0, gt=0)
-    total_s: float = Field(120.0, gt=0)
-
-
-class GatewayBudget(_Strict):
-    usd: float = Field(gt=0, description="dollars per period for the use case's team")
-    period: Literal["hour", "day", "month"] = "month"
-    soft_fraction: float = Field(0.8, gt=0, le=1)
-
-
-class GatewayPrice(_Strict):
-    input_per_mtok: float = Field(0.0, ge=0)
-    output_per_mtok: float = Field(0.0, ge=0)
-
-
-class UseCaseGateway(_Strict):
-    """How callers reach a use case through the gateway."""
-
-    alias: str | None = Field(None, description="model name callers send (default: use case name)")
-    fallbacks: list[str] = Field(default_factory=list, description="aliases tried in order")
-    context_fallback: str | None = None
-    degrade_to: str | None = Field(None, description="cheaper alias used past the soft budget")
-    endpoints: list[Endpoint] = Field(default_factory=lambda: list(ENDPOINTS[:2]))
-    deadline_s: float = Field(60.0, gt=0)
-    retries: int = Field(2, ge=0, le=10)
-    hedge_after_s: float | None = Field(None, gt=0)
-    timeouts: GatewayTimeouts = Field(default_factory=GatewayTimeouts)
-    budget: GatewayBudget | None = None
-    price: GatewayPrice | None = None
-    cache: dict[str, Any] | None = None
-    context_window: int | None = Field(None, ge=1)
-
+from gateway.config import ConfigError, parse_config
+from vocabulary.gateway import UseCaseGateway
 
 # (use case name, team, its gateway section, backend base URL[, model name the backend serves])
 Entry = tuple[str, str, UseCaseGateway, str] | tuple[str, str, UseCaseGateway, str, str]

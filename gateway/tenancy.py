@@ -15,8 +15,9 @@ import logging
 import time
 from typing import Protocol
 
-from gateway.config import ANONYMOUS, PERIOD_SECONDS, Budget, Compiled, CompiledKey
+from gateway.config import ANONYMOUS, Compiled, CompiledKey
 from gateway.errors import GatewayError
+from vocabulary.gateway import PERIOD_SECONDS, Budget
 
 log = logging.getLogger("tandem.gateway")
 

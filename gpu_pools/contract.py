@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gpu_pools.catalog import load_catalog
-from tandem import labels
-from tandem.config import GpuPoolConfig
+from vocabulary import labels
+from vocabulary.catalog import load_catalog
+from vocabulary.config import GpuPoolConfig
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The DCGM fields Tandem collects, as dcgm-exporter's metrics CSV.
 
 Pure: the Observability component (standalone dcgm-exporter) and the GPU operator's values
-(gpu_pools/gpu_software.py) both ship this one list, so the FinOps rules see the same series
+(components/gpu_pools/gpu_software.py) both ship this one list, so the FinOps rules see the same series
 whichever runs the exporter.
 """
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from tandem import labels
+from vocabulary import labels
 
 # --- metric names (what the exporters really expose) -------------------------------------------
 GR_ENGINE_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"

@@ -238,7 +238,7 @@ def settings_for(
     Prices come from the GPU catalog per (instance type, capacity type) the pools can launch;
     reserved capacity is priced on-demand (the commitment is paid either way).
     """
-    from gpu_pools.catalog import load_catalog
+    from vocabulary.catalog import load_catalog
 
     catalog = load_catalog()
     prices: dict[tuple[str, str], float] = {}

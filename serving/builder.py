@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from gpu_pools.contract import SchedulingContract
-from serving.spec import ModelDeployment
+from vocabulary.deployment import ModelDeployment
 
 SERVE_PORT = 8000
 LLM_IMPORT_PATH = "ray.serve.llm:build_openai_app"

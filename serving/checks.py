@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from gpu_pools import fit
 from gpu_pools.contract import SchedulingContract
 from serving.builder import worker_shape
-from serving.spec import ModelDeployment
-from tandem.usecase import UPGRADE_INCREMENTAL, UseCaseSpec
+from vocabulary.deployment import ModelDeployment
+from vocabulary.usecase import UPGRADE_INCREMENTAL, UseCaseSpec
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from tandem.net import free_port
+from vocabulary.net import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "serve-local.json"

@@ -12,15 +12,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from tandem.config import (
-    PlatformConfig,
-    namespace_config,
-    parse_config,
-    pulumi_config_values,
-    read_stack_file,
-)
-from tandem.cost import CostEnvelope, cost_envelope
-from tandem.stack import load, load_use_cases
+from finops.envelope import CostEnvelope, cost_envelope
+from tandem.stack import load, load_use_cases, read_stack_file
+from vocabulary.config import PlatformConfig, namespace_config, parse_config, pulumi_config_values
 
 PLAN_SCHEMA_VERSION = 1
 

@@ -14,9 +14,9 @@ import pulumi
 from pulumi.runtime.config import CONFIG, get_config_env
 
 from components.platform import Platform, PlatformArgs
-from tandem.config import ConfigError, PlatformConfig, namespace_config, parse_config
 from tandem.stack import load_use_cases
-from tandem.usecase import UseCaseSpec
+from vocabulary.config import ConfigError, PlatformConfig, namespace_config, parse_config
+from vocabulary.usecase import UseCaseSpec
 
 
 def from_pulumi() -> PlatformConfig:

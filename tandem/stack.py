@@ -8,21 +8,42 @@ resource is registered. Pure: no pulumi import.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
 from gpu_pools.contract import SchedulingContract, scheduling_contract
-from tandem.config import (
-    REPO_ROOT,
-    ConfigError,
-    PlatformConfig,
-    format_validation_error,
-    load_stack,
-)
-from tandem.usecase import UseCaseSpec, load_use_case
+from vocabulary.config import PlatformConfig, namespace_config, parse_config
+from vocabulary.errors import ConfigError, format_validation_error
+from vocabulary.usecase import UseCaseSpec, load_use_case
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STACKS_DIR = REPO_ROOT / "stacks"
 USE_CASE_DIR = "stacks/usecases"
+
+
+def stack_file(stack: str) -> Path:
+    return STACKS_DIR / f"Pulumi.{stack}.yaml"
+
+
+def read_stack_file(stack: str) -> dict[str, Any]:
+    """The `config:` block of a stack file, as Pulumi would hand it to the program."""
+    path = stack_file(stack)
+    if not path.exists():
+        known = sorted(
+            p.name[len("Pulumi.") : -len(".yaml")] for p in STACKS_DIR.glob("Pulumi.*.yaml")
+        )
+        raise ConfigError([f"no stack {stack!r}; stacks: {', '.join(known)}"], str(path))
+    with open(path) as fh:
+        doc = yaml.safe_load(fh) or {}
+    return doc.get("config", {}) or {}
+
+
+def load_stack(stack: str) -> PlatformConfig:
+    """Parse and validate a stack file offline (tandem plan, tests)."""
+    return parse_config(namespace_config(read_stack_file(stack)), str(stack_file(stack)))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from embedding.minilm import DIMENSION, TokenEmbeddings
 from gateway.cache.api import CacheHit, CacheRequest
 from gateway.cache.decision import neighbourhood_pick
 from gateway.cache.embedder import BatchingEmbedder, shared_embedder
@@ -39,7 +40,6 @@ from gateway.cache.policy import (
 )
 from gateway.cache.store import STORED, Entry, LocalStore, RedisShare
 from gateway.cache.verifier import Probe, Verifier
-from tandem.embedding import DIMENSION, TokenEmbeddings
 
 log = logging.getLogger("tandem.gateway.cache")
 

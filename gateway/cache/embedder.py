@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from tandem.embedding import Embedder, TokenEmbeddings
+from embedding.minilm import Embedder, TokenEmbeddings
 
 T = TypeVar("T")
 

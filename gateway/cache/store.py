@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import orjson
 
+from embedding.minilm import TokenEmbeddings
 from gateway.cache.index import ScopeIndex
 from gateway.cache.metrics import CacheMetrics
 from gateway.cache.policy import DEFAULT_MAX_BYTES
-from tandem.embedding import TokenEmbeddings
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

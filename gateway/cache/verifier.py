@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from embedding.minilm import TokenEmbeddings
 from gateway.cache.trees import Trees
-from tandem.embedding import TokenEmbeddings
 
 DEFAULT_WEIGHTS = Path(__file__).with_name("verifier.npz")
 

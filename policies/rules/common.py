@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from gpu_pools.catalog import InstanceType, load_catalog
 from policies.framework import ResourceView, as_list, as_number, get
-from tandem import labels
+from vocabulary import labels
+from vocabulary.catalog import InstanceType, load_catalog
 
 # Pulumi type tokens of the provider resources the rules inspect.
 EKS_CLUSTER = "aws:eks/cluster:Cluster"

@@ -15,7 +15,7 @@ import yaml
 from policies.framework import ResourceView, as_list, get, k8s_labels, resource_rule
 from policies.rules import common as c
 from policies.settings import PolicySettings
-from tandem import labels
+from vocabulary import labels
 
 # A name that ends in a secret word (HF_TOKEN, DB_PASSWORD, CLIENT_SECRET), not one that merely
 # starts with it (token_budget, secret_name, api_key_env name references).

@@ -24,14 +24,14 @@ from policies.framework import (
 )
 from policies.rules import common as c
 from policies.settings import PolicySettings
-from tandem import labels
+from vocabulary import labels
 
 
 @resource_rule(
     "gpu-pool-taint",
     f"Every GPU pool carries the {labels.GPU_TAINT_KEY}={labels.GPU_TAINT_VALUE}:NoSchedule taint.",
     "high",
-    "Add the taint from tandem.labels (GPU_TAINT_KEY/VALUE/EFFECT) to the node group's `taints` "
+    "Add the taint from vocabulary.labels (GPU_TAINT_KEY/VALUE/EFFECT) to the node group's `taints` "
     "(effect NO_SCHEDULE) or the NodePool's spec.template.spec.taints (effect NoSchedule).",
     c.POOL_TYPES,
     tags=("gpu-pools",),
@@ -164,7 +164,7 @@ def gpu_pool_spot_fallback(resources: Sequence[ResourceView], _: PolicySettings)
     "karpenter-ami-pinned",
     "Karpenter GPU node classes pin their AMI version instead of following @latest.",
     "medium",
-    "Use a versioned alias from tandem/pins.py (KARPENTER_AMI_ALIAS, e.g. al2023@v20251108) and bump "
+    "Use a versioned alias from vocabulary/pins.py (KARPENTER_AMI_ALIAS, e.g. al2023@v20251108) and bump "
     "it deliberately; @latest rolls every GPU node (and its NVIDIA driver) whenever AWS publishes.",
     (c.KARPENTER_NODECLASS,),
     tags=("gpu-pools", "reliability"),

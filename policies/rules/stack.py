@@ -10,7 +10,6 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from gpu_pools.catalog import HOURS_PER_MONTH
 from policies import review_gate
 from policies.framework import (
     Finding,
@@ -24,7 +23,8 @@ from policies.framework import (
 )
 from policies.rules import common as c
 from policies.settings import PolicySettings
-from tandem import labels
+from vocabulary import labels, review
+from vocabulary.catalog import HOURS_PER_MONTH
 
 # AWS resource types that accept `tags` (the ones Tandem creates, plus common neighbours).
 TAGGABLE_AWS_TYPES = frozenset(
@@ -265,12 +265,12 @@ def _manifests(resources: Sequence[ResourceView]) -> list[ResourceView]:
     return [
         r
         for r in each(resources, (c.CONFIG_MAP,))
-        if get(k8s_labels(r), labels.LABEL_COMPONENT) == review_gate.MANIFEST_COMPONENT
+        if get(k8s_labels(r), labels.LABEL_COMPONENT) == review.MANIFEST_COMPONENT
     ]
 
 
 def _review_of(manifest: ResourceView) -> Any:
-    raw = get(manifest.props, "data", review_gate.MANIFEST_KEY)
+    raw = get(manifest.props, "data", review.MANIFEST_KEY)
     return json.loads(raw) if isinstance(raw, str) else raw
 
 

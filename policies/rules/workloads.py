@@ -12,7 +12,7 @@ from typing import Any
 from policies.framework import ResourceView, as_list, get, resource_rule
 from policies.rules import common as c
 from policies.settings import PolicySettings
-from tandem import labels
+from vocabulary import labels
 
 
 def _containers(res: ResourceView) -> Iterator[tuple[str, Mapping[str, Any], Mapping[str, Any]]]:
@@ -27,7 +27,7 @@ def _containers(res: ResourceView) -> Iterator[tuple[str, Mapping[str, Any], Map
     "Pods that use GPUs set an nvidia.com/gpu limit and tolerate the GPU taint; others don't tolerate it.",
     "high",
     "Put nvidia.com/gpu in resources.limits (requests alone are ignored for extended resources) and "
-    "add tandem.labels.gpu_toleration() to the pod's tolerations; remove the toleration from pods "
+    "add vocabulary.labels.gpu_toleration() to the pod's tolerations; remove the toleration from pods "
     "that need no GPU so they cannot pin a GPU node.",
     c.WORKLOAD_TYPES,
     tags=("gpu-pools", "workloads"),
@@ -66,7 +66,7 @@ def _image_problem(image: str) -> str | None:
     "image-pinned",
     "Container images are pinned to a tag (not :latest) or a digest.",
     "high",
-    "Pin the image in tandem/pins.py (tag, ideally with @sha256 digest) and import it from there.",
+    "Pin the image in vocabulary/pins.py (tag, ideally with @sha256 digest) and import it from there.",
     c.WORKLOAD_TYPES,
     tags=("workloads", "supply-chain"),
 )

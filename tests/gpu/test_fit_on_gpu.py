@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import pytest
 
 from gpu_pools import fit
-from gpu_pools.catalog import load_catalog
+from vocabulary.catalog import load_catalog
 
 pytestmark = pytest.mark.gpu
 
@@ -93,7 +93,7 @@ def _gpu_entry(torch):
     total = torch.cuda.mem_get_info()[1] / GIB
     gpus = load_catalog().gpus.values()
     matches = [g for g in gpus if g.aws_name.replace(" ", "").lower() in name]
-    assert matches, f"{torch.cuda.get_device_name(0)!r} is not in gpu_pools/catalog.yaml"
+    assert matches, f"{torch.cuda.get_device_name(0)!r} is not in vocabulary/catalog.yaml"
     return min(matches, key=lambda g: abs(g.memory_gib - total)), total
 
 
@@ -111,7 +111,7 @@ def test_catalog_memory_is_what_cuda_reports(torch_cuda, report):
     }
     assert entry.usable_memory_gib <= total + 0.01, (
         f"fit checks assume {entry.name} has {entry.usable_memory_gib} GiB; CUDA reports "
-        f"{total:.3f} GiB: set cuda_memory_gib: {total:.2f} in gpu_pools/catalog.yaml"
+        f"{total:.3f} GiB: set cuda_memory_gib: {total:.2f} in vocabulary/catalog.yaml"
     )
     assert entry.usable_memory_gib >= 0.98 * total
 

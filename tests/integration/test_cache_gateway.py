@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from gateway.app import replay_as_sse
-from tandem.net import free_port
 from tests.support.gateway_harness import RunningGateway
 from tests.support.redis_server import redis_server
 from tests.support.upstream import ServerThread, Upstream
+from vocabulary.net import free_port
 
 pytestmark = pytest.mark.integration
 

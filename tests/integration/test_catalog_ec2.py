@@ -9,7 +9,7 @@ import socket
 import boto3
 import pytest
 
-from gpu_pools.catalog import load_catalog
+from vocabulary.catalog import load_catalog
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from finops import cli, demo, fleet, localprom, query, report, truth
+from finops import demo, fleet, localprom, query, report, truth
 from finops.prices import load_prices
 from finops.prom import PromClient
+from tandem.cli import finops as cli
 
 pytestmark = pytest.mark.integration
 

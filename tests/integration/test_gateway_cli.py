@@ -10,8 +10,8 @@ import httpx
 import pytest
 import yaml
 
-from tandem.net import free_port
 from tests.support.upstream import ServerThread, Upstream
+from vocabulary.net import free_port
 
 pytestmark = pytest.mark.integration
 

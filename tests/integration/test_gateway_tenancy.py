@@ -8,7 +8,6 @@ import httpx
 import pytest
 
 from gateway.config import hash_key
-from tandem.net import free_port
 from tests.support.gateway_harness import (
     RunningGateway,
     chat,
@@ -16,6 +15,7 @@ from tests.support.gateway_harness import (
     upstream_servers,
 )
 from tests.support.redis_server import redis_server
+from vocabulary.net import free_port
 
 pytestmark = pytest.mark.integration
 

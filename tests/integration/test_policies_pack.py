@@ -22,8 +22,8 @@ from google.protobuf import empty_pb2, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
-from policies.fixtures import to_recorded
 from policies.rules import ALL_RULES
+from tests.support.policies import to_recorded
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from serving import builder, local
-from tandem.usecase import load_use_case
+from vocabulary.usecase import load_use_case
 
 pytestmark = pytest.mark.integration
 

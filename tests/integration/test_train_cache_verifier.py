@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embedding.minilm import Embedder
 from gateway.cache.verifier import Probe, Verifier
-from tandem.embedding import Embedder
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("TANDEM_SHARED_DIR", ROOT.parent / "shared"))

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from serving import builder, local
-from serving.spec import ModelDeployment
-from serving.testing import build_random_llama
+from tests.support.serving import build_random_llama
+from vocabulary.deployment import ModelDeployment
 
 pytestmark = pytest.mark.llm
 

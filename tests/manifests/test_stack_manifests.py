@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tandem.config import load_stack
 from tandem.manifests import manifests, validate_all, validate_manifest
+from tandem.stack import load_stack
 
 STACKS = ("dev", "prod")
 

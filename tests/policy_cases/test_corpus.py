@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from policies.fixtures import Case, load_case, stack_case_violations, to_recorded
 from policies.harness import Violation, blocking, evaluate
 from policies.rules import by_name
+from tests.support.policies import Case, load_case, stack_case_violations, to_recorded
 
 HERE = Path(__file__).parent
 CASES = sorted((HERE / "cases").glob("*.yaml"))

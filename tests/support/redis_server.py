@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tandem.net import free_port
+from vocabulary.net import free_port
 
 
 @contextmanager

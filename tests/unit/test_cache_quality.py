@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embedding.minilm import Embedder
 from gateway.cache import build_cache
 from gateway.cache.verifier import Probe, Verifier
-from tandem.embedding import Embedder
 from tests.support.cache_requests import answer, chat
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gpu_pools.catalog import HOURS_PER_MONTH, load_catalog
-from tandem.config import parse_config
-from tandem.cost import cost_envelope, pool_cost
+from finops.envelope import cost_envelope, pool_cost
+from vocabulary.catalog import HOURS_PER_MONTH, load_catalog
+from vocabulary.config import parse_config
 
 
 def test_catalog_covers_the_families_platform_teams_pick_from() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from tandem import labels
-from tandem.config import parse_config, pulumi_config_values
 from tandem.program import main
+from vocabulary import labels
+from vocabulary.config import parse_config, pulumi_config_values
 
 
 def run_config(run_program, raw: dict):

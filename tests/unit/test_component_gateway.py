@@ -11,9 +11,10 @@ import yaml
 from components.gateway import ElastiCacheArgs, Gateway, GatewayArgs, GatewayKey
 from gateway.config import ConfigError, parse_config
 from gateway.spec import UseCaseGateway, routes_from_use_cases
-from tandem import labels, manifests
-from tandem.config import GatewayConfig
+from tandem import manifests
 from tandem.engine import run_under_mocks
+from vocabulary import labels
+from vocabulary.config import GatewayConfig
 
 RAW_KEY = "sk-live-customer-care-0123456789"
 ENTRIES = [

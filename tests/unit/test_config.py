@@ -9,7 +9,8 @@ import json
 import pulumi
 import pytest
 
-from tandem.config import ConfigError, load_stack, namespace_config, parse_config, read_stack_file
+from tandem.stack import load_stack, read_stack_file
+from vocabulary.config import ConfigError, namespace_config, parse_config
 
 
 def base() -> dict:
@@ -175,7 +176,7 @@ def test_aws_region_seeds_platform_region() -> None:
 @pytest.mark.parametrize("name", ["8b-chat", "Chat", "chat_bot", "-chat", "chat-", "x" * 41])
 def test_object_names_are_rfc1035_labels(name: str) -> None:
     """Pools, use cases, deployments and key ids become Service names: start with a letter."""
-    from tandem.labels import dns_label
+    from vocabulary.labels import dns_label
 
     with pytest.raises(ValueError, match="start with a letter"):
         dns_label(name, "name")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tandem import embedding
-from tandem.embedding import Embedder
+from embedding import minilm as embedding
+from embedding.minilm import Embedder
 
 TEXTS = [
     "How do I reset my password on the website?",

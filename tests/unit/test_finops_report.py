@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from finops import cli, fleet, render, report, truth
+from finops import fleet, render, report, truth
 from finops.html import render_html
 from finops.prices import load_prices
+from tandem.cli import finops as cli
 
 
 @pytest.fixture(scope="module")

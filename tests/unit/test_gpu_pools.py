@@ -8,10 +8,10 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 import pytest
 
+from components.gpu_pools.node_pool import GpuNodePool, GpuNodePoolArgs
 from gpu_pools.contract import scheduling_contract
-from gpu_pools.node_pool import GpuNodePool, GpuNodePoolArgs
-from tandem import labels
-from tandem.config import GpuPoolConfig
+from vocabulary import labels
+from vocabulary.config import GpuPoolConfig
 
 TAGS = {"team": "ml", "cost-center": "cc-1", "use-case": "platform", "environment": "dev"}
 

@@ -8,9 +8,10 @@ import pytest
 
 from components.observability import WORKLOAD_MONITORS, Observability, ObservabilityArgs
 from observability import dashboards, promql
-from tandem import manifests, pins
-from tandem.config import BudgetConfig, GpuPoolConfig, ObservabilityConfig
+from tandem import manifests
 from tandem.engine import run_under_mocks
+from vocabulary import pins
+from vocabulary.config import BudgetConfig, GpuPoolConfig, ObservabilityConfig
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 CR_KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule"}

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from observability import dashboards, rule_tests, rules
-from tandem.config import GpuPoolConfig, ObservabilityConfig
-from tandem.labels import METRIC_LABELS
+from vocabulary.config import GpuPoolConfig, ObservabilityConfig
+from vocabulary.labels import METRIC_LABELS
 
 SETTINGS = {
     "defaults": rules.RuleSettings(),

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import tandem.config
+import tandem.stack
 from tandem.cli import main
 
 
@@ -58,7 +58,7 @@ def test_plan_bad_config_exits_2_naming_the_field(tmp_path, monkeypatch, capsys)
         "config:\n  tandem:environment: dev\n  tandem:gpuPools:\n"
         "    - {name: x, instanceTypes: [g6.xlarge], minNodes: 3, maxNodes: 1}\n"
     )
-    monkeypatch.setattr(tandem.config, "STACKS_DIR", tmp_path)
+    monkeypatch.setattr(tandem.stack, "STACKS_DIR", tmp_path)
     assert main(["plan", "--stack", "broken"]) == 2
     err = capsys.readouterr().err
     assert "gpuPools[0]" in err and "minNodes (3) must be <= maxNodes (1)" in err
@@ -81,13 +81,13 @@ def test_plan_fails_on_a_corpus_case_naming_rule_resource_remediation(
 
     import yaml
 
-    from policies.fixtures import deep_merge, load_case
+    from tests.support.policies import deep_merge, load_case
 
-    spec = load_case(tandem.config.REPO_ROOT / "tests/policy_cases/cases" / f"{case}.yaml")
-    flat = deep_merge(tandem.config.read_stack_file("prod"), spec.stack_patch)
+    spec = load_case(tandem.stack.REPO_ROOT / "tests/policy_cases/cases" / f"{case}.yaml")
+    flat = deep_merge(tandem.stack.read_stack_file("prod"), spec.stack_patch)
     (tmp_path / "Pulumi.prod.yaml").write_text(yaml.safe_dump({"config": flat}))
-    shutil.copytree(tandem.config.STACKS_DIR / "usecases", tmp_path / "usecases")
-    monkeypatch.setattr(tandem.config, "STACKS_DIR", tmp_path)
+    shutil.copytree(tandem.stack.STACKS_DIR / "usecases", tmp_path / "usecases")
+    monkeypatch.setattr(tandem.stack, "STACKS_DIR", tmp_path)
 
     assert main(["plan", "--stack", "prod", "--output", "json"]) == 1
     plan = json.loads(capsys.readouterr().out)
@@ -107,18 +107,16 @@ def test_plan_passes_a_waived_violation_and_still_shows_it(tmp_path, monkeypatch
 
     import yaml
 
-    from policies.fixtures import deep_merge, load_case
+    from tests.support.policies import deep_merge, load_case
 
-    spec = load_case(
-        tandem.config.REPO_ROOT / "tests/policy_cases/cases/stack-prod-budget-cut.yaml"
-    )
-    flat = deep_merge(tandem.config.read_stack_file("prod"), spec.stack_patch)
+    spec = load_case(tandem.stack.REPO_ROOT / "tests/policy_cases/cases/stack-prod-budget-cut.yaml")
+    flat = deep_merge(tandem.stack.read_stack_file("prod"), spec.stack_patch)
     reason = "Q4 launch capacity, approved by FinOps (FIN-42)"
     waivers = [{"policy": spec.expect, "reason": reason}]
     flat = deep_merge(flat, {"tandem:policies": {"waivers": waivers}})
     (tmp_path / "Pulumi.prod.yaml").write_text(yaml.safe_dump({"config": flat}))
-    shutil.copytree(tandem.config.STACKS_DIR / "usecases", tmp_path / "usecases")
-    monkeypatch.setattr(tandem.config, "STACKS_DIR", tmp_path)
+    shutil.copytree(tandem.stack.STACKS_DIR / "usecases", tmp_path / "usecases")
+    monkeypatch.setattr(tandem.stack, "STACKS_DIR", tmp_path)
 
     assert main(["plan", "--stack", "prod", "--output", "json"]) == 0
     plan = json.loads(capsys.readouterr().out)
@@ -137,14 +135,14 @@ def test_plan_fails_with_the_numbers_when_a_model_does_not_fit(tmp_path, monkeyp
     import yaml
 
     use_case = yaml.safe_load(
-        (tandem.config.REPO_ROOT / "stacks/usecases/support-chatbot.yaml").read_text()
+        (tandem.stack.REPO_ROOT / "stacks/usecases/support-chatbot.yaml").read_text()
     )
     use_case["deployments"][0]["engine"]["max_model_len"] = 131072
     (tmp_path / "chatbot-128k.yaml").write_text(yaml.safe_dump(use_case))
-    flat = tandem.config.read_stack_file("dev")
+    flat = tandem.stack.read_stack_file("dev")
     flat["tandem:useCases"] = [str(tmp_path / "chatbot-128k.yaml")]
     (tmp_path / "Pulumi.dev.yaml").write_text(yaml.safe_dump({"config": flat}))
-    monkeypatch.setattr(tandem.config, "STACKS_DIR", tmp_path)
+    monkeypatch.setattr(tandem.stack, "STACKS_DIR", tmp_path)
 
     assert main(["plan", "--stack", "dev", "--output", "json"]) == 1
     plan = json.loads(capsys.readouterr().out)

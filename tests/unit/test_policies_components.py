@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from components.gateway import Gateway, GatewayArgs, GatewayKey
 from policies.harness import evaluate
-from tandem.config import GatewayConfig
 from tandem.engine import run_under_mocks
+from vocabulary.config import GatewayConfig
 
 ROUTES = {
     "backends": {"chat": {"url": "http://chat-serve-svc.tandem-serving:8000/chat/v1"}},

@@ -10,10 +10,10 @@ import yaml
 from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
-from policies.fixtures import apply_patches, to_recorded
-from policies.harness import blocking, check_stack, evaluate, evaluate_waived
+from policies.harness import blocking, evaluate, evaluate_waived
 from policies.rules import ALL_RULES, by_name
 from policies.settings import PolicySettings
+from tests.support.policies import apply_patches, to_recorded
 
 CASES = Path(__file__).resolve().parent.parent / "policy_cases"
 BASELINE = yaml.safe_load((CASES / "baseline.yaml").read_text())
@@ -218,8 +218,10 @@ def test_engine_adapter_reports_through_the_sdk_callback() -> None:
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_shipped_stacks_raise_no_mandatory_violation(stack: str) -> None:
-    found = check_stack(stack)
+def test_shipped_stacks_raise_no_mandatory_violation(stack: str, stack_resources) -> None:
+    from tandem.stack import read_stack_file
+
+    found = evaluate(stack_resources[stack], read_stack_file(stack), stack=stack)
     assert blocking(found) == [], "\n".join(
         f"{v.policy} {v.resource_name}: {v.message}" for v in found
     )

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from policies import review_gate
-from policies.review_gate import CRITERIA, ReviewGate, evaluate, manifest_data
+from policies.review_gate import CRITERIA, evaluate
 from tandem.cli import main
+from vocabulary.review import MANIFEST_KEY, ReviewGate, manifest_data
 
 GOOD = {
     "date": "2026-11-20",
@@ -123,8 +123,8 @@ def test_model_rejects_misspelled_fields() -> None:
 
 def test_manifest_round_trips_through_the_configmap_data() -> None:
     data = manifest_data(GOOD)
-    assert list(data) == [review_gate.MANIFEST_KEY]
-    assert evaluate(json.loads(data[review_gate.MANIFEST_KEY])) == evaluate(GOOD)
+    assert list(data) == [MANIFEST_KEY]
+    assert evaluate(json.loads(data[MANIFEST_KEY])) == evaluate(GOOD)
 
 
 @pytest.fixture

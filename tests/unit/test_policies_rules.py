@@ -213,7 +213,7 @@ def test_spot_is_fine_with_an_on_demand_fallback_or_outside_serving() -> None:
 
 
 def test_max_scale_pricing_uses_the_catalog() -> None:
-    from gpu_pools.catalog import HOURS_PER_MONTH, load_catalog
+    from vocabulary.catalog import HOURS_PER_MONTH, load_catalog
 
     cat = load_catalog()
     ng = ResourceView(

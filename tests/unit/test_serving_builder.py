@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from serving import builder
-from serving.testing import contract, embedder, llm
+from tests.support.serving import contract, embedder, llm
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("TANDEM_UPDATE_GOLDEN") == "1"

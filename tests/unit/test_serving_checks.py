@@ -10,9 +10,9 @@ from pydantic import ValidationError
 
 from gpu_pools import fit
 from serving.checks import plan_sections, resolve_contract, run_checks, upgrade_surge
-from serving.spec import ModelDeployment
-from serving.testing import contract, embedder, llm
-from tandem.usecase import UseCaseSpec
+from tests.support.serving import contract, embedder, llm
+from vocabulary.deployment import ModelDeployment
+from vocabulary.usecase import UseCaseSpec
 
 
 def use_case(*deployments: ModelDeployment, **extra: object) -> UseCaseSpec:
@@ -215,12 +215,12 @@ def test_resolve_contract_by_name_then_by_gpu_model() -> None:
 
 
 def test_plan_sections_cover_both_examples_on_the_dev_pool() -> None:
-    from tandem.usecase import load_use_cases
+    from vocabulary.usecase import load_use_case
 
-    ucs = load_use_cases(
-        ["stacks/usecases/support-chatbot.yaml", "stacks/usecases/document-embeddings.yaml"],
-        base=Path(__file__).resolve().parents[2],
-    )
+    usecases = Path(__file__).resolve().parents[2] / "stacks" / "usecases"
+    ucs = [
+        load_use_case(usecases / f) for f in ("support-chatbot.yaml", "document-embeddings.yaml")
+    ]
     checks, surges = plan_sections(ucs, {"l4-spot": contract("g6.xlarge", max_nodes=2)})
     assert checks and all(c["ok"] for c in checks), [c for c in checks if not c["ok"]]
     assert {c["use_case"] for c in checks} == {"support-chatbot", "document-embeddings"}

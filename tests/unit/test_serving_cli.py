@@ -8,7 +8,7 @@ import yaml
 
 from serving import builder
 from tandem.cli import main
-from tandem.usecase import load_deployment_or_use_case, load_use_case
+from vocabulary.usecase import load_deployment_or_use_case, load_use_case
 
 USECASES = Path(__file__).resolve().parents[2] / "stacks" / "usecases"
 

@@ -9,18 +9,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.use_case import UseCase, UseCaseArgs, UseCaseCheckError
-from serving import builder
-from serving.inference_cluster import (
+from components.serving.inference_cluster import (
     GcsFaultTolerance,
     KubeRayOperator,
     KubeRayOperatorArgs,
     ModelCache,
 )
-from serving.testing import contract
-from tandem import labels, manifests, pins
+from components.use_case import UseCase, UseCaseArgs, UseCaseCheckError
+from serving import builder
+from tandem import manifests
 from tandem.engine import run_under_mocks
-from tandem.usecase import load_use_case
+from tests.support.serving import contract
+from vocabulary import labels, pins
+from vocabulary.usecase import load_use_case
 
 USECASES = Path(__file__).resolve().parents[2] / "stacks" / "usecases"
 CHATBOT = load_use_case(USECASES / "support-chatbot.yaml")

@@ -155,8 +155,8 @@ class Case:
 def stack_case_violations(case: Case) -> list:
     """Run the program for `case.stack` with its config patched, and evaluate it."""
     from policies.harness import evaluate
-    from tandem.config import read_stack_file
     from tandem.plan import run_config
+    from tandem.stack import read_stack_file
 
     assert case.stack is not None
     flat = deep_merge(read_stack_file(case.stack), case.stack_patch)

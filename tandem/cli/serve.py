@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from serving import builder, local
-    from tandem.usecase import load_deployment_or_use_case
+    from vocabulary.usecase import load_deployment_or_use_case
 
     if args.stop:
         stopped = local.stop(args.state_dir)

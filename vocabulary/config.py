@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -28,24 +26,14 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from gpu_pools.catalog import load_catalog
-from tandem.labels import dns_label
+from vocabulary.catalog import load_catalog
+from vocabulary.errors import ConfigError, format_validation_error
+from vocabulary.labels import dns_label
 
 CONFIG_NAMESPACE = "tandem"
 SECRET_KEY_PREFIX = "gatewayKey-"  # tandem:gatewayKey-<id>: one team's raw API key (secret)
-REPO_ROOT = Path(__file__).resolve().parent.parent
-STACKS_DIR = REPO_ROOT / "stacks"
 GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA")
 K8S_VERSIONS = ("1.30", "1.31", "1.32", "1.33", "1.34")
-
-
-class ConfigError(ValueError):
-    """A stack config that must not reach the engine. `errors` holds one line per problem."""
-
-    def __init__(self, errors: list[str], source: str = "stack config"):
-        self.errors = errors
-        self.source = source
-        super().__init__(f"invalid {source}:\n" + "\n".join(f"  - {e}" for e in errors))
 
 
 class Model(BaseModel):
@@ -452,70 +440,7 @@ class PlatformConfig(Model):
         }
 
 
-# --- loading and error formatting ----------------------------------------------------------
-
-
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
-    """Walk `loc` through the model tree to list the keys allowed where an unknown one was."""
-    current: Any = model
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return None
-        field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
-        if field is None:
-            return None
-        current = _unwrap_model(field.annotation)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return sorted(f.alias or n for n, f in current.model_fields.items())
-    return None
-
-
-def _unwrap_model(annotation: Any) -> Any:
-    """The BaseModel inside `list[X]`, `X | None` and the like, or the annotation itself."""
-    args = getattr(annotation, "__args__", None)
-    if args:
-        for arg in args:
-            inner = _unwrap_model(arg)
-            if isinstance(inner, type) and issubclass(inner, BaseModel):
-                return inner
-    return annotation
-
-
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(root)"
-
-
-def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> list[str]:
-    """One line per problem: `path: bad value: what is wrong and what is allowed`."""
-    lines = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        path = _format_loc(loc)
-        msg = err["msg"].removeprefix("Value error, ")
-        value = err.get("input")
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(model, loc)
-            msg = f"unknown key {loc[-1]!r}" + (
-                f"; allowed keys: {', '.join(allowed)}" if allowed else ""
-            )
-            lines.append(f"{path}: {msg}")
-            continue
-        if err["type"] == "missing":
-            lines.append(f"{path}: required field is missing")
-            continue
-        shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        lines.append(f"{path}: {shown}: {msg}")
-    return lines
+# --- parsing ---------------------------------------------------------------------------------
 
 
 def parse_config(raw: dict[str, Any], source: str = "stack config") -> PlatformConfig:
@@ -524,23 +449,6 @@ def parse_config(raw: dict[str, Any], source: str = "stack config") -> PlatformC
         return PlatformConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, PlatformConfig), source) from None
-
-
-def stack_file(stack: str) -> Path:
-    return STACKS_DIR / f"Pulumi.{stack}.yaml"
-
-
-def read_stack_file(stack: str) -> dict[str, Any]:
-    """The `config:` block of a stack file, as Pulumi would hand it to the program."""
-    path = stack_file(stack)
-    if not path.exists():
-        known = sorted(
-            p.name[len("Pulumi.") : -len(".yaml")] for p in STACKS_DIR.glob("Pulumi.*.yaml")
-        )
-        raise ConfigError([f"no stack {stack!r}; stacks: {', '.join(known)}"], str(path))
-    with open(path) as fh:
-        doc = yaml.safe_load(fh) or {}
-    return doc.get("config", {}) or {}
 
 
 def namespace_config(flat: dict[str, Any]) -> dict[str, Any]:
@@ -560,11 +468,6 @@ def namespace_config(flat: dict[str, Any]) -> dict[str, Any]:
         elif key == "aws:region":
             raw.setdefault("region", value)
     return raw
-
-
-def load_stack(stack: str) -> PlatformConfig:
-    """Parse and validate a stack file offline (tandem plan, tests)."""
-    return parse_config(namespace_config(read_stack_file(stack)), str(stack_file(stack)))
 
 
 def pulumi_config_values(flat: dict[str, Any]) -> dict[str, str]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from gpu_pools.catalog import load_catalog
 from gpu_pools.contract import SchedulingContract, default_gpu_tolerations
-from serving.spec import ModelDeployment
-from tandem import labels
+from vocabulary import labels
+from vocabulary.catalog import load_catalog
+from vocabulary.deployment import ModelDeployment
 
 
 def contract(instance: str, max_nodes: int = 4, pool: str = "") -> SchedulingContract:

@@ -1,4 +1,4 @@
-"""Typed access to the GPU instance catalog (gpu_pools/catalog.yaml).
+"""Typed access to the GPU instance catalog (vocabulary/catalog.yaml).
 
 Pure: no pulumi, no cloud calls. Config validation, the plan's cost envelope, fit checks and
 FinOps all read instance facts from here, so a price or a GPU's memory is written exactly once.

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from gpu_pools.catalog import HOURS_PER_MONTH, load_catalog
-from tandem.config import GpuPoolConfig, PlatformConfig
+from vocabulary.catalog import HOURS_PER_MONTH, load_catalog
+from vocabulary.config import GpuPoolConfig, PlatformConfig
 
 
 @dataclass(frozen=True)

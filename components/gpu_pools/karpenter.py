@@ -16,7 +16,7 @@ import pulumi_kubernetes as k8s
 
 from components.aws_common import irsa_role
 from components.helm import pinned_release
-from tandem import labels, pins
+from vocabulary import labels, pins
 
 SERVICE_ACCOUNT = "karpenter"
 INTERRUPTION_EVENTS = {

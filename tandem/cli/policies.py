@@ -42,7 +42,8 @@ def _register_policies(subparsers: argparse._SubParsersAction) -> None:
 def list_policies(args: argparse.Namespace) -> int:
     from policies.rules import ALL_RULES
     from policies.settings import PolicySettings
-    from tandem.config import ConfigError, read_stack_file
+    from tandem.stack import read_stack_file
+    from vocabulary.errors import ConfigError
 
     try:
         settings = PolicySettings.from_stack_config(read_stack_file(args.stack), args.stack)

@@ -1,8 +1,9 @@
 """The use-case file (`stacks/usecases/<name>.yaml`): one AI feature a product team ships.
 
-Pure (pydantic + yaml). Serving owns `deployments` and `upgrade`; other areas own their sections
-and their types: `gateway:` (gateway.spec.UseCaseGateway), `review:`
-(policies.review_gate.ReviewGate). Spend limits live where they are enforced: `gateway.budget`
+Pure (pydantic + yaml). Each section has its type on this floor: `deployments`
+(vocabulary.deployment.ModelDeployment), `gateway:` (vocabulary.gateway.UseCaseGateway),
+`review:` (vocabulary.review.ReviewGate); the domains read them (serving builds Serve configs,
+the gateway routes, the policy pack judges the review). Spend limits live where they are enforced: `gateway.budget`
 (USD per period, per team, by the gateway) and the stack's `observability.teamBudgetsUsd` (GPU
 spend alerts); a top-level `budget:` is refused with that pointer rather than silently ignored.
 """
@@ -15,10 +16,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway.spec import UseCaseGateway
-from policies.review_gate import ReviewGate
-from serving.spec import ModelDeployment
-from tandem.labels import dns_label
+from vocabulary.deployment import ModelDeployment
+from vocabulary.gateway import UseCaseGateway
+from vocabulary.labels import dns_label
+from vocabulary.review import ReviewGate
 
 UpgradeStrategy = Literal["NewCluster", "NewClusterWithIncrementalUpgrade"]
 UPGRADE_NEW_CLUSTER: UpgradeStrategy = "NewCluster"
@@ -98,8 +99,3 @@ def load_deployment_or_use_case(path: str | Path) -> UseCaseSpec:
         return UseCaseSpec.model_validate(data)
     d = ModelDeployment.model_validate(data)
     return UseCaseSpec(name=d.name, team="local", pool="local", deployments=[d])
-
-
-def load_use_cases(paths: list[str], base: str | Path = ".") -> list[UseCaseSpec]:
-    """The stack config's `useCases` list (paths relative to `base`, usually the repo root)."""
-    return [load_use_case(Path(base) / p) for p in paths]

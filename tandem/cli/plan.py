@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tandem.config import ConfigError
     from tandem.plan import build_plan
+    from vocabulary.errors import ConfigError
 
     try:
         plan = build_plan(args.stack)

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tandem.labels import dns_label
+from vocabulary.labels import dns_label
 
 # vLLM's supported LoRA ranks (vllm.config.LoRAConfig.possible_max_ranks).
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -143,7 +143,7 @@ class ModelDeployment(_Strict):
     @field_validator("gpu")
     @classmethod
     def _gpu(cls, value: str) -> str:
-        from gpu_pools.catalog import load_catalog
+        from vocabulary.catalog import load_catalog
 
         if value.strip().lower() == "cpu":
             return "cpu"

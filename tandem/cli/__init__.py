@@ -14,12 +14,12 @@ import sys
 # Module path -> what it adds. A module missing from an install without its extra is skipped,
 # so `pip install tandem[gateway]` still gets a working `tandem gateway`.
 COMMAND_MODULES = (
-    "tandem.plan_cli",  # plan
-    "policies.cli",  # gate
-    "serving.cli",  # serve
-    "gateway.cli",  # gateway serve
-    "gateway.cache.cli",  # cache replay
-    "finops.cli",  # finops report / demo
+    "tandem.cli.plan",  # plan
+    "tandem.cli.policies",  # gate
+    "tandem.cli.serve",  # serve
+    "tandem.cli.gateway",  # gateway serve
+    "tandem.cli.cache",  # cache replay
+    "tandem.cli.finops",  # finops report / demo
 )
 
 

@@ -16,8 +16,8 @@ import yaml
 
 from components.helm import pinned_release
 from observability.dcgm import dcgm_metrics_csv
-from tandem import labels, pins
-from tandem.config import GpuSoftwareConfig
+from vocabulary import labels, pins
+from vocabulary.config import GpuSoftwareConfig
 
 # Run the plugin daemonset only where GPUs are: nodes labelled by any Tandem GPU pool.
 GPU_NODE_AFFINITY = {

@@ -21,9 +21,9 @@ import pulumi_kubernetes as k8s
 
 from gpu_pools.contract import SchedulingContract
 from serving import builder
-from serving.spec import ModelDeployment
-from tandem import labels, pins
-from tandem.usecase import UPGRADE_INCREMENTAL, UseCaseSpec
+from vocabulary import labels, pins
+from vocabulary.deployment import ModelDeployment
+from vocabulary.usecase import UPGRADE_INCREMENTAL, UseCaseSpec
 
 RAY_VERSION = "2.60.0"
 RAY_UID = 1000  # the `ray` user of the rayproject images

@@ -20,10 +20,10 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.aws_common import secure_launch_template
-from gpu_pools.catalog import load_catalog
 from gpu_pools.contract import SchedulingContract, pool_node_labels, scheduling_contract
-from tandem import labels, pins
-from tandem.config import GpuPoolConfig
+from vocabulary import labels, pins
+from vocabulary.catalog import load_catalog
+from vocabulary.config import GpuPoolConfig
 
 EKS_CAPACITY = {"on-demand": "ON_DEMAND", "spot": "SPOT", "reserved": "ON_DEMAND"}
 # Bottlerocket keeps container images on its second (data) volume; AL2023 on the root volume.

@@ -1,0 +1,85 @@
+"""The one validation-error format: every config error names the field path as the user wrote it,
+the bad value and what is allowed.
+
+Shared by the stack config, the use-case files and the gateway's routes file, so a platform
+engineer reads the same shape of message whichever file is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+
+class ConfigError(ValueError):
+    """A stack config that must not reach the engine. `errors` holds one line per problem."""
+
+    def __init__(self, errors: list[str], source: str = "stack config"):
+        self.errors = errors
+        self.source = source
+        super().__init__(f"invalid {source}:\n" + "\n".join(f"  - {e}" for e in errors))
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Walk `loc` through the model tree to list the keys allowed where an unknown one was."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
+        if field is None:
+            return None
+        current = _unwrap_model(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(f.alias or n for n, f in current.model_fields.items())
+    return None
+
+
+def _unwrap_model(annotation: Any) -> Any:
+    """The BaseModel inside `list[X]`, `X | None` and the like, or the annotation itself."""
+    args = getattr(annotation, "__args__", None)
+    if args:
+        for arg in args:
+            inner = _unwrap_model(arg)
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                return inner
+    return annotation
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(root)"
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> list[str]:
+    """One line per problem: `path: bad value: what is wrong and what is allowed`."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = _format_loc(loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc)
+            msg = f"unknown key {loc[-1]!r}" + (
+                f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+            )
+            lines.append(f"{path}: {msg}")
+            continue
+        if err["type"] == "missing":
+            lines.append(f"{path}: required field is missing")
+            continue
+        shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        lines.append(f"{path}: {shown}: {msg}")
+    return lines
