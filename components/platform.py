@@ -31,7 +31,7 @@ from components.serving.inference_cluster import (
 )
 from components.use_case import UseCase, UseCaseArgs, gateway_entry
 from gateway.spec import routes_from_use_cases
-from serving.checks import resolve_contract
+from serving.checks import CheckResult, resolve_contract
 from vocabulary import labels
 from vocabulary.config import PlatformConfig
 from vocabulary.usecase import UseCaseSpec
@@ -43,153 +43,27 @@ class PlatformArgs:
     use_cases: list[UseCaseSpec] = field(default_factory=list)
     # key id -> the raw API key (a Pulumi secret, read by the program from stack config)
     gateway_keys: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    # use case -> its plan-time check results, when the caller already ran them (tandem plan)
+    checks: dict[str, list[CheckResult]] | None = None
 
 
 class Platform(pulumi.ComponentResource):
+    """The whole platform, built in the order its data flows (each step a method below)."""
+
     def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(labels.TOKEN_PLATFORM, name, None, opts)
-        cfg = args.config
-        tags = cfg.base_tags()
-        child = pulumi.ResourceOptions(parent=self)
-
-        self.network = None
-        if cfg.cluster.mode == "eks":
-            self.network = Network(
-                "network",
-                NetworkArgs(cfg.network, cfg.region, cfg.cluster_name, tags),
-                opts=child,
-            )
-        self.cluster = Cluster(
-            "cluster",
-            ClusterArgs(cfg.cluster, cfg.cluster_name, cfg.region, tags, self.network),
-            opts=child,
-        )
-        provider = self.cluster.provider
-
-        self.gpu_software = None
-        if cfg.gpu_pools:
-            self.gpu_software = GpuSoftware(
-                "gpu-software", GpuSoftwareArgs(cfg.gpu_software, provider), opts=child
-            )
-
-        self.karpenter: Karpenter | None = None
-        if any(p.mechanism == "karpenter" for p in cfg.gpu_pools):
-            eks = self.cluster.eks_identity()  # config allows Karpenter pools on EKS only
-            self.karpenter = Karpenter(
-                "karpenter",
-                KarpenterArgs(
-                    cluster_name=self.cluster.name,
-                    region=cfg.region,
-                    oidc_provider_arn=eks.oidc_provider_arn,
-                    oidc_issuer_url=eks.oidc_issuer_url,
-                    node_role=eks.node_role,
-                    k8s_provider=provider,
-                    tags=tags,
-                ),
-                opts=child,
-            )
-
-        self.pools: dict[str, GpuNodePool] = {}
-        for pool in cfg.gpu_pools:
-            self.pools[pool.name] = GpuNodePool(
-                f"pool-{pool.name}",
-                GpuNodePoolArgs(
-                    pool=pool,
-                    cluster_name=self.cluster.name,
-                    tags=tags,
-                    k8s_provider=provider,
-                    node_role=self.cluster.node_role,
-                    subnet_ids=self.cluster.private_subnet_ids,
-                    security_group_id=self.cluster.security_group_id,
-                    karpenter_node_role_name=(
-                        self.karpenter.node_role_name if self.karpenter else None
-                    ),
-                    depends_on=(
-                        [self.karpenter.release]
-                        if self.karpenter and pool.mechanism == "karpenter"
-                        else []
-                    ),
-                ),
-                opts=child,
-            )
-
-        # Workloads that bring their own monitors (RayService PodMonitors, the gateway's
-        # ServiceMonitor) are not monitored twice: double scraping double-counts every counter.
-        entries = [e for e in map(gateway_entry, args.use_cases) if e is not None]
-        with_gateway = cfg.gateway.enabled and bool(entries)  # nothing to route without a use case
-        owned = {"ray", "vllm"} if args.use_cases else set()
-        owned |= {"gateway"} if with_gateway else set()
-        self.observability = None
-        if cfg.observability.enabled:
-            self.observability = Observability(
-                "observability",
-                ObservabilityArgs(
-                    config=cfg.observability,
-                    pools=list(cfg.gpu_pools),
-                    budget=cfg.budget,
-                    k8s_provider=provider,
-                    # the GPU operator runs its own DCGM exporter
-                    dcgm_exporter=cfg.gpu_software.mode != "gpu-operator",
-                    monitors=tuple(m for m in WORKLOAD_MONITORS if m not in owned),
-                ),
-                opts=child,
-            )
-
-        self.gateway = None
-        if with_gateway:
-            self.gateway = Gateway(
-                "gateway",
-                GatewayArgs(
-                    routes=routes_from_use_cases(entries),
-                    config=cfg.gateway,
-                    keys=[
-                        GatewayKey(
-                            id=k.id,
-                            team=k.team,
-                            key=args.gateway_keys[k.id],
-                            models=list(k.models),
-                            rpm=k.rpm,
-                            tpm=k.tpm,
-                        )
-                        for k in cfg.gateway.keys
-                    ],
-                    k8s_provider=provider,
-                    elasticache=(
-                        ElastiCacheArgs(
-                            subnet_ids=self.cluster.private_subnet_ids,
-                            security_group_ids=[self.cluster.eks_identity().security_group_id],
-                            tags=tags,
-                        )
-                        if cfg.gateway.redis == "elasticache"
-                        else None
-                    ),
-                    monitoring=cfg.observability.enabled,
-                ),
-                opts=child,
-            )
-
-        self.use_cases: dict[str, UseCase] = {}
-        if args.use_cases:
-            self.kuberay = KubeRayOperator(
-                "kuberay", KubeRayOperatorArgs(k8s_provider=provider), opts=child
-            )
-            gcs_ft = self._gcs_fault_tolerance(cfg, tags) if cfg.environment == "prod" else None
-            contracts = {name: p.contract for name, p in self.pools.items()}
-            for spec in args.use_cases:
-                self.use_cases[spec.name] = UseCase(
-                    f"usecase-{spec.name}",
-                    UseCaseArgs(
-                        use_case=spec,
-                        contract=resolve_contract(spec, contracts),
-                        k8s_provider=provider,
-                        environment=cfg.environment,
-                        operator=self.kuberay,
-                        model_cache=self._model_cache(spec, tags),
-                        gcs_ft=gcs_ft,
-                    ),
-                    opts=child,
-                )
-
+        self.config = cfg = args.config
+        self.tags = cfg.base_tags()
+        self.network = self._network()
+        self.cluster = self._cluster()
+        self.gpu_software = self._gpu_software()
+        self.karpenter = self._karpenter()
+        self.pools = self._pools()
+        routes = [e for e in map(gateway_entry, args.use_cases) if e is not None]
+        with_gateway = cfg.gateway.enabled and bool(routes)  # nothing to route without a use case
+        self.observability = self._observability(bool(args.use_cases), with_gateway)
+        self.gateway = self._gateway(routes, args.gateway_keys) if with_gateway else None
+        self.use_cases = self._use_cases(args.use_cases, args.checks or {})
         self.register_outputs(
             {
                 "clusterName": self.cluster.name,
@@ -197,17 +71,178 @@ class Platform(pulumi.ComponentResource):
             }
         )
 
-    def _gcs_fault_tolerance(self, cfg: PlatformConfig, tags: dict[str, str]) -> GcsFaultTolerance:
+    def _child(self) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self)
+
+    def _network(self) -> Network | None:
+        """The VPC, on EKS only (an existing cluster brings its own network)."""
+        cfg = self.config
+        if cfg.cluster.mode != "eks":
+            return None
+        return Network(
+            "network",
+            NetworkArgs(cfg.network, cfg.region, cfg.cluster_name, self.tags),
+            opts=self._child(),
+        )
+
+    def _cluster(self) -> Cluster:
+        """EKS, or the existing cluster's kubeconfig: the Kubernetes provider everything uses."""
+        cfg = self.config
+        return Cluster(
+            "cluster",
+            ClusterArgs(cfg.cluster, cfg.cluster_name, cfg.region, self.tags, self.network),
+            opts=self._child(),
+        )
+
+    def _gpu_software(self) -> GpuSoftware | None:
+        """The device plugin or GPU operator, once there is a GPU pool to make schedulable."""
+        cfg = self.config
+        if not cfg.gpu_pools:
+            return None
+        return GpuSoftware(
+            "gpu-software",
+            GpuSoftwareArgs(cfg.gpu_software, self.cluster.provider),
+            opts=self._child(),
+        )
+
+    def _karpenter(self) -> Karpenter | None:
+        """The Karpenter controller, when a pool uses it (config allows that on EKS only)."""
+        if not any(p.mechanism == "karpenter" for p in self.config.gpu_pools):
+            return None
+        eks = self.cluster.eks_identity()
+        return Karpenter(
+            "karpenter",
+            KarpenterArgs(
+                cluster_name=self.cluster.name,
+                region=self.config.region,
+                oidc_provider_arn=eks.oidc_provider_arn,
+                oidc_issuer_url=eks.oidc_issuer_url,
+                node_role=eks.node_role,
+                k8s_provider=self.cluster.provider,
+                tags=self.tags,
+            ),
+            opts=self._child(),
+        )
+
+    def _pools(self) -> dict[str, GpuNodePool]:
+        """Every GPU pool; each exports the scheduling contract the use cases land on."""
+        pools: dict[str, GpuNodePool] = {}
+        for pool in self.config.gpu_pools:
+            karpenter = self.karpenter if pool.mechanism == "karpenter" else None
+            pools[pool.name] = GpuNodePool(
+                f"pool-{pool.name}",
+                GpuNodePoolArgs(
+                    pool=pool,
+                    cluster_name=self.cluster.name,
+                    tags=self.tags,
+                    k8s_provider=self.cluster.provider,
+                    node_role=self.cluster.node_role,
+                    subnet_ids=self.cluster.private_subnet_ids,
+                    security_group_id=self.cluster.security_group_id,
+                    karpenter_node_role_name=(
+                        self.karpenter.node_role_name if self.karpenter else None
+                    ),
+                    depends_on=[karpenter.release] if karpenter else [],
+                ),
+                opts=self._child(),
+            )
+        return pools
+
+    def _observability(self, with_use_cases: bool, with_gateway: bool) -> Observability | None:
+        """kube-prometheus-stack, DCGM and the platform's monitors, rules and dashboards.
+
+        Workloads that bring their own monitors (RayService PodMonitors, the gateway's
+        ServiceMonitor) are not monitored twice: double scraping double-counts every counter."""
+        cfg = self.config
+        if not cfg.observability.enabled:
+            return None
+        owned = {"ray", "vllm"} if with_use_cases else set()
+        owned |= {"gateway"} if with_gateway else set()
+        return Observability(
+            "observability",
+            ObservabilityArgs(
+                config=cfg.observability,
+                pools=list(cfg.gpu_pools),
+                budget=cfg.budget,
+                k8s_provider=self.cluster.provider,
+                # the GPU operator runs its own DCGM exporter
+                dcgm_exporter=cfg.gpu_software.mode != "gpu-operator",
+                monitors=tuple(m for m in WORKLOAD_MONITORS if m not in owned),
+            ),
+            opts=self._child(),
+        )
+
+    def _gateway(self, routes: list, raw_keys: dict[str, pulumi.Input[str]]) -> Gateway:
+        """The shared AI gateway, routing to every use case that has a `gateway:` section."""
+        cfg = self.config
+        return Gateway(
+            "gateway",
+            GatewayArgs(
+                routes=routes_from_use_cases(routes),
+                config=cfg.gateway,
+                keys=[
+                    GatewayKey(
+                        id=k.id,
+                        team=k.team,
+                        key=raw_keys[k.id],
+                        models=list(k.models),
+                        rpm=k.rpm,
+                        tpm=k.tpm,
+                    )
+                    for k in cfg.gateway.keys
+                ],
+                k8s_provider=self.cluster.provider,
+                elasticache=self._elasticache() if cfg.gateway.redis == "elasticache" else None,
+                monitoring=cfg.observability.enabled,
+            ),
+            opts=self._child(),
+        )
+
+    def _elasticache(self) -> ElastiCacheArgs:
+        """Where an ElastiCache Redis goes: the cluster's private subnets, reachable from nodes."""
+        return ElastiCacheArgs(
+            subnet_ids=self.cluster.private_subnet_ids,
+            security_group_ids=[self.cluster.eks_identity().security_group_id],
+            tags=self.tags,
+        )
+
+    def _use_cases(
+        self, specs: list[UseCaseSpec], checks: dict[str, list[CheckResult]]
+    ) -> dict[str, UseCase]:
+        """The KubeRay operator, then one inference cluster per use case on the pool it names."""
+        if not specs:
+            return {}
+        cfg = self.config
+        self.kuberay = KubeRayOperator(
+            "kuberay", KubeRayOperatorArgs(k8s_provider=self.cluster.provider), opts=self._child()
+        )
+        gcs_ft = self._gcs_fault_tolerance() if cfg.environment == "prod" else None
+        contracts = {name: p.contract for name, p in self.pools.items()}
+        return {
+            spec.name: UseCase(
+                f"usecase-{spec.name}",
+                UseCaseArgs(
+                    use_case=spec,
+                    contract=resolve_contract(spec, contracts),
+                    k8s_provider=self.cluster.provider,
+                    environment=cfg.environment,
+                    operator=self.kuberay,
+                    model_cache=self._model_cache(spec),
+                    gcs_ft=gcs_ft,
+                    checks=checks.get(spec.name),
+                ),
+                opts=self._child(),
+            )
+            for spec in specs
+        }
+
+    def _gcs_fault_tolerance(self) -> GcsFaultTolerance:
         """Prod keeps Ray's GCS in Redis so a head-pod restart does not drop the Serve apps:
         ElastiCache on EKS, an in-cluster Redis (reachable only from Ray head pods) otherwise."""
         if self.network is not None:
             url = elasticache_redis(
                 "ray-gcs",
-                ElastiCacheArgs(
-                    subnet_ids=self.cluster.private_subnet_ids,
-                    security_group_ids=[self.cluster.eks_identity().security_group_id],
-                    tags=tags,
-                ),
+                self._elasticache(),
                 description="Ray GCS fault tolerance for Tandem inference clusters",
                 parent=self,
             )
@@ -227,7 +262,7 @@ class Platform(pulumi.ComponentResource):
             redis_address=url.apply(lambda u: u.removeprefix("redis://").rsplit("/", 1)[0])
         )
 
-    def _model_cache(self, spec: UseCaseSpec, tags: dict[str, str]) -> ModelCache:
+    def _model_cache(self, spec: UseCaseSpec) -> ModelCache:
         """On EKS, weights stream from S3 with a role only this use case's Ray pods can assume,
         limited to reading the buckets its deployments name."""
         buckets = sorted(
@@ -246,7 +281,7 @@ class Platform(pulumi.ComponentResource):
             eks.oidc_issuer_url,
             labels.NS_SERVING,
             f"{spec.name}-ray",
-            {**tags, "use-case": spec.name, "team": spec.team},
+            {**self.tags, "use-case": spec.name, "team": spec.team},
             self,
         )
         aws.iam.RolePolicy(

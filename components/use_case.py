@@ -8,20 +8,17 @@ whose model would not fit its pool raises before any resource is registered.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.serving.inference_cluster import (
-    GcsFaultTolerance,
     InferenceCluster,
     InferenceClusterArgs,
-    ModelCache,
 )
-from gpu_pools.contract import SchedulingContract
 from serving import builder
-from serving.checks import run_checks
+from serving.checks import CheckResult, run_checks
 from vocabulary import labels, review
 from vocabulary.usecase import UseCaseSpec
 
@@ -31,44 +28,29 @@ class UseCaseCheckError(ValueError):
 
 
 @dataclass
-class UseCaseArgs:
-    use_case: UseCaseSpec
-    contract: SchedulingContract | None  # the pool named by use_case.pool (None: CPU only)
-    k8s_provider: pulumi.ProviderResource | None = None
-    environment: str = "dev"
-    namespace: str = labels.NS_SERVING
-    operator: pulumi.Resource | None = None  # the platform's KubeRayOperator
-    model_cache: ModelCache = field(default_factory=ModelCache)
-    gcs_ft: GcsFaultTolerance | None = None  # set in prod
-    image: str | None = None
+class UseCaseArgs(InferenceClusterArgs):
+    """A use case is its inference cluster plus the review manifest, so it takes the cluster's
+    args as they are (nothing copied field by field). `checks`: the plan-time check results when
+    the caller already ran them (`tandem plan` does, once per stack); None runs them here."""
+
+    checks: list[CheckResult] | None = None
 
 
 class UseCase(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: UseCaseArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        failed = [r for r in run_checks(args.use_case, args.contract) if not r.ok]
+        checks = (
+            args.checks if args.checks is not None else run_checks(args.use_case, args.contract)
+        )
+        failed = [r for r in checks if not r.ok]
         if failed:
             lines = "\n".join(f"  - [{r.check}] {r.message}" for r in failed)
             raise UseCaseCheckError(
                 f"use case {args.use_case.name!r} fails plan-time checks:\n{lines}"
             )
         super().__init__(labels.TOKEN_USE_CASE, name, None, opts)
-        self.inference_cluster = InferenceCluster(
-            name,
-            InferenceClusterArgs(
-                use_case=args.use_case,
-                contract=args.contract,
-                k8s_provider=args.k8s_provider,
-                namespace=args.namespace,
-                environment=args.environment,
-                operator=args.operator,
-                model_cache=args.model_cache,
-                gcs_ft=args.gcs_ft,
-                image=args.image,
-            ),
-            pulumi.ResourceOptions(parent=self),
-        )
+        self.inference_cluster = InferenceCluster(name, args, pulumi.ResourceOptions(parent=self))
         spec = args.use_case
         self.review_manifest = k8s.core.v1.ConfigMap(
             f"{name}-review",

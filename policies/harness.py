@@ -184,12 +184,13 @@ def evaluate_waived(
     stack_config: Mapping[str, Any] | None = None,
     *,
     stack: str = "dev",
+    settings: PolicySettings | None = None,
     violations: Sequence[Violation] | None = None,
 ) -> list[Violation]:
     """What the waivers hide: the violations the pack would report without them, each with the
     waiver's reason. A plan shows them so a reviewer sees every exception the stack takes, not
     only the rules that still fail. `violations` (evaluate's result) saves a second pass."""
-    settings = PolicySettings.from_stack_config(stack_config, stack)
+    settings = settings or PolicySettings.from_stack_config(stack_config, stack)
     recs = list(resources)
     kept = violations if violations is not None else evaluate(recs, settings=settings)
     reported = {(v.policy, v.resource, v.message) for v in kept}

@@ -297,17 +297,3 @@ def upgrade_surge(use_case: UseCaseSpec, contract: SchedulingContract | None) ->
     if not fits:
         msg += ": raise the pool's max_nodes or use the incremental upgrade with a smaller surge"
     return SurgeResult(use_case.name, strategy, gpus, nodes, hourly, fits, msg)
-
-
-def plan_sections(
-    use_cases: list[UseCaseSpec], pools: dict[str, SchedulingContract]
-) -> tuple[list[dict], list[dict]]:
-    """`(checks, upgrade_surge)` for `tandem plan` JSON, every use case against its stack pool."""
-    checks: list[dict] = []
-    surges: list[dict] = []
-    for uc in use_cases:
-        contract = resolve_contract(uc, pools)
-        checks += [r.to_dict() for r in run_checks(uc, contract)]
-        if uc.gpu_deployments:
-            surges.append(upgrade_surge(uc, contract).to_dict())
-    return checks, surges

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from finops.envelope import CostEnvelope, cost_envelope
-from tandem.stack import load, load_use_cases, read_stack_file
-from vocabulary.config import PlatformConfig, namespace_config, parse_config, pulumi_config_values
+from serving.checks import resolve_contract
+from tandem.stack import Stack, from_flat, load
+from vocabulary.config import PlatformConfig
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -61,57 +62,62 @@ class Plan:
         }
 
 
-def run_config(stack: str, flat: dict[str, Any]) -> list[Any]:
-    """Every resource the program registers for this flat stack config, under the mock engine.
-
-    Validates the config (and its use cases) first: a bad config must not reach the engine.
-    Offline runs cannot decrypt stack secrets and never deploy, so a placeholder stands in for
-    each gateway key the config declares (the real program requires the secret to be set).
-    """
+def run_program(stack: Stack) -> list[Any]:
+    """Every resource the program registers for this (already validated) stack, under mocks."""
     from tandem.engine import run_under_mocks
     from tandem.program import main
 
-    platform = parse_config(namespace_config(flat), f"config of stack {stack!r}")
-    load_use_cases(platform)
-    config = pulumi_config_values(flat)
-    secret_keys = [f"tandem:{k.secret_config_key}" for k in platform.gateway.keys]
-    for key in secret_keys:
-        config.setdefault(key, "offline-plan-placeholder")
-    return list(run_under_mocks(main, stack=stack, config=config, secret_keys=secret_keys))
+    config, secret_keys = stack.pulumi_config()
+    return list(
+        run_under_mocks(
+            lambda: main(stack), stack=stack.name, config=config, secret_keys=secret_keys
+        )
+    )
+
+
+def run_config(stack: str, flat: dict[str, Any]) -> list[Any]:
+    """Every resource the program registers for this flat stack config (validated first: a bad
+    config raises ConfigError and never reaches the engine)."""
+    return run_program(from_flat(stack, flat))
 
 
 def run_stack(stack: str) -> list[Any]:
     """Every resource the shipped stack's program registers, under the mock engine."""
-    return run_config(stack, read_stack_file(stack))
+    return run_program(load(stack))
 
 
 def build_plan(stack: str) -> Plan:
     """Validate, check, run, cost and police a stack. Raises ConfigError on a bad config.
 
-    Plan-time checks run before the program: a use case that would crash-loop on the cluster
-    (a model that does not fit its GPUs, say) fails the plan with its numbers, and the program,
-    which would refuse it too, is not run.
+    The stack is parsed once (`tandem.stack.Stack`) and flows through every step. Plan-time checks
+    run before the program: a use case that would crash-loop on the cluster (a model that does
+    not fit its GPUs, say) fails the plan with its numbers, and the program is not run.
     """
     from policies.harness import evaluate, evaluate_waived
-    from serving.checks import plan_sections
+    from policies.settings import PolicySettings
+    from serving.checks import upgrade_surge
 
     started = time.perf_counter()
     spec = load(stack)
-    checks, surge = plan_sections(spec.use_cases, spec.contracts())
+    checks = [r.to_dict() for results in spec.checks.values() for r in results]
     plan = Plan(
         stack=stack,
         config=spec.config,
         resources=[],
         cost=cost_envelope(spec.config),
         checks=checks,
-        upgrade_surge=surge,
+        upgrade_surge=[
+            upgrade_surge(uc, resolve_contract(uc, spec.contracts)).to_dict()
+            for uc in spec.use_cases
+            if uc.gpu_deployments
+        ],
     )
     if all(c["ok"] for c in checks):
-        plan.resources = run_stack(stack)
-        stack_config = read_stack_file(stack)
-        found = evaluate(plan.resources, stack_config, stack=stack)
+        plan.resources = run_program(spec)
+        settings = PolicySettings.from_stack_config(spec.flat, stack)
+        found = evaluate(plan.resources, settings=settings)
         plan.violations = [v.to_dict() for v in found]
-        waived = evaluate_waived(plan.resources, stack_config, stack=stack, violations=found)
+        waived = evaluate_waived(plan.resources, settings=settings, violations=found)
         plan.waived = [v.to_dict() for v in waived]
     plan.seconds = round(time.perf_counter() - started, 2)
     return plan

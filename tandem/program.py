@@ -14,7 +14,8 @@ import pulumi
 from pulumi.runtime.config import CONFIG, get_config_env
 
 from components.platform import Platform, PlatformArgs
-from tandem.stack import load_use_cases
+from serving.checks import CheckResult
+from tandem.stack import Stack, load_use_cases
 from vocabulary.config import ConfigError, PlatformConfig, namespace_config, parse_config
 from vocabulary.usecase import UseCaseSpec
 
@@ -56,18 +57,26 @@ def build(
     config: PlatformConfig,
     use_cases: list[UseCaseSpec],
     keys: dict[str, pulumi.Input[str]] | None = None,
+    checks: dict[str, list[CheckResult]] | None = None,
 ) -> Platform:
-    platform = Platform("tandem", PlatformArgs(config, use_cases, keys or {}))
+    """The platform for a validated config; `checks` are the use cases' plan-time checks when the
+    caller already ran them (tandem plan), so the components do not run them a second time."""
+    platform = Platform("tandem", PlatformArgs(config, use_cases, keys or {}, checks))
     pulumi.export("clusterName", platform.cluster.name)
     pulumi.export("gpuPools", {name: p.contract.to_dict() for name, p in platform.pools.items()})
     return platform
 
 
-def main() -> Platform:
+def main(stack: Stack | None = None) -> Platform:
+    """`pulumi up`: read and validate the engine's config. `tandem plan` hands in the `Stack` it
+    already parsed (the engine holds the same config), so nothing is parsed twice."""
     try:
-        config = from_pulumi()
-        use_cases = load_use_cases(config)
+        if stack is None:
+            config = from_pulumi()
+            use_cases, checks = load_use_cases(config), None
+        else:
+            config, use_cases, checks = stack.config, stack.use_cases, stack.checks
         keys = gateway_keys(config)
     except ConfigError as exc:
         raise pulumi.RunError(str(exc)) from None
-    return build(config, use_cases, keys)
+    return build(config, use_cases, keys, checks)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tandem.manifests import manifests, validate_all, validate_manifest
-from tandem.stack import load_stack
+from tandem.stack import load
 
 STACKS = ("dev", "prod")
 
@@ -16,7 +16,7 @@ def test_every_kubernetes_object_validates(stack: str, stack_resources, crd_dir)
     from tandem.engine import Resources
 
     res = Resources(stack_resources[stack])
-    version = load_stack(stack).cluster.kubernetes_version
+    version = load(stack).config.cluster.kubernetes_version
     objs = manifests(res)
     assert len(objs) >= 3, "the stack should register Kubernetes objects"
     errors = validate_all(res, version)

@@ -9,7 +9,7 @@ import json
 import pulumi
 import pytest
 
-from tandem.stack import load_stack, read_stack_file
+from tandem.stack import load, read_stack_file
 from vocabulary.config import ConfigError, namespace_config, parse_config
 
 
@@ -158,7 +158,7 @@ def test_bad_config_registers_no_resource(run_program) -> None:
 
 
 def test_shipped_stacks_are_valid() -> None:
-    dev, prod = load_stack("dev"), load_stack("prod")
+    dev, prod = load("dev").config, load("prod").config
     assert dev.environment == "dev" and prod.environment == "prod"
     assert all(p.capacity_type == "spot" and p.min_nodes == 0 for p in dev.gpu_pools)
     serving = [p for p in prod.gpu_pools if p.workload == "serving"]

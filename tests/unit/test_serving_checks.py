@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from gpu_pools import fit
-from serving.checks import plan_sections, resolve_contract, run_checks, upgrade_surge
+from serving.checks import resolve_contract, run_checks, upgrade_surge
 from tests.support.serving import contract, embedder, llm
 from vocabulary.deployment import ModelDeployment
 from vocabulary.usecase import UseCaseSpec
@@ -214,14 +214,18 @@ def test_resolve_contract_by_name_then_by_gpu_model() -> None:
     assert resolve_contract(use_case(embedder()), {"l4-spot": l4}) is None
 
 
-def test_plan_sections_cover_both_examples_on_the_dev_pool() -> None:
+def test_checks_and_surge_cover_both_examples_on_the_dev_pool() -> None:
     from vocabulary.usecase import load_use_case
 
     usecases = Path(__file__).resolve().parents[2] / "stacks" / "usecases"
     ucs = [
         load_use_case(usecases / f) for f in ("support-chatbot.yaml", "document-embeddings.yaml")
     ]
-    checks, surges = plan_sections(ucs, {"l4-spot": contract("g6.xlarge", max_nodes=2)})
+    pool = contract("g6.xlarge", max_nodes=2)
+    checks = [
+        r.to_dict() for uc in ucs for r in run_checks(uc, resolve_contract(uc, {"l4-spot": pool}))
+    ]
+    surges = [upgrade_surge(uc, pool).to_dict() for uc in ucs if uc.gpu_deployments]
     assert checks and all(c["ok"] for c in checks), [c for c in checks if not c["ok"]]
     assert {c["use_case"] for c in checks} == {"support-chatbot", "document-embeddings"}
     (surge,) = surges  # the CPU-only use case has none
