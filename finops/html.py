@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from html import escape
 
-from finops.render import _tables
+from finops.tables import report_tables
 
 PALETTE = (
     "#2563eb",
@@ -221,7 +221,7 @@ def render_html(rep: dict) -> str:
         )
     )  # fmt: skip
     tables = []
-    for title, header, rows in _tables(rep):
+    for title, header, rows in report_tables(rep):
         body = "".join(
             "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows
         )

@@ -31,7 +31,7 @@ from policies.settings import PolicySettings
 FT_ANNOTATION = "ray.io/ft-enabled"
 
 
-def serve_config(res: ResourceView) -> Mapping[str, Any]:
+def serve_config_of(res: ResourceView) -> Mapping[str, Any]:
     raw = get(res.props, "spec", "serveConfigV2")
     if isinstance(raw, Mapping):
         return raw
@@ -45,7 +45,7 @@ def serve_config(res: ResourceView) -> Mapping[str, Any]:
 
 
 def llm_configs(res: ResourceView) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    for app in as_list(get(serve_config(res), "applications")):
+    for app in as_list(get(serve_config_of(res), "applications")):
         for cfg in as_list(get(app, "args", "llm_configs")):
             yield str(get(app, "name", default="?")), cfg
 

@@ -1,8 +1,9 @@
-"""The `tandem` command line.
+"""The `tandem` command line: one module per command in this package, each with a
+`register(subparsers)` function; this module only wires them together.
 
-Each area owns its sub-commands in `<area>/cli.py` with a `register(subparsers)` function; this
-module only wires them together. Registration must stay cheap (no pulumi, ray or torch imports):
-the heavy imports happen inside each command's handler, so `tandem --help` is instant.
+Registration stays cheap (no pulumi, ray, torch or aiohttp imports): each command imports its
+domain package inside its handler, so `tandem --help` is instant and an install without an extra
+still runs every other command. A command whose extra is missing says which one to install.
 """
 
 from __future__ import annotations
@@ -11,16 +12,15 @@ import argparse
 import importlib
 import sys
 
-# Module path -> what it adds. A module missing from an install without its extra is skipped,
-# so `pip install tandem[gateway]` still gets a working `tandem gateway`.
-COMMAND_MODULES = (
-    "tandem.cli.plan",  # plan
-    "tandem.cli.policies",  # gate
-    "tandem.cli.serve",  # serve
-    "tandem.cli.gateway",  # gateway serve
-    "tandem.cli.cache",  # cache replay
-    "tandem.cli.finops",  # finops report / demo
-)
+# Command module -> the extra its handlers need (pyproject.toml's optional-dependencies).
+COMMAND_MODULES = {
+    "tandem.cli.plan": "infra",  # plan
+    "tandem.cli.policies": "infra",  # policies, gate
+    "tandem.cli.serve": "serving",  # serve
+    "tandem.cli.gateway": "gateway",  # gateway serve / hash-key
+    "tandem.cli.cache": "gateway",  # cache replay
+    "tandem.cli.finops": "finops",  # finops report / demo
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,14 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tandem", description="Tandem: AI infrastructure platform as code."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue  # that area is not part of this install
-            raise
-        module.register(sub)
+    for module_name, extra in COMMAND_MODULES.items():
+        before = set(sub.choices)
+        importlib.import_module(module_name).register(sub)
+        for command in set(sub.choices) - before:
+            sub.choices[command].set_defaults(extra=extra)
     return parser
 
 
@@ -45,7 +42,32 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in _TANDEM_PACKAGES:
+            raise  # a broken install of Tandem itself, not a missing extra
+        extra = getattr(args, "extra", None)
+        print(
+            f"tandem {args.command}: needs the Python package {exc.name!r}, which this install "
+            f"lacks: pip install 'tandem[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
+
+
+_TANDEM_PACKAGES = {
+    "tandem",
+    "components",
+    "policies",
+    "gateway",
+    "serving",
+    "finops",
+    "observability",
+    "gpu_pools",
+    "embedding",
+    "vocabulary",
+}
 
 
 if __name__ == "__main__":

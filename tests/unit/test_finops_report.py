@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from finops import fleet, render, report, truth
+from finops import fleet, render, report, tables, truth
 from finops.html import render_html
 from finops.prices import load_prices
 from tandem.cli import finops as cli
@@ -77,7 +77,7 @@ def test_recommendations_carry_evidence(rep: dict) -> None:
     }
     for r in rep["recommendations"]:
         assert r["monthly_savings_usd"] > 0 and r["evidence"]
-        assert render.evidence_text(r)
+        assert tables.evidence_text(r)
     counted = [r for r in rep["recommendations"] if r["counted_in_total"]]
     assert len({r["target"] for r in counted}) == len(counted)  # one per target in the total
 
