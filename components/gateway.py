@@ -18,6 +18,13 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.redis import ElastiCacheArgs, elasticache_redis, in_cluster_redis
+from gateway.cache.sizing import (
+    MODEL_RUNTIME_BYTES,
+    cache_embeds,
+    cache_memory_bytes,
+    pairs_log_volume,
+)
+from gateway.config import Redis, RoutesConfig, Server
 from vocabulary import labels, pins
 from vocabulary.config import GatewayConfig
 
@@ -41,7 +48,7 @@ class GatewayKey:
 
 @dataclass
 class GatewayArgs:
-    routes: dict[str, Any]  # gateway.spec.routes_from_use_cases(...): backends, routes, teams...
+    routes: RoutesConfig  # gateway.spec.routes_from_use_cases(...): backends, routes, teams...
     config: GatewayConfig = field(default_factory=GatewayConfig)
     keys: list[GatewayKey] = field(default_factory=list)
     provider_secrets: dict[str, pulumi.Input[str]] = field(default_factory=dict)  # env -> key
@@ -74,8 +81,6 @@ def container_memory(args: GatewayArgs) -> tuple[str, str]:
     """(request, limit) for the gateway container: as configured, raised to hold the response
     cache (its `max_bytes` plus the embedding model and verifier when it embeds), so a cache
     configured in the stack cannot outgrow its pod."""
-    from gateway.cache.policy import MODEL_RUNTIME_BYTES, cache_embeds, cache_memory_bytes
-
     section = args.config.cache
     need = cache_memory_bytes(section)
     if not need:
@@ -112,124 +117,223 @@ def _hashed_keys(keys: list[GatewayKey]) -> pulumi.Output[str]:
 
 
 class Gateway(pulumi.ComponentResource):
-    """Exposes `url` (in-cluster base URL of the OpenAI-compatible API) and `redis_url`."""
+    """Exposes `url` (in-cluster base URL of the OpenAI-compatible API) and `redis_url`.
+
+    `__init__` reads as the list of what lands in the cluster, in registration order; each step is
+    a method that says why it looks the way it does.
+    """
 
     url: pulumi.Output[str]
     redis_url: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(labels.TOKEN_GATEWAY, name, None, opts)
-        cfg = args.config
-        if cfg.redis == "elasticache" and args.elasticache is None:
+        if args.config.redis == "elasticache" and args.elasticache is None:
             raise ValueError("gateway.redis is 'elasticache' but no ElastiCacheArgs were given")
-        memory_request, memory_limit = container_memory(args)
-        ns = args.namespace
+        self._name, self._args = name, args
         self._opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider)
         self._labels = labels.platform_labels(**{labels.LABEL_COMPONENT: "gateway"})
-        selector = {"app.kubernetes.io/name": name, labels.LABEL_COMPONENT: "gateway"}
-        pod_labels = {**self._labels, **selector}
+        self._selector = {"app.kubernetes.io/name": name, labels.LABEL_COMPONENT: "gateway"}
 
-        if args.create_namespace:
-            self.namespace = k8s.core.v1.Namespace(
-                f"{name}-ns",
-                metadata={"name": ns, "labels": self._labels},
-                opts=self._opts,
-            )
-            child = pulumi.ResourceOptions(
-                parent=self, provider=args.k8s_provider, depends_on=[self.namespace]
-            )
-        else:
-            child = self._opts
-        self._child = child
+        self._child = self._namespace()
+        self.redis_url = self._redis() if args.config.redis != "none" else None
+        self.config_map = self._routes_config_map()
+        self.keys_secret = self._keys_secret() if args.keys else None
+        env = self._provider_secrets_env()
+        self.deployment = self._deployment(env)
+        self.service = self._service()
+        self._autoscaler()
+        self._disruption_budget()
+        self._network_policy()
+        if args.monitoring:
+            self._service_monitor()
+        if args.config.ingress_host:
+            self._ingress(args.config.ingress_host)
+        self.url = pulumi.Output.from_input(f"http://{name}.{args.namespace}.svc.cluster.local/v1")
+        self.register_outputs({"url": self.url, "redisUrl": self.redis_url})
 
-        self.redis_url = self._redis(name, args, selector) if cfg.redis != "none" else None
-
-        routes = dict(args.routes)
-        routes["server"] = {
-            "host": "0.0.0.0",
-            "port": PORT,
-            "reload_interval_s": 5,
-            **(routes.get("server") or {}),
+    def _meta(self, name: str | None = None) -> dict[str, Any]:
+        """Kubernetes metadata: the component's name (or `name`), namespace and labels."""
+        return {
+            "name": name or self._name,
+            "namespace": self._args.namespace,
+            "labels": self._labels,
         }
-        if args.keys:
-            routes["keys_file"] = f"{KEYS_DIR}/keys.yaml"
-        if cfg.cache is not None:
-            routes["cache"] = dict(cfg.cache)
 
-        def with_redis(url: str) -> str:
-            """Limits and budgets share Redis; so does the cache, unless told otherwise, so a
-            replica's answer serves the others and a restarted replica warms from it."""
-            out = {**routes, "redis": {"url": url, "prefix": "tandem:gw"}}
-            if "cache" in out:
-                out["cache"] = {"redis_url": url, **out["cache"]}
-            return yaml.safe_dump(out, sort_keys=False)
+    def _namespace(self) -> pulumi.ResourceOptions:
+        """The gateway's own namespace (unless the caller brings one): its network policy and
+        keys stay apart from the workloads it fronts. Returns the options every child uses, so
+        nothing is created before its namespace."""
+        a = self._args
+        if not a.create_namespace:
+            return self._opts
+        self.namespace = k8s.core.v1.Namespace(
+            f"{self._name}-ns",
+            metadata={"name": a.namespace, "labels": self._labels},
+            opts=self._opts,
+        )
+        return pulumi.ResourceOptions(
+            parent=self, provider=a.k8s_provider, depends_on=[self.namespace]
+        )
 
-        config_data = (
-            pulumi.Output.from_input(self.redis_url).apply(with_redis)
-            if self.redis_url is not None
-            else pulumi.Output.from_input(yaml.safe_dump(routes, sort_keys=False))
+    def _redis(self) -> pulumi.Output[str]:
+        """Usage counters in Redis, so limits and budgets hold across replicas and restarts:
+        ElastiCache (encrypted, private subnets) in production, a small in-cluster one for dev."""
+        a = self._args
+        if a.config.redis == "elasticache":
+            assert a.elasticache is not None
+            return elasticache_redis(
+                f"{self._name}-redis",
+                a.elasticache,
+                description="Tandem gateway usage counters (rate limits, budgets)",
+                parent=self,
+            )
+        return in_cluster_redis(
+            f"{self._name}-redis",
+            namespace=a.namespace,
+            component="gateway-redis",
+            object_labels=self._labels,
+            clients=[{"podSelector": {"matchLabels": self._selector}}],
+            opts=self._child,
         )
-        self.config_map = k8s.core.v1.ConfigMap(
-            f"{name}-routes",
-            metadata={"name": f"{name}-routes", "namespace": ns, "labels": self._labels},
-            data={"routes.yaml": config_data},
-            opts=child,
+
+    def _routes_file(self, redis_url: str | None) -> RoutesConfig:
+        """The routes the use cases asked for, plus what only the deployment knows: where the
+        server listens (all interfaces, hot reload every 5 s), where the hashed keys are mounted,
+        the stack's cache section, and the Redis they share. The cache uses that Redis too unless
+        the section names one, so a replica's answer serves the others and a restarted replica
+        warms from it."""
+        a = self._args
+        server = {"host": "0.0.0.0", "port": PORT, "reload_interval_s": 5}
+        update: dict[str, Any] = {
+            "server": Server(**{**server, **a.routes.server.model_dump(exclude_unset=True)})
+        }
+        if a.keys:
+            update["keys_file"] = f"{KEYS_DIR}/keys.yaml"
+        cache = a.config.cache
+        if cache is not None:
+            if redis_url is not None and "redis_url" not in cache.model_fields_set:
+                cache = cache.model_copy(update={"redis_url": redis_url})
+            update["cache"] = cache
+        if redis_url is not None:
+            update["redis"] = Redis(url=redis_url, prefix="tandem:gw")
+        return a.routes.model_copy(update=update)
+
+    def _routes_config_map(self) -> k8s.core.v1.ConfigMap:
+        """The routes file as data: the gateway re-reads it when it changes (no restart), and
+        it is written once, from the typed config, when the Redis URL is known."""
+        data = pulumi.Output.from_input(self.redis_url).apply(
+            lambda url: self._routes_file(url).to_yaml()
         )
+        return k8s.core.v1.ConfigMap(
+            f"{self._name}-routes",
+            metadata=self._meta(f"{self._name}-routes"),
+            data={"routes.yaml": data},
+            opts=self._child,
+        )
+
+    def _keys_secret(self) -> k8s.core.v1.Secret:
+        """API keys reach the cluster only as SHA-256 digests, in a Secret beside the routes."""
+        return k8s.core.v1.Secret(
+            f"{self._name}-keys",
+            metadata=self._meta(f"{self._name}-keys"),
+            string_data={"keys.yaml": _hashed_keys(self._args.keys)},
+            opts=self._child,
+        )
+
+    def _provider_secrets_env(self) -> list[dict[str, Any]]:
+        """External providers' keys as a Secret, handed to the container as environment
+        variables (a backend's `api_key_env` names one)."""
+        secrets = self._args.provider_secrets
+        if not secrets:
+            return []
+        name = f"{self._name}-providers"
+        k8s.core.v1.Secret(
+            name,
+            metadata=self._meta(name),
+            string_data={k: pulumi.Output.secret(v) for k, v in secrets.items()},
+            opts=self._child,
+        )
+        return [
+            {"name": k, "valueFrom": {"secretKeyRef": {"name": name, "key": k}}}
+            for k in sorted(secrets)
+        ]
+
+    def _volumes(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(volumes, mounts): the routes file; a memory-backed /tmp (the root filesystem is
+        read-only); the re-check's labelled pairs on disk, sized for the file and its one
+        rotated copy, living as long as the pod; the hashed keys."""
         volumes: list[dict[str, Any]] = [
-            {"name": "routes", "configMap": {"name": f"{name}-routes"}},
+            {"name": "routes", "configMap": {"name": f"{self._name}-routes"}},
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
         ]
         mounts: list[dict[str, Any]] = [
             {"name": "routes", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ]
-        from gateway.cache.policy import pairs_log_volume
-
-        pairs_volume = pairs_log_volume(cfg.cache)
-        if pairs_volume:  # the re-check's labelled pairs: disk-backed, lives as long as the pod
+        pairs_volume = pairs_log_volume(self._args.config.cache)
+        if pairs_volume:
             labels_dir, mib = pairs_volume
             volumes.append({"name": "cache-labels", "emptyDir": {"sizeLimit": f"{mib}Mi"}})
             mounts.append({"name": "cache-labels", "mountPath": labels_dir})
-        if args.keys:
-            self.keys_secret = k8s.core.v1.Secret(
-                f"{name}-keys",
-                metadata={"name": f"{name}-keys", "namespace": ns, "labels": self._labels},
-                string_data={"keys.yaml": _hashed_keys(args.keys)},
-                opts=child,
-            )
-            volumes.append({"name": "keys", "secret": {"secretName": f"{name}-keys"}})
+        if self._args.keys:
+            volumes.append({"name": "keys", "secret": {"secretName": f"{self._name}-keys"}})
             mounts.append({"name": "keys", "mountPath": KEYS_DIR, "readOnly": True})
-        env: list[dict[str, Any]] = []
-        if args.provider_secrets:
-            k8s.core.v1.Secret(
-                f"{name}-providers",
-                metadata={"name": f"{name}-providers", "namespace": ns, "labels": self._labels},
-                string_data={k: pulumi.Output.secret(v) for k, v in args.provider_secrets.items()},
-                opts=child,
-            )
-            env = [
-                {"name": k, "valueFrom": {"secretKeyRef": {"name": f"{name}-providers", "key": k}}}
-                for k in sorted(args.provider_secrets)
-            ]
+        return volumes, mounts
 
+    def _container(self, env: list[dict[str, Any]], mounts: list[dict[str, Any]]) -> dict[str, Any]:
+        """The gateway container: hardened (non-root, read-only root, no capabilities), probed
+        (liveness on /healthz, readiness on /readyz, which fails while starting or stopping), and
+        sized for its response cache (container_memory)."""
+        a = self._args
+        memory_request, memory_limit = container_memory(a)
         probe = {
             "httpGet": {"path": "/healthz", "port": "http"},
             "periodSeconds": 10,
             "timeoutSeconds": 2,
         }
-        self.deployment = k8s.apps.v1.Deployment(
-            name,
-            metadata={"name": name, "namespace": ns, "labels": self._labels},
+        return {
+            "name": "gateway",
+            "image": a.image,
+            "args": ["gateway", "serve", "--config", f"{CONFIG_DIR}/routes.yaml"],
+            "ports": [{"name": "http", "containerPort": PORT}],
+            "env": env,
+            "resources": {
+                "requests": {"cpu": a.cpu_request, "memory": memory_request},
+                "limits": {"cpu": a.cpu_limit, "memory": memory_limit},
+            },
+            "startupProbe": {**probe, "periodSeconds": 2, "failureThreshold": 30},
+            "livenessProbe": {**probe, "failureThreshold": 3},
+            "readinessProbe": {
+                "httpGet": {"path": "/readyz", "port": "http"},
+                "periodSeconds": 5,
+                "timeoutSeconds": 2,
+            },
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+            "volumeMounts": mounts,
+        }
+
+    def _deployment(self, env: list[dict[str, Any]]) -> k8s.apps.v1.Deployment:
+        """Rolling updates that never drop below the replica count (maxUnavailable 0), pods
+        spread across zones, scraped by Prometheus on the API port."""
+        volumes, mounts = self._volumes()
+        return k8s.apps.v1.Deployment(
+            self._name,
+            metadata=self._meta(),
             spec={
-                "replicas": cfg.min_replicas,
-                "selector": {"matchLabels": selector},
+                "replicas": self._args.config.min_replicas,
+                "selector": {"matchLabels": self._selector},
                 "strategy": {
                     "type": "RollingUpdate",
                     "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
                 },
                 "template": {
                     "metadata": {
-                        "labels": pod_labels,
+                        "labels": {**self._labels, **self._selector},
                         "annotations": {
                             "prometheus.io/scrape": "true",
                             "prometheus.io/port": str(PORT),
@@ -249,64 +353,42 @@ class Gateway(pulumi.ComponentResource):
                                 "maxSkew": 1,
                                 "topologyKey": "topology.kubernetes.io/zone",
                                 "whenUnsatisfiable": "ScheduleAnyway",
-                                "labelSelector": {"matchLabels": selector},
+                                "labelSelector": {"matchLabels": self._selector},
                             }
                         ],
-                        "containers": [
-                            {
-                                "name": "gateway",
-                                "image": args.image,
-                                "args": [
-                                    "gateway",
-                                    "serve",
-                                    "--config",
-                                    f"{CONFIG_DIR}/routes.yaml",
-                                ],
-                                "ports": [{"name": "http", "containerPort": PORT}],
-                                "env": env,
-                                "resources": {
-                                    "requests": {"cpu": args.cpu_request, "memory": memory_request},
-                                    "limits": {"cpu": args.cpu_limit, "memory": memory_limit},
-                                },
-                                "startupProbe": {
-                                    **probe,
-                                    "periodSeconds": 2,
-                                    "failureThreshold": 30,
-                                },
-                                "livenessProbe": {**probe, "failureThreshold": 3},
-                                "readinessProbe": {
-                                    "httpGet": {"path": "/readyz", "port": "http"},
-                                    "periodSeconds": 5,
-                                    "timeoutSeconds": 2,
-                                },
-                                "securityContext": {
-                                    "allowPrivilegeEscalation": False,
-                                    "readOnlyRootFilesystem": True,
-                                    "capabilities": {"drop": ["ALL"]},
-                                },
-                                "volumeMounts": mounts,
-                            }
-                        ],
+                        "containers": [self._container(env, mounts)],
                         "volumes": volumes,
                     },
                 },
             },
-            opts=child,
+            opts=self._child,
         )
-        self.service = k8s.core.v1.Service(
-            name,
-            metadata={"name": name, "namespace": ns, "labels": {**self._labels, **selector}},
+
+    def _service(self) -> k8s.core.v1.Service:
+        """Port 80 inside the cluster: the `url` callers use."""
+        return k8s.core.v1.Service(
+            self._name,
+            metadata={**self._meta(), "labels": {**self._labels, **self._selector}},
             spec={
-                "selector": selector,
+                "selector": self._selector,
                 "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
             },
-            opts=child,
+            opts=self._child,
         )
+
+    def _autoscaler(self) -> None:
+        """Scale on CPU between the stack's min and max replicas: the gateway is CPU-bound
+        (parsing, hashing, accounting), its upstream waits cost no CPU."""
+        cfg = self._args.config
         k8s.autoscaling.v2.HorizontalPodAutoscaler(
-            name,
-            metadata={"name": name, "namespace": ns, "labels": self._labels},
+            self._name,
+            metadata=self._meta(),
             spec={
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                "scaleTargetRef": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": self._name,
+                },
                 "minReplicas": cfg.min_replicas,
                 "maxReplicas": cfg.max_replicas,
                 "metrics": [
@@ -316,100 +398,85 @@ class Gateway(pulumi.ComponentResource):
                             "name": "cpu",
                             "target": {
                                 "type": "Utilization",
-                                "averageUtilization": args.target_cpu_percent,
+                                "averageUtilization": self._args.target_cpu_percent,
                             },
                         },
                     }
                 ],
             },
-            opts=child,
+            opts=self._child,
         )
-        k8s.policy.v1.PodDisruptionBudget(
-            name,
-            metadata={"name": name, "namespace": ns, "labels": self._labels},
-            spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}},
-            opts=child,
-        )
-        self._network_policy(name, args, selector)
-        if args.monitoring:
-            k8s.apiextensions.CustomResource(
-                f"{name}-monitor",
-                api_version="monitoring.coreos.com/v1",
-                kind="ServiceMonitor",
-                metadata={"name": name, "namespace": ns, "labels": self._labels},
-                spec={
-                    "selector": {"matchLabels": selector},
-                    "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
-                },
-                opts=child,
-            )
-        if cfg.ingress_host:
-            ingress_spec: dict[str, Any] = {
-                "ingressClassName": args.ingress_class,
-                "rules": [
-                    {
-                        "host": cfg.ingress_host,
-                        "http": {
-                            "paths": [
-                                {
-                                    "path": "/v1",
-                                    "pathType": "Prefix",
-                                    "backend": {
-                                        "service": {"name": name, "port": {"name": "http"}}
-                                    },
-                                }
-                            ]
-                        },
-                    }
-                ],
-            }
-            if cfg.tls_secret:
-                ingress_spec["tls"] = [{"hosts": [cfg.ingress_host], "secretName": cfg.tls_secret}]
-            k8s.networking.v1.Ingress(
-                name,
-                metadata={"name": name, "namespace": ns, "labels": self._labels},
-                spec=ingress_spec,
-                opts=child,
-            )
-        self.url = pulumi.Output.from_input(f"http://{name}.{ns}.svc.cluster.local/v1")
-        self.register_outputs({"url": self.url, "redisUrl": self.redis_url})
 
-    def _network_policy(self, name: str, args: GatewayArgs, selector: dict[str, str]) -> None:
+    def _disruption_budget(self) -> None:
+        """Node drains take one replica at a time: the API stays up through upgrades."""
+        k8s.policy.v1.PodDisruptionBudget(
+            self._name,
+            metadata=self._meta(),
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": self._selector}},
+            opts=self._child,
+        )
+
+    def _network_policy(self) -> None:
+        """Only the client namespaces, the ingress controller, monitoring and the gateway's own
+        namespace reach the API port."""
+        a = self._args
+
         def from_ns(ns: str) -> dict[str, Any]:
             return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
 
         sources = [
-            from_ns(n)
-            for n in [*args.client_namespaces, args.ingress_namespace, labels.NS_MONITORING]
+            from_ns(n) for n in [*a.client_namespaces, a.ingress_namespace, labels.NS_MONITORING]
         ]
         sources.append({"podSelector": {}})  # same namespace
         k8s.networking.v1.NetworkPolicy(
-            name,
-            metadata={"name": name, "namespace": args.namespace, "labels": self._labels},
+            self._name,
+            metadata=self._meta(),
             spec={
-                "podSelector": {"matchLabels": selector},
+                "podSelector": {"matchLabels": self._selector},
                 "policyTypes": ["Ingress"],
                 "ingress": [{"from": sources, "ports": [{"port": PORT, "protocol": "TCP"}]}],
             },
             opts=self._child,
         )
 
-    def _redis(
-        self, name: str, args: GatewayArgs, gateway_selector: dict[str, str]
-    ) -> pulumi.Output[str]:
-        if args.config.redis == "elasticache":
-            assert args.elasticache is not None
-            return elasticache_redis(
-                f"{name}-redis",
-                args.elasticache,
-                description="Tandem gateway usage counters (rate limits, budgets)",
-                parent=self,
-            )
-        return in_cluster_redis(
-            f"{name}-redis",
-            namespace=args.namespace,
-            component="gateway-redis",
-            object_labels=self._labels,
-            clients=[{"podSelector": {"matchLabels": gateway_selector}}],
+    def _service_monitor(self) -> None:
+        """Prometheus scrapes /metrics every 15 s (the Observability component then leaves the
+        gateway out of its own monitors: double scraping double-counts every counter)."""
+        k8s.apiextensions.CustomResource(
+            f"{self._name}-monitor",
+            api_version="monitoring.coreos.com/v1",
+            kind="ServiceMonitor",
+            metadata=self._meta(),
+            spec={
+                "selector": {"matchLabels": self._selector},
+                "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+            },
             opts=self._child,
         )
+
+    def _ingress(self, host: str) -> None:
+        """The API outside the cluster, on /v1 only (health, metrics and OpenAPI stay inside),
+        with TLS when the stack names a certificate secret."""
+        cfg = self._args.config
+        spec: dict[str, Any] = {
+            "ingressClassName": self._args.ingress_class,
+            "rules": [
+                {
+                    "host": host,
+                    "http": {
+                        "paths": [
+                            {
+                                "path": "/v1",
+                                "pathType": "Prefix",
+                                "backend": {
+                                    "service": {"name": self._name, "port": {"name": "http"}}
+                                },
+                            }
+                        ]
+                    },
+                }
+            ],
+        }
+        if cfg.tls_secret:
+            spec["tls"] = [{"hosts": [host], "secretName": cfg.tls_secret}]
+        k8s.networking.v1.Ingress(self._name, metadata=self._meta(), spec=spec, opts=self._child)

@@ -17,6 +17,7 @@ from components.serving.inference_cluster import (
     InferenceCluster,
     InferenceClusterArgs,
 )
+from gateway.spec import RouteTarget
 from serving import builder
 from serving.checks import CheckResult, run_checks
 from vocabulary import labels, review
@@ -71,8 +72,8 @@ class UseCase(pulumi.ComponentResource):
         self.register_outputs({"inference_cluster": self.inference_cluster.urn})
 
 
-def gateway_entry(spec: UseCaseSpec, namespace: str = labels.NS_SERVING) -> tuple | None:
-    """`(name, team, gateway, base_url, model)` for gateway.spec.routes_from_use_cases.
+def gateway_entry(spec: UseCaseSpec, namespace: str = labels.NS_SERVING) -> RouteTarget | None:
+    """Where the gateway sends this use case's callers (gateway.spec.routes_from_use_cases).
 
     The gateway fronts the use case's first LLM deployment (or its first deployment): the
     RayService's Serve service, under that deployment's route prefix.
@@ -84,4 +85,4 @@ def gateway_entry(spec: UseCaseSpec, namespace: str = labels.NS_SERVING) -> tupl
         f"http://{spec.name}-serve-svc.{namespace}.svc:{builder.SERVE_PORT}"
         f"{builder.route_prefix(target)}/v1"
     )
-    return (spec.name, spec.team, spec.gateway, url, target.model)
+    return RouteTarget(spec.name, spec.team, spec.gateway, url, target.model)

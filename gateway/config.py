@@ -15,12 +15,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gateway.cache.policy import cache_section_error, route_policy_error
+from vocabulary.cache import CachePolicy, CacheSection
+from vocabulary.errors import ConfigError, format_validation_error
 from vocabulary.gateway import ENDPOINTS, Budget, Endpoint, Price, Timeouts
-
-
-class ConfigError(ValueError):
-    """A routes file that cannot be used; the message names every offending field."""
 
 
 class _Strict(BaseModel):
@@ -53,18 +50,20 @@ class MetricLabels(_Strict):
 
 
 class Backend(_Strict):
+    # Field order: the order the generated routes file (gateway.spec) has always been written in,
+    # so a stack's routes ConfigMap reads (and diffs) as it did.
     url: str = Field(
         description="OpenAI-compatible base URL, e.g. http://llama.tandem-serving:8000/v1"
     )
+    timeouts: Timeouts = Timeouts()
+    labels: MetricLabels = MetricLabels()
     model: str | None = Field(None, description="model name sent upstream (default: the alias)")
+    context_window: int | None = Field(None, ge=1)
     api_key_env: str | None = Field(
         None, description="environment variable holding the provider key"
     )
-    context_window: int | None = Field(None, ge=1)
     max_connections: int = Field(256, ge=1)
-    timeouts: Timeouts = Timeouts()
     breaker: BreakerPolicy = BreakerPolicy()
-    labels: MetricLabels = MetricLabels()
 
     @field_validator("url")
     @classmethod
@@ -80,16 +79,17 @@ class WeightedBackend(_Strict):
 
 
 class Route(_Strict):
+    # Field order: as Backend's
     backends: list[WeightedBackend] = Field(min_length=1)
     endpoints: list[Endpoint] = list(ENDPOINTS)
     fallbacks: list[str] = Field(default_factory=list, description="aliases tried in order")
-    context_fallback: str | None = Field(None, description="alias with a longer context window")
-    degrade_to: str | None = Field(None, description="cheaper alias used past the soft budget")
     deadline_s: float = Field(60.0, gt=0)
     retries: Retries = Retries()
-    hedge_after_s: float | None = Field(None, gt=0)
     use_case: str = ""
-    cache: dict[str, Any] | None = None
+    context_fallback: str | None = Field(None, description="alias with a longer context window")
+    degrade_to: str | None = Field(None, description="cheaper alias used past the soft budget")
+    hedge_after_s: float | None = Field(None, gt=0)
+    cache: CachePolicy | None = Field(None, description="this route's cache policy keys")
 
 
 class ApiKey(_Strict):
@@ -131,57 +131,55 @@ class Tracing(_Strict):
     service_name: str = "tandem-gateway"
 
 
-class GatewayConfig(_Strict):
-    server: Server = Server()
+class RoutesConfig(_Strict):
+    """The routes file `tandem gateway serve` loads (the stack's `gateway:` section is a different
+    thing: vocabulary.config.GatewayConfig, which the Gateway component turns into one of these)."""
+
+    # Field order is the order the generated routes file is written in (see Backend).
     backends: dict[str, Backend] = Field(min_length=1)
     routes: dict[str, Route] = Field(min_length=1)
+    prices: dict[str, Price] = Field(default_factory=dict, description="keyed by backend name")
+    teams: dict[str, Team] = Field(default_factory=dict)
+    server: Server = Server()
     keys: list[ApiKey] = Field(default_factory=list)
     keys_file: str | None = Field(None, description="YAML list of keys, e.g. mounted from a Secret")
-    teams: dict[str, Team] = Field(default_factory=dict)
-    prices: dict[str, Price] = Field(default_factory=dict, description="keyed by backend name")
+    cache: CacheSection | None = None
     redis: Redis | None = None
     tracing: Tracing = Tracing()
-    cache: dict[str, Any] | None = None
 
     @model_validator(mode="after")
-    def _references(self) -> GatewayConfig:
+    def _references(self) -> RoutesConfig:
+        """Names that point elsewhere in the file must exist: one line per dangling one."""
         errors: list[str] = []
         for alias, route in self.routes.items():
             for i, wb in enumerate(route.backends):
                 if wb.backend not in self.backends:
                     errors.append(
-                        f"routes.{alias}.backends.{i}.backend: unknown backend {wb.backend!r}; "
+                        f"routes.{alias}.backends[{i}].backend: unknown backend {wb.backend!r}; "
                         f"allowed: {sorted(self.backends)}"
                     )
-            refs = [(f"fallbacks.{i}", a) for i, a in enumerate(route.fallbacks)]
+            refs = [(f"fallbacks[{i}]", a) for i, a in enumerate(route.fallbacks)]
             refs += [(n, getattr(route, n)) for n in ("context_fallback", "degrade_to")]
             for where, target in refs:
                 if target is not None and target not in self.routes:
                     errors.append(
-                        f"routes.{alias}.{where}: unknown route {target!r}; allowed: {sorted(self.routes)}"
+                        f"routes.{alias}.{where}: unknown route {target!r}; "
+                        f"allowed: {sorted(self.routes)}"
                     )
                 elif target == alias:
                     errors.append(f"routes.{alias}.{where}: a route cannot fall back to itself")
-            if route.cache:
-                problem = route_policy_error(route.cache, f"routes.{alias}.cache")
-                if problem:
-                    errors.append(problem)
-        if self.cache is not None:
-            problem = cache_section_error(self.cache, "cache")
-            if problem:
-                errors.append(problem)
         for name in self.prices:
             if name not in self.backends:
                 errors.append(f"prices.{name}: unknown backend; allowed: {sorted(self.backends)}")
         seen: set[str] = set()
         for i, key in enumerate(self.keys):
             if key.id in seen:
-                errors.append(f"keys.{i}.id: duplicate key id {key.id!r}")
+                errors.append(f"keys[{i}].id: duplicate key id {key.id!r}")
             seen.add(key.id)
             for m in key.models:
                 if m != "*" and m not in self.routes:
                     errors.append(
-                        f"keys.{i}.models: unknown route {m!r}; allowed: ['*'] + {sorted(self.routes)}"
+                        f"keys[{i}].models: unknown route {m!r}; allowed: ['*'] + {sorted(self.routes)}"
                     )
         budgeted = [t for t, team in self.teams.items() if team.budget]
         unpriced = sorted(set(self.backends) - set(self.prices))
@@ -190,26 +188,22 @@ class GatewayConfig(_Strict):
                 f"prices: teams {budgeted} have budgets but backends {unpriced} have no price"
             )
         if errors:
-            raise ValueError("; ".join(errors))
+            raise ValueError("\n".join(errors))
         return self
 
-
-def _format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid gateway config"]
-    for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "(root)"
-        msg = err["msg"]
-        if err["type"] == "literal_error":
-            msg = f"{msg} (got {err.get('input')!r})"
-        lines.append(f"  {path}: {msg}")
-    return "\n".join(lines)
+    def to_yaml(self) -> str:
+        """The file as written: the fields that were set, in field order, without nulls (every
+        field that may be null defaults to null, so leaving one out changes nothing)."""
+        data = self.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+        return yaml.safe_dump(data, sort_keys=False)
 
 
-def parse_config(data: Any, source: str = "<config>") -> GatewayConfig:
+def parse_config(data: Any, source: str = "<config>") -> RoutesConfig:
+    """A routes mapping as the typed config; ConfigError with one line per problem."""
     try:
-        return GatewayConfig.model_validate(data)
+        return RoutesConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, RoutesConfig), source) from None
 
 
 def resolve_keys_file(config_path: Path, keys_file: str) -> Path:
@@ -218,22 +212,23 @@ def resolve_keys_file(config_path: Path, keys_file: str) -> Path:
     return p if p.is_absolute() else config_path.parent / p
 
 
-def load_config(path: str | Path) -> GatewayConfig:
+def load_config(path: str | Path) -> RoutesConfig:
     path = Path(path)
+    source = f"gateway config {path}"
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read gateway config: {exc}") from None
+        raise ConfigError([f"cannot read the file: {exc}"], source) from None
     if isinstance(data, dict) and data.get("keys_file"):
         keys_path = resolve_keys_file(path, data["keys_file"])
         try:
             extra = yaml.safe_load(keys_path.read_text()) or []
         except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{keys_path}: cannot read keys file: {exc}") from None
+            raise ConfigError([f"keys_file: cannot read {keys_path}: {exc}"], source) from None
         if not isinstance(extra, list):
-            raise ConfigError(f"{keys_path}: keys file must be a YAML list of keys")
+            raise ConfigError([f"keys_file: {keys_path} must be a YAML list of keys"], source)
         data = {**data, "keys": list(data.get("keys") or []) + extra}
-    return parse_config(data, str(path))
+    return parse_config(data, source)
 
 
 def hash_key(raw: str) -> str:
@@ -320,7 +315,7 @@ class CompiledRoute:
         self.context_fallback: CompiledRoute | None = None
         self.degrade_to: CompiledRoute | None = None
         self.endpoints = frozenset(spec.endpoints)
-        self.cache_policy = dict(spec.cache or {})
+        self.cache_policy = spec.cache
 
 
 class CompiledKey:
@@ -340,7 +335,7 @@ ANONYMOUS = CompiledKey(ApiKey(id="anonymous", team="anonymous", sha256="0" * 64
 
 
 class Compiled:
-    def __init__(self, cfg: GatewayConfig) -> None:
+    def __init__(self, cfg: RoutesConfig) -> None:
         self.cfg = cfg
         self.backends = {
             name: CompiledBackend(name, b, cfg.prices.get(name), _first_alias(cfg, name))
@@ -366,14 +361,14 @@ class Compiled:
         }
 
 
-def _first_alias(cfg: GatewayConfig, backend: str) -> str:
+def _first_alias(cfg: RoutesConfig, backend: str) -> str:
     for alias, route in cfg.routes.items():
         if any(wb.backend == backend for wb in route.backends):
             return alias
     return backend
 
 
-def _fallback_chain(alias: str, routes: dict[str, CompiledRoute], cfg: GatewayConfig) -> list:
+def _fallback_chain(alias: str, routes: dict[str, CompiledRoute], cfg: RoutesConfig) -> list:
     """The route itself, then its fallbacks depth-first, each alias once (cycles are harmless)."""
     order: list[CompiledRoute] = []
     seen: set[str] = set()
@@ -390,5 +385,5 @@ def _fallback_chain(alias: str, routes: dict[str, CompiledRoute], cfg: GatewayCo
     return order
 
 
-def compile_config(cfg: GatewayConfig) -> Compiled:
+def compile_config(cfg: RoutesConfig) -> Compiled:
     return Compiled(cfg)

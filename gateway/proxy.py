@@ -1,10 +1,11 @@
-"""Getting an answer from the backends: weighted choice, retries, fallbacks, hedging, breakers.
+"""The backends: one pooled aiohttp session and one circuit breaker per backend, the weighted
+choice between a route's backends, and one upstream call with its outcome classified.
 
-One `Upstreams` object holds an aiohttp session and a circuit breaker per backend. `forward`
-walks the route's precomputed chain (the route, then its fallbacks) and returns either a complete
-answer or, for a stream, an open upstream response whose first chunk already arrived: until that
-first chunk nothing has been sent to the caller, so every failure before it can still be retried
-or routed elsewhere; after it, a failure ends the stream with an SSE error event.
+`Upstreams.call` returns an `Attempt`: a complete answer, or for a stream an open upstream
+response whose first chunk already arrived (until that first chunk nothing has been sent to the
+caller, so every failure before it can still be retried or routed elsewhere: the forward stage,
+gateway/stages/forward.py, does that). Every failure is recorded here, on the backend's breaker,
+including a stream that breaks off later (`stream_failed`, called by the relay stage).
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from bisect import bisect_right
 from typing import Any
 
 import aiohttp
-import orjson
 
 from gateway.breaker import CircuitBreaker
 from gateway.config import Compiled, CompiledBackend, CompiledRoute
-from gateway.errors import GatewayError
 from gateway.metrics import Metrics
+from gateway.sse import loads_dict
 
 log = logging.getLogger("tandem.gateway")
 
@@ -198,6 +198,12 @@ class Upstreams:
                 resp.release()
         return self._classify(br, backend, route, status, body, resp.headers)
 
+    def stream_failed(self, backend: CompiledBackend, err: str) -> None:
+        """A stream broke off after its first chunk (too late to retry): the backend's breaker
+        counts it as a failure and the error is counted by class."""
+        self.breakers[backend.name].record_failure()
+        self.metrics.child(self.metrics.upstream_errors, backend.name, err).inc()
+
     def _failed(
         self, br: CircuitBreaker, backend: CompiledBackend, route: CompiledRoute, err: str
     ) -> Attempt:
@@ -244,177 +250,3 @@ class Upstreams:
         a.status = status
         a.body = body
         return a
-
-
-class Forwarder:
-    """Runs the route chain for one request."""
-
-    def __init__(self, upstreams: Upstreams) -> None:
-        self.up = upstreams
-        self.metrics = upstreams.metrics
-
-    async def forward(
-        self,
-        route: CompiledRoute,
-        endpoint: str,
-        body: dict,
-        raw: bytes,
-        stream: bool,
-        inject_usage: bool,
-    ) -> Attempt:
-        deadline = time.monotonic() + route.spec.deadline_s
-        chain = route.chain
-        last: Attempt | None = None
-        i = 0
-        while i < len(chain):
-            r = chain[i]
-            i += 1
-            if endpoint not in r.endpoints:
-                continue
-            if r is not route:
-                self.metrics.child(self.metrics.fallbacks, route.alias, r.alias).inc()
-            a = await self._try_route(r, endpoint, body, raw, stream, inject_usage, deadline)
-            if a is None:
-                continue
-            if a.kind == OK or a.kind == CLIENT:
-                return a
-            last = a
-            if a.kind == CONTEXT:
-                if r.context_fallback is None:
-                    return a
-                chain, i = r.context_fallback.chain, 0
-                route = r  # the fallback metric names the hop from the route that overflowed
-        if last is None:
-            waits = [self.up.breakers[b.name].retry_after() for r in chain for b in r.backends]
-            raise GatewayError(
-                503,
-                "No backend is available for this model (circuit breakers open).",
-                "backend_unavailable",
-                retry_after=min((w for w in waits if w > 0), default=1.0),
-            )
-        raise _final_error(last, deadline)
-
-    async def _try_route(
-        self,
-        r: CompiledRoute,
-        endpoint: str,
-        body: dict,
-        raw: bytes,
-        stream: bool,
-        inject_usage: bool,
-        deadline: float,
-    ) -> Attempt | None:
-        """Up to 1 + `retries.attempts` calls on one route; None if no backend was usable."""
-        retries = r.spec.retries
-        tried: set[str] = set()
-        last: Attempt | None = None
-        for n in range(retries.attempts + 1):
-            backend = self.up.pick(r, tried) or (self.up.pick(r, set()) if tried else None)
-            if backend is None or not self.up.breakers[backend.name].allow():
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self.up.breakers[backend.name].release()
-                raise GatewayError(
-                    504,
-                    "The request deadline passed before any backend answered.",
-                    "deadline_exceeded",
-                )
-            if n:
-                self.metrics.child(self.metrics.retries, backend.name).inc()
-            payload = _payload(body, raw, r, backend, inject_usage)
-            if r.spec.hedge_after_s is not None and not stream:
-                a = await self._hedged(r, backend, endpoint, payload, body, raw, remaining)
-            else:
-                a = await self.up.call(r, backend, endpoint, payload, stream, remaining)
-            if a.kind != FAIL and a.kind != RATE:
-                return a
-            last = a
-            tried.add(backend.name)
-            if a.kind == FAIL and n < retries.attempts:
-                delay = min(retries.max_backoff_s, retries.backoff_s * (2**n))
-                delay *= 1 - retries.jitter * random.random()
-                if time.monotonic() + delay >= deadline:
-                    break
-                await asyncio.sleep(delay)
-        return last
-
-    async def _hedged(
-        self,
-        route: CompiledRoute,
-        backend: CompiledBackend,
-        endpoint: str,
-        payload: bytes,
-        body: dict,
-        raw: bytes,
-        budget_s: float,
-    ) -> Attempt:
-        """Start a second copy after `hedge_after_s`; the first good answer wins."""
-        up = self.up
-        first = asyncio.ensure_future(up.call(route, backend, endpoint, payload, False, budget_s))
-        done, _ = await asyncio.wait((first,), timeout=route.spec.hedge_after_s)
-        if done:
-            return first.result()
-        other = up.pick(route, {backend.name}) or backend
-        if not up.breakers[other.name].allow():
-            return await first
-        p2 = _payload(body, raw, route, other, False)
-        left = budget_s - route.spec.hedge_after_s  # type: ignore[operator]
-        second = asyncio.ensure_future(up.call(route, other, endpoint, p2, False, left))
-        pending = {first, second}
-        result: Attempt | None = None
-        try:
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for t in done:
-                    result = t.result()
-                    if result.kind in (OK, CLIENT, CONTEXT):
-                        return result
-            assert result is not None
-            return result
-        finally:
-            for t in pending:
-                t.cancel()
-
-
-def loads_dict(body: bytes) -> dict | None:
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
-def _payload(
-    body: dict, raw: bytes, route: CompiledRoute, backend: CompiledBackend, inject_usage: bool
-) -> bytes:
-    model = backend.model or route.alias
-    if not inject_usage and body.get("model") == model:
-        return raw
-    out = dict(body)
-    out["model"] = model
-    if inject_usage:
-        opts = out.get("stream_options")
-        opts = dict(opts) if isinstance(opts, dict) else {}
-        opts["include_usage"] = True
-        out["stream_options"] = opts
-    return orjson.dumps(out)
-
-
-def _final_error(last: Attempt, deadline: float) -> GatewayError:
-    if last.kind == CONTEXT:
-        return GatewayError(
-            400,
-            "The prompt is longer than every backend's context window.",
-            "context_length_exceeded",
-        )
-    if last.kind == RATE:
-        return GatewayError(
-            503,
-            "Every backend for this model is rate limited.",
-            "upstream_rate_limited",
-            retry_after=last.retry_after,
-        )
-    if last.err.startswith("timeout") or time.monotonic() >= deadline:
-        return GatewayError(504, "The backend did not answer in time.", "upstream_timeout")
-    return GatewayError(502, f"The backend failed ({last.err}).", "upstream_error")

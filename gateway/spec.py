@@ -1,85 +1,125 @@
-"""The `gateway:` section of a use-case file, and the routes config generated from use cases.
+"""The routes config generated from use cases: each use case's `gateway:` section becomes a backend,
+a route and, with a budget, its team's spend limit.
 
 Pure (pydantic only): the Pulumi `Gateway` component, `tandem plan` and tests all call
-`routes_from_use_cases`, so the ConfigMap the cluster gets is exactly what `parse_config`
-accepts: the generated dict is validated before it is returned.
+`routes_from_use_cases`, and it returns the gateway's own typed `RoutesConfig`, validated like a
+file `tandem gateway serve` loads, so the ConfigMap the cluster gets is a file the gateway accepts.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TypeVar
 
-from gateway.config import ConfigError, parse_config
-from vocabulary.gateway import UseCaseGateway
+from pydantic import BaseModel, ValidationError
 
-# (use case name, team, its gateway section, backend base URL[, model name the backend serves])
-Entry = tuple[str, str, UseCaseGateway, str] | tuple[str, str, UseCaseGateway, str, str]
+from gateway.config import (
+    Backend,
+    MetricLabels,
+    Retries,
+    Route,
+    RoutesConfig,
+    Team,
+    WeightedBackend,
+)
+from vocabulary.errors import ConfigError, format_validation_error
+from vocabulary.gateway import Budget, Price, UseCaseGateway
+
+__all__ = ["RouteTarget", "UseCaseGateway", "routes_from_use_cases"]
+
+SOURCE = "routes generated from use cases"
+_M = TypeVar("_M", bound=BaseModel)
 
 
-def routes_from_use_cases(
-    entries: list[Entry], base: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The routes config for these use cases, merged over `base` (server, keys, redis, cache...).
+@dataclass(frozen=True)
+class RouteTarget:
+    """One use case as the gateway sees it: who owns it, how callers reach it, where it runs."""
 
-    Raises ConfigError naming the use case when the result would not load (unknown fallback
-    alias, budget without a price, two use cases claiming one alias...).
+    use_case: str
+    team: str
+    gateway: UseCaseGateway  # the use case's `gateway:` section
+    url: str  # the backend's OpenAI-compatible base URL (ends in /v1)
+    model: str | None = None  # the model name the backend serves (default: the alias)
+
+
+def routes_from_use_cases(targets: list[RouteTarget]) -> RoutesConfig:
+    """The routes config for these use cases.
+
+    Raises ConfigError naming the use case or the field when the result would not load (unknown
+    fallback alias, budget without a price, two use cases claiming one alias...).
     """
-    cfg: dict[str, Any] = {k: v for k, v in (base or {}).items()}
-    backends: dict[str, Any] = dict(cfg.get("backends") or {})
-    routes: dict[str, Any] = dict(cfg.get("routes") or {})
-    prices: dict[str, Any] = dict(cfg.get("prices") or {})
-    teams: dict[str, Any] = dict(cfg.get("teams") or {})
+    backends: dict[str, Backend] = {}
+    routes: dict[str, Route] = {}
+    prices: dict[str, Price] = {}
+    teams: dict[str, Team] = {}
     owner: dict[str, str] = {}
-    for entry in entries:
-        name, team, gw, url = entry[:4]
-        upstream_model = entry[4] if len(entry) > 4 else None
-        alias = gw.alias or name
+    for t in targets:
+        gw = t.gateway
+        alias = gw.alias or t.use_case
         if alias in routes:
-            who = owner.get(alias, "the base config")
             raise ConfigError(
-                f"use case {name!r}: gateway.alias {alias!r} is already used by {who}"
+                [
+                    f"use case {t.use_case!r}: gateway.alias {alias!r} is already used by "
+                    f"use case {owner[alias]!r}"
+                ],
+                SOURCE,
             )
-        owner[alias] = f"use case {name!r}"
-        backend: dict[str, Any] = {
-            "url": url,
-            "timeouts": gw.timeouts.model_dump(),
-            "labels": {"use_case": name, "model": upstream_model or alias},
-        }
-        if upstream_model:
-            backend["model"] = upstream_model
-        if gw.context_window:
-            backend["context_window"] = gw.context_window
-        backends[name] = backend
-        route: dict[str, Any] = {
-            "backends": [{"backend": name}],
-            "endpoints": list(gw.endpoints),
-            "fallbacks": list(gw.fallbacks),
-            "deadline_s": gw.deadline_s,
-            "retries": {"attempts": gw.retries},
-            "use_case": name,
-        }
-        for key in ("context_fallback", "degrade_to", "hedge_after_s", "cache"):
-            if getattr(gw, key) is not None:
-                route[key] = getattr(gw, key)
-        routes[alias] = route
+        owner[alias] = t.use_case
+        backends[t.use_case] = Backend(
+            url=t.url,
+            timeouts=_written_out(gw.timeouts),
+            labels=MetricLabels(use_case=t.use_case, model=t.model or alias),
+            model=t.model,
+            context_window=gw.context_window,
+        )
+        routes[alias] = Route(
+            backends=[WeightedBackend(backend=t.use_case)],
+            endpoints=list(gw.endpoints),
+            fallbacks=list(gw.fallbacks),
+            deadline_s=gw.deadline_s,
+            retries=Retries(attempts=gw.retries),
+            use_case=t.use_case,
+            context_fallback=gw.context_fallback,
+            degrade_to=gw.degrade_to,
+            hedge_after_s=gw.hedge_after_s,
+            cache=gw.cache,
+        )
         if gw.price is not None:
-            prices[name] = gw.price.model_dump()
+            prices[t.use_case] = _written_out(gw.price)
         if gw.budget is not None:
-            prev = (teams.get(team) or {}).get("budget")
-            budget = gw.budget.model_dump()
-            if prev:
-                if prev["period"] != budget["period"]:
-                    raise ConfigError(
-                        f"use case {name!r}: team {team!r} budgets disagree on the period "
-                        f"({prev['period']!r} vs {budget['period']!r})"
-                    )
-                budget["usd"] += prev["usd"]
-                budget["soft_fraction"] = min(prev["soft_fraction"], budget["soft_fraction"])
-            teams[team] = {"budget": budget}
-    cfg.update(backends=backends, routes=routes)
-    if prices:
-        cfg["prices"] = prices
-    if teams:
-        cfg["teams"] = teams
-    parse_config(cfg, "routes generated from use cases")
-    return cfg
+            team = teams.get(t.team)
+            teams[t.team] = Team(budget=_team_budget(t, team.budget if team else None))
+    sections = {"prices": prices, "teams": teams}
+    try:
+        return RoutesConfig(
+            backends=backends, routes=routes, **{k: v for k, v in sections.items() if v}
+        )
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, RoutesConfig), SOURCE) from None
+
+
+def _team_budget(t: RouteTarget, prev: Budget | None) -> Budget:
+    """A team's budget is the sum of its use cases' budgets (one period; the lowest soft line)."""
+    budget = t.gateway.budget
+    assert budget is not None
+    if prev is None:
+        return _written_out(budget)
+    if prev.period != budget.period:
+        raise ConfigError(
+            [
+                f"use case {t.use_case!r}: team {t.team!r} budgets disagree on the period "
+                f"({prev.period!r} vs {budget.period!r})"
+            ],
+            SOURCE,
+        )
+    return Budget(
+        usd=prev.usd + budget.usd,
+        period=budget.period,
+        soft_fraction=min(prev.soft_fraction, budget.soft_fraction),
+    )
+
+
+def _written_out(model: _M) -> _M:
+    """The same values with every field marked as set, so the routes file states each one (the
+    file is dumped with only the fields set: what a use case leaves out stays out)."""
+    return type(model).model_validate(model.model_dump())

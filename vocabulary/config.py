@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from vocabulary.cache import CacheSection
 from vocabulary.catalog import load_catalog
 from vocabulary.errors import ConfigError, format_validation_error
 from vocabulary.labels import dns_label
@@ -304,27 +305,19 @@ class GatewayConfig(Model):
     redis: Literal["in-cluster", "elasticache", "none"] = "in-cluster"
     ingress_host: str | None = None
     tls_secret: str | None = None
-    # the gateway's response cache: the routes file's top-level `cache:` section, verbatim
-    # (snake_case keys, docs/semantic-cache.md); unset = no cache. Use cases set per-route policy.
-    cache: dict[str, Any] | None = None
+    # the gateway's response cache: the routes file's top-level `cache:` section (snake_case keys,
+    # vocabulary/cache.py, docs/semantic-cache.md); unset = no cache. Use cases set per-route policy.
+    cache: CacheSection | None = None
 
     @field_validator("cache")
     @classmethod
-    def _cache_section(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is not None:
-            # imported here: the config schema stays importable without the gateway's packages
-            # (the serving images and the LLM test venv load it without orjson)
-            from gateway.cache.policy import cache_section_error
-
-            problem = cache_section_error(v, "cache")
-            if problem:
-                raise ValueError(problem)
-            log = (v.get("recheck") or {}).get("pairs_log")
-            if log is not None and not (isinstance(log, str) and log.startswith("/")):
-                raise ValueError(
-                    f"cache.recheck.pairs_log: must be an absolute path in the gateway pod "
-                    f"(got {log!r}); a volume is mounted at its folder"
-                )
+    def _pairs_log_in_the_pod(cls, v: CacheSection | None) -> CacheSection | None:
+        log = v.recheck.pairs_log if v is not None and v.recheck is not None else None
+        if log is not None and not log.startswith("/"):
+            raise ValueError(
+                f"cache.recheck.pairs_log: must be an absolute path in the gateway pod "
+                f"(got {log!r}); a volume is mounted at its folder"
+            )
         return v
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ engineer reads the same shape of message whichever file is wrong.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -25,18 +25,28 @@ class ConfigError(ValueError):
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
     """Walk `loc` through the model tree to list the keys allowed where an unknown one was."""
     current: Any = model
+    key_next = False  # the part after a `dict[str, Model]` field is a key the user chose
     for part in loc[:-1]:
-        if isinstance(part, int):
+        if isinstance(part, int) or key_next:
+            key_next = False
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
         field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
         if field is None:
             return None
+        key_next = _is_mapping(field.annotation)
         current = _unwrap_model(field.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return sorted(f.alias or n for n, f in current.model_fields.items())
     return None
+
+
+def _is_mapping(annotation: Any) -> bool:
+    """Whether `annotation` is `dict[...]` (or `dict[...] | None`)."""
+    if get_origin(annotation) is dict:
+        return True
+    return any(get_origin(a) is dict for a in getattr(annotation, "__args__", ()))
 
 
 def _unwrap_model(annotation: Any) -> Any:
@@ -60,14 +70,26 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out or "(root)"
 
 
-def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> list[str]:
-    """One line per problem: `path: bad value: what is wrong and what is allowed`."""
+def format_validation_error(
+    exc: ValidationError, model: type[BaseModel], prefix: str = ""
+) -> list[str]:
+    """One line per problem: `path: bad value: what is wrong and what is allowed`.
+
+    `prefix` is where the model sits in the user's file (`cache`, `routes.chat.cache`). A rule on
+    the whole model (a model validator at the root) names its own paths: each line of its message
+    is one problem, as it stands.
+    """
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         path = _format_loc(loc)
+        if prefix:
+            path = prefix if not loc else f"{prefix}{'' if path.startswith('[') else '.'}{path}"
         msg = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
+        if not loc and not prefix and err["type"] == "value_error":
+            lines.extend(msg.splitlines())
+            continue
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc)
             msg = f"unknown key {loc[-1]!r}" + (

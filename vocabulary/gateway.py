@@ -8,9 +8,11 @@ One definition each (floor 1, pydantic only): the use-case file, the routes file
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from vocabulary.cache import CachePolicy
 
 Endpoint = Literal["chat.completions", "completions", "embeddings"]
 ENDPOINTS: tuple[Endpoint, ...] = ("chat.completions", "completions", "embeddings")
@@ -53,5 +55,5 @@ class UseCaseGateway(_Strict):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     budget: Budget | None = None
     price: Price | None = None
-    cache: dict[str, Any] | None = None
+    cache: CachePolicy | None = Field(None, description="this route's cache policy keys")
     context_window: int | None = Field(None, ge=1)

@@ -14,37 +14,32 @@ import random
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from embedding.minilm import DIMENSION, TokenEmbeddings
-from gateway.cache.api import CacheHit, CacheRequest
+from gateway.cache.api import CacheHit, CacheRequest, Upstream
 from gateway.cache.decision import neighbourhood_pick
 from gateway.cache.embedder import BatchingEmbedder, shared_embedder
 from gateway.cache.metrics import CacheMetrics
 from gateway.cache.pairs_log import PairsLog
 from gateway.cache.policy import (
-    DEFAULT_MAX_BYTES,
-    PAIRS_LOG_MAX_MB,
-    POLICY_KEYS,
-    REPLICA_KEYS,
     Keys,
     Policy,
-    cache_section_error,
     derive_keys,
     request_exclusion,
     response_exclusion,
 )
+from gateway.cache.sizing import DEFAULT_MAX_BYTES, PAIRS_LOG_MAX_MB
 from gateway.cache.store import STORED, Entry, LocalStore, RedisShare
 from gateway.cache.verifier import Probe, Verifier
+from vocabulary.cache import CachePolicy, CacheSection, parse_cache_section
 
 log = logging.getLogger("tandem.gateway.cache")
-
-Upstream = Callable[[CacheRequest], Awaitable[dict[str, Any] | None]]
-
 
 # embeddings of missed requests kept for their store(): at most this many, and this many bytes
 RECENT_MAX = 1024
@@ -85,35 +80,32 @@ class Settings:
     recheck: RecheckSettings = field(default_factory=RecheckSettings)
 
     @classmethod
-    def from_config(cls, config: dict[str, Any] | None) -> Settings:
-        config = dict(config or {})
-        problem = cache_section_error(config)
-        if problem:
-            raise ValueError(problem)
-        recheck = config.pop("recheck", None) or {}
-        policy = Policy.from_mapping({k: v for k, v in config.items() if k in POLICY_KEYS}, "cache")
-        settings = cls(
-            policy=policy,
-            recheck=RecheckSettings(**recheck),
-            **{k: v for k, v in config.items() if k in REPLICA_KEYS},
-        )
-        if not 0 <= settings.recheck.fraction <= 1:
-            raise ValueError(
-                f"cache.recheck.fraction: must be in [0, 1] (got {settings.recheck.fraction!r})"
-            )
-        log = settings.recheck.pairs_log
-        if log is not None and (not isinstance(log, str) or not log):
-            raise ValueError(f"cache.recheck.pairs_log: must be a file path (got {log!r})")
-        return settings
+    def from_section(cls, section: CacheSection | None) -> Settings:
+        """The settings a validated `cache:` section asks for; unset keys keep these defaults."""
+        if section is None:
+            return cls()
+        replica = {k: v for k, v in _set_keys(section).items() if k in _REPLICA_KEYS}
+        recheck = RecheckSettings(**_set_keys(section.recheck)) if section.recheck else None
+        return cls(policy=Policy().merged(section), recheck=recheck or RecheckSettings(), **replica)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | None) -> Settings:
+        """`from_section` for a raw `cache:` mapping (ConfigError naming a bad key's path)."""
+        return cls.from_section(parse_cache_section(config or {}))
+
+
+_REPLICA_KEYS = frozenset(CacheSection.model_fields) - {*CachePolicy.model_fields, "recheck"}
+
+
+def _set_keys(block: BaseModel) -> dict[str, Any]:
+    """The keys a section block sets, without the nulls (which ask for the default)."""
+    return {k: getattr(block, k) for k in block.model_fields_set if getattr(block, k) is not None}
 
 
 class SemanticCache:
-    """Implements `gateway.cache.api.ResponseCache`.
-
-    Extensions beyond the protocol, all optional for the gateway: `registry` (Prometheus metrics to
-    expose), `upstream` (an async callable that answers a CacheRequest from the backend, needed for
-    the sampled re-check), `start()` (connect Redis and warm; otherwise done on first use).
-    """
+    """Implements `gateway.cache.api.ResponseCache`: `registry` (its Prometheus metrics),
+    `attach_upstream` (how the sampled re-check asks the backends), `start()` (connect Redis and
+    warm; otherwise done on first use), `lookup`, `store`, `close`."""
 
     def __init__(
         self, settings: Settings, *, embedder: Any = None, verifier: Verifier | None = None
@@ -130,7 +122,7 @@ class SemanticCache:
             settings.exact_search_max,
         )
         self.replica = uuid.uuid4().hex[:12]
-        self.upstream: Upstream | None = None
+        self._upstream: Upstream | None = None
         self._embedder_model = embedder
         self._embedder: BatchingEmbedder | None = None
         self.verifier = verifier
@@ -145,11 +137,15 @@ class SemanticCache:
             PairsLog(r.pairs_log, int(r.pairs_log_max_mb * 2**20)) if r.pairs_log else None
         )
         self._tasks: set[asyncio.Task] = set()
-        self._route_policies: dict[int, tuple[dict, Policy]] = {}
+        self._route_policies: dict[int, tuple[CachePolicy, Policy]] = {}
         if settings.policy.mode == "semantic" or settings.recheck.fraction > 0:
             self._load_models()
 
     # -- lifecycle --------------------------------------------------------------------------------
+
+    def attach_upstream(self, upstream: Upstream) -> None:
+        """How a re-check gets a fresh answer: the gateway's backend chain, not billed to anyone."""
+        self._upstream = upstream
 
     def _load_models(self) -> None:
         if self.verifier is None:
@@ -197,11 +193,11 @@ class SemanticCache:
 
     def policy_for(self, request: CacheRequest) -> Policy:
         route = request.route_policy
-        if not route:
+        if route is None:
             return self.settings.policy
         cached = self._route_policies.get(id(route))
         if cached is None or cached[0] is not route:
-            cached = (route, self.settings.policy.merged(route, f"routes.{request.model}.cache"))
+            cached = (route, self.settings.policy.merged(route))
             self._route_policies[id(route)] = cached
         return cached[1]
 
@@ -232,7 +228,7 @@ class SemanticCache:
         self.metrics.latency.labels("semantic").observe(time.perf_counter() - t0)
         if (
             hit is not None
-            and self.upstream is not None
+            and self._upstream is not None
             and random.random() < self.settings.recheck.fraction
         ):
             self._spawn(self._recheck(request, keys, hit))
@@ -348,7 +344,7 @@ class SemanticCache:
         """Ask upstream too and compare answers; a disagreement counts as a wrong hit."""
         who = (request.tenant, request.model)
         try:
-            fresh = await self.upstream(request) if self.upstream else None
+            fresh = await self._upstream(request) if self._upstream else None
             if fresh is None or response_exclusion(request.endpoint, fresh):
                 self.metrics.rechecks.labels(*who, "error").inc()
                 return

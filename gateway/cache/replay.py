@@ -21,6 +21,7 @@ from typing import Any
 
 from gateway.cache.api import CacheRequest
 from gateway.cache.core import SemanticCache, Settings
+from vocabulary.cache import CachePolicy, parse_cache_policy
 
 
 @dataclass
@@ -106,7 +107,7 @@ async def replay(
                     model=str(row.get("model") or row["body"].get("model", "")),
                     endpoint=str(row.get("endpoint", "chat.completions")),
                     body=row["body"],
-                    route_policy=row.get("route_policy") or {},
+                    route_policy=_route_policy(row.get("route_policy")),
                 )
                 dollars = cost(row, price_in, price_out)
                 out.requests += 1
@@ -133,3 +134,8 @@ def run(
     log: Path, config: dict[str, Any], thresholds: list[float], price_in: float, price_out: float
 ) -> list[dict]:
     return asyncio.run(replay(read_log(log), config, thresholds, price_in, price_out))
+
+
+def _route_policy(block: dict[str, Any] | None) -> CachePolicy | None:
+    """A logged request's route `cache:` block, typed (ConfigError naming a bad key)."""
+    return parse_cache_policy(block, "route_policy") if block else None

@@ -25,7 +25,7 @@ import orjson
 from embedding.minilm import TokenEmbeddings
 from gateway.cache.index import ScopeIndex
 from gateway.cache.metrics import CacheMetrics
-from gateway.cache.policy import DEFAULT_MAX_BYTES
+from gateway.cache.sizing import DEFAULT_MAX_BYTES
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -25,7 +25,8 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
 
     from gateway.app import StartupError, serve
-    from gateway.config import ConfigError, load_config
+    from gateway.config import load_config
+    from vocabulary.errors import ConfigError
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"

@@ -15,7 +15,7 @@ import orjson
 import pytest
 import yaml
 
-from gateway.app import replay_as_sse
+from gateway.sse import replay_as_sse
 from tests.support.gateway_harness import RunningGateway
 from tests.support.redis_server import redis_server
 from tests.support.upstream import ServerThread, Upstream

@@ -163,9 +163,10 @@ async def test_recheck_exports_the_wrong_hit_rate_and_alerts(oracle: str, tmp_pa
             },
         }
     )
-    cache.upstream = http_upstream(oracle)
+    upstream = http_upstream(oracle)
+    cache.attach_upstream(upstream)
     try:
-        await cache.store(chat(Q), await cache.upstream(chat(Q)))
+        await cache.store(chat(Q), await upstream(chat(Q)))
         assert (await cache.lookup(chat(PARA))).layer == "semantic"  # right: same topic
         await cache.drain()
         assert cache.metrics.value("tandem_cache_rechecks_total", result="agree") == 1
@@ -206,9 +207,10 @@ async def test_an_unwritable_pairs_log_never_breaks_the_recheck(oracle: str, tmp
             "recheck": {"fraction": 1.0, "pairs_log": str(blocker / "pairs.jsonl")},
         }
     )
-    cache.upstream = http_upstream(oracle)
+    upstream = http_upstream(oracle)
+    cache.attach_upstream(upstream)
     try:
-        await cache.store(chat(Q), await cache.upstream(chat(Q)))
+        await cache.store(chat(Q), await upstream(chat(Q)))
         for _ in range(2):
             assert (await cache.lookup(chat(PARA))).layer == "semantic"
             await cache.drain()

@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 import gateway.cache
-from gateway.app import StartupError, replay_as_sse
+from gateway.app import StartupError
+from gateway.sse import replay_as_sse
 from tests.support.gateway_harness import RunningGateway, chat
 from tests.support.upstream import ServerThread, Upstream, stream_events
 
@@ -79,11 +80,23 @@ def test_a_stream_broken_mid_way_ends_with_an_error_event(up, upstream) -> None:
 
 
 class FakeCache:
-    def __init__(self, config: dict) -> None:
+    """The whole ResponseCache protocol (gateway/cache/api.py), answering from a dict."""
+
+    registry = None
+
+    def __init__(self, config) -> None:
         self.config = config
         self.entries: dict[str, dict] = {}
         self.requests: list = []
+        self.upstream = None
+        self.started = False
         self.closed = False
+
+    def attach_upstream(self, upstream) -> None:
+        self.upstream = upstream
+
+    async def start(self) -> None:
+        self.started = True
 
     async def lookup(self, request):
         from gateway.cache.api import CacheHit
@@ -111,7 +124,8 @@ def test_cache_hook_lookup_store_and_streamed_replay(up, upstream, monkeypatch) 
     config["routes"]["chat"]["cache"] = {"mode": "exact"}
     with RunningGateway(config) as gw:
         cache = built[0]
-        assert cache.config == {"mode": "semantic", "ttl_s": 60}
+        assert cache.config.model_dump(exclude_unset=True) == {"mode": "semantic", "ttl_s": 60}
+        assert cache.started and cache.upstream == gw.gateway._recheck_answer
         first = httpx.post(gw.url + "/v1/chat/completions", json=chat("chat", "q1")).json()
         import time
 
@@ -120,12 +134,8 @@ def test_cache_hook_lookup_store_and_streamed_replay(up, upstream, monkeypatch) 
         assert second.headers["X-Tandem-Cache"] == "hit" and second.json() == first
         assert upstream.requests == 1
         req = cache.requests[0]
-        assert (req.tenant, req.model, req.endpoint, req.route_policy) == (
-            "anonymous",
-            "chat",
-            "chat.completions",
-            {"mode": "exact"},
-        )
+        assert (req.tenant, req.model, req.endpoint) == ("anonymous", "chat", "chat.completions")
+        assert req.route_policy.model_dump(exclude_unset=True) == {"mode": "exact"}
         data = stream(gw.url, chat("chat", "q1", stream=True))
         assert upstream.requests == 1
         assert data == replay_as_sse(first, "chat.completions", False)

@@ -13,7 +13,7 @@ import redis
 
 from components.redis import REDIS_LIMIT_MIB, REDIS_MAXMEMORY_MIB, in_cluster_redis
 from gateway.config import ApiKey, Budget, CompiledKey
-from gateway.tenancy import RedisUsage
+from gateway.stages.admit import RedisUsage
 from tandem.engine import run_under_mocks
 from tests.support.redis_server import redis_server
 

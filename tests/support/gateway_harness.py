@@ -7,14 +7,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gateway.app import Gateway
+from gateway.app import GatewayService
 from gateway.config import parse_config
 from tests.support.upstream import ServerThread, Upstream
 
 
 class RunningGateway:
     def __init__(self, config: dict, config_path: Path | None = None, **kwargs: Any) -> None:
-        self.gateway = Gateway(parse_config(config), config_path, **kwargs)
+        self.gateway = GatewayService(parse_config(config), config_path, **kwargs)
         self.server = ServerThread(self.gateway.app)
 
     @property

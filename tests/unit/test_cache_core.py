@@ -12,6 +12,8 @@ import pytest
 from gateway.cache import build_cache
 from gateway.cache.core import SemanticCache
 from tests.support.cache_requests import answer, chat
+from vocabulary.cache import CachePolicy
+from vocabulary.errors import ConfigError
 
 
 @pytest.fixture
@@ -72,16 +74,16 @@ async def test_route_policy_exact_only_and_off() -> None:
     cache = build_cache({"mode": "semantic"})
     try:
         exact_only = chat(Q)
-        exact_only.route_policy = {"mode": "exact"}
+        exact_only.route_policy = CachePolicy(mode="exact")
         await cache.store(exact_only, answer("A"))
         para = chat(PARAPHRASE)
-        para.route_policy = {"mode": "exact"}
+        para.route_policy = CachePolicy(mode="exact")
         assert await cache.lookup(para) is None
         same = chat(Q)
-        same.route_policy = {"mode": "exact"}
+        same.route_policy = CachePolicy(mode="exact")
         assert (await cache.lookup(same)).layer == "exact"
         off = chat(Q)
-        off.route_policy = {"enabled": False}
+        off.route_policy = CachePolicy(enabled=False)
         assert await cache.lookup(off) is None
     finally:
         await cache.close()
@@ -186,7 +188,9 @@ async def test_concurrent_lookups_share_forward_passes(cache: SemanticCache) -> 
 
 
 def test_unknown_config_keys_fail_loudly() -> None:
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(
+        ConfigError, match=r"cache\.treshold: unknown key 'treshold'; allowed keys: "
+    ):
         build_cache({"mode": "semantic", "treshold": 0.9})
 
 

@@ -6,6 +6,14 @@ import pytest
 
 from gateway.cache.policy import Policy, derive_keys, request_exclusion, response_exclusion
 from tests.support.cache_requests import answer, chat
+from vocabulary.cache import (
+    CachePolicy,
+    CacheRecheck,
+    CacheSection,
+    parse_cache_policy,
+    parse_cache_section,
+)
+from vocabulary.errors import ConfigError
 
 
 def test_only_the_last_user_turn_is_compared_the_rest_is_scope() -> None:
@@ -53,10 +61,12 @@ def test_sampled_requests_are_not_cached_unless_the_route_opts_in() -> None:
     assert request_exclusion(unset, policy) == "sampled"
     assert request_exclusion(chat("q", temperature=0.2), policy) is None
     assert (
-        request_exclusion(chat("q", temperature=0.9), policy.merged({"allow_sampled": True}))
+        request_exclusion(
+            chat("q", temperature=0.9), policy.merged(CachePolicy(allow_sampled=True))
+        )
         is None
     )
-    assert request_exclusion(chat("q"), policy.merged({"enabled": False})) == "disabled"
+    assert request_exclusion(chat("q"), policy.merged(CachePolicy(enabled=False))) == "disabled"
 
 
 @pytest.mark.parametrize(
@@ -89,22 +99,45 @@ def test_unfit_answers_are_not_stored(response: dict, reason: str | None) -> Non
 
 
 def test_bad_policy_values_name_the_field() -> None:
-    with pytest.raises(ValueError, match=r"routes.x.cache.mode"):
-        Policy().merged({"mode": "fuzzy"}, "routes.x.cache")
-    with pytest.raises(ValueError, match=r"threshold"):
-        Policy().merged({"threshold": 1.5})
+    """Values are checked where the section is parsed (vocabulary/cache.py), with the key's path
+    and what is allowed; the cache then only merges valid blocks."""
+    with pytest.raises(ConfigError) as err:
+        parse_cache_policy({"mode": "fuzzy"}, "routes.x.cache")
+    assert err.value.errors == [
+        "routes.x.cache.mode: \"fuzzy\": Input should be 'off', 'exact' or 'semantic'"
+    ]
+    with pytest.raises(ConfigError, match=r"cache\.threshold: 1\.5: Input should be less than"):
+        parse_cache_section({"threshold": 1.5})
+    with pytest.raises(ConfigError, match=r"cache\.ttl_s: \"1h\": Input should be a valid number"):
+        parse_cache_section({"ttl_s": "1h"})
 
 
 def test_ambiguity_ratio_is_validated() -> None:
-    assert Policy().merged({"decision": "neighbourhood"}).decision == "neighbourhood"
-    with pytest.raises(ValueError, match=r"cache\.ambiguity_ratio: must be in \(0, 1\]"):
-        Policy().merged({"ambiguity_ratio": 1.5})
+    assert Policy().merged(CachePolicy(decision="neighbourhood")).decision == "neighbourhood"
+    with pytest.raises(ConfigError, match=r"cache\.ambiguity_ratio: 1\.5: Input should be less"):
+        parse_cache_section({"ambiguity_ratio": 1.5})
 
 
-def test_config_checks_know_every_settings_key() -> None:
-    """The light-weight config check (policy.py, no numpy) lists the keys Settings accepts."""
+def test_a_route_block_overrides_only_what_it_sets() -> None:
+    section = Policy().merged(CachePolicy(mode="exact", ttl_s=60, min_probability=0.9))
+    route = section.merged(CachePolicy(ttl_s=600, min_probability=None))
+    assert (route.mode, route.ttl_s, route.min_probability) == ("exact", 600, None)
+    assert section.merged(CachePolicy(enabled=False, mode="semantic")).mode == "off"
+    assert section.merged(CachePolicy()) is section
+
+
+def test_settings_read_every_section_key() -> None:
+    """The section model (vocabulary/cache.py) and the cache's settings name the same keys: a
+    key accepted in a file but dropped by the cache would be dead config."""
     from gateway.cache.core import RecheckSettings, Settings
-    from gateway.cache.policy import RECHECK_KEYS, REPLICA_KEYS
 
-    assert set(Settings.__dataclass_fields__) - {"policy", "recheck"} == REPLICA_KEYS
-    assert set(RecheckSettings.__dataclass_fields__) == RECHECK_KEYS
+    policy = set(CachePolicy.model_fields) - {"enabled"}
+    assert set(Policy.__dataclass_fields__) == policy
+    replica = set(CacheSection.model_fields) - set(CachePolicy.model_fields)
+    assert set(Settings.__dataclass_fields__) - {"policy"} == replica
+    assert set(RecheckSettings.__dataclass_fields__) == set(CacheRecheck.model_fields)
+    settings = Settings.from_config(
+        {"mode": "exact", "max_entries": 7, "redis_url": None, "recheck": {"window": 9}}
+    )
+    assert (settings.policy.mode, settings.max_entries, settings.redis_url) == ("exact", 7, None)
+    assert settings.recheck.window == 9 and settings.recheck.min_samples == 20

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 
 import pulumi
 import pytest
 import yaml
 
 from components.gateway import ElastiCacheArgs, Gateway, GatewayArgs, GatewayKey
-from gateway.config import ConfigError, parse_config
-from gateway.spec import UseCaseGateway, routes_from_use_cases
+from gateway.config import parse_config
+from gateway.spec import RouteTarget, UseCaseGateway, routes_from_use_cases
 from tandem import manifests
 from tandem.engine import run_under_mocks
 from vocabulary import labels
 from vocabulary.config import GatewayConfig
+from vocabulary.errors import ConfigError
 
 RAW_KEY = "sk-live-customer-care-0123456789"
+GOLDEN = Path(__file__).parent / "golden" / "gateway_routes.yaml"
 ENTRIES = [
-    (
+    RouteTarget(
         "support-chatbot",
         "customer-care",
         UseCaseGateway(
@@ -31,7 +35,7 @@ ENTRIES = [
         "http://support-chatbot-serve.tandem-serving:8000/v1",
         "support-chat-8b",
     ),
-    (
+    RouteTarget(
         "support-lite",
         "customer-care",
         UseCaseGateway(alias="support-chat-lite", price={"output_per_mtok": 0.1}),
@@ -114,6 +118,15 @@ def test_routes_config_map_loads_and_keys_are_hashed(res) -> None:
     assert yaml.safe_load(text)[0]["sha256"] == hashlib.sha256(RAW_KEY.encode()).hexdigest()
 
 
+def test_the_routes_file_is_written_as_it_always_was(res) -> None:
+    """The ConfigMap is dumped once from the typed routes (only what was set, in field order):
+    a change here rewrites every stack's routes file on the next deploy, so it is reviewed."""
+    text = res.one("kubernetes:core/v1:ConfigMap", "gateway-routes").inputs["data"]["routes.yaml"]
+    if os.environ.get("TANDEM_UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), "routes file changed: review, then TANDEM_UPDATE_GOLDEN=1"
+
+
 def test_autoscaling_disruption_monitoring_network_and_ingress(res) -> None:
     hpa = res.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", "gateway").inputs
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
@@ -147,12 +160,19 @@ def test_elasticache_mode_creates_an_encrypted_replication_group() -> None:
 
 
 def test_generated_routes_refuse_a_dangling_fallback() -> None:
-    bad = [("a", "t", UseCaseGateway(fallbacks=["nope"]), "http://a:8000/v1")]
-    with pytest.raises(ConfigError, match=r"routes\.a\.fallbacks\.0: unknown route 'nope'"):
+    bad = [RouteTarget("a", "t", UseCaseGateway(fallbacks=["nope"]), "http://a:8000/v1")]
+    with pytest.raises(ConfigError) as err:
         routes_from_use_cases(bad)
-    budget_no_price = [("a", "t", UseCaseGateway(budget={"usd": 5}), "http://a:8000/v1")]
+    assert err.value.errors == ["routes.a.fallbacks[0]: unknown route 'nope'; allowed: ['a']"]
+    budget_no_price = [RouteTarget("a", "t", UseCaseGateway(budget={"usd": 5}), "http://a:8000/v1")]
     with pytest.raises(ConfigError, match="no price"):
         routes_from_use_cases(budget_no_price)
+    twice = [
+        RouteTarget("a", "t", UseCaseGateway(alias="chat"), "http://a:8000/v1"),
+        RouteTarget("b", "t", UseCaseGateway(alias="chat"), "http://b:8000/v1"),
+    ]
+    with pytest.raises(ConfigError, match="gateway.alias 'chat' is already used by use case 'a'"):
+        routes_from_use_cases(twice)
 
 
 def test_cache_section_reaches_the_routes_file_and_shares_the_gateway_redis() -> None:
@@ -204,5 +224,33 @@ def test_recheck_pairs_log_gets_a_writable_volume() -> None:
     assert all(v["name"] != "cache-labels" for v in spec["volumes"])
     with pytest.raises(ValueError, match=r"cache.recheck.pairs_log: must be an absolute path"):
         GatewayConfig(cache={"recheck": {"pairs_log": "labels.jsonl"}})
-    with pytest.raises(ValueError, match=r"cache.recheck.pairs_log_max_mb: must be a number"):
+    with pytest.raises(
+        ValueError, match=r"cache\.recheck\.pairs_log_max_mb\s+Input should be a valid number"
+    ):
         GatewayConfig(cache={"recheck": {"pairs_log": "/d/p.jsonl", "pairs_log_max_mb": "1G"}})
+
+
+def test_a_use_cases_route_cache_is_checked_with_the_use_case() -> None:
+    """The use case's `gateway.cache` is the same typed policy the routes file reads: a typo fails
+    when the use case loads, naming its path, not when the gateway first reads the ConfigMap."""
+    from pydantic import ValidationError
+
+    from vocabulary.errors import format_validation_error
+    from vocabulary.usecase import UseCaseSpec
+
+    spec = {
+        "name": "uc",
+        "team": "t",
+        "pool": "p",
+        "deployments": [{"name": "m", "kind": "llm", "model": "m", "source": "hf://m"}],
+        "gateway": {"cache": {"mode": "exact", "ttl": 60}},
+    }
+    with pytest.raises(ValidationError) as err:
+        UseCaseSpec.model_validate(spec)
+    (line,) = format_validation_error(err.value, UseCaseSpec)
+    assert line.startswith("gateway.cache.ttl: unknown key 'ttl'; allowed keys: allow_sampled,")
+    spec["gateway"] = {"cache": {"mode": "exact", "ttl_s": 60}}
+    routes = routes_from_use_cases(
+        [RouteTarget("uc", "t", UseCaseSpec.model_validate(spec).gateway, "http://uc/v1")]
+    )
+    assert "    cache:\n      mode: exact\n      ttl_s: 60.0\n" in routes.to_yaml()

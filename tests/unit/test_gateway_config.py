@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from gateway.config import (
-    BreakerPolicy,
-    ConfigError,
-    compile_config,
-    hash_key,
-    load_config,
-    parse_config,
-)
+from gateway.config import BreakerPolicy, compile_config, hash_key, load_config, parse_config
+from vocabulary.errors import ConfigError
 
 KEY = hash_key("sk-test")
 
@@ -40,8 +34,23 @@ def test_unknown_backend_names_path_and_allowed_values() -> None:
     cfg["routes"]["chat"]["backends"][1]["backend"] = "nope"
     with pytest.raises(ConfigError) as err:
         parse_config(cfg, "routes.yaml")
-    msg = str(err.value)
-    assert "routes.chat.backends.1.backend" in msg and "['big', 'small']" in msg
+    assert err.value.errors == [
+        "routes.chat.backends[1].backend: unknown backend 'nope'; allowed: ['big', 'small']"
+    ]
+    assert str(err.value).startswith("invalid routes.yaml:\n  - routes.chat.backends[1]")
+
+
+def test_one_line_per_problem_across_schema_and_references() -> None:
+    """The routes file raises the one ConfigError of the vocabulary, one line per problem."""
+    cfg = base(prices={"nope": {}})
+    cfg["routes"]["chat"]["fallbacks"] = ["gone", "chat"]
+    with pytest.raises(ConfigError) as err:
+        parse_config(cfg)
+    assert err.value.errors == [
+        "routes.chat.fallbacks[0]: unknown route 'gone'; allowed: ['chat', 'long']",
+        "routes.chat.fallbacks[1]: a route cannot fall back to itself",
+        "prices.nope: unknown backend; allowed: ['big', 'small']",
+    ]
 
 
 def test_enum_error_lists_allowed_values() -> None:
@@ -61,13 +70,17 @@ def test_bad_key_hash_and_unknown_model() -> None:
     cfg = base(keys=[{"id": "k", "team": "a", "sha256": "abc", "models": ["gpt-9"]}])
     with pytest.raises(ConfigError) as err:
         parse_config(cfg)
-    assert "keys.0.sha256" in str(err.value)
+    assert 'keys[0].sha256: "abc": must be 64 hex characters' in str(err.value)
+    assert "keys[0].models: unknown route 'gpt-9'" not in str(err.value)  # the schema failed first
 
 
 def test_typo_in_field_is_refused() -> None:
     cfg = base()
     cfg["routes"]["chat"]["deadline"] = 3
-    with pytest.raises(ConfigError, match=r"routes\.chat\.deadline: Extra inputs"):
+    with pytest.raises(
+        ConfigError,
+        match=r"routes\.chat\.deadline: unknown key 'deadline'; allowed keys: .*deadline_s",
+    ):
         parse_config(cfg)
 
 
@@ -149,23 +162,59 @@ def test_slow_first_token_counts_as_failure_and_429_cools() -> None:
 def test_route_cache_policy_is_checked_when_the_file_loads() -> None:
     """A typo in a route's `cache:` fails at start-up with its path, not on the route's first
     request, and replica-level keys are refused where they would be ignored."""
+    policy_keys = (
+        "allow_sampled, ambiguity_ratio, candidates, decision, enabled, max_temperature, "
+        "min_probability, min_similarity, mode, threshold, ttl_s"
+    )
     cfg = base()
     cfg["routes"]["chat"]["cache"] = {"decision": "neighbourhod"}
     with pytest.raises(ConfigError) as err:
         parse_config(cfg)
-    assert "routes.chat.cache.decision" in str(err.value) and "'neighbourhood'" in str(err.value)
+    assert err.value.errors == [
+        'routes.chat.cache.decision: "neighbourhod": '
+        "Input should be 'verifier', 'neighbourhood' or 'threshold'"
+    ]
     cfg["routes"]["chat"]["cache"] = {"treshold": 0.9, "max_entries": 10}
     with pytest.raises(ConfigError) as err:
         parse_config(cfg)
-    assert "routes.chat.cache: unknown keys ['max_entries', 'treshold']" in str(err.value)
+    assert err.value.errors == [
+        f"routes.chat.cache.treshold: unknown key 'treshold'; allowed keys: {policy_keys}",
+        f"routes.chat.cache.max_entries: unknown key 'max_entries'; allowed keys: {policy_keys}",
+    ]
     cfg["routes"]["chat"]["cache"] = {"decision": "neighbourhood", "ambiguity_ratio": 0.7}
-    assert parse_config(cfg).routes["chat"].cache == {
+    assert parse_config(cfg).routes["chat"].cache.model_dump(exclude_unset=True) == {
         "decision": "neighbourhood",
         "ambiguity_ratio": 0.7,
     }
 
 
 def test_top_level_cache_section_is_checked_too() -> None:
-    with pytest.raises(ConfigError, match=r"cache: unknown keys \['max_entrys'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"cache\.max_entrys: unknown key 'max_entrys'; allowed keys: .*, max_entries, ",
+    ):
         parse_config(base(cache={"mode": "semantic", "max_entrys": 10}))
+    with pytest.raises(ConfigError, match=r"cache\.recheck\.fraction: 2: Input should be less"):
+        parse_config(base(cache={"recheck": {"fraction": 2}}))
     assert parse_config(base(cache={"mode": "exact", "recheck": {"fraction": 0.1}})).cache
+
+
+def test_generated_files_may_leave_nulls_out() -> None:
+    """RoutesConfig.to_yaml drops null values: that is only right while every field that may be
+    null has null as its default."""
+    from pydantic import BaseModel
+
+    from gateway.config import RoutesConfig
+
+    def check(model: type[BaseModel]) -> None:
+        for name, f in model.model_fields.items():
+            if type(None) in getattr(f.annotation, "__args__", ()):
+                assert f.default is None, (
+                    f"{model.__name__}.{name} may be null but defaults to {f.default!r}"
+                )
+            for inner in getattr(f.annotation, "__args__", (f.annotation,)):
+                for arg in (*getattr(inner, "__args__", ()), inner):
+                    if isinstance(arg, type) and issubclass(arg, BaseModel):
+                        check(arg)
+
+    check(RoutesConfig)

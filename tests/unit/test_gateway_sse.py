@@ -1,11 +1,13 @@
-"""A streamed answer rebuilt into the complete response the cache stores (gateway.app.assemble_stream)."""
+"""The SSE module: a streamed answer rebuilt into the complete response the cache stores
+(`assemble_stream`), a cached one replayed as a stream, and the usage event read or dropped."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from gateway.app import assemble_stream, replay_as_sse
+from gateway.sse import KeepTail, StripUsage, assemble_stream, replay_as_sse
+from tests.support.upstream import stream_events
 
 CHAT = {
     "id": "chatcmpl-1",
@@ -63,3 +65,36 @@ def test_chunked_deltas_join_in_order_across_split_reads() -> None:
 def test_incomplete_failed_or_tool_streams_are_not_rebuilt(mutate) -> None:
     data = mutate(replay_as_sse(CHAT, "chat.completions", include_usage=False))
     assert assemble_stream(data, "chat.completions") is None
+
+
+USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+
+
+def relay(tap: StripUsage | KeepTail, data: bytes, size: int) -> bytes:
+    """What the relay sends on when the stream arrives in reads of `size` bytes."""
+    out = b"".join(tap.feed(data[i : i + size]) for i in range(0, len(data), size))
+    return out + tap.rest()
+
+
+@pytest.mark.parametrize("size", [7, 64, 100_000])
+def test_the_usage_event_the_gateway_asked_for_is_read_and_dropped(size: int) -> None:
+    asked = b"".join(stream_events("a", "m", 3, USAGE))
+    tap = StripUsage()
+    assert relay(tap, asked, size) == b"".join(stream_events("a", "m", 3, None))
+    assert tap.usage == USAGE
+    assert tap.events == 6  # role, three tokens, finish, [DONE]: the estimate's fallback count
+
+
+@pytest.mark.parametrize("size", [7, 100_000])
+def test_a_stream_the_caller_asked_usage_for_passes_byte_for_byte(size: int) -> None:
+    data = b"".join(stream_events("a", "m", 3, USAGE))
+    tap = KeepTail()
+    assert relay(tap, data, size) == data
+    assert tap.usage == USAGE
+    assert KeepTail().usage is None
+
+
+def test_a_partial_event_at_the_end_is_sent_as_it_is() -> None:
+    tap = StripUsage()
+    assert tap.feed(b'data: {"choices": []') == b""
+    assert tap.rest() == b'data: {"choices": []'

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from components.gateway import Gateway, GatewayArgs, GatewayKey
+from gateway.config import parse_config
 from policies.harness import evaluate
 from tandem.engine import run_under_mocks
 from vocabulary.config import GatewayConfig
 
-ROUTES = {
-    "backends": {"chat": {"url": "http://chat-serve-svc.tandem-serving:8000/chat/v1"}},
-    "routes": {"chat": {"backends": [{"backend": "chat", "weight": 100}]}},
-}
+ROUTES = parse_config(
+    {
+        "backends": {"chat": {"url": "http://chat-serve-svc.tandem-serving:8000/chat/v1"}},
+        "routes": {"chat": {"backends": [{"backend": "chat", "weight": 100}]}},
+    }
+)
 
 
 def gateway_violations(keys: bool, tls: bool) -> set[tuple[str, str]]:

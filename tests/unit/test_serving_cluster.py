@@ -215,6 +215,8 @@ def test_gateway_entry_points_at_the_serve_service() -> None:
     from gateway.spec import routes_from_use_cases
 
     entries = [gateway_entry(CHATBOT), gateway_entry(EMBEDDINGS)]
-    assert entries[0][3] == "http://support-chatbot-serve-svc.tandem-serving.svc:8000/chat/v1"
-    routes = routes_from_use_cases(entries)
-    assert set(routes["routes"]) >= {"support-chat", "doc-embed"}
+    assert entries[0] is not None and entries[1] is not None
+    assert entries[0].url == "http://support-chatbot-serve-svc.tandem-serving.svc:8000/chat/v1"
+    assert (entries[0].use_case, entries[0].team) == (CHATBOT.name, CHATBOT.team)
+    routes = routes_from_use_cases([entries[0], entries[1]])
+    assert set(routes.routes) >= {"support-chat", "doc-embed"}

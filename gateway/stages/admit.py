@@ -1,42 +1,94 @@
-"""API keys, rate limits and budgets.
+"""Stage 3, admit: rate limits and team budgets, enforced against their counters (and charged
+after the answer, in the account stage).
 
-Keys are stored as SHA-256 digests; the presented key is hashed and compared in constant time.
-Counters (requests and tokens per minute per key, dollars per budget period per team) live in
-Redis when configured, so they survive restarts and are shared by every replica; in process memory
-otherwise. Token and dollar counters are charged after the answer (usage is only known then), so a
-burst can overshoot a limit by the requests already in flight; the next request is refused.
+Limits: requests and tokens per minute per API key (`rpm`, `tpm`), refused with 429 and a
+`Retry-After` until the next minute. Budgets: dollars per period per team; a spent budget is
+refused (429 `insufficient_quota`), and past its `soft_fraction` a route with `degrade_to` is
+served by that cheaper route instead.
+
+Counters live in Redis when configured, so they survive restarts and are shared by every replica;
+in process memory otherwise. Token and dollar counters are charged after the answer (usage is only
+known then), so a burst can overshoot a limit by the requests already in flight; the next request
+is refused.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import time
 from typing import Protocol
 
-from gateway.config import ANONYMOUS, Compiled, CompiledKey
+from gateway.config import CompiledKey, CompiledRoute, Redis
 from gateway.errors import GatewayError
+from gateway.metrics import Metrics
+from gateway.stages.call import Call
 from vocabulary.gateway import PERIOD_SECONDS, Budget
 
 log = logging.getLogger("tandem.gateway")
 
 
-def authenticate(compiled: Compiled, authorization: str | None) -> CompiledKey:
-    if not compiled.auth_required:
-        return ANONYMOUS
-    if not authorization:
-        raise GatewayError(
-            401, "Missing API key: send 'Authorization: Bearer <key>'.", "missing_api_key"
-        )
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise GatewayError(401, "Authorization header must be 'Bearer <key>'.", "invalid_api_key")
-    digest = hashlib.sha256(token.strip().encode()).digest()
-    key = compiled.keys.get(digest)
-    if key is None or not hmac.compare_digest(key.digest, digest):
-        raise GatewayError(401, "Incorrect API key provided.", "invalid_api_key")
-    return key
+class Admission:
+    """The limits and budgets, with the counters they are checked against."""
+
+    def __init__(self, metrics: Metrics, budgets: dict[str, Budget]) -> None:
+        self.metrics = metrics
+        self.usage: UsageStore = MemoryUsage()
+        for team, budget in budgets.items():
+            metrics.budget_remaining.labels(team).set(budget.usd)
+
+    def share(self, redis: Redis) -> None:
+        """Keep the counters in Redis: shared by every replica, kept across restarts."""
+        self.usage = RedisUsage(redis.url, redis.prefix)
+
+    async def close(self) -> None:
+        await self.usage.close()
+
+    async def admit(self, call: Call) -> CompiledRoute:
+        """The route to serve the call on (its degrade_to past the soft budget); GatewayError 429
+        when a limit or the budget is reached."""
+        key, route = call.key, call.route
+        assert key is not None and route is not None
+        budget = call.budget = call.compiled.budgets.get(key.team)
+        if not (key.rpm or key.tpm or budget):
+            return route
+        requests, tokens, spent = await self.usage.admit(key, budget)
+        if key.rpm and requests > key.rpm:
+            raise GatewayError(
+                429,
+                f"Rate limit reached: {key.rpm} requests per minute.",
+                "rate_limit_exceeded",
+                retry_after=60 - time.time() % 60,
+            )
+        if key.tpm and tokens >= key.tpm:
+            raise GatewayError(
+                429,
+                f"Rate limit reached: {key.tpm} tokens per minute.",
+                "tokens_per_minute_exceeded",
+                retry_after=60 - time.time() % 60,
+            )
+        if budget is not None:
+            if spent >= budget.usd:
+                raise GatewayError(
+                    429,
+                    f"Team '{key.team}' has spent its budget of ${budget.usd:g} for this {budget.period}.",
+                    "insufficient_quota",
+                    err_type="insufficient_quota",
+                )
+            if spent >= budget.soft_fraction * budget.usd and route.degrade_to is not None:
+                return route.degrade_to
+        return route
+
+    async def charge(
+        self, key: CompiledKey, budget: Budget | None, tokens: int, usd: float
+    ) -> None:
+        """Count an answer's tokens against the key's minute and its cost against the team's
+        budget (only where a limit or budget reads them), and publish what is left."""
+        if not key.tpm and budget is None:
+            return
+        await self.usage.charge(key, budget, tokens, usd)
+        if budget is not None:
+            spent = await self.usage.spend(key.team, budget)
+            self.metrics.budget_remaining.labels(key.team).set(max(0.0, budget.usd - spent))
 
 
 def period_id(budget: Budget, now: float) -> int:

@@ -1,0 +1,219 @@
+"""Server-Sent Events, the way the OpenAI API streams: reading usage out of a stream, dropping the
+usage event the gateway asked for on the caller's behalf, and converting between a stream and the
+complete answer (a cached answer replayed as a stream; a relayed stream rebuilt for the cache).
+
+No I/O here: the relay stage (gateway/stages/relay.py) feeds chunks in and writes what comes out.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+TAIL_BYTES = 16384  # where a stream's usage event is looked for when it was left in
+
+
+def loads_dict(body: bytes) -> dict | None:
+    """A JSON object, or None for anything else (invalid JSON, a list, a number)."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def wants_usage(body: dict) -> bool:
+    """Whether the caller asked for the usage event (`stream_options.include_usage`)."""
+    opts = body.get("stream_options")
+    return isinstance(opts, dict) and bool(opts.get("include_usage"))
+
+
+def event_usage(event: bytes) -> dict | None:
+    """The `usage` object of one SSE event, if it carries one (a cheap byte test first)."""
+    if b'"usage"' not in event or b'"usage":null' in event or b'"usage": null' in event:
+        return None
+    start = event.find(b"data:")
+    if start < 0:
+        return None
+    obj = loads_dict(event[start + 5 :])
+    usage = obj.get("usage") if obj else None
+    return usage if isinstance(usage, dict) else None
+
+
+class StripUsage:
+    """Relays a stream whose usage event the gateway asked for: the usage is kept for accounting
+    and the usage-only event (`"choices":[]`) is not sent on. Works on whole events, so it holds
+    back a partial one until its end arrives."""
+
+    __slots__ = ("_buf", "events", "usage")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self.events = 0  # events sent on
+        self.usage: dict | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What to send on now (possibly nothing)."""
+        parts = (self._buf + chunk).split(b"\n\n")
+        self._buf = parts.pop()
+        keep = []
+        for ev in parts:
+            if b'"usage"' in ev:  # the cheap test first: most events carry none
+                u = event_usage(ev)
+                if u is not None:
+                    self.usage = u
+                    if b'"choices":[]' in ev:
+                        continue
+            keep.append(ev)
+        if not keep:
+            return b""
+        self.events += len(keep)
+        return b"\n\n".join(keep) + b"\n\n"
+
+    def rest(self) -> bytes:
+        """The unfinished event at the end of the stream, sent as it is."""
+        return self._buf
+
+
+class KeepTail:
+    """Relays a stream byte for byte (the caller asked for the usage event itself), keeping its
+    last bytes to read the usage from once it ends."""
+
+    __slots__ = ("_tail", "events")
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self.events = 0  # not counted: the usage event is there to read
+
+    def feed(self, chunk: bytes) -> bytes:
+        self._tail = (self._tail + chunk)[-TAIL_BYTES:]
+        return chunk
+
+    def rest(self) -> bytes:
+        return b""
+
+    @property
+    def usage(self) -> dict | None:
+        for ev in reversed(self._tail.split(b"\n\n")):
+            usage = event_usage(ev)
+            if usage is not None:
+                return usage
+        return None
+
+
+def replay_as_sse(response: dict, endpoint: str, include_usage: bool) -> bytes:
+    """A complete answer as the chunks a streaming upstream would have sent."""
+    chat = endpoint == "chat.completions"
+    base = {
+        "id": response.get("id", "cache"),
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": response.get("created", int(time.time())),
+        "model": response.get("model", ""),
+    }
+    events: list[dict] = []
+    for i, choice in enumerate(response.get("choices") or []):
+        idx = choice.get("index", i)
+        if chat:
+            msg = choice.get("message") or {}
+            delta = {"role": msg.get("role", "assistant"), "content": msg.get("content")}
+            if msg.get("tool_calls"):
+                delta["tool_calls"] = [{"index": n, **tc} for n, tc in enumerate(msg["tool_calls"])]
+            events.append(
+                {**base, "choices": [{"index": idx, "delta": delta, "finish_reason": None}]}
+            )
+            events.append(
+                {
+                    **base,
+                    "choices": [
+                        {"index": idx, "delta": {}, "finish_reason": choice.get("finish_reason")}
+                    ],
+                }
+            )
+        else:
+            events.append(
+                {
+                    **base,
+                    "choices": [
+                        {
+                            "index": idx,
+                            "text": choice.get("text", ""),
+                            "finish_reason": choice.get("finish_reason"),
+                        }
+                    ],
+                }
+            )
+    if include_usage and response.get("usage"):
+        events.append({**base, "choices": [], "usage": response["usage"]})
+    return b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+
+
+def assemble_stream(data: bytes, endpoint: str) -> dict | None:
+    """The complete answer an SSE stream carried, shaped like the non-streamed response (the
+    inverse of replay_as_sse). None when it cannot be rebuilt faithfully: no `[DONE]`, an error
+    event, tool-call or logprob deltas (never cached anyway)."""
+    chat = endpoint == "chat.completions"
+    head: dict | None = None
+    usage: dict | None = None
+    choices: dict[int, dict] = {}
+    done = False
+    for event in data.split(b"\n\n"):
+        lines = [ln[5:].strip() for ln in event.split(b"\n") if ln.startswith(b"data:")]
+        if not lines:
+            continue
+        payload = b"\n".join(lines)
+        if payload == b"[DONE]":
+            done = True
+            continue
+        obj = loads_dict(payload)
+        if obj is None or "error" in obj:
+            return None
+        head = head or obj
+        if isinstance(obj.get("usage"), dict):
+            usage = obj["usage"]
+        for ch in obj.get("choices") or []:
+            c = choices.setdefault(
+                int(ch.get("index", 0)), {"role": "assistant", "parts": [], "finish": None}
+            )
+            if ch.get("logprobs"):
+                return None
+            if chat:
+                delta = ch.get("delta") or {}
+                if delta.get("tool_calls") or delta.get("function_call"):
+                    return None
+                c["role"] = delta.get("role") or c["role"]
+                c["parts"].append(delta.get("content") or "")
+            else:
+                c["parts"].append(ch.get("text") or "")
+            c["finish"] = ch.get("finish_reason") or c["finish"]
+    if not done or head is None or not choices:
+        return None
+    answer: dict[str, Any] = {
+        "id": head.get("id", ""),
+        "object": "chat.completion" if chat else "text_completion",
+        "created": head.get("created", 0),
+        "model": head.get("model", ""),
+        "choices": [
+            {
+                "index": i,
+                **(
+                    {"message": {"role": c["role"], "content": "".join(c["parts"])}}
+                    if chat
+                    else {"text": "".join(c["parts"]), "logprobs": None}
+                ),
+                "finish_reason": c["finish"],
+            }
+            for i, c in sorted(choices.items())
+        ],
+    }
+    if head.get("system_fingerprint"):
+        answer["system_fingerprint"] = head["system_fingerprint"]
+    if usage is not None:
+        answer["usage"] = usage
+    return answer

@@ -1,0 +1,27 @@
+"""One request as it passes the stages: what each stage learned, for the stages after it (and for
+the error path, which reports whatever was known when the request failed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.cache.api import CacheRequest
+from gateway.config import Compiled, CompiledKey, CompiledRoute
+from vocabulary.gateway import Budget
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    endpoint: str  # "chat.completions" | "completions" | "embeddings"
+    t0: float  # time.monotonic() on arrival
+    compiled: Compiled  # the config this request runs under (a reload does not change it)
+    key: CompiledKey | None = None  # authenticate
+    body: dict[str, Any] = field(default_factory=dict)  # parse: the request, parsed ...
+    raw: bytes = b""  # ... and as sent
+    route: CompiledRoute | None = None  # parse; admit may swap in the route's degrade_to
+    stream: bool = False
+    inject_usage: bool = False  # a stream whose usage event the gateway asks for
+    budget: Budget | None = None  # admit: the team's budget, if it has one
+    span: Any = None  # the trace span, when tracing is on
+    cache_request: CacheRequest | None = None  # cache: set when the cache was asked

@@ -1,0 +1,108 @@
+"""Stage 6, relay: the backend's answer back to the caller, then accounted (stage 7).
+
+A complete answer is returned byte for byte. A stream is passed through as its chunks arrive
+(minus the usage event the gateway asked for on the caller's behalf, gateway/sse.py), until the
+route's deadline; once the first byte is sent the status cannot change, so a stream that breaks
+off ends with an SSE error event and its backend's breaker records the failure. With a cache, a
+stream is also kept (up to STREAM_KEEP_MAX bytes) and, if it ended normally, rebuilt into the
+complete answer and stored: chat clients mostly stream, and a cache that only learns from
+non-streamed calls stays empty in front of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from gateway.errors import sse_error_event
+from gateway.proxy import CLIENT, CONTEXT, Attempt, Upstreams
+from gateway.sse import SSE_HEADERS, KeepTail, StripUsage, assemble_stream
+from gateway.stages.account import Accounting
+from gateway.stages.cache import CacheStage
+from gateway.stages.call import Call
+
+STREAM_KEEP_MAX = 1 << 20  # a streamed answer larger than this is relayed but not cached
+
+
+class Relay:
+    def __init__(
+        self, upstreams: Upstreams, accounting: Accounting, cache: CacheStage | None
+    ) -> None:
+        self.upstreams = upstreams
+        self.accounting = accounting
+        self.cache = cache
+
+    async def respond(self, request: web.Request, call: Call, a: Attempt) -> web.StreamResponse:
+        """The caller's answer for this attempt (OK, or a client error the backend gave)."""
+        if a.kind == CLIENT or a.kind == CONTEXT:
+            self.accounting.refused_upstream(call, a.backend, a.status)
+            return web.Response(status=a.status, body=a.body, content_type="application/json")
+        if a.resp is not None:
+            return await self._stream(request, call, a)
+        usage = a.obj.get("usage") if a.obj is not None else None
+        await self.accounting.answered(call, a.backend, usage if isinstance(usage, dict) else None)
+        if self.cache is not None and call.cache_request is not None and a.obj is not None:
+            self.cache.store(call.cache_request, a.obj)
+        return web.Response(body=a.body, content_type="application/json")
+
+    async def _stream(self, request: web.Request, call: Call, a: Attempt) -> web.StreamResponse:
+        up = a.resp
+        assert up is not None and call.key is not None
+        out = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        tap = StripUsage() if call.inject_usage else KeepTail()
+        kept: list[bytes] | None = [] if call.cache_request is not None else None
+        kept_bytes = 0
+        complete = False
+        try:
+            await out.prepare(request)
+            m = self.accounting.metrics
+            m.child(m.ttft, call.key.team, *a.backend.label_values).observe(
+                time.monotonic() - call.t0
+            )
+            t = a.backend.spec.timeouts
+            deadline = call.t0 + min(t.total_s, a.route.spec.deadline_s)
+            chunk = a.first
+            try:
+                async with asyncio.timeout_at(
+                    asyncio.get_running_loop().time() + max(0.0, deadline - time.monotonic())
+                ):
+                    while chunk:
+                        if kept is not None:
+                            kept.append(chunk)
+                            kept_bytes += len(chunk)
+                            if kept_bytes > STREAM_KEEP_MAX:
+                                kept = None
+                        data = tap.feed(chunk)
+                        if data:
+                            await out.write(data)
+                        chunk = await up.content.readany()
+                    rest = tap.rest()
+                    if rest:
+                        await out.write(rest)
+                complete = True
+            except ConnectionResetError:
+                raise
+            except Exception as exc:  # the upstream broke off or ran out of time mid-stream
+                err = "timeout_total" if isinstance(exc, TimeoutError) else "stream_broken"
+                self.upstreams.stream_failed(a.backend, err)
+                await out.write(sse_error_event("The backend stream ended early.", err))
+            await out.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            up.close()
+            raise
+        finally:
+            up.release()
+        usage = tap.usage
+        if usage is None:  # the upstream ignores stream_options: estimate
+            usage = {
+                "prompt_tokens": len(call.raw) // 4,
+                "completion_tokens": max(0, tap.events - 1),
+            }
+        await self.accounting.answered(call, a.backend, usage)
+        if complete and kept and self.cache is not None and call.cache_request is not None:
+            answer = assemble_stream(b"".join(kept), call.endpoint)
+            if answer is not None:
+                self.cache.store(call.cache_request, answer)
+        return out
