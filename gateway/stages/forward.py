@@ -37,6 +37,8 @@ class Forwarder:
         stream: bool,
         inject_usage: bool,
     ) -> Attempt:
+        """An answer (OK), or the backend's own client error (CLIENT, or CONTEXT once no
+        context fallback is left) to pass on; GatewayError 502 / 503 / 504 when none came."""
         deadline = time.monotonic() + route.spec.deadline_s
         chain = route.chain
         last: Attempt | None = None
