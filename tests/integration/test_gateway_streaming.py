@@ -12,7 +12,7 @@ import gateway.cache
 from gateway.app import StartupError
 from gateway.sse import replay_as_sse
 from tests.support.gateway_harness import RunningGateway, chat
-from tests.support.upstream import ServerThread, Upstream, stream_events
+from tests.support.upstream import ServerThread, Upstream, stream_events, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,8 @@ def test_stream_is_passed_through_byte_for_byte(up, upstream) -> None:
     with RunningGateway(cfg(up)) as gw:
         via = stream(gw.url, body)
         assert via == direct
-        assert gw.metric("tandem_gateway_tokens_total", direction="out") == 6
+        # accounted once the stream has ended (its usage is known then): after the caller's EOF
+        assert wait_until(lambda: gw.metric("tandem_gateway_tokens_total", direction="out") == 6)
 
 
 def test_gateway_asks_for_usage_and_hides_the_extra_chunk(up, upstream) -> None:
@@ -60,7 +61,7 @@ def test_gateway_asks_for_usage_and_hides_the_extra_chunk(up, upstream) -> None:
         via = stream(gw.url, chat("chat", "x" * 40, stream=True))
         assert via == b"".join(stream_events("a", "chat", 6, None))
         assert upstream.bodies[-1]["stream_options"] == {"include_usage": True}
-        assert gw.metric("tandem_gateway_tokens_total", direction="in") == 11
+        assert wait_until(lambda: gw.metric("tandem_gateway_tokens_total", direction="in") == 11)
         assert gw.metric("tandem_gateway_tokens_total", direction="out") == 6
 
 
