@@ -12,15 +12,17 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.cache.policy import cache_section_error, route_policy_error
+from vocabulary.errors import InputError, allowed_keys
 from vocabulary.gateway import ENDPOINTS, Budget, Endpoint, Price, Timeouts
+from vocabulary.yamlfile import load_yaml
 
 
-class ConfigError(ValueError):
-    """A routes file that cannot be used; the message names every offending field."""
+class ConfigError(InputError):
+    """A routes file that cannot be used; the message names every offending field (the `tandem`
+    CLI prints it without a traceback and exits 2)."""
 
 
 class _Strict(BaseModel):
@@ -201,6 +203,11 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         msg = err["msg"]
         if err["type"] == "literal_error":
             msg = f"{msg} (got {err.get('input')!r})"
+        elif err["type"] == "extra_forbidden":
+            allowed = allowed_keys(GatewayConfig, tuple(err["loc"]))
+            msg = f"unknown key {err['loc'][-1]!r}" + (
+                f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+            )
         lines.append(f"  {path}: {msg}")
     return "\n".join(lines)
 
@@ -220,16 +227,16 @@ def resolve_keys_file(config_path: Path, keys_file: str) -> Path:
 
 def load_config(path: str | Path) -> GatewayConfig:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read gateway config: {exc}") from None
+    try:  # the messages name the file, and for bad YAML its line
+        data = load_yaml(path, "routes file")
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None
     if isinstance(data, dict) and data.get("keys_file"):
         keys_path = resolve_keys_file(path, data["keys_file"])
         try:
-            extra = yaml.safe_load(keys_path.read_text()) or []
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{keys_path}: cannot read keys file: {exc}") from None
+            extra = load_yaml(keys_path, "keys file") or []
+        except InputError as exc:
+            raise ConfigError(f"{exc} (keys_file of {path})") from None
         if not isinstance(extra, list):
             raise ConfigError(f"{keys_path}: keys file must be a YAML list of keys")
         data = {**data, "keys": list(data.get("keys") or []) + extra}

@@ -8,35 +8,56 @@ engineer reads the same shape of message whichever file is wrong.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
 
-class ConfigError(ValueError):
-    """A stack config that must not reach the engine. `errors` holds one line per problem."""
+class InputError(ValueError):
+    """Input a user can fix (a file, a field, a value): the message names it and what to do.
+
+    The `tandem` CLI prints it without a traceback and exits 2 (docs/architecture.md, "Exit
+    codes"); every loader of a file a user writes raises this or a subclass.
+    """
+
+
+class ConfigError(InputError):
+    """A config (stack, use case, routes...) that must not be used. `errors` holds one line per
+    problem, `source` names the file or section."""
 
     def __init__(self, errors: list[str], source: str = "stack config"):
         self.errors = errors
         self.source = source
-        super().__init__(f"invalid {source}:\n" + "\n".join(f"  - {e}" for e in errors))
+        if len(errors) == 1:  # one problem, one line
+            super().__init__(f"invalid {source}: {errors[0]}")
+        else:
+            super().__init__(f"invalid {source}:\n" + "\n".join(f"  - {e}" for e in errors))
 
 
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+def allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
     """Walk `loc` through the model tree to list the keys allowed where an unknown one was."""
     current: Any = model
+    skip_key = False  # the part after a `dict[str, Model]` field is a key the user chose
     for part in loc[:-1]:
-        if isinstance(part, int):
+        if isinstance(part, int) or skip_key:
+            skip_key = False
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
         field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
         if field is None:
             return None
+        skip_key = _is_mapping(field.annotation)
         current = _unwrap_model(field.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return sorted(f.alias or n for n, f in current.model_fields.items())
     return None
+
+
+def _is_mapping(annotation: Any) -> bool:
+    if get_origin(annotation) is dict:
+        return True
+    return any(_is_mapping(a) for a in get_args(annotation) if get_origin(annotation) is not list)
 
 
 def _unwrap_model(annotation: Any) -> Any:
@@ -60,16 +81,19 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return out or "(root)"
 
 
-def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> list[str]:
-    """One line per problem: `path: bad value: what is wrong and what is allowed`."""
+def format_validation_error(
+    exc: ValidationError, model: type[BaseModel], prefix: tuple[str, ...] = ()
+) -> list[str]:
+    """One line per problem: `path: bad value: what is wrong and what is allowed`. `prefix` is
+    where `model` sits in the user's file (("review",) for a use case's review section)."""
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        path = _format_loc(loc)
+        path = _format_loc(prefix + loc)
         msg = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
         if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(model, loc)
+            allowed = allowed_keys(model, loc)
             msg = f"unknown key {loc[-1]!r}" + (
                 f"; allowed keys: {', '.join(allowed)}" if allowed else ""
             )
@@ -78,7 +102,10 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel]) -> lis
         if err["type"] == "missing":
             lines.append(f"{path}: required field is missing")
             continue
-        shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
+        if isinstance(value, dict):  # a check across fields: the message names them
+            lines.append(f"{path}: {msg}")
+            continue
+        shown = json.dumps(value, default=str)
         if len(shown) > 80:
             shown = shown[:77] + "..."
         lines.append(f"{path}: {shown}: {msg}")

@@ -116,5 +116,5 @@ def test_duration_and_time_parsing() -> None:
 
 def test_report_fails_clearly_without_prometheus(capsys: pytest.CaptureFixture[str]) -> None:
     rc = cli.report_main(["--prometheus", "http://127.0.0.1:9", "--range", "1d"])
-    assert rc == 1
+    assert rc == 3  # the environment: docs/architecture.md, exit codes
     assert "cannot reach Prometheus" in capsys.readouterr().err
