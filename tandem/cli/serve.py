@@ -70,7 +70,7 @@ def handle(args: argparse.Namespace) -> int:
     try:
         server = local.start(config, args.state_dir, num_cpus=args.num_cpus, timeout_s=args.timeout)
     except (RuntimeError, TimeoutError) as exc:
-        log = args.state_dir / "serve-local.log"
+        log = (args.state_dir / "serve-local.log").resolve()
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CommandError(
             f"the local Serve did not start: {first}; the runner's log: {log}", EXIT_UNAVAILABLE
