@@ -113,7 +113,12 @@ CASES = [
         ["serve", "--local", "{tmp}/uc.yaml"],
         2,
         ("uc.yaml", "colour", "allowed keys"),
-        (("uc.yaml", "name: x\nteam: t\npool: p\ncolour: red\ndeployments: [{name: m, model: m, source: s}]\n"),),
+        (
+            (
+                "uc.yaml",
+                "name: x\nteam: t\npool: p\ncolour: red\ndeployments: [{name: m, model: m, source: s}]\n",
+            ),
+        ),
     ),
     Misuse(
         "serve-print-config-unknown-field",
