@@ -8,6 +8,7 @@ Comparing the two reports is the end-to-end proof that labels, joins and windows
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,13 @@ class Observed:
             return
         self.hour_ends = self.hour_ends[n:]
         self.start += 3600.0 * n
-        for series in (self.allocated, self.active, self.capacity, self.unallocated_gpu):
+        every: list[dict[Any, np.ndarray]] = [
+            self.allocated,
+            self.active,
+            self.capacity,
+            self.unallocated_gpu,
+        ]
+        for series in every:
             for key in series:
                 series[key] = series[key][n:]
         for t in self.tracks:
