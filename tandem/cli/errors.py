@@ -105,6 +105,9 @@ def require_free_port(host: str, port: int, what: str, fix: str) -> None:
     if port == 0:
         return
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        # as servers bind (aiohttp, Ray): a port left in TIME_WAIT by a server that just stopped
+        # is free, one something listens on is not
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
