@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.cache.policy import cache_section_error, route_policy_error
-from vocabulary.errors import InputError, allowed_keys
+from vocabulary.errors import InputError
 from vocabulary.gateway import ENDPOINTS, Budget, Endpoint, Price, Timeouts
 from vocabulary.yamlfile import load_yaml
 
@@ -203,11 +203,6 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         msg = err["msg"]
         if err["type"] == "literal_error":
             msg = f"{msg} (got {err.get('input')!r})"
-        elif err["type"] == "extra_forbidden":
-            allowed = allowed_keys(GatewayConfig, tuple(err["loc"]))
-            msg = f"unknown key {err['loc'][-1]!r}" + (
-                f"; allowed keys: {', '.join(allowed)}" if allowed else ""
-            )
         lines.append(f"  {path}: {msg}")
     return "\n".join(lines)
 

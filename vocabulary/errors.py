@@ -8,7 +8,7 @@ engineer reads the same shape of message whichever file is wrong.
 from __future__ import annotations
 
 import json
-from typing import Any, get_args, get_origin
+from typing import Any, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -34,20 +34,20 @@ class ConfigError(InputError):
             super().__init__(f"invalid {source}:\n" + "\n".join(f"  - {e}" for e in errors))
 
 
-def allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
     """Walk `loc` through the model tree to list the keys allowed where an unknown one was."""
     current: Any = model
-    skip_key = False  # the part after a `dict[str, Model]` field is a key the user chose
+    key_next = False  # the part after a `dict[str, Model]` field is a key the user chose
     for part in loc[:-1]:
-        if isinstance(part, int) or skip_key:
-            skip_key = False
+        if isinstance(part, int) or key_next:
+            key_next = False
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
         field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
         if field is None:
             return None
-        skip_key = _is_mapping(field.annotation)
+        key_next = _is_mapping(field.annotation)
         current = _unwrap_model(field.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return sorted(f.alias or n for n, f in current.model_fields.items())
@@ -55,9 +55,10 @@ def allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | No
 
 
 def _is_mapping(annotation: Any) -> bool:
+    """Whether `annotation` is `dict[...]` (or `dict[...] | None`)."""
     if get_origin(annotation) is dict:
         return True
-    return any(_is_mapping(a) for a in get_args(annotation) if get_origin(annotation) is not list)
+    return any(get_origin(a) is dict for a in getattr(annotation, "__args__", ()))
 
 
 def _unwrap_model(annotation: Any) -> Any:
@@ -82,18 +83,27 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
 
 
 def format_validation_error(
-    exc: ValidationError, model: type[BaseModel], prefix: tuple[str, ...] = ()
+    exc: ValidationError, model: type[BaseModel], prefix: str = ""
 ) -> list[str]:
-    """One line per problem: `path: bad value: what is wrong and what is allowed`. `prefix` is
-    where `model` sits in the user's file (("review",) for a use case's review section)."""
+    """One line per problem: `path: bad value: what is wrong and what is allowed`.
+
+    `prefix` is where the model sits in the user's file (`cache`, `routes.chat.cache`). A rule on
+    the whole model (a model validator at the root) names its own paths: each line of its message
+    is one problem, as it stands.
+    """
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        path = _format_loc(prefix + loc)
+        path = _format_loc(loc)
+        if prefix:
+            path = prefix if not loc else f"{prefix}{'' if path.startswith('[') else '.'}{path}"
         msg = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
+        if not loc and not prefix and err["type"] == "value_error":
+            lines.extend(msg.splitlines())
+            continue
         if err["type"] == "extra_forbidden":
-            allowed = allowed_keys(model, loc)
+            allowed = _allowed_keys(model, loc)
             msg = f"unknown key {loc[-1]!r}" + (
                 f"; allowed keys: {', '.join(allowed)}" if allowed else ""
             )
@@ -102,10 +112,7 @@ def format_validation_error(
         if err["type"] == "missing":
             lines.append(f"{path}: required field is missing")
             continue
-        if isinstance(value, dict):  # a check across fields: the message names them
-            lines.append(f"{path}: {msg}")
-            continue
-        shown = json.dumps(value, default=str)
+        shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
         if len(shown) > 80:
             shown = shown[:77] + "..."
         lines.append(f"{path}: {shown}: {msg}")

@@ -94,11 +94,18 @@ def _register_gate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", choices=("table", "json"), default="table")
     p.add_argument(
         "--today",
-        type=date.fromisoformat,
+        type=_iso_date,
         default=None,
         help="evaluate as of this date (YYYY-MM-DD) when the review has no date",
     )
     p.set_defaults(func=gate)
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a date as YYYY-MM-DD") from None
 
 
 def gate(args: argparse.Namespace) -> int:
@@ -115,7 +122,7 @@ def gate(args: argparse.Namespace) -> int:
     try:
         results = review_gate.evaluate(doc.get("review"), today=args.today, use_case=name)
     except ValidationError as exc:
-        lines = format_validation_error(exc, ReviewGate, ("review",))
+        lines = format_validation_error(exc, ReviewGate, "review")
         raise ConfigError(lines, str(args.file)) from None
     ok = review_gate.passed(results)
     if args.output == "json":

@@ -67,10 +67,7 @@ def test_bad_key_hash_and_unknown_model() -> None:
 def test_typo_in_field_is_refused() -> None:
     cfg = base()
     cfg["routes"]["chat"]["deadline"] = 3
-    with pytest.raises(
-        ConfigError,
-        match=r"routes\.chat\.deadline: unknown key .deadline.; allowed keys: .*deadline_s",
-    ):
+    with pytest.raises(ConfigError, match=r"routes\.chat\.deadline: Extra inputs"):
         parse_config(cfg)
 
 
