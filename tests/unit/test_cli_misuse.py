@@ -96,7 +96,12 @@ CASES = [
         ("bad.yaml", "line 3"),
         (("bad.yaml", BAD_YAML),),
     ),
-    Misuse("gate-bad-date", ["gate", str(CHATBOT), "--today", "soon"], 2, ("--today", "soon", "YYYY-MM-DD")),
+    Misuse(
+        "gate-bad-date",
+        ["gate", str(CHATBOT), "--today", "soon"],
+        2,
+        ("--today", "soon", "YYYY-MM-DD"),
+    ),
     # --- serve --------------------------------------------------------------------------------
     Misuse(
         "serve-missing-file", ["serve", "--local", "{tmp}/nope.yaml"], 2, ("nope.yaml", "no such")
