@@ -37,7 +37,7 @@ class Misuse:
     argv: list[str]  # {tmp}, {port} (a port in use), {closed} (nothing listens) are filled in
     code: int
     says: tuple[str, ...]  # each must appear in the last line of stderr
-    files: tuple[tuple[str, str], ...] = ()  # (name under tmp, content)
+    files: tuple[tuple[str, str], ...] = ()  # (name under tmp, content: {tmp} is filled in)
 
 
 CASES = [
@@ -81,6 +81,23 @@ CASES = [
                 "config:\n  tandem:environment: dev\n  tandem:useCases: [stacks/usecases/bad.yaml]\n",
             ),
             ("stacks/usecases/bad.yaml", BAD_YAML),
+        ),
+    ),
+    Misuse(
+        "plan-model-config-not-json",
+        ["plan", "--stack", "broken"],
+        2,
+        ("config.json", "not JSON", "line 1"),
+        (
+            (
+                "stacks/Pulumi.broken.yaml",
+                "config:\n  tandem:environment: dev\n  tandem:gpuPools: [{name: l4, instanceTypes: [g6.xlarge], maxNodes: 2}]\n  tandem:useCases: [stacks/usecases/cj.yaml]\n",
+            ),
+            (
+                "stacks/usecases/cj.yaml",
+                "name: cj\nteam: t\npool: l4\ndeployments: [{name: m, model: m, source: s, gpu: L4, config_json: {tmp}/stacks/config.json}]\n",
+            ),
+            ("stacks/config.json", "{hidden_size: 4}"),
         ),
     ),
     Misuse(
@@ -308,7 +325,7 @@ def _write(tmp_path: Path, files: tuple[tuple[str, str], ...], monkeypatch) -> N
             monkeypatch.setattr(tandem.stack, "REPO_ROOT", tmp_path)
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
+        path.write_text(content.replace("{tmp}", str(tmp_path)))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
