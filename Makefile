@@ -13,7 +13,7 @@ DEBIAN_PACKAGES := prometheus redis-server libgomp1
 # Type-checked in CI: every Tandem package, the gateway and serving runtime included.
 TYPED := tandem vocabulary gpu_pools observability finops policies components serving gateway embedding
 
-.PHONY: setup system-packages plan test lint typecheck imports unit integration llm gpu lock clean
+.PHONY: setup system-packages plan test lint typecheck imports unit integration llm-env llm gpu lock clean
 
 ## The first command: set up and plan the dev stack offline.
 plan: setup
@@ -63,9 +63,13 @@ unit: setup
 integration: setup system-packages
 	$(PY) -m pytest -q tests/integration
 
-## LLM tier: Ray Serve LLM + vLLM (CPU build) in its own environment.
-llm:
+## The LLM environment, .venv-llm: vLLM's CPU build, Ray Serve LLM and Tandem (~4 min, 3 GB, once).
+## `tandem serve --local` runs LLM use cases from it: .venv-llm/bin/tandem serve --local FILE.
+llm-env:
 	bash tests/llm/setup-env.sh
+
+## LLM tier: local mode's LLM example through the `tandem` and `vllm` commands of .venv-llm.
+llm: llm-env
 	.venv-llm/bin/python -m pytest -q -m llm tests/llm -p no:cacheprovider
 
 ## GPU tier (where a GPU is lent, never in CI): the plan's fit math against a real GPU's memory.

@@ -25,7 +25,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from serving import builder, local  # noqa: E402
-from tests.support.serving import LLAMA_1B, build_random_llama  # noqa: E402
+from serving.tiny_llm import LLAMA_1B, build_random_llama  # noqa: E402
 from vocabulary.deployment import ModelDeployment  # noqa: E402
 
 MODEL_ID = "bench-llama-1b"

@@ -7,19 +7,21 @@ from html import escape
 
 from finops.tables import report_tables
 
-PALETTE = (
-    "#2563eb",
-    "#f59e0b",
-    "#10b981",
-    "#ef4444",
-    "#8b5cf6",
-    "#14b8a6",
-    "#f97316",
-    "#64748b",
-    "#db2777",
-    "#84cc16",
-)
+# What a bar segment means: busy (green), allocated but idle (amber), unallocated (grey).
 ACTIVE, ALLOC_IDLE, UNALLOC = "#10b981", "#f59e0b", "#94a3b8"
+# Teams: hues far from those three (no green, amber, orange or grey), so a team is never read as
+# "busy" or "idle"; a team keeps its colour wherever it appears.
+TEAM_COLORS = (
+    "#2563eb",  # blue
+    "#7c3aed",  # violet
+    "#db2777",  # pink
+    "#0891b2",  # cyan
+    "#1e3a8a",  # navy
+    "#a21caf",  # magenta
+    "#b91c1c",  # dark red
+    "#0f172a",  # near black
+)
+PALETTE = (*TEAM_COLORS, "#64748b")  # any other series (a single-series chart takes the first)
 
 
 def _money(v: float) -> str:
@@ -118,6 +120,25 @@ def columns_stacked(
     return "".join(out)
 
 
+def team_colors(teams: list[str]) -> dict[str, str]:
+    """Each team's colour, by its place in the sorted list of teams (stable between charts)."""
+    named = sorted(t for t in teams if t != "unallocated")
+    return {t: TEAM_COLORS[i % len(TEAM_COLORS)] for i, t in enumerate(named)}
+
+
+def _day_labels(days: list[int], start: str, end: str) -> tuple[list[str], bool]:
+    """`MM-DD` per UTC day, with `(N h)` on a day the window covers only partly."""
+    t0, t1 = (datetime.fromisoformat(x.replace("Z", "+00:00")).timestamp() for x in (start, end))
+    labels, partial = [], False
+    for d in days:
+        hours = (min(d + 86400, t1) - max(d, t0)) / 3600
+        label = datetime.fromtimestamp(d, UTC).strftime("%m-%d")
+        if hours < 23.99:
+            label, partial = f"{label} ({hours:.0f} h)", True
+        labels.append(label)
+    return labels, partial
+
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1100px;color:#0f172a}
 h1{margin-bottom:4px} .sub{color:#475569;margin-top:0}
@@ -127,8 +148,10 @@ h1{margin-bottom:4px} .sub{color:#475569;margin-top:0}
 svg{display:block;margin:18px 0;font-size:12px} .t{font-weight:600;font-size:14px}
 .l{fill:#334155;font-size:11px} .g{stroke:#e2e8f0}
 table{border-collapse:collapse;margin:8px 0 24px;font-size:12px}
-th,td{border-bottom:1px solid #e2e8f0;padding:4px 8px;text-align:right} th{background:#f8fafc}
-td:first-child,th:first-child{text-align:left}
+th,td{border-bottom:1px solid #e2e8f0;padding:4px 8px;text-align:left} th{background:#f8fafc}
+.n{text-align:right;font-variant-numeric:tabular-nums}
+.note{color:#475569;font-size:12px;margin:-10px 0 24px;max-width:760px}
+.warn{border-left:4px solid #f59e0b;background:#fffbeb;padding:6px 10px;max-width:900px}
 """
 
 
@@ -146,6 +169,12 @@ def render_html(rep: dict) -> str:
         ),
         ("recommended savings / month", _money(t["monthly_savings_usd"])),
     ]
+    team_note = (
+        f"<p class=note>The team bars add up to the allocated cost, {_money(t['cost_usd'])}, not "
+        f"to the bill ({_money(t['capacity_cost_usd'])} of GPU capacity): the other "
+        f"{_money(t['unallocated_cost_usd'])} is capacity no pod requested, shown grey under "
+        "Pools and in the daily chart.</p>"
+    )
     charts = [
         hbar_stacked(
             "Cost by team: busy vs allocated-but-idle",
@@ -154,7 +183,8 @@ def render_html(rep: dict) -> str:
                 for r in rep["by_team"]
             ],
             [("busy (GR_ENGINE_ACTIVE-weighted)", ACTIVE), ("allocated but idle", ALLOC_IDLE)],
-        ),
+        )
+        + team_note,
         hbar_stacked(
             "Pools: where the capacity money goes",
             [
@@ -172,12 +202,19 @@ def render_html(rep: dict) -> str:
     per = {(r["day"], r["team"]): 0.0 for r in rep["daily"]}
     for r in rep["daily"]:
         per[(r["day"], r["team"])] += r["cost_usd"]
+    labels, partial = _day_labels(days, w["start"], w["end"])
     charts.append(
         columns_stacked(
             "Daily GPU cost by team (unallocated capacity last)",
-            [datetime.fromtimestamp(d, UTC).strftime("%m-%d") for d in days],
+            labels,
             [(team, [per.get((d, team), 0.0) for d in days]) for team in teams],
-            colors={"unallocated": UNALLOC},
+            colors={**team_colors(teams), "unallocated": UNALLOC},
+        )
+        + (
+            "<p class=note>A day marked (N h) is partial: the window covers N hours of it, so "
+            "its column is shorter.</p>"
+            if partial
+            else ""
         )
     )
     u = rep["utilization"]
@@ -221,16 +258,24 @@ def render_html(rep: dict) -> str:
         )
     )  # fmt: skip
     tables = []
-    for title, header, rows in report_tables(rep):
+    for table in report_tables(rep):
+        cls = [' class="n"' if n else "" for n in table.numeric]
         body = "".join(
-            "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows
+            "<tr>"
+            + "".join(f"<td{a}>{escape(c)}</td>" for a, c in zip(cls, row, strict=True))
+            + "</tr>"
+            for row in table.rows
         )
-        tables.append(f"<h2>{escape(title[0].upper() + title[1:])}</h2><table><tr>"
-                      + "".join(f"<th>{escape(h)}</th>" for h in header) + f"</tr>{body}</table>")  # fmt: skip
+        tables.append(f"<h2>{escape(table.title[0].upper() + table.title[1:])}</h2><table><tr>"
+                      + "".join(f"<th{a}>{escape(h)}</th>" for a, h in zip(cls, table.header, strict=True))
+                      + f"</tr>{body}</table>"
+                      + (f"<p class=note>{escape(table.note)}</p>" if table.note else ""))  # fmt: skip
+    warnings = "".join(f"<p class=warn>{escape(n)}</p>" for n in w.get("notes", []))
     return (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>GPU FinOps report</title>"
         f"<style>{CSS}</style></head><body><h1>GPU FinOps report</h1>"
         f"<p class=sub>{escape(w['start'])} to {escape(w['end'])} ({w['hours']:g} h) · prices: {escape(rep['prices']['source'])}</p>"
+        f"{warnings}"
         f"<div class=kpis>{''.join(f'<div class=kpi><b>{escape(v)}</b><span>{escape(k)}</span></div>' for k, v in kpis)}</div>"
         + "".join(charts)
         + "".join(tables)

@@ -8,6 +8,7 @@ Comparing the two reports is the end-to-end proof that labels, joins and windows
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -59,10 +60,32 @@ class Observed:
     unallocated_gpu: dict[tuple[str, str, NodeKey], np.ndarray] = field(default_factory=dict)
     tokens_in: dict[WorkloadKey, float] = field(default_factory=dict)
     tokens_out: dict[WorkloadKey, float] = field(default_factory=dict)
+    # the window asked for, when the data did not cover it (the report says so)
+    requested_start: float | None = None
+    requested_end: float | None = None
 
     @property
     def hours(self) -> float:
         return (self.end - self.start) / 3600.0
+
+    def drop_leading_hours(self, n: int) -> None:
+        """Start the window `n` hours later: the hours before the first sample are not data, and
+        counting them would divide every monthly figure by a longer window than was observed."""
+        if n <= 0:
+            return
+        self.hour_ends = self.hour_ends[n:]
+        self.start += 3600.0 * n
+        every: list[dict[Any, np.ndarray]] = [
+            self.allocated,
+            self.active,
+            self.capacity,
+            self.unallocated_gpu,
+        ]
+        for series in every:
+            for key in series:
+                series[key] = series[key][n:]
+        for t in self.tracks:
+            t.gr, t.sm = t.gr[n:], t.sm[n:]
 
 
 assert NODE[0] == "pool" and GROUP[-len(NODE) :] == NODE

@@ -13,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from observability.rules import SPOT_FACTOR
 from vocabulary.catalog import Catalog, InstanceType, load_catalog
+from vocabulary.errors import InputError
+from vocabulary.yamlfile import load_yaml
 
 DEFAULT_SPOT_FACTOR = SPOT_FACTOR  # one number for the report and the alert rules
 
@@ -54,25 +54,46 @@ class PriceBook:
 
 
 def load_prices(path: str | Path | None = None) -> PriceBook:
+    """The catalog's prices, overridden by `path`. A bad file raises vocabulary.errors.InputError
+    naming the file, the key and what is allowed."""
     catalog = load_catalog()
     if not path:
         return PriceBook(
             catalog, {}, source=f"catalog ({catalog.price_source}, {catalog.price_date})"
         )
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    raw = load_yaml(path, "price file") or {}
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: a price file is a mapping with on_demand, spot, spot_factor")
     unknown = set(raw) - {"on_demand", "spot", "spot_factor"}
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"{path}: unknown keys {sorted(unknown)}; expected on_demand, spot, spot_factor"
         )
-    on_demand = {k: float(v) for k, v in (raw.get("on_demand") or {}).items()}
-    spot = {k: float(v) for k, v in (raw.get("spot") or {}).items()}
-    missing = sorted(set(spot) - set(catalog.instances))
-    if missing:
-        raise KeyError(f"{path}: spot price for unknown instance types: {', '.join(missing)}")
+    on_demand = _rates(raw, "on_demand", path, catalog)
+    spot = _rates(raw, "spot", path, catalog)
+    factor = raw.get("spot_factor", DEFAULT_SPOT_FACTOR)
+    if isinstance(factor, bool) or not isinstance(factor, int | float) or not 0 < factor <= 1:
+        raise InputError(f"{path}: spot_factor: {factor!r}: must be a number in (0, 1]")
     return PriceBook(
         catalog.with_prices(on_demand),
         spot,
-        float(raw.get("spot_factor", DEFAULT_SPOT_FACTOR)),
+        float(factor),
         source=f"catalog overridden by {path}",
     )
+
+
+def _rates(raw: dict, key: str, path: str | Path, catalog: Catalog) -> dict[str, float]:
+    """`{instance type: USD per instance-hour}` under `key`, every type known, every rate > 0."""
+    section = raw.get(key) or {}
+    if not isinstance(section, dict):
+        raise InputError(f"{path}: {key}: must map instance types to USD per hour")
+    unknown = sorted(set(section) - set(catalog.instances))
+    if unknown:
+        raise InputError(
+            f"{path}: {key}: unknown instance types {', '.join(unknown)}; known: "
+            f"{', '.join(catalog.names())}"
+        )
+    for name, rate in section.items():
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0:
+            raise InputError(f"{path}: {key}.{name}: {rate!r}: must be USD per hour above 0")
+    return {name: float(rate) for name, rate in section.items()}

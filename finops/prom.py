@@ -36,9 +36,20 @@ class PromClient:
                 payload = json.loads(r.read())
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:500]
+            if exc.code == 404:
+                raise PromError(
+                    f"{self.url}{path} answered 404: is {self.url} a Prometheus (its base URL, "
+                    "without /graph or a path)?"
+                ) from None
             raise PromError(f"{path} {exc.code}: {detail}\nquery: {params.get('query')}") from None
-        except urllib.error.URLError as exc:
-            raise PromError(f"cannot reach Prometheus at {self.url}: {exc.reason}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise PromError(
+                f"cannot reach Prometheus at {self.url}: {reason}; is it running and is the URL "
+                "right? (`tandem finops demo` starts a local one with a simulated fleet)"
+            ) from None
+        except json.JSONDecodeError:
+            raise PromError(f"{self.url}{path} did not answer JSON: is it a Prometheus?") from None
         if payload.get("status") != "success":
             raise PromError(f"{payload.get('error')}\nquery: {params.get('query')}")
         return payload["data"]

@@ -22,6 +22,10 @@ STEP = 3600
 WINDOW = q.HOUR
 
 
+class NoDataError(RuntimeError):
+    """The Prometheus answered, but holds no GPU capacity samples in the window."""
+
+
 def queries(w: str = WINDOW) -> dict[str, str]:
     """Named per-pod / per-node PromQL for the report (the tests evaluate each one too).
 
@@ -60,15 +64,17 @@ def sample_interval(client: PromClient, end: float, window_s: float) -> tuple[fl
     sel = f'{q.KSM_NODE_CAPACITY}{{resource="{q.KSM_GPU_RESOURCE}"}}'
     nodes = client.query(f"last_over_time({sel}[{int(window_s)}s])", end)
     if not nodes:
-        raise RuntimeError(
-            f"no {sel} between {window_s / 86400:g} days before the end and the end: "
-            "is kube-state-metrics scraped, and is the range right?"
+        raise NoDataError(
+            f"no {sel} samples in the {window_s / 86400:g} days before --end: is "
+            "kube-state-metrics scraped, and are --end and --range right?"
         )
     node = nodes[0].labels.get("node", "")
     raw = client.query(f'{sel[:-1]},node="{node}"}}[{int(window_s)}s]', end)
     gaps = np.diff(raw[0].times) if raw and len(raw[0].times) > 1 else np.array([])
     if not gaps.size:
-        raise RuntimeError(f"only one {sel} sample for node {node}: the window is too short")
+        raise NoDataError(
+            f"only one {sel} sample for node {node}: the window is too short; widen --range"
+        )
     return float(np.median(gaps)), float(raw[0].times[-1])
 
 
@@ -87,6 +93,7 @@ def observed_from_prometheus(
     progress: Callable[[str], None] = lambda name: None,
     workers: int = 3,
 ) -> Observed:
+    requested_start, requested_end = start, end
     dt, last = sample_interval(client, end, end - start)
     if last + dt < end:  # the data stops before the window does: end at the last sample
         end = last
@@ -128,7 +135,14 @@ def observed_from_prometheus(
         nk = node_key.get(labels.get("node") or labels.get("Hostname", ""), blank_node)
         return wk + nk
 
-    obs = Observed(start=start, end=end, hour_ends=hour_ends, sample_interval_s=dt)
+    obs = Observed(
+        start=start,
+        end=end,
+        hour_ends=hour_ends,
+        sample_interval_s=dt,
+        requested_start=requested_start,
+        requested_end=requested_end,
+    )
     per_hour = dt / 3600.0
 
     def add(target: dict, key: tuple, s: Series, scale: float = 1.0) -> None:
@@ -156,6 +170,10 @@ def observed_from_prometheus(
             i = 0 if name == "gr_hourly" else 1
             slot[i] = np.where(np.isnan(dense), slot[i], dense)
     obs.tracks = [GpuTrack(u, h, g, gr, sm) for (u, h, g), (gr, sm) in tracks.items()]
+    # the data may start after the window does (--range 90d over 30 days): start at the first
+    # hour any node reported capacity, so the report divides by the time it observed
+    firsts = [int(np.rint((s.times[0] - hour_ends[0]) / STEP)) for s in results["capacity"]]
+    obs.drop_leading_hours(min((f for f in firsts if f >= 0), default=0))
     for name, target in (("tokens_in", obs.tokens_in), ("tokens_out", obs.tokens_out)):
         for s in results[name]:
             k = group(s.labels)[: len(q.WORKLOAD)]

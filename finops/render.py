@@ -21,11 +21,13 @@ def render_table(rep: dict) -> str:
     console.print(
         f"GPU FinOps report {w['start']} .. {w['end']} ({w['hours']:g} h) — prices: {rep['prices']['source']}"
     )
-    for title, header, rows in report_tables(rep):
-        table = Table(title=title, title_justify="left")
-        for h in header:
-            table.add_column(h, overflow="fold")
-        for row in rows:
+    for note in w.get("notes", []):
+        console.print(f"Note: {note}")
+    for t in report_tables(rep):
+        table = Table(title=t.title, title_justify="left", caption=t.note or None)
+        for h, numeric in zip(t.header, t.numeric, strict=True):
+            table.add_column(h, overflow="fold", justify="right" if numeric else "left")
+        for row in t.rows:
             table.add_row(*row)
         console.print(table)
     return buf.getvalue()
@@ -39,18 +41,16 @@ def render_md(rep: dict) -> str:
         f"Window {w['start']} .. {w['end']} ({w['hours']:g} h); prices: {rep['prices']['source']}.",
         "",
     ]
-    for title, header, rows in report_tables(rep):
+    lines += [f"> Note: {note}\n" for note in w.get("notes", [])]
+    for t in report_tables(rep):
         lines += [
-            f"## {title[0].upper()}{title[1:]}",
+            f"## {t.title[0].upper()}{t.title[1:]}",
             "",
-            "| " + " | ".join(header) + " |",
-            "|" + "---|" * len(header),
+            "| " + " | ".join(t.header) + " |",
+            "|" + "".join("---:|" if n else "---|" for n in t.numeric),
         ]
-        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-        lines.append("")
-    lines.append(
-        "`*` overlaps a larger recommendation on the same target; not counted in the total."
-    )
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in t.rows]
+        lines += ["", t.note, ""] if t.note else [""]
     return "\n".join(lines) + "\n"
 
 
@@ -67,6 +67,8 @@ def render_csv(rep: dict) -> str:
     """FOCUS 1.x columns, one row per UTC day and group (team, use case, model, pool)."""
     iso = lambda t: datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
     start, end = rep["window"]["start"], rep["window"]["end"]
+    # a charge period never leaves the billing period: the first and last days are partial
+    t0, t1 = _epoch(start), _epoch(end)
     buf = io.StringIO()
     w = csv.DictWriter(buf, FOCUS_COLUMNS, lineterminator="\n")
     w.writeheader()
@@ -84,7 +86,8 @@ def render_csv(rep: dict) -> str:
         w.writerow(
             {
                 "BillingPeriodStart": start, "BillingPeriodEnd": end,
-                "ChargePeriodStart": iso(r["day"]), "ChargePeriodEnd": iso(r["day"] + 86400),
+                "ChargePeriodStart": iso(max(r["day"], t0)),
+                "ChargePeriodEnd": iso(min(r["day"] + 86400, t1)),
                 "ChargeCategory": "Usage",
                 "ChargeDescription": "Unallocated GPU capacity" if unalloc else "GPU allocation",
                 "ServiceCategory": "Compute", "ServiceName": "Tandem GPU pools", "ProviderName": "Tandem",
@@ -100,6 +103,10 @@ def render_csv(rep: dict) -> str:
             }
         )  # fmt: skip
     return buf.getvalue()
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def render_json(rep: dict) -> str:

@@ -232,6 +232,31 @@ def _daily(obs: Observed, prices: PriceBook) -> list[dict]:
     return rows
 
 
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+def window_notes(obs: Observed) -> list[str]:
+    """What differs between the window asked for and the one the data covered (an hour or more):
+    the report's per-month figures are scaled from the covered hours, so the reader must know."""
+    notes = []
+    asked_start = obs.requested_start if obs.requested_start is not None else obs.start
+    asked_end = obs.requested_end if obs.requested_end is not None else obs.end
+    asked_h = (asked_end - asked_start) / 3600.0
+    if obs.start - asked_start >= 3600:
+        notes.append(
+            f"the data starts at {_iso(obs.start)}, {(obs.start - asked_start) / 3600:,.0f} h "
+            f"after the requested start: the report covers {obs.hours:,.0f} h of the "
+            f"{asked_h:,.0f} h asked for, and monthly figures are scaled from the {obs.hours:,.0f} h"
+        )
+    if asked_end - obs.end >= 3600:
+        notes.append(
+            f"the data ends at {_iso(obs.end)}, {(asked_end - obs.end) / 3600:,.0f} h before the "
+            "requested end"
+        )
+    return notes
+
+
 def build_report(
     obs: Observed,
     prices: PriceBook,
@@ -251,15 +276,17 @@ def build_report(
     cost = sum(r["cost_usd"] for r in by_pool)
     alloc_idle = sum(r["allocated_idle_cost_usd"] for r in by_pool)
     recs = recommend(obs, prices, thresholds)
-    iso = lambda t: datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")  # noqa: E731
     return {
         "schema": "tandem.finops.report/v1",
         "window": {
-            "start": iso(obs.start),
-            "end": iso(obs.end),
+            "start": _iso(obs.start),
+            "end": _iso(obs.end),
             "hours": _r(obs.hours, 3),
             "sample_interval_s": obs.sample_interval_s,
             "source": source,
+            "requested_start": _iso(obs.requested_start or obs.start),
+            "requested_end": _iso(obs.requested_end or obs.end),
+            "notes": window_notes(obs),
         },
         "prices": {
             "source": prices.source,

@@ -16,8 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vocabulary.cache import CachePolicy, CacheSection
-from vocabulary.errors import ConfigError, format_validation_error
+from vocabulary.errors import ConfigError, InputError, format_validation_error
 from vocabulary.gateway import ENDPOINTS, Budget, Endpoint, Price, Timeouts
+from vocabulary.yamlfile import load_yaml
 
 
 class _Strict(BaseModel):
@@ -215,16 +216,16 @@ def resolve_keys_file(config_path: Path, keys_file: str) -> Path:
 def load_config(path: str | Path) -> RoutesConfig:
     path = Path(path)
     source = f"gateway config {path}"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError([f"cannot read the file: {exc}"], source) from None
+    try:  # bad YAML: ConfigError naming the file and line; unreadable: said as one problem
+        data = load_yaml(path, "routes file")
+        if isinstance(data, dict) and data.get("keys_file"):
+            keys_path = resolve_keys_file(path, data["keys_file"])
+            extra = load_yaml(keys_path, "keys file") or []
+    except ConfigError:
+        raise
+    except InputError as exc:
+        raise ConfigError([str(exc)], source) from None
     if isinstance(data, dict) and data.get("keys_file"):
-        keys_path = resolve_keys_file(path, data["keys_file"])
-        try:
-            extra = yaml.safe_load(keys_path.read_text()) or []
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError([f"keys_file: cannot read {keys_path}: {exc}"], source) from None
         if not isinstance(extra, list):
             raise ConfigError([f"keys_file: {keys_path} must be a YAML list of keys"], source)
         data = {**data, "keys": list(data.get("keys") or []) + extra}

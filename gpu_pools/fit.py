@@ -13,6 +13,9 @@ from pathlib import Path
 
 import yaml
 
+from vocabulary.errors import InputError
+from vocabulary.yamlfile import read_text
+
 GIB = 1024**3
 # Memory each GPU needs outside weights and KV cache: the CUDA context, plus the activations of the
 # largest prefill step. Measured on an H200 by tests/gpu (torch 2.11, CUDA 13): the context took
@@ -95,7 +98,21 @@ def lookup(*ids: str) -> ModelSize | None:
 def size_from_config(config: dict | str | Path, name: str = "config.json") -> ModelSize:
     """Architecture and an estimated parameter count from a Hugging Face config.json."""
     if not isinstance(config, dict):
-        return size_from_config(json.loads(Path(config).read_text()), name)
+        text = read_text(config, "model config (config_json)")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{config}: not JSON ({exc.msg}, line {exc.lineno})") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{config}: a model's config.json is a JSON object")
+        return size_from_config(data, str(config))
+    missing = [
+        k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads") if k not in config
+    ]
+    if missing:
+        raise InputError(
+            f"{name}: no {', '.join(missing)}: not a transformer config.json; give `size:` instead"
+        )
     hidden = int(config["hidden_size"])
     layers = int(config["num_hidden_layers"])
     heads = int(config["num_attention_heads"])

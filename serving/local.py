@@ -106,6 +106,7 @@ def start(
     env: dict[str, str] | None = None,
 ) -> LocalServe:
     """Run `config` on a fresh local Ray in the background; returns once every app is RUNNING."""
+    state_dir = state_dir.resolve()  # the runner works in the repository, not the caller's dir
     state_dir.mkdir(parents=True, exist_ok=True)
     port = int(config.get("http_options", {}).get("port") or free_port())
     config = {**config, "http_options": {"host": "127.0.0.1", "port": port}}

@@ -8,7 +8,8 @@ interface documented in docs/architecture.md).
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,9 @@ class Plan:
         )
 
     def counts_by_type(self) -> dict[str, int]:
-        return dict(Counter(r.type for r in self.resources).most_common())
+        """Resources per type, most first (ties by type token, so the order is stable)."""
+        counts = Counter(r.type for r in self.resources)
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def to_dict(self) -> dict[str, Any]:
         cost = self.cost.to_dict()
@@ -68,11 +71,30 @@ def run_program(stack: Stack) -> list[Any]:
     from tandem.program import main
 
     config, secret_keys = stack.pulumi_config()
-    return list(
+    return tree_order(
         run_under_mocks(
             lambda: main(stack), stack=stack.name, config=config, secret_keys=secret_keys
         )
     )
+
+
+def tree_order(resources: Iterable[Any]) -> list[Any]:
+    """Every resource, parents before their children, siblings sorted by URN: the same order for
+    the same inputs. Registration order is not: resources created inside `.apply` callbacks
+    register when their inputs resolve, which varies from run to run, so a plan diff in review
+    would be noise."""
+    items = list(resources)
+    urns = {r.urn for r in items}
+    children: dict[str | None, list[Any]] = defaultdict(list)
+    for r in items:
+        children[r.parent if r.parent in urns else None].append(r)
+    ordered: list[Any] = []
+    stack = sorted(children[None], key=lambda r: r.urn, reverse=True)
+    while stack:
+        r = stack.pop()
+        ordered.append(r)
+        stack += sorted(children[r.urn], key=lambda c: c.urn, reverse=True)
+    return ordered
 
 
 def run_config(stack: str, flat: dict[str, Any]) -> list[Any]:

@@ -12,9 +12,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
 from gpu_pools.contract import SchedulingContract, scheduling_contract
 from serving.checks import CheckResult, resolve_contract, run_checks
 from vocabulary.config import (
@@ -23,8 +20,9 @@ from vocabulary.config import (
     parse_config,
     pulumi_config_values,
 )
-from vocabulary.errors import ConfigError, format_validation_error
+from vocabulary.errors import ConfigError, InputError
 from vocabulary.usecase import UseCaseSpec, load_use_case
+from vocabulary.yamlfile import load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACKS_DIR = REPO_ROOT / "stacks"
@@ -43,8 +41,9 @@ def read_stack_file(stack: str) -> dict[str, Any]:
             p.name[len("Pulumi.") : -len(".yaml")] for p in STACKS_DIR.glob("Pulumi.*.yaml")
         )
         raise ConfigError([f"no stack {stack!r}; stacks: {', '.join(known)}"], str(path))
-    with open(path) as fh:
-        doc = yaml.safe_load(fh) or {}
+    doc = load_yaml(path, "stack file") or {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("config") or {}, dict):
+        raise ConfigError(["(root): a stack file is a mapping with a `config:` mapping"], str(path))
     return doc.get("config", {}) or {}
 
 
@@ -64,10 +63,10 @@ def load_use_cases(config: PlatformConfig) -> list[UseCaseSpec]:
             continue
         try:
             specs.append(load_use_case(path))
-        except ValidationError as exc:
-            errors += [f"{rel}: {line}" for line in format_validation_error(exc, UseCaseSpec)]
-        except (ValueError, yaml.YAMLError) as exc:
-            errors.append(f"{rel}: {exc}")
+        except ConfigError as exc:
+            errors += [f"{rel}: {line}" for line in exc.errors]
+        except InputError as exc:
+            errors.append(str(exc))
     names = [s.name for s in specs]
     errors += [
         f"useCases: two files name the use case {n!r}"

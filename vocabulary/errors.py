@@ -13,13 +13,25 @@ from typing import Any, get_origin
 from pydantic import BaseModel, ValidationError
 
 
-class ConfigError(ValueError):
-    """A stack config that must not reach the engine. `errors` holds one line per problem."""
+class InputError(ValueError):
+    """Input a user can fix (a file, a field, a value): the message names it and what to do.
+
+    The `tandem` CLI prints it without a traceback and exits 2 (docs/architecture.md, "Exit
+    codes"); every loader of a file a user writes raises this or a subclass.
+    """
+
+
+class ConfigError(InputError):
+    """A config (stack, use case, routes...) that must not be used. `errors` holds one line per
+    problem, `source` names the file or section."""
 
     def __init__(self, errors: list[str], source: str = "stack config"):
         self.errors = errors
         self.source = source
-        super().__init__(f"invalid {source}:\n" + "\n".join(f"  - {e}" for e in errors))
+        if len(errors) == 1:  # one problem, one line
+            super().__init__(f"invalid {source}: {errors[0]}")
+        else:
+            super().__init__(f"invalid {source}:\n" + "\n".join(f"  - {e}" for e in errors))
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:

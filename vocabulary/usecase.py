@@ -1,6 +1,6 @@
 """The use-case file (`stacks/usecases/<name>.yaml`): one AI feature a product team ships.
 
-Pure (pydantic + yaml). Each section has its type on this floor: `deployments`
+Pure (pydantic + yaml); a bad file raises vocabulary.errors.ConfigError naming it. Each section has its type on this floor: `deployments`
 (vocabulary.deployment.ModelDeployment), `gateway:` (vocabulary.gateway.UseCaseGateway),
 `review:` (vocabulary.review.ReviewGate); the domains read them (serving builds Serve configs,
 the gateway routes, the policy pack judges the review). Spend limits live where they are enforced: `gateway.budget`
@@ -13,13 +13,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vocabulary.deployment import ModelDeployment
+from vocabulary.errors import ConfigError, format_validation_error
 from vocabulary.gateway import UseCaseGateway
 from vocabulary.labels import dns_label
 from vocabulary.review import ReviewGate
+from vocabulary.yamlfile import load_yaml
 
 UpgradeStrategy = Literal["NewCluster", "NewClusterWithIncrementalUpgrade"]
 UPGRADE_NEW_CLUSTER: UpgradeStrategy = "NewCluster"
@@ -84,18 +92,34 @@ class UseCaseSpec(BaseModel):
         return [d for d in self.deployments if d.uses_gpu]
 
 
+def _validated(model: type[BaseModel], data: Any, path: str | Path) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, model), str(path)) from None
+
+
 def load_use_case(path: str | Path) -> UseCaseSpec:
-    """Read and validate one use-case file; pydantic's error names the field path."""
-    data = yaml.safe_load(Path(path).read_text())
+    """Read and validate one use-case file. Raises ConfigError naming the file and field paths
+    (InputError when the file cannot be read)."""
+    data = load_yaml(path, "use-case file")
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a use-case file is a mapping (name, team, pool, deployments)")
-    return UseCaseSpec.model_validate(data)
+        raise ConfigError(
+            ["(root): a use-case file is a mapping (name, team, pool, deployments)"], str(path)
+        )
+    return _validated(UseCaseSpec, data, path)
 
 
 def load_deployment_or_use_case(path: str | Path) -> UseCaseSpec:
     """A use-case file, or a single ModelDeployment file wrapped as a one-deployment use case."""
-    data = yaml.safe_load(Path(path).read_text())
+    data = load_yaml(path, "use-case file")
     if isinstance(data, dict) and "deployments" in data:
-        return UseCaseSpec.model_validate(data)
-    d = ModelDeployment.model_validate(data)
+        return _validated(UseCaseSpec, data, path)
+    if not isinstance(data, dict):
+        raise ConfigError(
+            ["(root): expected a use-case file (name, team, pool, deployments) or one "
+             "ModelDeployment (name, model, source, ...)"],
+            str(path),
+        )  # fmt: skip
+    d = _validated(ModelDeployment, data, path)
     return UseCaseSpec(name=d.name, team="local", pool="local", deployments=[d])

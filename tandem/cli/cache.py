@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from pathlib import Path
+from typing import Any
+
+from tandem.cli.errors import CommandError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--config", help="routes YAML (its `cache:` section) or a YAML/JSON cache section"
     )
     rp.add_argument(
-        "--thresholds", default="0.85,0.9,0.95", help="static cosine thresholds to compare"
+        "--thresholds",
+        type=thresholds_list,
+        default="0.85,0.9,0.95",
+        help="static cosine thresholds to compare (comma-separated, each in 0-1)",
     )
     rp.add_argument(
         "--price-in", type=float, default=0.0, help="$ per million prompt tokens (when no cost_usd)"
@@ -32,23 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import yaml
-
     from gateway.cache.replay import run
 
-    config: dict = {}
-    if args.config:
-        data = yaml.safe_load(Path(args.config).read_text()) or {}
-        config = data.get("cache", data) if isinstance(data, dict) else {}
-        config = config or {}
-    try:
-        thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
-        results = run(Path(args.log), config, thresholds, args.price_in, args.price_out)
-    except (OSError, ValueError) as exc:
-        print(f"tandem cache replay: {exc}", file=sys.stderr)
-        return 2
+    log = Path(args.log)
+    check_log(log)  # every line a JSON object with body and response, or exit 2 naming the line
+    config = cache_section(Path(args.config)) if args.config else {}
+    results = run(log, config, args.thresholds, args.price_in, args.price_out)
     if args.output == "json":
         print(json.dumps({"log": args.log, "results": results}))
         return 0
@@ -61,3 +56,71 @@ def _replay(args: argparse.Namespace) -> int:
             f"{r['estimated_wrong_hits']:>7}{r['dollars_saved']:>12.4f}{r['dollars_total']:>12.4f}"
         )
     return 0
+
+
+def thresholds_list(text: str) -> list[float]:
+    """`0.85,0.9` -> [0.85, 0.9] (argparse type)."""
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give numbers between 0 and 1, comma-separated, e.g. 0.85,0.9"
+        ) from None
+    if not all(0 <= v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: each threshold is a cosine between 0 and 1")
+    return values
+
+
+def check_log(path: Path) -> None:
+    """Fail on the first line that is not a replayable request, naming the file and line."""
+    from vocabulary.yamlfile import read_text
+
+    hint = "each line is one JSON object {tenant, model, endpoint, body, response, cost_usd?}"
+    rows = 0
+    for n, line in enumerate(read_text(path, "request log").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problem = f"not JSON ({exc.msg}, column {exc.colno})"
+            raise CommandError(f"{path}:{n}: {problem}; {hint}") from None
+        if not isinstance(row, dict):
+            raise CommandError(f"{path}:{n}: a {type(row).__name__}, not an object; {hint}")
+        missing = [k for k in ("body", "response") if not isinstance(row.get(k), dict)]
+        if missing:
+            raise CommandError(
+                f"{path}:{n}: {' and '.join(f'`{k}`' for k in missing)} missing or not an "
+                f"object; each line needs a `body` and a `response` object ({hint})"
+            )
+        rows += 1
+    if not rows:
+        raise CommandError(f"{path}: no requests in the log; {hint}")
+
+
+def cache_section(path: Path) -> dict[str, Any]:
+    """The `cache:` section of a routes file, or a file that is only a cache section."""
+    from vocabulary.cache import parse_cache_section
+    from vocabulary.errors import ConfigError
+    from vocabulary.yamlfile import load_yaml
+
+    data = load_yaml(path, "config file") or {}
+    if not isinstance(data, dict):
+        raise CommandError(f"{path}: expected a routes file or a cache section (a mapping)")
+    if "cache" in data:
+        section, where = data["cache"] or {}, "cache"
+    elif {"routes", "backends"} & set(data):
+        raise CommandError(
+            f"{path}: this routes file has no `cache:` section, so there is nothing to replay; "
+            "add one (e.g. `cache: {mode: semantic}`, docs/semantic-cache.md) or pass a file "
+            "holding only the cache section"
+        )
+    else:
+        section, where = data, f"{path}"
+    if not isinstance(section, dict):
+        raise CommandError(f"{path}: `cache:` must be a mapping (e.g. `cache: {{mode: semantic}}`)")
+    try:
+        parse_cache_section(section, where)
+    except ConfigError as exc:  # name the file too: exit 2
+        raise ConfigError(exc.errors, f"cache section of {path}") from None
+    return section

@@ -10,6 +10,17 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from tandem.cli.errors import (
+    EXIT_UNAVAILABLE,
+    CommandError,
+    http_url,
+    output_path,
+    port_number,
+    positive_int,
+    positive_number,
+    require_free_port,
+)
+
 FORMATS = ("table", "md", "html", "csv", "json")
 DEMO_DIR = Path(
     os.environ.get("TANDEM_FINOPS_DEMO_DIR", Path.home() / ".cache" / "tandem" / "finops-demo")
@@ -40,7 +51,10 @@ def parse_time(text: str) -> float:
 
 def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--prometheus", required=True, help="Prometheus base URL, e.g. http://127.0.0.1:9090"
+        "--prometheus",
+        required=True,
+        type=http_url,
+        help="Prometheus base URL, e.g. http://127.0.0.1:9090",
     )
     p.add_argument("--range", dest="range_s", metavar="DURATION", type=parse_duration, default=parse_duration("30d"),
                    help="window ending at --end (m/h/d/w), default 30d")  # fmt: skip
@@ -48,9 +62,9 @@ def _report_args(p: argparse.ArgumentParser) -> None:
         "--end", type=parse_time, default="now", help="window end: now, epoch or ISO 8601"
     )
     p.add_argument("--format", choices=FORMATS, default="table")
-    p.add_argument("-o", "--output", help="write here instead of stdout")
+    p.add_argument("-o", "--output", type=output_path, help="write here instead of stdout")
     p.add_argument("--prices", help="YAML/JSON price override (on_demand, spot, spot_factor)")
-    p.add_argument("--output-token-weight", type=float, default=4.0,
+    p.add_argument("--output-token-weight", type=positive_number, default=4.0,
                    help="GPU cost of one output token in input tokens, for the $/M split (default 4)")  # fmt: skip
     p.set_defaults(func=_report)
 
@@ -60,16 +74,17 @@ def _report(args: argparse.Namespace) -> int:
 
     from finops.prices import load_prices
     from finops.prom import PromClient, PromError
-    from finops.query import observed_from_prometheus, queries
+    from finops.query import NoDataError, observed_from_prometheus, queries
     from finops.render import render
     from finops.report import build_report
 
-    prices = load_prices(args.prices)
+    prices = load_prices(args.prices)  # a bad file: InputError naming it, exit 2
     end = float(args.end)
     start = end - args.range_s
     client = PromClient(args.prometheus)
     try:
-        with Progress(transient=True, console=_stderr_console()) as progress:
+        console = _stderr_console()
+        with Progress(transient=True, console=console, disable=not console.is_terminal) as progress:
             task = progress.add_task(
                 "querying Prometheus", total=len(queries()) + 3
             )  # + interval probe + 2 label lookups
@@ -79,15 +94,16 @@ def _report(args: argparse.Namespace) -> int:
                 end,
                 progress=lambda name: progress.update(task, advance=1, description=name),
             )
-    except (PromError, RuntimeError) as exc:
-        print(f"tandem finops report: {exc}", file=sys.stderr)
-        return 1
+    except (PromError, NoDataError) as exc:
+        raise CommandError(str(exc), EXIT_UNAVAILABLE) from None
     rep = build_report(
         obs, prices, source=args.prometheus, output_token_weight=args.output_token_weight
     )
+    for note in rep["window"]["notes"]:  # e.g. --range 90d over 30 days of data
+        print(f"warning: {note}", file=sys.stderr)
     text = render(rep, args.format)
     if args.output:
-        Path(args.output).write_text(text)
+        args.output.write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -101,11 +117,11 @@ def _stderr_console():
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--days", type=float, default=30)
-    p.add_argument("--copies", type=int, default=1, help="fleet copies (20 GPUs each)")
-    p.add_argument("--step", type=int, default=60, help="sample interval in seconds")
+    p.add_argument("--days", type=positive_number, default=30)
+    p.add_argument("--copies", type=positive_int, default=1, help="fleet copies (20 GPUs each)")
+    p.add_argument("--step", type=positive_int, default=60, help="sample interval in seconds")
     p.add_argument("--dir", type=Path, default=DEMO_DIR)
-    p.add_argument("--port", type=int, default=0, help="default: a free port")
+    p.add_argument("--port", type=port_number, default=0, help="default: a free port")
     p.add_argument("--serving-metrics", action="store_true",
                    help="also emit vLLM latency and gateway series (for the Grafana dashboards)")  # fmt: skip
     p.add_argument("--stop", action="store_true", help="stop the demo Prometheus and exit")
@@ -129,6 +145,7 @@ def _demo(args: argparse.Namespace) -> int:
         pid_file.unlink()
     if args.stop:
         return 0
+    require_free_port("127.0.0.1", args.port, "the demo Prometheus", "pass another --port")
     shutil.rmtree(args.dir / "data", ignore_errors=True)
     spec = fleet.base_fleet(
         copies=args.copies, days=args.days, step_s=args.step, full=args.serving_metrics
@@ -170,8 +187,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def report_main(argv: list[str]) -> int:
-    """`tandem finops report ARGS` without the top-level parser (tests, scripts)."""
-    p = argparse.ArgumentParser(prog="tandem finops report")
-    _report_args(p)
-    args = p.parse_args(argv)
-    return args.func(args)
+    """`tandem finops report ARGS` (tests, scripts): the same parser and error handling."""
+    from tandem.cli import main
+
+    return main(["finops", "report", *argv])

@@ -5,6 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tandem.cli.errors import (
+    EXIT_UNAVAILABLE,
+    CommandError,
+    bind_failure,
+    port_number,
+    require_free_port,
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     gw = subparsers.add_parser("gateway", help="Run the AI gateway locally")
@@ -12,8 +20,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="Serve the OpenAI-compatible API from a routes file")
     serve.add_argument("--config", required=True, help="routes YAML file (hot-reloaded)")
     serve.add_argument("--host", default=None, help="override server.host")
-    serve.add_argument("--port", type=int, default=None, help="override server.port")
-    serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--port", type=port_number, default=None, help="override server.port")
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="default INFO",
+    )
     serve.set_defaults(func=_serve)
     hk = sub.add_parser("hash-key", help="Print the sha256 to put in a routes file for an API key")
     hk.add_argument("key", nargs="?", help="the key (read from stdin when omitted)")
@@ -29,14 +43,27 @@ def _serve(args: argparse.Namespace) -> int:
     from vocabulary.errors import ConfigError
 
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     try:
         cfg = load_config(args.config)
+    except ConfigError as exc:  # missing file, bad YAML (file, line), unknown or bad field
+        raise CommandError(str(exc)) from None
+    host = args.host or cfg.server.host
+    port = args.port if args.port is not None else cfg.server.port
+    fix = "pass --port N (or set server.port in the routes file), or stop what holds it"
+    # checked before the gateway builds anything: a taken port is one line, not a traceback
+    require_free_port(host, port, "the gateway", fix)
+    try:
         serve(cfg, args.config, host=args.host, port=args.port)
-    except (ConfigError, StartupError) as exc:
-        print(f"tandem gateway: {exc}", file=sys.stderr)
-        return 2
+    except StartupError as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:  # the port was taken between the check and the bind
+        if exc.errno is None or exc.filename:
+            raise
+        raise CommandError(
+            bind_failure(exc, host, port, "the gateway", fix), EXIT_UNAVAILABLE
+        ) from None
     return 0
 
 

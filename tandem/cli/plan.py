@@ -1,7 +1,8 @@
 """`tandem plan --stack NAME [--output table|json]`: the offline plan, for people and machines.
 
 Exit codes: 0 the plan is clean; 1 a mandatory policy or a plan-time check failed; 2 the stack
-config is invalid (the message names the field, the bad value and what is allowed).
+file or a use-case file it lists cannot be read or is invalid: YAML syntax (file, line), an
+unknown field, a bad value (the message names the field, the bad value and what is allowed).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+from tandem.cli.errors import EXIT_FAILED, EXIT_INPUT, EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,16 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tandem.plan import build_plan
-    from vocabulary.errors import ConfigError
+    from vocabulary.errors import ConfigError, InputError
 
     try:
         plan = build_plan(args.stack)
-    except ConfigError as exc:
-        if args.output == "json":
-            print(json.dumps({"ok": False, "stack": args.stack, "config_errors": exc.errors}))
-        else:
-            sys.stderr.write(f"error: {exc}\n")
-        return EXIT_CONFIG
+    except InputError as exc:
+        if args.output != "json":
+            raise  # tandem.cli.main prints it and exits 2
+        errors = exc.errors if isinstance(exc, ConfigError) else [str(exc)]
+        print(json.dumps({"ok": False, "stack": args.stack, "config_errors": errors}))
+        return EXIT_INPUT
     if args.output == "json":
         print(json.dumps(plan.to_dict(), indent=2, default=str))
     else:

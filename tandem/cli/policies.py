@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -43,13 +42,9 @@ def list_policies(args: argparse.Namespace) -> int:
     from policies.rules import ALL_RULES
     from policies.settings import PolicySettings
     from tandem.stack import read_stack_file
-    from vocabulary.errors import ConfigError
 
-    try:
-        settings = PolicySettings.from_stack_config(read_stack_file(args.stack), args.stack)
-    except ConfigError as exc:
-        print(f"tandem policies: {exc}", file=sys.stderr)
-        return 2
+    # a bad stack file raises vocabulary.errors.ConfigError: tandem.cli.main prints it, exit 2
+    settings = PolicySettings.from_stack_config(read_stack_file(args.stack), args.stack)
     rows: list[dict[str, Any]] = [
         {
             "policy": r.name,
@@ -99,33 +94,36 @@ def _register_gate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output", choices=("table", "json"), default="table")
     p.add_argument(
         "--today",
-        type=date.fromisoformat,
+        type=_iso_date,
         default=None,
         help="evaluate as of this date (YYYY-MM-DD) when the review has no date",
     )
     p.set_defaults(func=gate)
 
 
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a date as YYYY-MM-DD") from None
+
+
 def gate(args: argparse.Namespace) -> int:
-    import yaml
     from pydantic import ValidationError
 
     from policies import review_gate
+    from vocabulary.errors import ConfigError, format_validation_error
+    from vocabulary.review import ReviewGate
+    from vocabulary.yamlfile import load_yaml
 
-    try:
-        doc = yaml.safe_load(args.file.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        print(f"tandem gate: cannot read {args.file}: {exc}", file=sys.stderr)
-        return 2
+    doc = load_yaml(args.file, "use-case file")  # unreadable or bad YAML: exit 2, file and line
     doc = doc if isinstance(doc, dict) else {}
     name = str(doc.get("name") or args.file.stem)
     try:
         results = review_gate.evaluate(doc.get("review"), today=args.today, use_case=name)
     except ValidationError as exc:
-        for err in exc.errors():
-            path = ".".join(str(p) for p in ("review", *err["loc"]))
-            print(f"tandem gate: {args.file}: {path}: {err['msg']}", file=sys.stderr)
-        return 2
+        lines = format_validation_error(exc, ReviewGate, "review")
+        raise ConfigError(lines, str(args.file)) from None
     ok = review_gate.passed(results)
     if args.output == "json":
         payload = {

@@ -188,3 +188,30 @@ def test_cli_formats(served, tmp_path: Path) -> None:
     html = outputs["html"]
     assert html.count("<svg") >= 4 and "<script src" not in html and "https://" not in html
     assert "support/chatbot/llama-3-8b" in outputs["md"]
+
+
+def test_a_range_longer_than_the_data_is_clipped_to_it_and_said(served, capsys) -> None:
+    """--range 9d over 3 days of data: the report covers the 3 days and divides by them (not by
+    9 days, which would understate every monthly figure by two thirds), and warns."""
+    built, prom = served
+    spec = built.truth.spec
+    exact = report.build_report(
+        query.observed_from_prometheus(PromClient(prom.url), spec.start, spec.end), load_prices()
+    )
+    rc = cli.report_main(
+        ["--prometheus", prom.url, "--range", "9d", "--end", str(spec.end), "--format", "json"]
+    )
+    out = capsys.readouterr()
+    assert rc == 0
+    wide = json.loads(out.out)
+    assert wide["window"]["hours"] == exact["window"]["hours"] == 72
+    assert wide["window"]["start"] == exact["window"]["start"]
+    assert wide["window"]["requested_start"] < wide["window"]["start"]
+    assert wide["totals"]["monthly_capacity_cost_usd"] == pytest.approx(
+        exact["totals"]["monthly_capacity_cost_usd"], rel=1e-6
+    )
+    assert wide["by_team"] == exact["by_team"]
+    (note,) = wide["window"]["notes"]
+    assert "144 h after the requested start" in note and "72 h of the 216 h asked for" in note
+    assert f"warning: {note}" in out.err
+    assert exact["window"]["notes"] == []

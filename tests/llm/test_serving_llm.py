@@ -1,67 +1,77 @@
-"""LLM tier: a tiny random Llama served by Ray Serve LLM + vLLM (CPU build) from our Serve config.
+"""LLM tier: local mode's LLM example run the way a user runs it, from the LLM environment.
 
-Runs in its own environment (tests/llm/setup-env.sh → .venv-llm). Builds the model and tokenizer
-in the test, generates the Serve config with the builder, deploys it on a local Ray the way KubeRay
-does, and checks the OpenAI endpoints return the requested number of tokens and that vLLM's
-metrics are scraped.
+Runs in .venv-llm (tests/llm/setup-env.sh, `make llm-env`). Builds the tiny random Llama where
+stacks/local/tiny-llm.yaml looks for it (`python -m serving.tiny_llm`), starts it with the
+`tandem` script (`tandem serve --local stacks/local/tiny-llm.yaml`: the builder's Serve config on
+a local Ray, as KubeRay deploys it), then checks the OpenAI endpoints return the requested
+number of tokens, that vLLM's metrics are scraped, that `vllm bench serve` (the environment's
+`vllm` command) drives it, and stops it with `tandem serve --stop`.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from serving import builder, local
-from tests.support.serving import build_random_llama
-from vocabulary.deployment import ModelDeployment
+from serving import builder
+from serving.tiny_llm import build_random_llama
+from vocabulary.net import free_port
+from vocabulary.usecase import load_deployment_or_use_case
 
 pytestmark = pytest.mark.llm
 
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "stacks" / "local" / "tiny-llm.yaml"
+BIN = Path(sys.executable).parent  # .venv-llm/bin: the scripts a user of this environment runs
+
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_random_llama(tmp_path_factory.mktemp("tiny-llama"))
+def workdir(tmp_path_factory) -> Path:
+    """The user's current directory: the model where the example expects it, the serve state."""
+    cwd = tmp_path_factory.mktemp("llm-user")
+    build_random_llama(cwd / ".tandem" / "models" / "tiny-llama")
+    return cwd
 
 
 @pytest.fixture(scope="module")
-def spec(tiny_model: Path) -> ModelDeployment:
-    return ModelDeployment.model_validate(
-        {
-            "name": "tiny",
-            "model": "tiny-llama",
-            "source": str(tiny_model),
-            "config_json": str(tiny_model / "config.json"),
-            "kind": "llm",
-            "gpu": "cpu",
-            "engine": {
-                "max_model_len": 256,
-                "max_num_seqs": 4,
-                "dtype": "float32",
-                "enable_prefix_caching": False,
-            },
-            "autoscaling": {"min_replicas": 1, "max_replicas": 1},
-        }
+def spec():
+    (deployment,) = load_deployment_or_use_case(EXAMPLE).deployments
+    return deployment
+
+
+def _tandem(cwd: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "tandem"), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
 
 
 @pytest.fixture(scope="module")
-def served(spec: ModelDeployment, tmp_path_factory):
-    state = tmp_path_factory.mktemp("serve-llm")
-    config = builder.serve_config([spec], port=local.free_port())
+def served(workdir: Path):
+    port = free_port()
     started = time.monotonic()
-    server = local.start(config, state, num_cpus=8, timeout_s=420)
-    print(f"\nServe LLM app RUNNING after {time.monotonic() - started:.0f}s")
+    done = _tandem(workdir, "serve", "--local", str(EXAMPLE), "--port", str(port), timeout=600)
+    log = workdir / ".tandem" / "serve-local" / "serve-local.log"
+    tail = log.read_text(errors="replace")[-4000:] if log.exists() else "(no log)"
+    assert done.returncode == 0, f"{done.stdout}{done.stderr}--- {log} ---\n{tail}"
+    print(f"\ntandem serve --local: RUNNING after {time.monotonic() - started:.0f}s")
     try:
-        yield server
+        state = json.loads((workdir / ".tandem" / "serve-local" / "serve-local.json").read_text())
+        assert state["endpoint"] == f"http://127.0.0.1:{port}"
+        assert f"http://127.0.0.1:{port}/tiny-llm/v1/chat/completions" in done.stdout
+        yield state
     finally:
-        local.stop(state)
+        stopped = _tandem(workdir, "serve", "--stop", timeout=120)
+        assert stopped.returncode == 0 and "stopped local Serve" in stopped.stdout
 
 
 def test_completions_return_the_requested_tokens(served, spec) -> None:
-    url = f"{served.endpoint}{builder.route_prefix(spec)}/v1/completions"
+    url = f"{served['endpoint']}{builder.route_prefix(spec)}/v1/completions"
     resp = httpx.post(
         url,
         json={
@@ -80,7 +90,7 @@ def test_completions_return_the_requested_tokens(served, spec) -> None:
 
 
 def test_chat_completions_return_the_requested_tokens(served, spec) -> None:
-    url = f"{served.endpoint}{builder.route_prefix(spec)}/v1/chat/completions"
+    url = f"{served['endpoint']}{builder.route_prefix(spec)}/v1/chat/completions"
     resp = httpx.post(
         url,
         json={
@@ -103,17 +113,40 @@ def test_chat_completions_return_the_requested_tokens(served, spec) -> None:
 
 def test_vllm_metrics_are_scraped(served, spec) -> None:
     """vLLM's engine series reach Ray's Prometheus endpoint (what the PodMonitor scrapes)."""
-    deadline = time.monotonic() + 60
+
+    def generated(text: str) -> float:
+        lines = [ln for ln in text.splitlines() if "vllm" in ln and not ln.startswith("#")]
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines if "generation_tokens_total" in ln)
+
+    deadline = time.monotonic() + 90  # Ray's agent exports on its own interval: poll
     text = ""
     while time.monotonic() < deadline:
-        text = httpx.get(served.metrics, timeout=10).text
-        if "vllm" in text and "generation_tokens" in text:
+        text = httpx.get(served["metrics"], timeout=10).text
+        if generated(text) >= 12:
             break
         time.sleep(2)
-    lines = [ln for ln in text.splitlines() if "vllm" in ln and not ln.startswith("#")]
-    assert any("generation_tokens" in ln for ln in lines), text[-2000:]
-    tokens = [float(ln.rsplit(" ", 1)[1]) for ln in lines if "generation_tokens_total" in ln]
-    assert sum(tokens) >= 12  # the two requests above
+    assert "generation_tokens" in text, text[-2000:]
+    assert generated(text) >= 12, text[-2000:]  # the two requests above: 7 + 5 tokens
+
+
+def test_vllm_command_benchmarks_the_served_model(served, spec, workdir: Path) -> None:
+    """`vllm` works in this environment: vLLM's own benchmark client against the served model."""
+    done = subprocess.run(
+        [str(BIN / "vllm"), "--version"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "0.32.0", done.stderr
+    bench = subprocess.run(
+        [str(BIN / "vllm"), "bench", "serve", "--backend", "openai",
+         "--base-url", served["endpoint"], "--endpoint", f"{builder.route_prefix(spec)}/v1/completions",
+         "--model", spec.model, "--tokenizer", str(workdir / ".tandem" / "models" / "tiny-llama"),
+         "--dataset-name", "random", "--random-input-len", "16", "--random-output-len", "4",
+         "--num-prompts", "4", "--ignore-eos"],
+        capture_output=True, text=True, timeout=300, cwd=workdir,
+    )  # fmt: skip
+    assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
+    assert "Successful requests:" in bench.stdout
+    line = next(ln for ln in bench.stdout.splitlines() if "Successful requests:" in ln)
+    assert int(line.split()[-1]) == 4, bench.stdout[-2000:]
 
 
 def test_every_golden_llm_config_is_a_valid_llmconfig() -> None:

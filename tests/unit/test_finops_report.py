@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -116,5 +117,74 @@ def test_duration_and_time_parsing() -> None:
 
 def test_report_fails_clearly_without_prometheus(capsys: pytest.CaptureFixture[str]) -> None:
     rc = cli.report_main(["--prometheus", "http://127.0.0.1:9", "--range", "1d"])
-    assert rc == 1
+    assert rc == 3  # the environment: docs/architecture.md, exit codes
     assert "cannot reach Prometheus" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def partial() -> dict:
+    """A window starting at 15:00 and ending at 15:00: its first and last UTC days are partial."""
+    end = 1_800_000_000 // 86400 * 86400 + 15 * 3600
+    spec = fleet.base_fleet(days=2, step_s=300, end=end, full=False)
+    return report.build_report(truth.observed_from_truth(fleet.simulate(spec)), load_prices())
+
+
+def test_focus_charge_periods_stay_inside_the_billing_period(partial: dict) -> None:
+    rows = list(csv.DictReader(io.StringIO(render.render(partial, "csv"))))
+    starts = sorted({r["ChargePeriodStart"] for r in rows})
+    ends = sorted({r["ChargePeriodEnd"] for r in rows})
+    billing = rows[0]["BillingPeriodStart"], rows[0]["BillingPeriodEnd"]
+    assert starts[0] == billing[0] == partial["window"]["start"]  # 15:00, not midnight
+    assert ends[-1] == billing[1] == partial["window"]["end"]
+    assert all(
+        billing[0] <= r["ChargePeriodStart"] < r["ChargePeriodEnd"] <= billing[1] for r in rows
+    )
+    total = sum(float(r["BilledCost"]) for r in rows)
+    assert total == pytest.approx(partial["totals"]["capacity_cost_usd"], abs=0.5)
+
+
+def test_html_team_colours_are_not_the_busy_idle_colours(partial: dict) -> None:
+    from finops import html
+
+    page = html.render_html(partial)
+    daily = page[page.index("Daily GPU cost by team") :]
+    daily = daily[: daily.index("</svg>")]
+    legend = dict(re.findall(r'fill="(#[0-9a-f]{6})"/><text[^>]*>([^<]+)</text>', daily))
+    teams = {team: color for color, team in legend.items()}
+    assert {"research", "support", "marketing", "unallocated"} <= set(teams)
+    reserved = {html.ACTIVE, html.ALLOC_IDLE, html.UNALLOC}
+    assert teams.pop("unallocated") == html.UNALLOC
+    assert not reserved & set(teams.values())
+    assert len(set(teams.values())) == len(teams)  # and one colour per team
+
+
+def test_html_labels_partial_days_and_aligns_text_left(partial: dict) -> None:
+    page = render_html(partial)
+    days = sorted({r["day"] for r in partial["daily"]})
+    assert len(days) == 3  # 9 h, a whole day, 15 h
+    assert "(9 h)</text>" in page and "(15 h)</text>" in page and "A day marked (N h)" in page
+    use_cases = page[page.index("<h2>By use case</h2>") :]
+    use_cases = use_cases[: use_cases.index("</table>")]
+    assert "<th>use_case</th>" in use_cases and '<th class="n">cost $</th>' in use_cases
+    assert "<td>eval</td>" in use_cases  # text left, numbers right
+    assert re.search(r'<td class="n">[\d,]+\.\d\d</td>', use_cases)
+
+
+@pytest.mark.parametrize("fmt", ["html", "md", "table"])
+def test_team_rows_say_they_add_up_to_allocated_not_the_bill(partial: dict, fmt: str) -> None:
+    text = " ".join(render.render(partial, fmt).split())
+    t = partial["totals"]
+    assert "add up to the allocated cost" in text and "not to the bill" in text
+    assert f"${t['unallocated_cost_usd']:,.2f}" in text and f"${t['cost_usd']:,.2f}" in text
+    by_team = sum(r["cost_usd"] for r in partial["by_team"])
+    assert by_team == pytest.approx(t["cost_usd"], abs=0.05)
+    assert by_team < t["capacity_cost_usd"]
+
+
+def test_a_window_wider_than_the_data_is_noted() -> None:
+    spec = fleet.base_fleet(days=1, step_s=600, end=1_800_000_000 // 3600 * 3600, full=False)
+    obs = truth.observed_from_truth(fleet.simulate(spec))
+    assert report.window_notes(obs) == []
+    obs.requested_start = obs.start - 2 * 86400
+    (note,) = report.window_notes(obs)
+    assert "48 h after the requested start" in note and "24 h of the 72 h asked for" in note

@@ -37,7 +37,8 @@ def test_unknown_backend_names_path_and_allowed_values() -> None:
     assert err.value.errors == [
         "routes.chat.backends[1].backend: unknown backend 'nope'; allowed: ['big', 'small']"
     ]
-    assert str(err.value).startswith("invalid routes.yaml:\n  - routes.chat.backends[1]")
+    # one problem, one line
+    assert str(err.value).startswith("invalid routes.yaml: routes.chat.backends[1]")
 
 
 def test_one_line_per_problem_across_schema_and_references() -> None:

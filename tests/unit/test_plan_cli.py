@@ -30,6 +30,37 @@ def test_plan_json_lists_every_resource_with_type(prod_plan_json, stack_resource
     assert {"aws:eks/nodeGroup:NodeGroup", "kubernetes:karpenter.sh/v1:NodePool"} <= types
 
 
+def test_plan_json_is_byte_identical_across_runs(prod_plan_json) -> None:
+    """Two processes with different hash seeds (set order, and with it the order in which
+    `.apply` callbacks register resources, differs): the same bytes, so a plan diff in review
+    shows only what changed."""
+    import os
+    import subprocess
+    import sys
+
+    def plan(seed: str) -> subprocess.Popen:
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        cmd = [sys.executable, "-m", "tandem.cli", "plan", "--stack", "prod", "--output", "json"]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+    runs = [plan("1"), plan("2")]  # side by side
+    outs = [r.communicate(timeout=240) for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], outs[0][1][-2000:]
+    assert outs[0][0] == outs[1][0]
+    assert json.loads(outs[0][0]) == prod_plan_json  # and the same as in this process
+
+
+def test_plan_json_lists_parents_before_children_siblings_by_urn(prod_plan_json) -> None:
+    seen: set[str] = set()
+    recorded = {r["urn"] for r in prod_plan_json["resources"]}  # the stack itself is not
+    siblings: dict[str | None, list[str]] = {}
+    for r in prod_plan_json["resources"]:
+        assert r["parent"] not in recorded or r["parent"] in seen, r["urn"]
+        seen.add(r["urn"])
+        siblings.setdefault(r["parent"], []).append(r["urn"])
+    assert all(urns == sorted(urns) for urns in siblings.values())
+
+
 def test_plan_json_cost_envelope_per_pool(prod_plan_json) -> None:
     cost = prod_plan_json["cost"]
     pools = {p["pool"]: p for p in cost["pools"]}
