@@ -16,6 +16,7 @@ TEST_SETTINGS = RuleSettings(
     gpu_prices={("p5.48xlarge", "on-demand"): 6.88},
     team_budgets_usd={"support": 1000.0, "search": 1_000_000.0},
     platform_budget_usd=40_000.0,
+    platform_budget_thresholds=(0.5, 1.0, 2.0),
 )
 
 POD_LABELS = {
@@ -275,7 +276,12 @@ def unit_tests(rule_file_name: str) -> dict:
                     "TandemTeamBudgetBurn",
                     [_alert("warning", team="support")],
                 ),  # search: 1 GPU, $1M budget
-                ("2h", "TandemPlatformBudgetBurn", [_alert("warning")]),
+                # ~$50k a month against $40k: past 50 % and 100 %, not 200 %
+                (
+                    "2h",
+                    "TandemPlatformBudgetBurn",
+                    [_alert("warning", threshold="0.5"), _alert("warning", threshold="1")],
+                ),
             ],
         )  # fmt: skip
     )

@@ -41,6 +41,8 @@ class RuleSettings:
     gpu_prices: dict[tuple[str, str], float] = field(default_factory=dict)
     team_budgets_usd: dict[str, float] = field(default_factory=dict)  # monthly
     platform_budget_usd: float | None = None  # monthly, all teams
+    # shares of the platform budget that each raise TandemPlatformBudgetBurn (budget.alertThresholds)
+    platform_budget_thresholds: tuple[float, ...] = (1.0,)
     exporter_jobs: tuple[str, ...] = ("dcgm-exporter", "kube-state-metrics")
 
 
@@ -112,8 +114,16 @@ def recording_rules(s: RuleSettings) -> list[dict]:
     ]
 
 
-def _alert(name: str, expr: str, for_: str, severity: str, summary: str, description: str) -> dict:
-    rule = {"alert": name, "expr": expr, "labels": {"severity": severity}}
+def _alert(
+    name: str,
+    expr: str,
+    for_: str,
+    severity: str,
+    summary: str,
+    description: str,
+    **extra_labels: str,
+) -> dict:
+    rule = {"alert": name, "expr": expr, "labels": {"severity": severity, **extra_labels}}
     if for_ != "0m":
         rule["for"] = for_
     rule["annotations"] = {"summary": summary, "description": description}
@@ -216,24 +226,28 @@ def alert_rules(s: RuleSettings) -> list[dict]:
                 "At the last 6 hours' rate team {{ $labels.team }} spends ${{ $value | humanize }} a month.",
             )
         )
-    if s.platform_budget_usd:
+    for share in s.platform_budget_thresholds if s.platform_budget_usd else ():
+        # one alert per threshold (budget.alertThresholds), told apart by its `threshold` label;
+        # Alertmanager sends them to budget.notify (observability/alerting.py)
         alerts.append(
             _alert(
                 "TandemPlatformBudgetBurn",
-                f"sum(avg_over_time(tandem:gpu_cost_usd_per_hour:sum[6h])) * 730 > {s.platform_budget_usd:g}",
+                f"sum(avg_over_time(tandem:gpu_cost_usd_per_hour:sum[6h])) * 730"
+                f" > {s.platform_budget_usd * share:g}",
                 "1h",
                 "warning",
-                "GPU spend on course to exceed the platform's monthly budget",
-                "At the last 6 hours' rate the platform spends ${{ $value | humanize }} a month.",
+                f"GPU spend on course to pass {share:.0%} of the platform's monthly budget",
+                "At the last 6 hours' rate the platform spends ${{ $value | humanize }} a month "
+                f"(budget ${s.platform_budget_usd:,.0f}).",
+                threshold=f"{share:g}",
             )
         )
     return [{"name": "tandem.alerts", "rules": alerts}]
 
 
-def settings_for(
-    config: Any, pools: Sequence[Any] = (), platform_budget_usd: float | None = None
-) -> RuleSettings:
-    """RuleSettings from a stack's ObservabilityConfig and GPU pools (typed loosely: pure module).
+def settings_for(config: Any, pools: Sequence[Any] = (), budget: Any | None = None) -> RuleSettings:
+    """RuleSettings from a stack's ObservabilityConfig, GPU pools and BudgetConfig (typed loosely:
+    pure module).
 
     Prices come from the GPU catalog per (instance type, capacity type) the pools can launch;
     reserved capacity is priced on-demand (the commitment is paid either way).
@@ -257,7 +271,8 @@ def settings_for(
         wrong_hit_max=config.cache_wrong_hit_max,
         gpu_prices=prices,
         team_budgets_usd=dict(config.team_budgets_usd),
-        platform_budget_usd=platform_budget_usd,
+        platform_budget_usd=budget.monthly_usd if budget is not None else None,
+        platform_budget_thresholds=tuple(budget.alert_thresholds) if budget is not None else (1.0,),
     )
 
 
