@@ -24,7 +24,7 @@ def test_prod_eks_cluster_is_private_encrypted_and_logged(stack_resources) -> No
     assert cluster["encryptionConfig"]["resources"] == ["secrets"]
     assert set(cluster["enabledClusterLogTypes"]) >= {"api", "audit", "authenticator"}
     assert cluster["accessConfig"]["authenticationMode"] == "API"
-    assert cluster["version"] == "1.33"
+    assert cluster["version"] == "1.35"
     kms = next(r for r in res if r.type == "aws:kms/key:Key").inputs
     assert kms["enableKeyRotation"] is True
     oidc = next(r for r in res if r.type == "aws:iam/openIdConnectProvider:OpenIdConnectProvider")
@@ -146,7 +146,7 @@ def test_karpenter_controller_is_pinned_with_irsa_and_interruption_queue(stack_r
     )
     assert values["settings"]["interruptionQueue"]
     rules = [r for r in res if r.type == "aws:cloudwatch/eventRule:EventRule"]
-    assert len(rules) == 4
+    assert len(rules) == 5  # Karpenter 1.14's reference: spot, rebalance, state, health, ODCR
     role = next(
         r for r in res if r.name == "karpenter-controller" and r.type == "aws:iam/role:Role"
     )
