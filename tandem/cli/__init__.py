@@ -15,6 +15,7 @@ import sys
 # Command module -> the extra its handlers need (pyproject.toml's optional-dependencies).
 COMMAND_MODULES = {
     "tandem.cli.plan": "infra",  # plan
+    "tandem.cli.rehearse": "infra",  # rehearse (the first `pulumi up`, step by step)
     "tandem.cli.policies": "infra",  # policies, gate
     "tandem.cli.serve": "serving",  # serve
     "tandem.cli.gateway": "gateway",  # gateway serve / hash-key
