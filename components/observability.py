@@ -47,6 +47,8 @@ class ObservabilityArgs:
     # Cluster-wide monitors by workload; drop one when that workload ships its own monitor.
     monitors: tuple[str, ...] = WORKLOAD_MONITORS
     prometheus_memory: str = "4Gi"
+    # each use case deployment's `slo:` targets (Platform derives them from the use-case files)
+    deployment_slos: list[rules.DeploymentSlo] = field(default_factory=list)
     alerting: AlertingConfig = field(default_factory=AlertingConfig)
     # receiver name -> its credential (Pulumi secret): only ever inside the Alertmanager Secret
     alerting_secrets: dict[str, pulumi.Input[str]] = field(default_factory=dict)
@@ -142,7 +144,7 @@ class Observability(pulumi.ComponentResource):
             self._dcgm(name, ns, cfg, after_ns, after_crds)
         for workload in args.monitors:
             self._monitor(name, workload, cfg.scrape_interval, after_crds)
-        settings = rules.settings_for(cfg, args.pools, args.budget)
+        settings = rules.settings_for(cfg, args.pools, args.budget, args.deployment_slos)
         k8s.apiextensions.CustomResource(
             f"{name}-rules",
             api_version="monitoring.coreos.com/v1",

@@ -32,9 +32,11 @@ from components.serving.inference_cluster import (
     KubeRayOperator,
     KubeRayOperatorArgs,
     ModelCache,
+    label_value,
 )
 from components.use_case import UseCase, UseCaseArgs, gateway_entry
 from gateway.spec import routes_from_use_cases
+from observability.rules import DeploymentSlo
 from serving.checks import CheckResult, resolve_contract
 from vocabulary import labels
 from vocabulary.config import PlatformConfig, image_services
@@ -70,7 +72,7 @@ class Platform(pulumi.ComponentResource):
         routes = [e for e in map(gateway_entry, args.use_cases) if e is not None]
         with_gateway = cfg.gateway.enabled and bool(routes)  # nothing to route without a use case
         self.images = self._images(image_services(cfg, args.use_cases))
-        self.observability = self._observability(bool(args.use_cases), with_gateway)
+        self.observability = self._observability(args.use_cases, with_gateway)
         self.gateway = self._gateway(routes, args.gateway_keys) if with_gateway else None
         self.use_cases = self._use_cases(args.use_cases, args.checks or {}, args.hf_token)
         self.register_outputs(
@@ -175,7 +177,9 @@ class Platform(pulumi.ComponentResource):
             opts=self._child(),
         )
 
-    def _observability(self, with_use_cases: bool, with_gateway: bool) -> Observability | None:
+    def _observability(
+        self, use_cases: list[UseCaseSpec], with_gateway: bool
+    ) -> Observability | None:
         """kube-prometheus-stack, DCGM and the platform's monitors, rules and dashboards.
 
         Workloads that bring their own monitors (RayService PodMonitors, the gateway's
@@ -183,7 +187,7 @@ class Platform(pulumi.ComponentResource):
         cfg = self.config
         if not cfg.observability.enabled:
             return None
-        owned = {"ray", "vllm"} if with_use_cases else set()
+        owned = {"ray", "vllm"} if use_cases else set()
         owned |= {"gateway"} if with_gateway else set()
         return Observability(
             "observability",
@@ -197,6 +201,7 @@ class Platform(pulumi.ComponentResource):
                 monitors=tuple(m for m in WORKLOAD_MONITORS if m not in owned),
                 alerting=cfg.alerting,
                 alerting_secrets=self._alerting_secrets,
+                deployment_slos=deployment_slos(use_cases),
             ),
             opts=self._child(),
         )
@@ -353,3 +358,24 @@ class Platform(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=role),
         )
         return ModelCache(kind="s3", role_arn=role.arn)
+
+
+def deployment_slos(use_cases: list[UseCaseSpec]) -> list[DeploymentSlo]:
+    """Each deployment's `slo:` as alert targets, labelled the way its pods' metrics are."""
+    out = []
+    for uc in use_cases:
+        for d in uc.deployments:
+            slo = d.slo
+            if slo.ttft_p95_ms is None and slo.itl_p95_ms is None and slo.latency_p95_ms is None:
+                continue
+            out.append(
+                DeploymentSlo(
+                    team=uc.team,
+                    use_case=uc.name,
+                    model=label_value(d.model),
+                    ttft_p95_s=slo.ttft_p95_ms / 1000 if slo.ttft_p95_ms else None,
+                    itl_p95_s=slo.itl_p95_ms / 1000 if slo.itl_p95_ms else None,
+                    latency_p95_ms=slo.latency_p95_ms,
+                )
+            )
+    return out

@@ -153,3 +153,13 @@ def test_karpenter_controller_is_pinned_with_irsa_and_interruption_queue(stack_r
     trust = json.loads(role.inputs["assumeRolePolicy"])
     cond = trust["Statement"][0]["Condition"]["StringEquals"]
     assert "system:serviceaccount:karpenter:karpenter" in cond.values()
+
+
+def test_s3_reaches_the_nodes_without_nat(stack_resources) -> None:
+    """Weights stream from S3: a gateway endpoint on every private route table keeps them off
+    the NAT gateways' per-GB charge (the cost envelope assumes it)."""
+    res = stack_resources["prod"]
+    endpoint = res.one("aws:ec2/vpcEndpoint:VpcEndpoint").inputs
+    assert endpoint["serviceName"] == "com.amazonaws.us-east-1.s3"
+    assert endpoint["vpcEndpointType"] == "Gateway"
+    assert len(endpoint["routeTableIds"]) == 3  # one private route table per AZ

@@ -179,3 +179,19 @@ def test_budget_thresholds_become_alerts(res) -> None:
     ]
     assert sorted(a["labels"]["threshold"] for a in alerts) == ["0.5", "0.8", "1"]
     assert any("> 25000" in a["expr"] for a in alerts)  # 50 % of the $50k budget
+
+
+def test_use_case_slos_become_team_routed_alerts(stack_resources) -> None:
+    """The use-case files' `slo:` sections are alert targets (they were read by nothing)."""
+    rule = stack_resources["prod"].one("kubernetes:monitoring.coreos.com/v1:PrometheusRule")
+    alerts = {
+        (r["alert"], r["labels"]["model"]): r
+        for g in rule.inputs["spec"]["groups"]
+        for r in g["rules"]
+        if r.get("alert", "").startswith("TandemDeployment")
+    }
+    ttft = alerts[("TandemDeploymentTTFTSlo", "support-chat-8b")]
+    assert ttft["labels"]["team"] == "customer-care" and ttft["expr"].endswith("> 1")
+    assert alerts[("TandemDeploymentITLSlo", "support-chat-8b")]["expr"].endswith("> 0.06")
+    embed = alerts[("TandemDeploymentLatencySlo", "all-minilm-l6-v2")]
+    assert embed["labels"]["team"] == "knowledge" and embed["expr"].endswith("> 250")
