@@ -176,19 +176,11 @@ class Observability(pulumi.ComponentResource):
     ) -> k8s.core.v1.Secret:
         """alertmanager.yaml with the receivers' credentials filled in, as a Secret only: the
         credentials are Pulumi secrets and never appear in Helm values or the plan."""
-        names = sorted(args.alerting_secrets)
-
-        def render(values: list[str]) -> str:
-            config = alerting.alertmanager_config(
-                args.alerting, args.budget, dict(zip(names, values, strict=True))
-            )
-            return alerting.render(config)
-
-        rendered = pulumi.Output.all(*[args.alerting_secrets[n] for n in names]).apply(render)
+        rendered = _alertmanager_yaml(args)
         return k8s.core.v1.Secret(
             f"{name}-alertmanager",
             metadata={"name": ALERTMANAGER_SECRET, "namespace": ns, "labels": self._labels},
-            string_data={"alertmanager.yaml": pulumi.Output.secret(rendered)},
+            string_data={"alertmanager.yaml": rendered},
             opts=opts,
         )
 
@@ -278,3 +270,19 @@ class Observability(pulumi.ComponentResource):
             spec=spec,
             opts=opts,
         )
+
+
+def _alertmanager_yaml(args: ObservabilityArgs) -> pulumi.Output[str]:
+    """The rendered config with each receiver's credential filled in; secret as a whole (it is
+    treated as one even when no receiver has a credential)."""
+    names = sorted(args.alerting_secrets)
+
+    def render(values: list[str]) -> str:
+        config = alerting.alertmanager_config(
+            args.alerting, args.budget, dict(zip(names, values, strict=True))
+        )
+        return alerting.render(config)
+
+    return pulumi.Output.secret(
+        pulumi.Output.all(*[args.alerting_secrets[n] for n in names]).apply(render)
+    )

@@ -299,9 +299,17 @@ def unit_tests(rule_file_name: str) -> dict:
         lab = {"use_case": "chatbot", "model": model, "team": "support", "pod": f"{model}-0"}
         for le, rate in (("0.5", b05), ("1.0", b1), ("2.5", b25), ("+Inf", b25)):
             slo_series.append(
-                {"series": _sel(f"ray_{q.VLLM_TTFT}_bucket", le=le, **lab), "values": f"0+{rate}x40"}
+                {
+                    "series": _sel(f"ray_{q.VLLM_TTFT}_bucket", le=le, **lab),
+                    "values": f"0+{rate}x40",
+                }
             )
-    emb = {"use_case": "embeddings", "model": "minilm", "team": "search", "deployment": "BatchEmbedder"}
+    emb = {
+        "use_case": "embeddings",
+        "model": "minilm",
+        "team": "search",
+        "deployment": "BatchEmbedder",
+    }
     for le, rate in (("100", "10"), ("250", "50"), ("500", "100"), ("+Inf", "100")):
         slo_series.append(
             {"series": _sel(f"{q.SERVE_LATENCY_MS}_bucket", le=le, **emb), "values": f"0+{rate}x40"}

@@ -242,19 +242,20 @@ def alert_rules(s: RuleSettings) -> list[dict]:
                 "At the last 6 hours' rate team {{ $labels.team }} spends ${{ $value | humanize }} a month.",
             )
         )
-    for share in s.platform_budget_thresholds if s.platform_budget_usd else ():
+    platform_budget = s.platform_budget_usd or 0.0
+    for share in s.platform_budget_thresholds if platform_budget else ():
         # one alert per threshold (budget.alertThresholds), told apart by its `threshold` label;
         # Alertmanager sends them to budget.notify (observability/alerting.py)
         alerts.append(
             _alert(
                 "TandemPlatformBudgetBurn",
                 f"sum(avg_over_time(tandem:gpu_cost_usd_per_hour:sum[6h])) * 730"
-                f" > {s.platform_budget_usd * share:g}",
+                f" > {platform_budget * share:g}",
                 "1h",
                 "warning",
                 f"GPU spend on course to pass {share:.0%} of the platform's monthly budget",
                 "At the last 6 hours' rate the platform spends ${{ $value | humanize }} a month "
-                f"(budget ${s.platform_budget_usd:,.0f}).",
+                f"(budget ${platform_budget:,.0f}).",
                 threshold=f"{share:g}",
             )
         )
@@ -286,8 +287,7 @@ def deployment_slo_alerts(s: RuleSettings) -> list[dict]:
             out.append(
                 _alert(
                     name,
-                    f"histogram_quantile(0.95, sum by ({by}) (rate({selector}[10m])))"
-                    f" > {target:g}",
+                    f"histogram_quantile(0.95, sum by ({by}) (rate({selector}[10m]))) > {target:g}",
                     "10m",
                     "warning",
                     f"{slo.use_case}/{slo.model} misses its p95 SLO",

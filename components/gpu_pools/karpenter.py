@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -40,7 +41,7 @@ INTERRUPTION_EVENTS = {
 
 
 def _stmt(sid: str, actions: list[str] | str, resources: list[str] | str, **condition) -> dict:
-    out = {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+    out: dict[str, Any] = {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
     if condition:
         out["Condition"] = condition
     return out

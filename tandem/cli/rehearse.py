@@ -57,7 +57,7 @@ def steps(stack: str) -> list[Step]:
     cluster, region = cfg.cluster_name, cfg.region
     secrets = [f"tandem:{k.secret_config_key}" for k in cfg.gateway.keys]
     secrets += [f"tandem:{r.secret_config_key}" for r in cfg.alerting.receivers if r.needs_secret]
-    aliases = [uc.gateway.alias for uc in spec.use_cases if uc.gateway is not None]
+    aliases = [uc.gateway.alias for uc in spec.use_cases if uc.gateway and uc.gateway.alias]
     key = cfg.gateway.keys[0].secret_config_key if cfg.gateway.keys else None
     set_secrets = "; ".join(f"pulumi config get {s} >/dev/null" for s in secrets) or "true"
     return [
@@ -203,7 +203,7 @@ def _aliases(stack: str) -> dict[str, list[str]]:
     return {
         uc.gateway.alias: list(uc.gateway.endpoints)
         for uc in load(stack).use_cases
-        if uc.gateway is not None
+        if uc.gateway and uc.gateway.alias
     }
 
 
