@@ -186,6 +186,16 @@ def test_cpu_only_use_case_needs_no_pool() -> None:
         ({"lora": {"max_lora_rank": 12}}, "max_lora_rank 12"),
         ({"gpu": "cpu", "engine": {"tensor_parallel_size": 2}}, "needs a GPU class"),
         ({"gpu": "B300"}, "not in the GPU catalog"),
+        # settings that would do nothing for the kind or the hardware
+        ({"batching": {"max_batch_size": 8}}, "batching applies to kind 'batch'"),
+        (
+            {"kind": "batch", "engine": {"max_num_seqs": 8, "dtype": "float16"}},
+            "engine.max_num_seqs: vLLM settings do nothing for kind 'batch'",
+        ),
+        (
+            {"gpu": "cpu", "engine": {"gpu_memory_utilization": 0.8}},
+            "engine.gpu_memory_utilization does nothing on 'cpu'",
+        ),
     ],
 )
 def test_spec_errors_name_the_field(patch: dict, needle: str) -> None:
@@ -313,3 +323,12 @@ def test_weights_that_do_not_fit_the_nodes_disk_fail() -> None:
     assert not bad.ok and "raise the pool's rootVolumeGib to at least" in bad.message
     roomy = replace(contract("p5.48xlarge"), disk_gib=1000)
     assert by_check(run_checks(use_case(big), roomy), "worker_fits_node").ok
+
+
+def test_incremental_upgrade_options_need_the_incremental_strategy() -> None:
+    with pytest.raises(ValidationError, match="max_surge_percent apply only to strategy"):
+        use_case(llm(), upgrade={"strategy": "NewCluster", "max_surge_percent": 50})
+    ok = use_case(
+        llm(), upgrade={"strategy": "NewClusterWithIncrementalUpgrade", "max_surge_percent": 50}
+    )
+    assert ok.upgrade.max_surge_percent == 50
