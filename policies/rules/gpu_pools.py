@@ -196,7 +196,7 @@ def gpu_pool_spot_fallback(resources: Sequence[ResourceView], _: PolicySettings)
     "karpenter-ami-pinned",
     "Karpenter GPU node classes pin their AMI version instead of following @latest.",
     "medium",
-    "Use a versioned alias from vocabulary/pins.py (KARPENTER_AMI_ALIAS, e.g. al2023@v20251108) and bump "
+    "Use a versioned alias from vocabulary/pins.py (KARPENTER_AMI_ALIAS, e.g. al2023@v20260714) and bump "
     "it deliberately; @latest rolls every GPU node (and its NVIDIA driver) whenever AWS publishes.",
     (c.KARPENTER_NODECLASS,),
     tags=("gpu-pools", "reliability"),
