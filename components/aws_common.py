@@ -16,7 +16,7 @@ AWS_MANAGED = "arn:aws:iam::aws:policy/"
 NODE_POLICIES = (
     "AmazonEKSWorkerNodePolicy",
     "AmazonEKS_CNI_Policy",
-    "AmazonEC2ContainerRegistryReadOnly",
+    "AmazonEC2ContainerRegistryPullOnly",  # pull only: nodes never list or describe repositories
     "AmazonSSMManagedInstanceCore",
 )
 
@@ -104,7 +104,7 @@ def secure_launch_template(
     tags: dict[str, str],
     parent: pulumi.Resource,
     device_name: str = "/dev/xvda",
-    efa: bool = False,
+    efa_interfaces: int = 0,
     placement_group: pulumi.Input[str] | None = None,
     security_group_ids: Sequence[pulumi.Input[str]] = (),
     capacity_reservation_id: str | None = None,
@@ -113,14 +113,19 @@ def secure_launch_template(
     credentials), an encrypted gp3 volume sized for multi-GB model images, tags on instances
     and volumes so cost reports attribute them."""
     network_interfaces = None
-    if efa:
+    if efa_interfaces:
+        # EC2's layout for multi-card EFA instances (p5.48xlarge: 32 cards): the primary ENI on
+        # card 0 is an EFA interface, every further card gets one EFA-only interface (device 1),
+        # so NCCL sees the whole fabric rather than one card's share of it.
         network_interfaces = [
             {
-                "device_index": 0,
-                "interface_type": "efa",
+                "network_card_index": card,
+                "device_index": 0 if card == 0 else 1,
+                "interface_type": "efa" if card == 0 else "efa-only",
                 "delete_on_termination": "true",
                 "security_groups": list(security_group_ids),
             }
+            for card in range(efa_interfaces)
         ]
     return aws.ec2.LaunchTemplate(
         name,

@@ -55,7 +55,7 @@ class GatewayArgs:
     k8s_provider: pulumi.ProviderResource | None = None
     namespace: str = labels.NS_GATEWAY
     create_namespace: bool = True
-    image: str = f"{pins.GATEWAY_IMAGE_REPO}:{pins.GATEWAY_IMAGE_TAG}"
+    image: pulumi.Input[str] = pins.LOCAL_IMAGES["gateway"]  # Platform: the ECR or prebuilt ref
     cpu_request: str = "500m"
     cpu_limit: str = "2"
     memory_request: str = "256Mi"

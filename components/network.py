@@ -1,7 +1,8 @@
 """The VPC an EKS cluster lives in: private subnets for nodes, public ones for load balancers.
 
-Nodes (GPU nodes included) never get public IPs; egress goes through NAT. Private subnets carry
-the `karpenter.sh/discovery` tag so Karpenter's EC2NodeClass finds them by selector.
+Nodes (GPU nodes included) never get public IPs; egress goes through NAT, except S3 (model
+weights), which a free gateway endpoint serves. Private subnets carry the
+`karpenter.sh/discovery` tag so Karpenter's EC2NodeClass finds them by selector.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Network(pulumi.ComponentResource):
         zones = [f"{args.region}{letter}" for letter in string.ascii_lowercase[: cfg.az_count]]
         self.public_subnet_ids, self.private_subnet_ids = [], []
         nat_ids: list[pulumi.Output[str]] = []
+        private_route_tables: list[pulumi.Output[str]] = []
         for i, zone in enumerate(zones):
             public = aws.ec2.Subnet(
                 f"{name}-public-{zone}",
@@ -108,7 +110,19 @@ class Network(pulumi.ComponentResource):
                 route_table_id=private_rt.id,
                 opts=child,
             )
+            private_route_tables.append(private_rt.id)
             self.private_subnet_ids.append(private.id)
+        # S3 through a gateway endpoint: model weights stream from S3 to GPU nodes, and through
+        # NAT every GB would cost NAT data processing ($0.045/GB); the endpoint is free.
+        aws.ec2.VpcEndpoint(
+            f"{name}-s3",
+            vpc_id=vpc.id,
+            service_name=f"com.amazonaws.{args.region}.s3",
+            vpc_endpoint_type="Gateway",
+            route_table_ids=private_route_tables,
+            tags=tags,
+            opts=child,
+        )
         self.vpc_id = vpc.id
         self.register_outputs(
             {

@@ -20,12 +20,13 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.helm import pinned_release
-from observability import dashboards, promql, rules
+from observability import alerting, dashboards, promql, rules
 from observability.dcgm import dcgm_metrics_csv
 from vocabulary import labels, pins
-from vocabulary.config import BudgetConfig, GpuPoolConfig, ObservabilityConfig
+from vocabulary.config import AlertingConfig, BudgetConfig, GpuPoolConfig, ObservabilityConfig
 
 PROM_RELEASE = "kube-prometheus-stack"
+ALERTMANAGER_SECRET = "tandem-alertmanager"  # alertmanager.yaml, receivers' credentials inside
 DCGM_RELEASE = "dcgm-exporter"
 DCGM_METRICS_DIR = "/etc/dcgm-exporter/tandem"
 GRAFANA_DASHBOARD_LABEL = "grafana_dashboard"
@@ -46,6 +47,11 @@ class ObservabilityArgs:
     # Cluster-wide monitors by workload; drop one when that workload ships its own monitor.
     monitors: tuple[str, ...] = WORKLOAD_MONITORS
     prometheus_memory: str = "4Gi"
+    # each use case deployment's `slo:` targets (Platform derives them from the use-case files)
+    deployment_slos: list[rules.DeploymentSlo] = field(default_factory=list)
+    alerting: AlertingConfig = field(default_factory=AlertingConfig)
+    # receiver name -> its credential (Pulumi secret): only ever inside the Alertmanager Secret
+    alerting_secrets: dict[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 def kube_prometheus_values(cfg: ObservabilityConfig) -> dict[str, Any]:
@@ -75,6 +81,11 @@ def kube_prometheus_values(cfg: ObservabilityConfig) -> dict[str, Any]:
     return {
         "fullnameOverride": PROM_RELEASE,
         "prometheus": {"prometheusSpec": spec},
+        # Alertmanager reads the Secret Tandem renders (receivers, routes by team): the chart's
+        # own config would route every alert to a `null` receiver
+        "alertmanager": {
+            "alertmanagerSpec": {"useExistingSecret": True, "configSecret": ALERTMANAGER_SECRET}
+        },
         "kube-state-metrics": {
             "metricLabelsAllowlist": [f"pods=[{pod_keys}]", f"nodes=[{node_keys}]"]
         },
@@ -111,6 +122,10 @@ class Observability(pulumi.ComponentResource):
                 )
             )
         after_ns = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=depends))
+        depends.append(self._alertmanager_secret(name, ns, args, after_ns))
+        after_ns_and_secret = pulumi.ResourceOptions.merge(
+            child, pulumi.ResourceOptions(depends_on=depends)
+        )
         values = kube_prometheus_values(cfg)
         values["prometheus"]["prometheusSpec"]["resources"] = {
             "requests": {"memory": args.prometheus_memory}
@@ -121,7 +136,7 @@ class Observability(pulumi.ComponentResource):
             namespace=ns,
             values=values,
             release_name=PROM_RELEASE,
-            opts=after_ns,
+            opts=after_ns_and_secret,
         )
         # CRs need the operator's CRDs, which the chart installs
         after_crds = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[stack]))
@@ -129,9 +144,7 @@ class Observability(pulumi.ComponentResource):
             self._dcgm(name, ns, cfg, after_ns, after_crds)
         for workload in args.monitors:
             self._monitor(name, workload, cfg.scrape_interval, after_crds)
-        settings = rules.settings_for(
-            cfg, args.pools, args.budget.monthly_usd if args.budget else None
-        )
+        settings = rules.settings_for(cfg, args.pools, args.budget, args.deployment_slos)
         k8s.apiextensions.CustomResource(
             f"{name}-rules",
             api_version="monitoring.coreos.com/v1",
@@ -157,6 +170,19 @@ class Observability(pulumi.ComponentResource):
             f"http://{PROM_RELEASE}-prometheus.{ns}.svc:9090"
         )
         self.register_outputs({"prometheusUrl": self.prometheus_url, "namespace": ns})
+
+    def _alertmanager_secret(
+        self, name: str, ns: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions
+    ) -> k8s.core.v1.Secret:
+        """alertmanager.yaml with the receivers' credentials filled in, as a Secret only: the
+        credentials are Pulumi secrets and never appear in Helm values or the plan."""
+        rendered = _alertmanager_yaml(args)
+        return k8s.core.v1.Secret(
+            f"{name}-alertmanager",
+            metadata={"name": ALERTMANAGER_SECRET, "namespace": ns, "labels": self._labels},
+            string_data={"alertmanager.yaml": rendered},
+            opts=opts,
+        )
 
     def _dcgm(self, name: str, ns: str, cfg: ObservabilityConfig, after_ns, after_crds) -> None:
         metrics = k8s.core.v1.ConfigMap(
@@ -244,3 +270,19 @@ class Observability(pulumi.ComponentResource):
             spec=spec,
             opts=opts,
         )
+
+
+def _alertmanager_yaml(args: ObservabilityArgs) -> pulumi.Output[str]:
+    """The rendered config with each receiver's credential filled in; secret as a whole (it is
+    treated as one even when no receiver has a credential)."""
+    names = sorted(args.alerting_secrets)
+
+    def render(values: list[str]) -> str:
+        config = alerting.alertmanager_config(
+            args.alerting, args.budget, dict(zip(names, values, strict=True))
+        )
+        return alerting.render(config)
+
+    return pulumi.Output.secret(
+        pulumi.Output.all(*[args.alerting_secrets[n] for n in names]).apply(render)
+    )

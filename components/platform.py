@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_kubernetes as k8s
 
 from components.aws_common import irsa_role
 from components.cluster import Cluster, ClusterArgs
@@ -20,20 +21,25 @@ from components.gateway import Gateway, GatewayArgs, GatewayKey
 from components.gpu_pools.gpu_software import GpuSoftware, GpuSoftwareArgs
 from components.gpu_pools.karpenter import Karpenter, KarpenterArgs
 from components.gpu_pools.node_pool import GpuNodePool, GpuNodePoolArgs
+from components.images import Images, ImagesArgs
 from components.network import Network, NetworkArgs
 from components.observability import WORKLOAD_MONITORS, Observability, ObservabilityArgs
 from components.redis import ElastiCacheArgs, elasticache_redis, in_cluster_redis
 from components.serving.inference_cluster import (
+    HF_TOKEN_KEY,
+    HF_TOKEN_SECRET,
     GcsFaultTolerance,
     KubeRayOperator,
     KubeRayOperatorArgs,
     ModelCache,
+    label_value,
 )
 from components.use_case import UseCase, UseCaseArgs, gateway_entry
 from gateway.spec import routes_from_use_cases
+from observability.rules import DeploymentSlo
 from serving.checks import CheckResult, resolve_contract
 from vocabulary import labels
-from vocabulary.config import PlatformConfig
+from vocabulary.config import PlatformConfig, image_services
 from vocabulary.usecase import UseCaseSpec
 
 
@@ -45,6 +51,9 @@ class PlatformArgs:
     gateway_keys: dict[str, pulumi.Input[str]] = field(default_factory=dict)
     # use case -> its plan-time check results, when the caller already ran them (tandem plan)
     checks: dict[str, list[CheckResult]] | None = None
+    # alert receiver -> its credential (a Pulumi secret read by the program from stack config)
+    alerting_secrets: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    hf_token: pulumi.Input[str] | None = None  # tandem:huggingFaceToken, for gated Hub models
 
 
 class Platform(pulumi.ComponentResource):
@@ -54,6 +63,7 @@ class Platform(pulumi.ComponentResource):
         super().__init__(labels.TOKEN_PLATFORM, name, None, opts)
         self.config = cfg = args.config
         self.tags = cfg.base_tags()
+        self._alerting_secrets = args.alerting_secrets
         self.network = self._network()
         self.cluster = self._cluster()
         self.gpu_software = self._gpu_software()
@@ -61,9 +71,10 @@ class Platform(pulumi.ComponentResource):
         self.pools = self._pools()
         routes = [e for e in map(gateway_entry, args.use_cases) if e is not None]
         with_gateway = cfg.gateway.enabled and bool(routes)  # nothing to route without a use case
-        self.observability = self._observability(bool(args.use_cases), with_gateway)
+        self.images = self._images(image_services(cfg, args.use_cases))
+        self.observability = self._observability(args.use_cases, with_gateway)
         self.gateway = self._gateway(routes, args.gateway_keys) if with_gateway else None
-        self.use_cases = self._use_cases(args.use_cases, args.checks or {})
+        self.use_cases = self._use_cases(args.use_cases, args.checks or {}, args.hf_token)
         self.register_outputs(
             {
                 "clusterName": self.cluster.name,
@@ -127,6 +138,7 @@ class Platform(pulumi.ComponentResource):
     def _pools(self) -> dict[str, GpuNodePool]:
         """Every GPU pool; each exports the scheduling contract the use cases land on."""
         pools: dict[str, GpuNodePool] = {}
+        fallbacks = {p.fallback_pool for p in self.config.gpu_pools if p.fallback_pool}
         for pool in self.config.gpu_pools:
             karpenter = self.karpenter if pool.mechanism == "karpenter" else None
             pools[pool.name] = GpuNodePool(
@@ -142,13 +154,32 @@ class Platform(pulumi.ComponentResource):
                     karpenter_node_role_name=(
                         self.karpenter.node_role_name if self.karpenter else None
                     ),
+                    is_fallback=pool.name in fallbacks,
                     depends_on=[karpenter.release] if karpenter else [],
                 ),
                 opts=self._child(),
             )
         return pools
 
-    def _observability(self, with_use_cases: bool, with_gateway: bool) -> Observability | None:
+    def _images(self, services: list[str]) -> Images:
+        """Tandem's own images: built from this repository into ECR by `pulumi up`, or the
+        prebuilt ones the stack names (`tandem:images`; required on an existing cluster)."""
+        cfg = self.config
+        overrides = {s: ref for s in services if (ref := cfg.images.override(s))}
+        return Images(
+            "images",
+            ImagesArgs(
+                services=services,
+                overrides=overrides,
+                repository_prefix=cfg.cluster_name,
+                tags=self.tags,
+            ),
+            opts=self._child(),
+        )
+
+    def _observability(
+        self, use_cases: list[UseCaseSpec], with_gateway: bool
+    ) -> Observability | None:
         """kube-prometheus-stack, DCGM and the platform's monitors, rules and dashboards.
 
         Workloads that bring their own monitors (RayService PodMonitors, the gateway's
@@ -156,7 +187,7 @@ class Platform(pulumi.ComponentResource):
         cfg = self.config
         if not cfg.observability.enabled:
             return None
-        owned = {"ray", "vllm"} if with_use_cases else set()
+        owned = {"ray", "vllm"} if use_cases else set()
         owned |= {"gateway"} if with_gateway else set()
         return Observability(
             "observability",
@@ -168,6 +199,9 @@ class Platform(pulumi.ComponentResource):
                 # the GPU operator runs its own DCGM exporter
                 dcgm_exporter=cfg.gpu_software.mode != "gpu-operator",
                 monitors=tuple(m for m in WORKLOAD_MONITORS if m not in owned),
+                alerting=cfg.alerting,
+                alerting_secrets=self._alerting_secrets,
+                deployment_slos=deployment_slos(use_cases),
             ),
             opts=self._child(),
         )
@@ -194,6 +228,7 @@ class Platform(pulumi.ComponentResource):
                 k8s_provider=self.cluster.provider,
                 elasticache=self._elasticache() if cfg.gateway.redis == "elasticache" else None,
                 monitoring=cfg.observability.enabled,
+                image=self.images.refs["gateway"],
             ),
             opts=self._child(),
         )
@@ -207,7 +242,10 @@ class Platform(pulumi.ComponentResource):
         )
 
     def _use_cases(
-        self, specs: list[UseCaseSpec], checks: dict[str, list[CheckResult]]
+        self,
+        specs: list[UseCaseSpec],
+        checks: dict[str, list[CheckResult]],
+        hf_token: pulumi.Input[str] | None,
     ) -> dict[str, UseCase]:
         """The KubeRay operator, then one inference cluster per use case on the pool it names."""
         if not specs:
@@ -216,6 +254,19 @@ class Platform(pulumi.ComponentResource):
         self.kuberay = KubeRayOperator(
             "kuberay", KubeRayOperatorArgs(k8s_provider=self.cluster.provider), opts=self._child()
         )
+        if hf_token is not None:
+            k8s.core.v1.Secret(
+                "hf-token",
+                metadata={
+                    "name": HF_TOKEN_SECRET,
+                    "namespace": labels.NS_SERVING,
+                    "labels": labels.platform_labels(),
+                },
+                string_data={HF_TOKEN_KEY: pulumi.Output.secret(hf_token)},
+                opts=pulumi.ResourceOptions(
+                    parent=self, provider=self.cluster.provider, depends_on=[self.kuberay]
+                ),
+            )
         gcs_ft = self._gcs_fault_tolerance() if cfg.environment == "prod" else None
         contracts = {name: p.contract for name, p in self.pools.items()}
         return {
@@ -230,6 +281,7 @@ class Platform(pulumi.ComponentResource):
                     model_cache=self._model_cache(spec),
                     gcs_ft=gcs_ft,
                     checks=checks.get(spec.name),
+                    image=self.images.refs["serving"],
                 ),
                 opts=self._child(),
             )
@@ -306,3 +358,24 @@ class Platform(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=role),
         )
         return ModelCache(kind="s3", role_arn=role.arn)
+
+
+def deployment_slos(use_cases: list[UseCaseSpec]) -> list[DeploymentSlo]:
+    """Each deployment's `slo:` as alert targets, labelled the way its pods' metrics are."""
+    out = []
+    for uc in use_cases:
+        for d in uc.deployments:
+            slo = d.slo
+            if slo.ttft_p95_ms is None and slo.itl_p95_ms is None and slo.latency_p95_ms is None:
+                continue
+            out.append(
+                DeploymentSlo(
+                    team=uc.team,
+                    use_case=uc.name,
+                    model=label_value(d.model),
+                    ttft_p95_s=slo.ttft_p95_ms / 1000 if slo.ttft_p95_ms else None,
+                    itl_p95_s=slo.itl_p95_ms / 1000 if slo.itl_p95_ms else None,
+                    latency_p95_ms=slo.latency_p95_ms,
+                )
+            )
+    return out

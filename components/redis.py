@@ -70,7 +70,7 @@ def in_cluster_redis(
                     "containers": [
                         {
                             "name": "redis",
-                            "image": pins.REDIS_IMAGE,
+                            "image": pins.REDIS_IMAGE.ref,
                             "args": [
                                 *("--appendonly", "yes", "--dir", "/data"),
                                 *("--maxmemory", f"{REDIS_MAXMEMORY_MIB}mb"),

@@ -7,6 +7,7 @@ size: it reads them from the pool that will run it. Pure (no pulumi): policies a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from vocabulary import labels
 from vocabulary.catalog import load_catalog
@@ -32,10 +33,52 @@ class SchedulingContract:
     vcpu: int = 0
     memory_gib: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
+    disk_gib: int = 0  # the node's image + ephemeral-storage volume (rootVolumeGib)
+    # pools the workload may move to when this one has no capacity (the pool's `fallbackPool`):
+    # same GPU model and count, nodes at least as large (vocabulary.config checks both)
+    fallback_pools: tuple[str, ...] = ()
 
     @property
     def max_gpus(self) -> int:
         return self.gpus_per_node * self.max_nodes
+
+    def placement(self) -> dict[str, Any]:
+        """The pod-spec fields that land a workload here: a node selector when the pool has no
+        fallback; with one, a required node affinity allowing the pool and its fallbacks and a
+        preferred one for the pool itself, so pods run on the primary while it has capacity and
+        move to the fallback (and Karpenter launches there) when it has none."""
+        spec: dict[str, Any] = {"tolerations": [dict(t) for t in self.tolerations]}
+        if not self.fallback_pools:
+            spec["nodeSelector"] = dict(self.node_selector)
+            return spec
+        spec["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {
+                                    "key": labels.LABEL_POOL,
+                                    "operator": "In",
+                                    "values": [self.pool, *self.fallback_pools],
+                                }
+                            ]
+                        }
+                    ]
+                },
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "preference": {
+                            "matchExpressions": [
+                                {"key": labels.LABEL_POOL, "operator": "In", "values": [self.pool]}
+                            ]
+                        },
+                    }
+                ],
+            }
+        }
+        return spec
 
     def to_dict(self) -> dict:
         return {
@@ -53,6 +96,8 @@ class SchedulingContract:
             "capacity_type": self.capacity_type,
             "vcpu": self.vcpu,
             "memory_gib": self.memory_gib,
+            "disk_gib": self.disk_gib,
+            "fallback_pools": list(self.fallback_pools),
         }
 
 
@@ -74,7 +119,9 @@ def pool_node_labels(pool: GpuPoolConfig) -> dict[str, str]:
 
 
 def scheduling_contract(pool: GpuPoolConfig) -> SchedulingContract:
-    """What serving needs to land on this pool, derived from config alone (pure, plan-time)."""
+    """What serving needs to land on this pool, derived from config alone (pure, plan-time).
+
+    The pool's `fallbackPool` becomes `fallback_pools`: workloads may schedule there too."""
     inst = load_catalog().get(pool.primary_instance)
     return SchedulingContract(
         pool=pool.name,
@@ -91,4 +138,6 @@ def scheduling_contract(pool: GpuPoolConfig) -> SchedulingContract:
         capacity_type=pool.capacity_type,
         vcpu=inst.vcpu,
         memory_gib=inst.memory_gib,
+        disk_gib=pool.root_volume_gib,
+        fallback_pools=(pool.fallback_pool,) if pool.fallback_pool else (),
     )

@@ -44,6 +44,10 @@ class ModelSize:
     head_dim: int
     intermediate: int = 0  # MLP width (per expert); 0: 4 x hidden
     experts_per_token: int = 1  # MoE routing top-k (1 for dense models)
+    context: int = 0  # max_position_embeddings: the longest max_model_len vLLM accepts; 0 unknown
+
+    def weights_gib(self, dtype: str = "auto", quantization: str | None = None) -> float:
+        return self.params * weight_bytes_per_param(dtype, quantization) / GIB
 
     def kv_bytes_per_token(self, kv_dtype_bytes: float) -> float:
         """K and V, every layer, every KV head."""
@@ -66,7 +70,16 @@ def known_sizes() -> list[str]:
     return sorted(_table())
 
 
+class UnknownModelSize(ValueError):
+    """A `size:` that names no architecture in model_sizes.yaml."""
+
+
 def size_by_name(name: str) -> ModelSize:
+    if name not in _table():
+        raise UnknownModelSize(
+            f"size {name!r} is not an architecture in gpu_pools/model_sizes.yaml; allowed: "
+            f"{', '.join(known_sizes())} (or set config_json: to the model's config.json)"
+        )
     row = _table()[name]
     return ModelSize(
         name,
@@ -78,6 +91,7 @@ def size_by_name(name: str) -> ModelSize:
         head_dim=int(row["head_dim"]),
         intermediate=int(row.get("intermediate", 0)),
         experts_per_token=int(row.get("experts_per_token", 1)),
+        context=int(row.get("context", 0)),
     )
 
 
@@ -126,7 +140,8 @@ def size_from_config(config: dict | str | Path, name: str = "config.json") -> Mo
     mlp = 3 * hidden * inter * experts
     embed = vocab * hidden * (1 if config.get("tie_word_embeddings") else 2)
     params = float(layers * (attn + mlp + 2 * hidden) + embed)
-    return ModelSize(name, params, layers, hidden, heads, kv_heads, head_dim, inter, top_k)
+    context = int(config.get("max_position_embeddings") or 0)
+    return ModelSize(name, params, layers, hidden, heads, kv_heads, head_dim, inter, top_k, context)
 
 
 def weight_bytes_per_param(dtype: str, quantization: str | None) -> float:

@@ -40,6 +40,8 @@ VLLM_ITL = "vllm:inter_token_latency_seconds"
 VLLM_RUNNING = "vllm:num_requests_running"
 VLLM_WAITING = "vllm:num_requests_waiting"
 VLLM_KV_CACHE = "vllm:kv_cache_usage_perc"
+# Ray Serve's per-replica processing latency (the `batch` kind's request latency), milliseconds
+SERVE_LATENCY_MS = "ray_serve_deployment_processing_latency_ms"
 
 
 def vllm(name: str, **matchers: str) -> str:

@@ -9,13 +9,19 @@ one assertion: promtool fails if an alert fires that the case does not list.
 from __future__ import annotations
 
 from observability import promql as q
-from observability.rules import RuleSettings
+from observability.rules import DeploymentSlo, RuleSettings
 
 TEST_SETTINGS = RuleSettings(
     scrape_interval_s=60,
     gpu_prices={("p5.48xlarge", "on-demand"): 6.88},
     team_budgets_usd={"support": 1000.0, "search": 1_000_000.0},
     platform_budget_usd=40_000.0,
+    platform_budget_thresholds=(0.5, 1.0, 2.0),
+    deployment_slos=(
+        DeploymentSlo("support", "chatbot", "slow-llm", ttft_p95_s=1.0),
+        DeploymentSlo("support", "chatbot", "fast-llm", ttft_p95_s=1.0),
+        DeploymentSlo("search", "embeddings", "minilm", latency_p95_ms=250),
+    ),
 )
 
 POD_LABELS = {
@@ -275,7 +281,51 @@ def unit_tests(rule_file_name: str) -> dict:
                     "TandemTeamBudgetBurn",
                     [_alert("warning", team="support")],
                 ),  # search: 1 GPU, $1M budget
-                ("2h", "TandemPlatformBudgetBurn", [_alert("warning")]),
+                # ~$50k a month against $40k: past 50 % and 100 %, not 200 %
+                (
+                    "2h",
+                    "TandemPlatformBudgetBurn",
+                    [_alert("warning", threshold="0.5"), _alert("warning", threshold="1")],
+                ),
+            ],
+        )  # fmt: skip
+    )
+    # Per-deployment SLOs (the use-case files' `slo:`): the slow model's p95 TTFT is between
+    # 1 s and 2.5 s (target 1 s), the fast one's under 0.5 s; the embedder's p95 is ~400 ms
+    # against 250 ms. Each alert carries its use case's team for routing.
+    buckets = {"slow-llm": ("10", "20", "100"), "fast-llm": ("99", "100", "100")}
+    slo_series = []
+    for model, (b05, b1, b25) in buckets.items():
+        lab = {"use_case": "chatbot", "model": model, "team": "support", "pod": f"{model}-0"}
+        for le, rate in (("0.5", b05), ("1.0", b1), ("2.5", b25), ("+Inf", b25)):
+            slo_series.append(
+                {
+                    "series": _sel(f"ray_{q.VLLM_TTFT}_bucket", le=le, **lab),
+                    "values": f"0+{rate}x40",
+                }
+            )
+    emb = {
+        "use_case": "embeddings",
+        "model": "minilm",
+        "team": "search",
+        "deployment": "BatchEmbedder",
+    }
+    for le, rate in (("100", "10"), ("250", "50"), ("500", "100"), ("+Inf", "100")):
+        slo_series.append(
+            {"series": _sel(f"{q.SERVE_LATENCY_MS}_bucket", le=le, **emb), "values": f"0+{rate}x40"}
+        )
+    who = {"team": "support", "use_case": "chatbot"}
+    tests.append(
+        _case(
+            slo_series,
+            [
+                ("5m", "TandemDeploymentTTFTSlo", []),  # not yet for 10 minutes
+                ("25m", "TandemDeploymentTTFTSlo", [_alert("warning", model="slow-llm", **who)]),
+                (
+                    "25m",
+                    "TandemDeploymentLatencySlo",
+                    [_alert("warning", team="search", use_case="embeddings", model="minilm")],
+                ),
             ],
         )  # fmt: skip
     )

@@ -41,7 +41,24 @@ class RuleSettings:
     gpu_prices: dict[tuple[str, str], float] = field(default_factory=dict)
     team_budgets_usd: dict[str, float] = field(default_factory=dict)  # monthly
     platform_budget_usd: float | None = None  # monthly, all teams
+    # shares of the platform budget that each raise TandemPlatformBudgetBurn (budget.alertThresholds)
+    platform_budget_thresholds: tuple[float, ...] = (1.0,)
+    # each deployment's own `slo:` from its use-case file (one alert per target)
+    deployment_slos: tuple[DeploymentSlo, ...] = ()
     exporter_jobs: tuple[str, ...] = ("dcgm-exporter", "kube-state-metrics")
+
+
+@dataclass(frozen=True)
+class DeploymentSlo:
+    """A use case deployment's p95 targets, with the labels its pods' metrics carry (the
+    RayService PodMonitor relabels team, use_case and model onto every series)."""
+
+    team: str
+    use_case: str
+    model: str  # the `model` label value (the pod label of the deployment's model id)
+    ttft_p95_s: float | None = None
+    itl_p95_s: float | None = None
+    latency_p95_ms: float | None = None
 
 
 def _const(value: float, **label_values: str) -> str:
@@ -112,8 +129,16 @@ def recording_rules(s: RuleSettings) -> list[dict]:
     ]
 
 
-def _alert(name: str, expr: str, for_: str, severity: str, summary: str, description: str) -> dict:
-    rule = {"alert": name, "expr": expr, "labels": {"severity": severity}}
+def _alert(
+    name: str,
+    expr: str,
+    for_: str,
+    severity: str,
+    summary: str,
+    description: str,
+    **extra_labels: str,
+) -> dict:
+    rule = {"alert": name, "expr": expr, "labels": {"severity": severity, **extra_labels}}
     if for_ != "0m":
         rule["for"] = for_
     rule["annotations"] = {"summary": summary, "description": description}
@@ -203,6 +228,7 @@ def alert_rules(s: RuleSettings) -> list[dict]:
             "No scrape target for a required exporter: GPU cost attribution is blind.",
         ),
     ]
+    alerts += deployment_slo_alerts(s)
     spend = "sum by (team) (avg_over_time(tandem:gpu_cost_usd_per_hour:sum[6h])) * 730"
     if s.team_budgets_usd:
         budgets = " or ".join(_const(v, team=t) for t, v in sorted(s.team_budgets_usd.items()))
@@ -216,24 +242,73 @@ def alert_rules(s: RuleSettings) -> list[dict]:
                 "At the last 6 hours' rate team {{ $labels.team }} spends ${{ $value | humanize }} a month.",
             )
         )
-    if s.platform_budget_usd:
+    platform_budget = s.platform_budget_usd or 0.0
+    for share in s.platform_budget_thresholds if platform_budget else ():
+        # one alert per threshold (budget.alertThresholds), told apart by its `threshold` label;
+        # Alertmanager sends them to budget.notify (observability/alerting.py)
         alerts.append(
             _alert(
                 "TandemPlatformBudgetBurn",
-                f"sum(avg_over_time(tandem:gpu_cost_usd_per_hour:sum[6h])) * 730 > {s.platform_budget_usd:g}",
+                f"sum(avg_over_time(tandem:gpu_cost_usd_per_hour:sum[6h])) * 730"
+                f" > {platform_budget * share:g}",
                 "1h",
                 "warning",
-                "GPU spend on course to exceed the platform's monthly budget",
-                "At the last 6 hours' rate the platform spends ${{ $value | humanize }} a month.",
+                f"GPU spend on course to pass {share:.0%} of the platform's monthly budget",
+                "At the last 6 hours' rate the platform spends ${{ $value | humanize }} a month "
+                f"(budget ${platform_budget:,.0f}).",
+                threshold=f"{share:g}",
             )
         )
     return [{"name": "tandem.alerts", "rules": alerts}]
 
 
+def deployment_slo_alerts(s: RuleSettings) -> list[dict]:
+    """One alert per `slo:` target of a deployment: its p95 over 10 minutes above the target, for
+    10 minutes. The alert carries the use case's team, so Alertmanager routes it to that team."""
+    by = "le, team, use_case, model"
+    out = []
+    for slo in s.deployment_slos:
+        who = {"use_case": slo.use_case, "model": slo.model}
+        for name, metric, target, unit in (
+            ("TandemDeploymentTTFTSlo", f"{q.VLLM_TTFT}_bucket", slo.ttft_p95_s, "s"),
+            ("TandemDeploymentITLSlo", f"{q.VLLM_ITL}_bucket", slo.itl_p95_s, "s"),
+            ("TandemDeploymentLatencySlo", None, slo.latency_p95_ms, "ms"),
+        ):
+            if target is None:
+                continue
+            selector = (
+                q.vllm(metric, **who)
+                if metric
+                else f"{q.SERVE_LATENCY_MS}_bucket"
+                + "{"
+                + ", ".join(f'{k}="{v}"' for k, v in who.items())
+                + "}"
+            )
+            out.append(
+                _alert(
+                    name,
+                    f"histogram_quantile(0.95, sum by ({by}) (rate({selector}[10m]))) > {target:g}",
+                    "10m",
+                    "warning",
+                    f"{slo.use_case}/{slo.model} misses its p95 SLO",
+                    f"p95 {{{{ $value | humanize }}}}{unit} over 10 minutes, target {target:g}{unit} "
+                    f"(slo: in the use-case file {slo.use_case}).",
+                    team=slo.team,
+                    use_case=slo.use_case,
+                    model=slo.model,
+                )
+            )
+    return out
+
+
 def settings_for(
-    config: Any, pools: Sequence[Any] = (), platform_budget_usd: float | None = None
+    config: Any,
+    pools: Sequence[Any] = (),
+    budget: Any | None = None,
+    deployment_slos: Sequence[DeploymentSlo] = (),
 ) -> RuleSettings:
-    """RuleSettings from a stack's ObservabilityConfig and GPU pools (typed loosely: pure module).
+    """RuleSettings from a stack's ObservabilityConfig, GPU pools and BudgetConfig (typed loosely:
+    pure module).
 
     Prices come from the GPU catalog per (instance type, capacity type) the pools can launch;
     reserved capacity is priced on-demand (the commitment is paid either way).
@@ -257,7 +332,9 @@ def settings_for(
         wrong_hit_max=config.cache_wrong_hit_max,
         gpu_prices=prices,
         team_budgets_usd=dict(config.team_budgets_usd),
-        platform_budget_usd=platform_budget_usd,
+        platform_budget_usd=budget.monthly_usd if budget is not None else None,
+        platform_budget_thresholds=tuple(budget.alert_thresholds) if budget is not None else (1.0,),
+        deployment_slos=tuple(deployment_slos),
     )
 
 

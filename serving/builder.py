@@ -182,6 +182,39 @@ def to_yaml(config: dict[str, Any]) -> str:
     return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
 
+def model_size(d: ModelDeployment) -> Any:
+    """The architecture (`gpu_pools.fit.ModelSize`) or None: config.json beats the `size:` key
+    beats matching the id / source against the table."""
+    from gpu_pools import fit
+
+    if d.config_json:
+        return fit.size_from_config(d.config_json, d.model)
+    if d.size:
+        return fit.size_by_name(d.size)
+    return fit.lookup(d.model, d.source)
+
+
+# Local disk a worker needs beyond the weights it downloads: logs, Ray's spill and the vLLM
+# compile cache. Weights from S3 or the Hugging Face Hub land on the node's disk before vLLM
+# loads them (KubeRay's LLM samples request ephemeral storage for the same reason).
+DISK_BASE_GIB = 10
+DISK_UNKNOWN_MODEL_GIB = 50
+
+
+def disk_gib(d: ModelDeployment) -> int:
+    """Ephemeral storage a worker requests: the downloaded weights with 50 % headroom (the
+    checkpoint's safetensors and vLLM's own copy while it loads) plus DISK_BASE_GIB."""
+    if d.source_kind == "local" or d.kind == "batch":
+        return DISK_BASE_GIB  # the model is in the image or on a mounted volume
+    try:
+        size = model_size(d)
+    except (OSError, ValueError, KeyError):  # the plan-time memory_fit check reports these
+        size = None
+    if size is None:
+        return DISK_UNKNOWN_MODEL_GIB
+    return DISK_BASE_GIB + math.ceil(size.weights_gib(d.engine.dtype, d.engine.quantization) * 1.5)
+
+
 @dataclass(frozen=True)
 class WorkerShape:
     """One Ray worker pod per model replica: what it requests and where it lands."""
@@ -191,6 +224,7 @@ class WorkerShape:
     memory_gib: float
     shm_gib: float
     on_gpu_pool: bool
+    disk_gib: int = DISK_BASE_GIB
 
 
 def worker_shape(d: ModelDeployment, contract: SchedulingContract | None) -> WorkerShape:
@@ -200,9 +234,11 @@ def worker_shape(d: ModelDeployment, contract: SchedulingContract | None) -> Wor
     `nvidia.com/gpu` limit can never disagree with the engine's parallelism.
     """
     gpus = d.gpus_per_replica
+    disk = disk_gib(d)
     if not gpus or contract is None:
         memory = d.memory_gib_per_replica or 4.0
-        return WorkerShape(0, d.cpus_per_replica, memory, max(1.0, round(memory * 0.3, 1)), False)
+        shm = max(1.0, round(memory * 0.3, 1))
+        return WorkerShape(0, d.cpus_per_replica, memory, shm, False, disk)
     share = gpus / max(contract.gpus_per_node, 1)
     # Leave ~10% of the node and two vCPUs for kubelet, daemonsets and the device plugin.
     cpus = (
@@ -214,4 +250,4 @@ def worker_shape(d: ModelDeployment, contract: SchedulingContract | None) -> Wor
     if d.memory_gib_per_replica:
         memory = d.memory_gib_per_replica
     shm = min(max(2.0, math.floor(memory * 0.3)), 64.0)
-    return WorkerShape(gpus, float(cpus), float(memory), float(shm), True)
+    return WorkerShape(gpus, float(cpus), float(memory), float(shm), True, disk)

@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass
 
 from gpu_pools import fit
 from gpu_pools.contract import SchedulingContract
-from serving.builder import worker_shape
+from serving.builder import model_size, worker_shape
 from vocabulary.deployment import ModelDeployment
+from vocabulary.errors import InputError
 from vocabulary.usecase import UPGRADE_INCREMENTAL, UseCaseSpec
 
 
@@ -54,24 +55,19 @@ def resolve_contract(
     use_case: UseCaseSpec, pools: dict[str, SchedulingContract]
 ) -> SchedulingContract | None:
     """The pool a use case runs on in this stack: `pool` by name, else the stack's one pool of
-    the deployments' GPU model (dev and prod name their pools differently). None when the use
-    case needs no GPU or nothing matches (the `gpu_class` check then says so)."""
+    the deployments' GPU model that is not another's fallback (dev and prod name their pools
+    differently). None when the use case needs no GPU or nothing matches (the `gpu_class` check
+    then says so)."""
     gpus = {d.gpu for d in use_case.gpu_deployments}
     if not gpus:
         return None
     if use_case.pool in pools:
         return pools[use_case.pool]
     matches = [c for c in pools.values() if all(_same_gpu(g, c.gpu_model) for g in gpus)]
-    return matches[0] if len(matches) == 1 else None
-
-
-def model_size(d: ModelDeployment) -> fit.ModelSize | None:
-    """config.json beats the `size:` key beats matching the id / source against the table."""
-    if d.config_json:
-        return fit.size_from_config(d.config_json, d.model)
-    if d.size:
-        return fit.size_by_name(d.size)
-    return fit.lookup(d.model, d.source)
+    # a pool that is another match's fallback is not a candidate of its own: the workload lands
+    # on the primary and may move to the fallback (gpu_pools.contract placement)
+    primaries = [c for c in matches if not any(c.pool in m.fallback_pools for m in matches)]
+    return primaries[0] if len(primaries) == 1 else None
 
 
 def _same_gpu(spec_gpu: str, pool_gpu: str) -> bool:
@@ -202,17 +198,43 @@ def _check_lora(d: ModelDeployment) -> tuple[str, bool, str] | None:
     return "lora", not problems, msg + ("; " + "; ".join(problems) if problems else "")
 
 
+# What the node's volume holds besides a worker's ephemeral storage: the ray-llm image (about
+# 25 GiB unpacked), the system and the kubelet's eviction threshold.
+NODE_DISK_RESERVED_GIB = 40
+
+
 def _check_node_fit(d: ModelDeployment, c: SchedulingContract) -> tuple[str, bool, str]:
     shape = worker_shape(d, c)
     ok = not c.memory_gib or shape.memory_gib <= c.memory_gib
-    return (
-        "worker_fits_node",
-        ok,
-        (
-            f"{d.name}: worker requests {shape.gpus} GPU, {shape.cpus:g} CPU, {shape.memory_gib:g} GiB "
-            f"(/dev/shm {shape.shm_gib:g} GiB) on {c.instance_type} ({c.vcpu} vCPU, {c.memory_gib:g} GiB)"
-        ),
+    msg = (
+        f"{d.name}: worker requests {shape.gpus} GPU, {shape.cpus:g} CPU, {shape.memory_gib:g} GiB "
+        f"(/dev/shm {shape.shm_gib:g} GiB), {shape.disk_gib} GiB ephemeral storage on "
+        f"{c.instance_type} ({c.vcpu} vCPU, {c.memory_gib:g} GiB)"
     )
+    if c.disk_gib:
+        room = c.disk_gib - NODE_DISK_RESERVED_GIB
+        msg += f", volume {c.disk_gib} GiB ({room} GiB after the image and system)"
+        if shape.disk_gib > room:
+            ok = False
+            msg += (
+                f": the weights do not fit on the node's disk; raise the pool's rootVolumeGib to "
+                f"at least {shape.disk_gib + NODE_DISK_RESERVED_GIB}"
+            )
+    return "worker_fits_node", ok, msg
+
+
+def _check_context(d: ModelDeployment, size: fit.ModelSize | None) -> tuple[str, bool, str] | None:
+    """vLLM refuses a max_model_len above the model's max_position_embeddings at start-up: the
+    replica crash-loops on the cluster while the plan looked fine."""
+    if d.kind != "llm" or size is None or not size.context:
+        return None
+    ok = d.engine.max_model_len <= size.context
+    msg = (
+        f"{d.name}: max_model_len {d.engine.max_model_len} vs {size.name}'s context {size.context}"
+    )
+    if not ok:
+        msg += f" (vLLM refuses to start; allowed: max_model_len <= {size.context})"
+    return "context_length", ok, msg
 
 
 def deployment_checks(
@@ -223,11 +245,21 @@ def deployment_checks(
         gpu = _check_gpu(d, contract)
         raw.append(gpu)
         if contract is not None and gpu[1]:
-            size = model_size(d)
+            try:
+                size = model_size(d)
+            except InputError:
+                raise  # a config_json that is missing or not a config.json: bad input (exit 2)
+            except (fit.UnknownModelSize, OSError, ValueError, KeyError) as exc:
+                # a `size:` the fit math does not know: a failed check naming the field and the
+                # sizes it knows, not a traceback
+                field = "size" if d.size and not d.config_json else "config_json"
+                raw.append(("memory_fit", False, f"{d.name}: {field}: {exc}"))
+                return [CheckResult(use_case, n, ok, m, d.name) for n, ok, m in filter(None, raw)]
             raw += [
                 _check_parallelism(d, contract, size),
                 _check_memory(d, contract, size),
                 _check_node_fit(d, contract),
+                _check_context(d, size),
             ]
     return [CheckResult(use_case, n, ok, m, d.name) for n, ok, m in filter(None, raw)]
 
@@ -267,6 +299,40 @@ def run_checks(use_case: UseCaseSpec, contract: SchedulingContract | None) -> li
                 f"node(s); pool {contract.pool} allows {contract.max_nodes} ({contract.max_gpus} GPUs)",
             )
         )
+    return results
+
+
+SHARED_POOLS = "(shared pools)"  # the `use_case` of checks that span several use cases
+
+
+def shared_pool_checks(
+    use_cases: list[UseCaseSpec], pools: dict[str, SchedulingContract]
+) -> list[CheckResult]:
+    """A pool several use cases land on must hold all of them at once: each one's peak (every
+    GPU deployment at max_replicas) plus the largest single upgrade surge (KubeRay upgrades one
+    RayService at a time). Checked per use case, each may fit while together they do not."""
+    tenants: dict[str, list[UseCaseSpec]] = {}
+    for uc in use_cases:
+        contract = resolve_contract(uc, pools)
+        if contract is not None and uc.gpu_deployments:
+            tenants.setdefault(contract.pool, []).append(uc)
+    results = []
+    for pool, ucs in sorted(tenants.items()):
+        if len(ucs) < 2:
+            continue
+        contract = pools[pool]
+        peaks = {uc.name: peak_nodes(uc, contract) for uc in ucs}
+        surge = max(upgrade_surge(uc, contract).nodes for uc in ucs)
+        need = sum(peaks.values()) + surge
+        ok = need <= contract.max_nodes
+        msg = (
+            f"pool {pool}: {' + '.join(f'{n} {p}' for n, p in sorted(peaks.items()))} node(s) at "
+            f"peak + {surge} for the largest upgrade surge = {need} vs max_nodes "
+            f"{contract.max_nodes}"
+        )
+        if not ok:
+            msg += ": raise the pool's maxNodes or move a use case to another pool"
+        results.append(CheckResult(SHARED_POOLS, "pool_capacity_shared", ok, msg, ",".join(peaks)))
     return results
 
 

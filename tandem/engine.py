@@ -99,6 +99,17 @@ def _fake_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]
         out.update(url=f"https://sqs.us-east-1.amazonaws.com/{MOCK_ACCOUNT}/{name}")
     elif typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
         out.update(url=inputs.get("url", ""))
+    elif typ == "aws:ecr/repository:Repository":
+        repo = inputs.get("name", name)
+        out.update(
+            registryId=MOCK_ACCOUNT,
+            repositoryUrl=f"{MOCK_ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{repo}",
+        )
+    elif typ == "docker-build:index:Image":
+        # what the provider reports after a push: the first tag, pinned by its digest
+        image_digest = "sha256:" + hashlib.sha256(f"{typ}/{name}".encode()).hexdigest()
+        tags = inputs.get("tags") or [name]
+        out.update(digest=image_digest, ref=f"{tags[0]}@{image_digest}")
     return out
 
 
@@ -112,17 +123,26 @@ class TandemMocks(pulumi_mocks.Mocks):
         resource_id = args.resource_id or f"{args.name}-id"
         return resource_id, state
 
-    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list | None]:
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list]:
         token = args.token
         if token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {"accountId": MOCK_ACCOUNT, "arn": f"arn:aws:iam::{MOCK_ACCOUNT}:root"}, None
+            return {"accountId": MOCK_ACCOUNT, "arn": f"arn:aws:iam::{MOCK_ACCOUNT}:root"}, []
         if token == "aws:index/getPartition:getPartition":
-            return {"partition": "aws", "dnsSuffix": "amazonaws.com"}, None
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com"}, []
         if token == "aws:index/getRegion:getRegion":
-            return {"name": "us-east-1", "region": "us-east-1"}, None
+            return {"name": "us-east-1", "region": "us-east-1"}, []
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            return {"names": ["us-east-1a", "us-east-1b", "us-east-1c"]}, None
-        return {}, None
+            return {"names": ["us-east-1a", "us-east-1b", "us-east-1c"]}, []
+        if token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+            registry = f"{MOCK_ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"
+            return {
+                "userName": "AWS",
+                "password": "offline-plan-placeholder",
+                "authorizationToken": "QVdTOm9mZmxpbmU=",
+                "proxyEndpoint": f"https://{registry}",
+                "expiresAt": "2099-01-01T00:00:00Z",
+            }, []
+        return {}, []
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):

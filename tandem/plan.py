@@ -126,7 +126,7 @@ def build_plan(stack: str) -> Plan:
         stack=stack,
         config=spec.config,
         resources=[],
-        cost=cost_envelope(spec.config),
+        cost=cost_envelope(spec.config, spec.use_cases),
         checks=checks,
         upgrade_surge=[
             upgrade_surge(uc, resolve_contract(uc, spec.contracts)).to_dict()

@@ -14,9 +14,17 @@ import pulumi
 from pulumi.runtime.config import CONFIG, get_config_env
 
 from components.platform import Platform, PlatformArgs
-from serving.checks import CheckResult
-from tandem.stack import Stack, load_use_cases
-from vocabulary.config import ConfigError, PlatformConfig, namespace_config, parse_config
+from gpu_pools.contract import scheduling_contract
+from serving.checks import CheckResult, shared_pool_checks
+from tandem.stack import Stack, check_stack, load_use_cases
+from vocabulary.config import (
+    HF_TOKEN_KEY,
+    ConfigError,
+    PlatformConfig,
+    namespace_config,
+    parse_config,
+)
+from vocabulary.errors import InputError
 from vocabulary.usecase import UseCaseSpec
 
 
@@ -36,21 +44,40 @@ def from_pulumi() -> PlatformConfig:
     return parse_config(namespace_config(flat), f"config of stack {pulumi.get_stack()!r}")
 
 
+def _secrets(wanted: dict[str, tuple[str, str]]) -> dict[str, pulumi.Input[str]]:
+    """{name: (config key, field path)} -> {name: the Pulumi secret}; every missing one is
+    reported with the command that sets it."""
+    tandem = pulumi.Config("tandem")
+    found: dict[str, pulumi.Input[str]] = {}
+    missing: list[str] = []
+    for name, (key, where) in wanted.items():
+        value = tandem.get_secret(key)
+        if value is None:
+            missing.append(
+                f"{where}: no secret for {name!r}; set it with "
+                f"`pulumi config set --secret tandem:{key} <value>`"
+            )
+        else:
+            found[name] = value
+    if missing:
+        raise ConfigError(missing)
+    return found
+
+
 def gateway_keys(config: PlatformConfig) -> dict[str, pulumi.Input[str]]:
     """Each team's raw API key from its Pulumi secret; a missing one names the command to set it."""
-    tandem = pulumi.Config("tandem")
-    keys: dict[str, pulumi.Input[str]] = {}
-    for key in config.gateway.keys:
-        value = tandem.get_secret(key.secret_config_key)
-        if value is None:
-            raise ConfigError(
-                [
-                    f"gateway.keys: no secret for key {key.id!r}; set it with "
-                    f"`pulumi config set --secret tandem:{key.secret_config_key} <key>`"
-                ]
-            )
-        keys[key.id] = value
-    return keys
+    return _secrets({k.id: (k.secret_config_key, "gateway.keys") for k in config.gateway.keys})
+
+
+def alerting_secrets(config: PlatformConfig) -> dict[str, pulumi.Input[str]]:
+    """Each alert receiver's credential (webhook URL, routing key, SMTP password)."""
+    return _secrets(
+        {
+            r.name: (r.secret_config_key, f"alerting.receivers[{i}]")
+            for i, r in enumerate(config.alerting.receivers)
+            if r.needs_secret
+        }
+    )
 
 
 def build(
@@ -58,10 +85,14 @@ def build(
     use_cases: list[UseCaseSpec],
     keys: dict[str, pulumi.Input[str]] | None = None,
     checks: dict[str, list[CheckResult]] | None = None,
+    alerting: dict[str, pulumi.Input[str]] | None = None,
 ) -> Platform:
     """The platform for a validated config; `checks` are the use cases' plan-time checks when the
     caller already ran them (tandem plan), so the components do not run them a second time."""
-    platform = Platform("tandem", PlatformArgs(config, use_cases, keys or {}, checks))
+    hf_token = pulumi.Config("tandem").get_secret(HF_TOKEN_KEY)  # optional: gated Hub models
+    platform = Platform(
+        "tandem", PlatformArgs(config, use_cases, keys or {}, checks, alerting or {}, hf_token)
+    )
     pulumi.export("clusterName", platform.cluster.name)
     pulumi.export("gpuPools", {name: p.contract.to_dict() for name, p in platform.pools.items()})
     return platform
@@ -74,9 +105,17 @@ def main(stack: Stack | None = None) -> Platform:
         if stack is None:
             config = from_pulumi()
             use_cases, checks = load_use_cases(config), None
+            check_stack(config, use_cases)
+            contracts = {p.name: scheduling_contract(p) for p in config.gpu_pools}
+            failed = [r for r in shared_pool_checks(use_cases, contracts) if not r.ok]
+            if failed:
+                raise ConfigError([f"[{r.check}] {r.message}" for r in failed], "GPU pools")
         else:
             config, use_cases, checks = stack.config, stack.use_cases, stack.checks
         keys = gateway_keys(config)
-    except ConfigError as exc:
+        receivers = alerting_secrets(config)
+        # bad input found while building (a use case's config_json, say) ends the same way: one
+        # message naming the file, and nothing registered after it
+        return build(config, use_cases, keys, checks, receivers)
+    except InputError as exc:  # ConfigError included
         raise pulumi.RunError(str(exc)) from None
-    return build(config, use_cases, keys, checks)

@@ -12,15 +12,24 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from gpu_pools.contract import SchedulingContract, scheduling_contract
-from serving.checks import CheckResult, resolve_contract, run_checks
+from serving.checks import (
+    SHARED_POOLS,
+    CheckResult,
+    resolve_contract,
+    run_checks,
+    shared_pool_checks,
+)
 from vocabulary.config import (
     PlatformConfig,
+    image_errors,
     namespace_config,
     parse_config,
     pulumi_config_values,
 )
-from vocabulary.errors import ConfigError, InputError
+from vocabulary.errors import ConfigError, InputError, format_validation_error
 from vocabulary.usecase import UseCaseSpec, load_use_case
 from vocabulary.yamlfile import load_yaml
 
@@ -78,6 +87,40 @@ def load_use_cases(config: PlatformConfig) -> list[UseCaseSpec]:
     return specs
 
 
+def policy_errors(config: PlatformConfig) -> list[str]:
+    """`tandem:policies` names real policies, and every waiver is complete: an override of a
+    misspelt rule would silently do nothing, and a malformed waiver would stop the policy pack."""
+    from policies.rules import ALL_RULES
+    from policies.settings import Waiver
+
+    names = sorted(r.name for r in ALL_RULES)
+    errors = [
+        f"policies.overrides: {rule!r} is not a policy; policies: {', '.join(names)}"
+        for rule in config.policies.overrides
+        if rule not in names
+    ]
+    for i, raw in enumerate(config.policies.waivers):
+        try:
+            waiver = Waiver.model_validate(raw)
+        except ValidationError as exc:
+            errors += [
+                f"policies.waivers[{i}].{line}" for line in format_validation_error(exc, Waiver)
+            ]
+            continue
+        if waiver.policy not in names:
+            errors.append(
+                f"policies.waivers[{i}].policy: {waiver.policy!r} is not a policy; "
+                f"policies: {', '.join(names)}"
+            )
+    return errors
+
+
+def check_stack(config: PlatformConfig, use_cases: list[UseCaseSpec]) -> None:
+    """What only the whole stack can tell (config + use cases): raises ConfigError."""
+    if problems := image_errors(config, use_cases) + policy_errors(config):
+        raise ConfigError(problems, "stack config")
+
+
 @dataclass(frozen=True)
 class Stack:
     """One stack, parsed once: what `tandem plan`, the program under mocks and the policy harness
@@ -96,19 +139,29 @@ class Stack:
 
     @cached_property
     def checks(self) -> dict[str, list[CheckResult]]:
-        """Every use case's plan-time checks against the pool it names (use case -> results)."""
-        return {
+        """Every use case's plan-time checks against the pool it names (use case -> results),
+        and, under SHARED_POOLS, the checks of pools several use cases share."""
+        checks = {
             uc.name: run_checks(uc, resolve_contract(uc, self.contracts)) for uc in self.use_cases
         }
+        if shared := shared_pool_checks(self.use_cases, self.contracts):
+            checks[SHARED_POOLS] = shared
+        return checks
 
     def pulumi_config(self) -> tuple[dict[str, str], list[str]]:
         """The flat config in the runtime's form, and the secret keys in it.
 
         Offline runs cannot decrypt stack secrets and never deploy, so a placeholder stands in for
-        each gateway key the config declares (the real program requires the secret to be set).
+        each gateway key and alert receiver credential the config declares (the real program
+        requires each secret to be set).
         """
         config = pulumi_config_values(self.flat)
         secret_keys = [f"tandem:{k.secret_config_key}" for k in self.config.gateway.keys]
+        secret_keys += [
+            f"tandem:{r.secret_config_key}"
+            for r in self.config.alerting.receivers
+            if r.needs_secret
+        ]
         for key in secret_keys:
             config.setdefault(key, "offline-plan-placeholder")
         return config, secret_keys
@@ -117,7 +170,9 @@ class Stack:
 def from_flat(name: str, flat: dict[str, Any], source: str | None = None) -> Stack:
     """A stack from a flat `config:` block: validated, with its use cases. Raises ConfigError."""
     config = parse_config(namespace_config(flat), source or f"config of stack {name!r}")
-    return Stack(name, flat, config, load_use_cases(config))
+    use_cases = load_use_cases(config)
+    check_stack(config, use_cases)
+    return Stack(name, flat, config, use_cases)
 
 
 def load(stack: str) -> Stack:

@@ -38,9 +38,10 @@ def run_program() -> Callable:
 @pytest.fixture(scope="session")
 def stack_resources() -> dict:
     """stack name -> every resource its program registers (run once per session)."""
+    from tandem.engine import Resources
     from tandem.plan import run_stack
 
-    return {stack: run_stack(stack) for stack in SHIPPED_STACKS}
+    return {stack: Resources(items=run_stack(stack)) for stack in SHIPPED_STACKS}
 
 
 @pytest.fixture(scope="session")

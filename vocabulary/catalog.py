@@ -43,6 +43,9 @@ class InstanceType:
     efa: bool
     usd_per_hour: float
     price_estimated: bool = False
+    # EFA devices the instance takes, one per network card (EC2 EfaInfo.MaximumEfaInterfaces):
+    # 32 on p5.48xlarge; an EFA pool attaches all of them or NCCL runs on a fraction of the fabric
+    efa_interfaces: int = 0
 
     @property
     def family(self) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -31,10 +31,19 @@ from vocabulary.catalog import load_catalog
 from vocabulary.errors import ConfigError, format_validation_error
 from vocabulary.labels import dns_label
 
+if TYPE_CHECKING:
+    from vocabulary.usecase import UseCaseSpec
+
 CONFIG_NAMESPACE = "tandem"
 SECRET_KEY_PREFIX = "gatewayKey-"  # tandem:gatewayKey-<id>: one team's raw API key (secret)
+# tandem:alertingSecret-<receiver>: a receiver's credential (Slack or webhook URL, PagerDuty
+# routing key, SMTP password), a Pulumi secret that reaches the cluster only inside a Secret
+ALERTING_SECRET_PREFIX = "alertingSecret-"
+SECRET_PREFIXES = (SECRET_KEY_PREFIX, ALERTING_SECRET_PREFIX)
+# tandem:huggingFaceToken (optional secret): the Hub token workers of Hub-sourced models read
+HF_TOKEN_KEY = "huggingFaceToken"
 GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA")
-K8S_VERSIONS = ("1.30", "1.31", "1.32", "1.33", "1.34")
+K8S_VERSIONS = ("1.30", "1.31", "1.32", "1.33", "1.34", "1.35")
 
 
 class Model(BaseModel):
@@ -66,6 +75,19 @@ class SystemNodeGroup(Model):
     min_nodes: int = Field(2, ge=1)
     max_nodes: int = Field(4, ge=1)
 
+    @field_validator("instance_type")
+    @classmethod
+    def _priced(cls, v: str) -> str:
+        from vocabulary.costs import system_instance_types
+
+        known = system_instance_types()
+        if v not in known:
+            raise ValueError(
+                f"{v!r} is not a system instance type the cost envelope can price "
+                f"(vocabulary/costs.yaml); allowed: {', '.join(known)}"
+            )
+        return v
+
     @model_validator(mode="after")
     def _bounds(self) -> SystemNodeGroup:
         if self.min_nodes > self.max_nodes:
@@ -83,10 +105,21 @@ LogType = Literal["api", "audit", "authenticator", "controllerManager", "schedul
 DEFAULT_LOG_TYPES: tuple[LogType, ...] = ("api", "audit", "authenticator")
 
 
+EKS_ONLY_CLUSTER_KEYS = frozenset(
+    {
+        "endpoint_public_access",
+        "public_access_cidrs",
+        "log_types",
+        "system_node_group",
+        "access_entries",
+    }
+)
+
+
 class ClusterConfig(Model):
     mode: Literal["eks", "existing"] = "eks"
     name: str | None = None
-    kubernetes_version: str = "1.33"
+    kubernetes_version: str = "1.35"
     # eks mode
     endpoint_public_access: bool = False
     public_access_cidrs: list[str] = Field(default_factory=list)
@@ -111,8 +144,16 @@ class ClusterConfig(Model):
                 "kubeconfig is required when mode is 'existing' (a path, or the kubeconfig "
                 "contents as a Pulumi secret)"
             )
-        if self.mode == "eks" and self.kubeconfig:
-            raise ValueError("kubeconfig is only allowed when mode is 'existing'")
+        if self.mode == "eks" and (self.kubeconfig or self.context):
+            raise ValueError("kubeconfig and context are only allowed when mode is 'existing'")
+        if self.mode == "existing":
+            # Tandem creates no control plane on an existing cluster: these would do nothing.
+            eks_only = sorted(to_camel(f) for f in self.model_fields_set & EKS_ONLY_CLUSTER_KEYS)
+            if eks_only:
+                raise ValueError(
+                    f"{', '.join(eks_only)} only apply when mode is 'eks' (Tandem builds the "
+                    "control plane); with an existing cluster configure them on the cluster itself"
+                )
         if self.public_access_cidrs and not self.endpoint_public_access:
             raise ValueError("publicAccessCidrs requires endpointPublicAccess: true")
         return self
@@ -150,6 +191,11 @@ class GpuSoftwareConfig(Model):
         return self
 
 
+KARPENTER_ONLY_POOL_KEYS = frozenset(
+    {"expire_after", "consolidate_after", "termination_grace_period"}
+)
+
+
 class GpuPoolConfig(Model):
     name: str
     mechanism: Literal["managed", "karpenter", "existing"] = "managed"
@@ -167,6 +213,9 @@ class GpuPoolConfig(Model):
     efa: bool = False
     expire_after: str = "720h"
     consolidate_after: str = "5m"
+    # Karpenter: how long a draining node may wait for its pods (PDBs, preStop) before it is
+    # terminated anyway; bounds a drain that a PodDisruptionBudget would otherwise block forever
+    termination_grace_period: str = "1h"
     capacity_reservation_ids: list[str] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -175,7 +224,7 @@ class GpuPoolConfig(Model):
     def _dns_name(cls, v: str) -> str:
         return dns_label(v, "pool name")
 
-    @field_validator("expire_after", "consolidate_after")
+    @field_validator("expire_after", "consolidate_after", "termination_grace_period")
     @classmethod
     def _duration(cls, v: str) -> str:
         if v != "Never" and not re.fullmatch(r"(\d+(s|m|h))+", v):
@@ -216,8 +265,32 @@ class GpuPoolConfig(Model):
                 )
         if self.capacity_type == "reserved" and not self.capacity_reservation_ids:
             raise ValueError("capacityType 'reserved' needs capacityReservationIds")
-        if self.mechanism != "karpenter" and self.expire_after != "720h":
-            raise ValueError("expireAfter applies only to mechanism 'karpenter'")
+        if self.capacity_reservation_ids and self.capacity_type != "reserved":
+            raise ValueError(
+                "capacityReservationIds are only used with capacityType 'reserved' (on-demand "
+                "and spot pools never launch into a reservation); set capacityType: reserved"
+            )
+        if self.mechanism == "managed" and len(self.capacity_reservation_ids) > 1:
+            raise ValueError(
+                "capacityReservationIds: a managed node group's launch template targets one "
+                "reservation; use mechanism 'karpenter' to draw from several"
+            )
+        set_here = self.model_fields_set
+        karpenter_only = sorted(
+            to_camel(f)
+            for f in set_here & KARPENTER_ONLY_POOL_KEYS
+            if self.mechanism != "karpenter"
+        )
+        if karpenter_only:
+            raise ValueError(
+                f"{', '.join(karpenter_only)} applies only to mechanism 'karpenter' (an EKS "
+                "managed node group has no such setting)"
+            )
+        if "desired_nodes" in set_here and self.mechanism != "managed":
+            raise ValueError(
+                "desiredNodes applies only to mechanism 'managed' (Karpenter launches nodes "
+                "for pending pods; there is no desired size)"
+            )
         return self
 
     @property
@@ -235,9 +308,221 @@ class GpuPoolConfig(Model):
 
 
 class BudgetConfig(Model):
+    """The platform's monthly GPU budget: the policy pack prices every pool at its maximum against
+    it, and Prometheus alerts (TandemPlatformBudgetBurn) when the spend rate crosses each of
+    `alertThresholds` of it; those alerts go to the `notify` receivers of `tandem:alerting`."""
+
     monthly_usd: float = Field(..., gt=0)
-    alert_thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
-    notify: list[str] = Field(default_factory=list)
+    alert_thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0], min_length=1)
+    notify: list[str] = Field(default_factory=list)  # receiver names in tandem:alerting
+
+    @field_validator("alert_thresholds")
+    @classmethod
+    def _thresholds(cls, v: list[float]) -> list[float]:
+        for i, t in enumerate(v):
+            if not 0 < t <= 2:
+                raise ValueError(
+                    f"alertThresholds[{i}]: {t} is not a share of the budget; allowed: "
+                    "0 < threshold <= 2 (0.8 alerts at 80 % of monthlyUsd)"
+                )
+        if len(set(v)) != len(v):
+            raise ValueError(f"alertThresholds: duplicate thresholds in {v}")
+        return sorted(v)
+
+
+# --- alerting ----------------------------------------------------------------------------------
+
+
+class EmailReceiver(Model):
+    """SMTP delivery; the SMTP password (when `authUsername` is set) is the receiver's secret."""
+
+    to: list[str] = Field(..., min_length=1)
+    from_address: str
+    smarthost: str  # host:port
+    auth_username: str | None = None
+    require_tls: bool = True
+
+    @field_validator("smarthost")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9.-]+:\d{1,5}", v):
+            raise ValueError(f"{v!r} is not host:port (e.g. 'smtp.example.com:587')")
+        return v
+
+    @field_validator("to", "from_address")
+    @classmethod
+    def _addresses(cls, v: Any) -> Any:
+        for addr in v if isinstance(v, list) else [v]:
+            if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", addr):
+                raise ValueError(f"{addr!r} is not an email address")
+        return v
+
+
+class SlackReceiver(Model):
+    """Slack incoming webhook; the webhook URL is the receiver's secret."""
+
+    channel: str
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, v: str) -> str:
+        if not re.fullmatch(r"[#@][a-z0-9._-]{1,80}", v):
+            raise ValueError(f"{v!r} is not a Slack channel like '#ml-alerts'")
+        return v
+
+
+class WebhookReceiver(Model):
+    """A generic webhook (Alertmanager's JSON payload); the URL is the receiver's secret."""
+
+    send_resolved: bool = True
+
+
+class PagerDutyReceiver(Model):
+    """PagerDuty Events API v2; the integration's routing key is the receiver's secret."""
+
+    send_resolved: bool = True
+
+
+RECEIVER_KINDS = ("email", "slack", "webhook", "pagerduty")
+
+
+class Receiver(Model):
+    name: str
+    email: EmailReceiver | None = None
+    slack: SlackReceiver | None = None
+    webhook: WebhookReceiver | None = None
+    pagerduty: PagerDutyReceiver | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return dns_label(v, "receiver name")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Receiver:
+        kinds = [k for k in RECEIVER_KINDS if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                f"receiver {self.name!r} sets {kinds or 'no kind'}; set exactly one of "
+                + ", ".join(RECEIVER_KINDS)
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in RECEIVER_KINDS if getattr(self, k) is not None)
+
+    @property
+    def needs_secret(self) -> bool:
+        return self.kind != "email" or bool(self.email and self.email.auth_username)
+
+    @property
+    def secret_config_key(self) -> str:
+        return f"{ALERTING_SECRET_PREFIX}{self.name}"
+
+
+class AlertRoute(Model):
+    """Alerts whose labels match go to `receiver`; `team` matches the alert's `team` label."""
+
+    receiver: str
+    team: str | None = None
+    severity: Literal["warning", "critical"] | None = None
+    continue_routing: bool = False  # also try the routes after this one
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> AlertRoute:
+        if self.team is None and self.severity is None:
+            raise ValueError(
+                "a route matches on team and/or severity; alerts that match nothing go to "
+                "defaultReceiver"
+            )
+        return self
+
+
+class AlertingConfig(Model):
+    """Where Tandem's alerts go: Alertmanager receivers routed by the alerts' `team` label."""
+
+    receivers: list[Receiver] = Field(default_factory=list)
+    default_receiver: str | None = None
+    routes: list[AlertRoute] = Field(default_factory=list)
+    group_by: list[str] = Field(default_factory=lambda: ["alertname", "team"])
+    repeat_interval: str = "4h"
+
+    @field_validator("repeat_interval")
+    @classmethod
+    def _interval(cls, v: str) -> str:
+        if not re.fullmatch(r"\d+(m|h)", v):
+            raise ValueError(f"{v!r} is not an Alertmanager duration like '30m' or '4h'")
+        return v
+
+    @model_validator(mode="after")
+    def _references(self) -> AlertingConfig:
+        names = [r.name for r in self.receivers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"receivers: duplicate names {', '.join(dupes)}")
+        allowed = ", ".join(names) or "none defined"
+        if self.receivers and self.default_receiver is None:
+            raise ValueError(f"defaultReceiver is required with receivers; allowed: {allowed}")
+        if self.default_receiver is not None and self.default_receiver not in names:
+            raise ValueError(
+                f"defaultReceiver: {self.default_receiver!r} is not a receiver; allowed: {allowed}"
+            )
+        for i, route in enumerate(self.routes):
+            if route.receiver not in names:
+                raise ValueError(
+                    f"routes[{i}].receiver: {route.receiver!r} is not a receiver; allowed: {allowed}"
+                )
+        return self
+
+    def receiver(self, name: str) -> Receiver:
+        return next(r for r in self.receivers if r.name == name)
+
+
+# --- images ------------------------------------------------------------------------------------
+
+IMAGE_SERVICES = ("gateway", "serving")
+_IMAGE_NAME = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*")
+_IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+_IMAGE_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def image_ref_error(ref: str) -> str | None:
+    """Why `ref` is not a pinned image reference (registry/name:tag, registry/name@digest)."""
+    name, _, digest = ref.partition("@")
+    if digest and not _IMAGE_DIGEST.fullmatch(digest):
+        return f"{ref!r}: the digest must be sha256:<64 hex digits>"
+    tag = ""
+    if ":" in name.rsplit("/", 1)[-1]:
+        name, tag = name.rsplit(":", 1)
+    if not _IMAGE_NAME.fullmatch(name) or (tag and not _IMAGE_TAG.fullmatch(tag)):
+        return (
+            f"{ref!r} is not a pinned image reference; use registry/name:tag or "
+            "registry/name@sha256:<digest> (lowercase repository)"
+        )
+    if tag == "latest":
+        return f"{ref!r}: ':latest' changes under a running cluster; pin a tag"
+    if not (tag or digest):
+        return f"{ref!r} is not a pinned image reference: add :tag or @sha256:<digest>"
+    return None
+
+
+class ImagesConfig(Model):
+    """Prebuilt images per service. Unset: `pulumi up` builds the service's image from this
+    repository and pushes it to the stack's ECR repository (EKS mode only)."""
+
+    gateway: str | None = None
+    serving: str | None = None
+
+    @field_validator("gateway", "serving")
+    @classmethod
+    def _pinned(cls, v: str | None) -> str | None:
+        if v is not None and (problem := image_ref_error(v)):
+            raise ValueError(problem)
+        return v
+
+    def override(self, service: str) -> str | None:
+        return getattr(self, service)
 
 
 class ObservabilityConfig(Model):
@@ -322,6 +607,11 @@ class GatewayConfig(Model):
 
     @model_validator(mode="after")
     def _bounds(self) -> GatewayConfig:
+        if self.tls_secret and not self.ingress_host:
+            raise ValueError(
+                "tlsSecret is used only by the ingress: set ingressHost too (without it no "
+                "Ingress is created and the certificate is never served)"
+            )
         if self.min_replicas > self.max_replicas:
             raise ValueError(
                 f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})"
@@ -352,6 +642,48 @@ class PolicyConfig(Model):
 
 # --- the platform --------------------------------------------------------------------------
 
+# docs/policies.md: the production-only rules a prod stack may waive per resource, never lower
+PROD_GUARD_RAILS = ("ray-gcs-fault-tolerance", "serving-pdb", "gpu-pool-spot-fallback")
+
+
+def _check_fallback(i: int, pool: GpuPoolConfig, fallback: GpuPoolConfig) -> None:
+    """A fallback pool must be able to run what the primary runs, on capacity that does not
+    disappear with it: the same GPU model and count per node, at least the node's CPU and memory
+    (the worker pods are sized from the primary), and not spot-only when the primary is spot."""
+    catalog = load_catalog()
+    ours, theirs = catalog.get(pool.primary_instance), catalog.get(fallback.primary_instance)
+    where = f"gpuPools[{i}].fallbackPool"
+    if (ours.gpu.name, ours.gpus) != (theirs.gpu.name, theirs.gpus):
+        raise ValueError(
+            f"{where}: {fallback.name!r} runs {theirs.gpus} x {theirs.gpu.name} per node, "
+            f"{pool.name!r} {ours.gpus} x {ours.gpu.name}: workers sized for one cannot move "
+            "to the other; pick a pool with the same GPU model and GPUs per node"
+        )
+    small = min(fallback.instance_types, key=lambda t: catalog.get(t).memory_gib)
+    if catalog.get(small).vcpu < ours.vcpu or catalog.get(small).memory_gib < ours.memory_gib:
+        raise ValueError(
+            f"{where}: {fallback.name!r} may launch {small} ({catalog.get(small).vcpu} vCPU, "
+            f"{catalog.get(small).memory_gib:g} GiB), smaller than {pool.name!r}'s "
+            f"{ours.name} that the workers are sized for; list only instance types at least "
+            f"that large in {fallback.name!r}"
+        )
+    if fallback.root_volume_gib < pool.root_volume_gib:
+        raise ValueError(
+            f"{where}: {fallback.name!r} has rootVolumeGib {fallback.root_volume_gib}, less "
+            f"than {pool.name!r}'s {pool.root_volume_gib}: workers that download their weights "
+            "there may not fit; give the fallback at least the same volume"
+        )
+    if pool.capacity_type == "spot" and fallback.capacity_type == "spot":
+        raise ValueError(
+            f"{where}: {fallback.name!r} is spot too, so it loses capacity when {pool.name!r} "
+            "does; allowed: an on-demand or reserved pool"
+        )
+    if fallback.workload != pool.workload:
+        raise ValueError(
+            f"{where}: {fallback.name!r} is a {fallback.workload} pool and {pool.name!r} a "
+            f"{pool.workload} pool; a fallback serves the same workload"
+        )
+
 
 class PlatformConfig(Model):
     environment: Literal["dev", "staging", "prod"]
@@ -363,7 +695,9 @@ class PlatformConfig(Model):
     gpu_software: GpuSoftwareConfig = GpuSoftwareConfig()
     budget: BudgetConfig | None = None
     observability: ObservabilityConfig = ObservabilityConfig()
+    alerting: AlertingConfig = AlertingConfig()
     gateway: GatewayConfig = GatewayConfig()
+    images: ImagesConfig = ImagesConfig()
     policies: PolicyConfig = PolicyConfig()
     use_cases: list[str] = Field(default_factory=list)
 
@@ -388,6 +722,8 @@ class PlatformConfig(Model):
                 )
             if pool.fallback_pool == pool.name:
                 raise ValueError(f"gpuPools[{i}].fallbackPool: a pool cannot fall back to itself")
+            if pool.fallback_pool:
+                _check_fallback(i, pool, self.pool(pool.fallback_pool))
             if self.cluster.mode == "existing" and pool.mechanism != "existing":
                 raise ValueError(
                     f"gpuPools[{i}].mechanism: {pool.mechanism!r} needs cluster.mode 'eks' (Tandem "
@@ -409,7 +745,72 @@ class PlatformConfig(Model):
                 "cluster.publicAccessCidrs: a prod cluster with a public API endpoint must "
                 "restrict it to CIDRs (or set endpointPublicAccess: false)"
             )
+        if self.cluster.mode == "existing" and "network" in self.model_fields_set:
+            raise ValueError(
+                "network: Tandem builds a VPC only when cluster.mode is 'eks'; an existing "
+                "cluster brings its own network (remove tandem:network)"
+            )
+        self._check_gpu_software()
+        self._check_alerting()
+        self._check_production()
         return self
+
+    def _check_gpu_software(self) -> None:
+        if self.gpu_software.mig_strategy == "none":
+            return
+        catalog = load_catalog()
+        no_mig = sorted(
+            f"{p.name} ({catalog.get(p.primary_instance).gpu.name})"
+            for p in self.gpu_pools
+            if not catalog.get(p.primary_instance).gpu.mig
+        )
+        if no_mig:
+            raise ValueError(
+                f"gpuSoftware.migStrategy: {self.gpu_software.mig_strategy!r} partitions GPUs "
+                f"that support MIG, but pools {', '.join(no_mig)} run GPUs without MIG (it would "
+                "do nothing there); allowed: 'none', or MIG-capable GPUs only: "
+                + ", ".join(sorted(n for n, g in catalog.gpus.items() if g.mig))
+            )
+
+    def _check_alerting(self) -> None:
+        receivers = [r.name for r in self.alerting.receivers]
+        for i, name in enumerate(self.budget.notify if self.budget else []):
+            if name not in receivers:
+                raise ValueError(
+                    f"budget.notify[{i}]: {name!r} is not a receiver in tandem:alerting; "
+                    f"allowed: {', '.join(receivers) or 'none (define alerting.receivers)'}"
+                )
+
+    def _check_production(self) -> None:
+        """The guard rails docs/policies.md calls mandatory in production, as config errors."""
+        if self.environment != "prod":
+            return
+        if self.gpu_pools and self.budget is None:
+            raise ValueError(
+                "budget: a prod stack with GPU pools needs tandem:budget.monthlyUsd (without it "
+                "the stack-gpu-budget policy has nothing to check and no budget alert fires)"
+            )
+        if not self.alerting.receivers:
+            raise ValueError(
+                "alerting.receivers: a prod stack must send its alerts somewhere (email, "
+                "slack, webhook or pagerduty); without receivers every alert goes nowhere"
+            )
+        if self.policies.enforcement not in (None, "mandatory"):
+            raise ValueError(
+                f"policies.enforcement: {self.policies.enforcement!r} turns every guard rail "
+                "off in prod; allowed: 'mandatory' (exempt single findings with "
+                "tandem:policies.waivers, each with a reason)"
+            )
+        lowered = sorted(
+            rule
+            for rule, level in self.policies.overrides.items()
+            if rule in PROD_GUARD_RAILS and level != "mandatory"
+        )
+        if lowered:
+            raise ValueError(
+                f"policies.overrides: {', '.join(lowered)} are production guard rails and stay "
+                "mandatory in prod; exempt a resource with a waiver and a reason instead"
+            )
 
     def pool(self, name: str) -> GpuPoolConfig:
         for p in self.gpu_pools:
@@ -433,6 +834,34 @@ class PlatformConfig(Model):
         }
 
 
+# --- what the stack runs ----------------------------------------------------------------------
+
+
+def image_services(config: PlatformConfig, use_cases: list[UseCaseSpec]) -> list[str]:
+    """Which of Tandem's own images (pins.TANDEM_IMAGES) this stack runs: the gateway when it
+    routes to a use case, the serving image (every RayService runs it) when there is one."""
+    services = []
+    if config.gateway.enabled and any(uc.gateway is not None for uc in use_cases):
+        services.append("gateway")
+    if use_cases:
+        services.append("serving")
+    return services
+
+
+def image_errors(config: PlatformConfig, use_cases: list[UseCaseSpec]) -> list[str]:
+    """On an existing cluster there is no ECR to build into: every image the stack runs must be
+    named in tandem:images."""
+    if config.cluster.mode != "existing":
+        return []
+    return [
+        f"images.{service}: required on an existing cluster (Tandem builds into ECR only in eks "
+        f"mode); build {service}/Dockerfile, push it to a registry the cluster can pull from and "
+        f"set tandem:images.{service} to its registry/name:tag"
+        for service in image_services(config, use_cases)
+        if not config.images.override(service)
+    ]
+
+
 # --- parsing ---------------------------------------------------------------------------------
 
 
@@ -454,7 +883,7 @@ def namespace_config(flat: dict[str, Any]) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     for key, value in flat.items():
         ns, _, name = key.partition(":")
-        if ns == CONFIG_NAMESPACE and name.startswith(SECRET_KEY_PREFIX):
+        if ns == CONFIG_NAMESPACE and (name.startswith(SECRET_PREFIXES) or name == HF_TOKEN_KEY):
             continue
         if ns == CONFIG_NAMESPACE:
             raw[name] = value

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from vocabulary.labels import dns_label
 
+# The engine fields the `batch` kind reads: the memory fit of its model on the GPU.
+BATCH_ENGINE_FIELDS = frozenset({"gpu_memory_utilization", "dtype"})
 # vLLM's supported LoRA ranks (vllm.config.LoRAConfig.possible_max_ranks).
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -167,6 +169,25 @@ class ModelDeployment(_Strict):
             raise ValueError("lora applies to kind 'llm' only")
         if self.kind == "llm" and self.gpu == "cpu" and self.engine.gpus_per_replica > 1:
             raise ValueError("tensor/pipeline parallelism needs a GPU class, not 'cpu'")
+        # Settings that would be accepted and do nothing for this kind or hardware:
+        if self.kind == "llm" and "batching" in self.model_fields_set:
+            raise ValueError(
+                "batching applies to kind 'batch' (@serve.batch); vLLM batches an LLM "
+                "continuously: tune engine.max_num_seqs and engine.max_num_batched_tokens"
+            )
+        if self.kind == "batch":
+            ignored = sorted(self.engine.model_fields_set - BATCH_ENGINE_FIELDS)
+            if ignored:
+                raise ValueError(
+                    f"engine.{', engine.'.join(ignored)}: vLLM settings do nothing for kind "
+                    "'batch' (it runs Tandem's @serve.batch app); allowed for batch: "
+                    + ", ".join(f"engine.{f}" for f in sorted(BATCH_ENGINE_FIELDS))
+                )
+        if self.gpu == "cpu" and "gpu_memory_utilization" in self.engine.model_fields_set:
+            raise ValueError(
+                "engine.gpu_memory_utilization does nothing on 'cpu' (vLLM sizes its CPU KV "
+                "cache from the spec); set gpu to a GPU class or remove it"
+            )
         return self
 
     @property

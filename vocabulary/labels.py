@@ -24,6 +24,7 @@ TOKEN_KUBERAY_OPERATOR = "tandem:serving:KubeRayOperator"
 TOKEN_USE_CASE = "tandem:use_case:UseCase"
 TOKEN_GATEWAY = "tandem:gateway:Gateway"
 TOKEN_OBSERVABILITY = "tandem:observability:Observability"
+TOKEN_IMAGES = "tandem:images:Images"
 
 # Kubernetes node / pod labels.
 LABEL_POOL = f"{DOMAIN}/pool"

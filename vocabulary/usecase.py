@@ -50,6 +50,17 @@ class Upgrade(BaseModel):
     interval_seconds: int = Field(60, ge=1)
     gateway_class_name: str = "istio"
 
+    @model_validator(mode="after")
+    def _incremental_only(self) -> Upgrade:
+        options = sorted(self.model_fields_set - {"strategy"})
+        if self.strategy != UPGRADE_INCREMENTAL and options:
+            raise ValueError(
+                f"{', '.join(options)} apply only to strategy '{UPGRADE_INCREMENTAL}' "
+                f"(NewCluster replaces the whole cluster at once); set strategy: "
+                f"{UPGRADE_INCREMENTAL} or remove them"
+            )
+        return self
+
 
 class UseCaseSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -19,6 +20,8 @@ from components.helm import pinned_release
 from vocabulary import labels, pins
 
 SERVICE_ACCOUNT = "karpenter"
+# The EventBridge rules of Karpenter 1.14's reference CloudFormation (getting-started
+# cloudformation.yaml): every event that tells Karpenter a node is about to go away.
 INTERRUPTION_EVENTS = {
     "spot-interruption": {
         "source": ["aws.ec2"],
@@ -30,79 +33,220 @@ INTERRUPTION_EVENTS = {
         "detail-type": ["EC2 Instance State-change Notification"],
     },
     "scheduled-change": {"source": ["aws.health"], "detail-type": ["AWS Health Event"]},
+    "capacity-reservation-interruption": {
+        "source": ["aws.ec2"],
+        "detail-type": ["EC2 Capacity Reservation Instance Interruption Warning"],
+    },
 }
 
 
-def controller_policy(cluster_name: str, region: str, queue_arn: str, node_role_arn: str) -> str:
-    """The controller's permissions, scoped to this cluster's tagged resources where EC2 allows."""
-    tagged = {"StringEquals": {f"aws:ResourceTag/kubernetes.io/cluster/{cluster_name}": "owned"}}
+def _stmt(sid: str, actions: list[str] | str, resources: list[str] | str, **condition) -> dict:
+    out: dict[str, Any] = {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+    if condition:
+        out["Condition"] = condition
+    return out
+
+
+def controller_policy(
+    cluster_name: str, region: str, account: str, queue_arn: str, node_role_arn: str
+) -> str:
+    """The controller's permissions: Karpenter 1.14's reference policy (the five managed
+    policies of its getting-started CloudFormation, statement for statement), scoped by the tags
+    Karpenter puts on what it creates rather than by region alone. docs/gpu-pools.md compares
+    it line by line."""
+    ec2 = f"arn:aws:ec2:{region}"
+    owned = {f"aws:ResourceTag/kubernetes.io/cluster/{cluster_name}": "owned"}
+    request_tags = {
+        f"aws:RequestTag/kubernetes.io/cluster/{cluster_name}": "owned",
+        "aws:RequestTag/eks:eks-cluster-name": cluster_name,
+    }
+    nodepool = {"aws:RequestTag/karpenter.sh/nodepool": "*"}
+    launched = [
+        f"{ec2}:*:{kind}/*"
+        for kind in (
+            "fleet",
+            "instance",
+            "volume",
+            "network-interface",
+            "launch-template",
+            "spot-instances-request",
+        )
+    ]
+    profiles = f"arn:aws:iam::{account}:instance-profile/*"
+    region_tag = {"aws:ResourceTag/topology.kubernetes.io/region": region}
+    nodeclass = {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*"}
+    statements = [
+        # NodeLifecyclePolicy
+        _stmt(
+            "AllowScopedEC2InstanceAccessActions",
+            ["ec2:RunInstances", "ec2:CreateFleet"],
+            [
+                f"{ec2}::image/*",
+                f"{ec2}::snapshot/*",
+                f"{ec2}:*:security-group/*",
+                f"{ec2}:*:subnet/*",
+                f"{ec2}:*:capacity-reservation/*",
+                f"{ec2}:*:placement-group/*",
+            ],
+        ),
+        _stmt(
+            "AllowScopedEC2LaunchTemplateAccessActions",
+            ["ec2:RunInstances", "ec2:CreateFleet"],
+            f"{ec2}:*:launch-template/*",
+            StringEquals=owned,
+            StringLike={"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+        ),
+        _stmt(
+            "AllowScopedEC2InstanceActionsWithTags",
+            ["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"],
+            launched,
+            StringEquals=request_tags,
+            StringLike=nodepool,
+        ),
+        _stmt(
+            "AllowScopedResourceCreationTagging",
+            "ec2:CreateTags",
+            launched,
+            StringEquals={
+                **request_tags,
+                "ec2:CreateAction": ["RunInstances", "CreateFleet", "CreateLaunchTemplate"],
+            },
+            StringLike=nodepool,
+        ),
+        _stmt(
+            "AllowScopedResourceTagging",
+            "ec2:CreateTags",
+            f"{ec2}:*:instance/*",
+            StringEquals=owned,
+            StringLike={"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+            StringEqualsIfExists={"aws:RequestTag/eks:eks-cluster-name": cluster_name},
+            **{
+                "ForAllValues:StringEquals": {
+                    "aws:TagKeys": ["eks:eks-cluster-name", "karpenter.sh/nodeclaim", "Name"]
+                }
+            },
+        ),
+        _stmt(
+            "AllowScopedDeletion",
+            ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
+            [f"{ec2}:*:instance/*", f"{ec2}:*:launch-template/*"],
+            StringEquals=owned,
+            StringLike={"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+        ),
+        # IAMIntegrationPolicy
+        _stmt(
+            "AllowPassingInstanceRole",
+            "iam:PassRole",
+            node_role_arn,
+            StringEquals={"iam:PassedToService": ["ec2.amazonaws.com", "ec2.amazonaws.com.cn"]},
+        ),
+        _stmt(
+            "AllowScopedInstanceProfileCreationActions",
+            ["iam:CreateInstanceProfile"],
+            profiles,
+            StringEquals={
+                **request_tags,
+                "aws:RequestTag/topology.kubernetes.io/region": region,
+            },
+            StringLike={"aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*"},
+        ),
+        _stmt(
+            "AllowScopedInstanceProfileTagActions",
+            ["iam:TagInstanceProfile"],
+            profiles,
+            StringEquals={
+                **owned,
+                **region_tag,
+                **request_tags,
+                "aws:RequestTag/topology.kubernetes.io/region": region,
+            },
+            StringLike={**nodeclass, "aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*"},
+        ),
+        _stmt(
+            "AllowScopedInstanceProfileActions",
+            [
+                "iam:AddRoleToInstanceProfile",
+                "iam:RemoveRoleFromInstanceProfile",
+                "iam:DeleteInstanceProfile",
+            ],
+            profiles,
+            StringEquals={**owned, **region_tag},
+            StringLike=nodeclass,
+        ),
+        # EKSIntegrationPolicy
+        _stmt(
+            "AllowAPIServerEndpointDiscovery",
+            "eks:DescribeCluster",
+            f"arn:aws:eks:{region}:{account}:cluster/{cluster_name}",
+        ),
+        # InterruptionPolicy
+        _stmt(
+            "AllowInterruptionQueueActions",
+            ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
+            queue_arn,
+        ),
+        # ZonalShiftPolicy
+        _stmt(
+            "AllowZonalShiftStatusReadOnly",
+            ["arc-zonal-shift:GetManagedResource"],
+            "*",
+            StringEquals={
+                "arc-zonal-shift:ResourceIdentifier": (
+                    f"arn:aws:eks:{region}:{account}:cluster/{cluster_name}"
+                )
+            },
+        ),
+        # ResourceDiscoveryPolicy
+        _stmt(
+            "AllowRegionalReadActions",
+            [
+                "ec2:DescribeCapacityReservations",
+                "ec2:DescribeImages",
+                "ec2:DescribeInstances",
+                "ec2:DescribeInstanceStatus",
+                "ec2:DescribeInstanceTypeOfferings",
+                "ec2:DescribeInstanceTypes",
+                "ec2:DescribeLaunchTemplates",
+                "ec2:DescribePlacementGroups",
+                "ec2:DescribeSecurityGroups",
+                "ec2:DescribeSpotPriceHistory",
+                "ec2:DescribeSubnets",
+            ],
+            "*",
+            StringEquals={"aws:RequestedRegion": region},
+        ),
+        _stmt(
+            "AllowSSMReadActions",
+            "ssm:GetParameter",
+            f"arn:aws:ssm:{region}::parameter/aws/service/*",
+        ),
+        _stmt("AllowPricingReadActions", "pricing:GetProducts", "*"),
+        _stmt("AllowUnscopedInstanceProfileListAction", "iam:ListInstanceProfiles", "*"),
+        _stmt("AllowInstanceProfileReadActions", "iam:GetInstanceProfile", profiles),
+    ]
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+
+def queue_policy(queue_arn: str) -> str:
+    """EventBridge and SQS may send; nothing may talk to the queue over plain HTTP."""
     return json.dumps(
         {
             "Version": "2012-10-17",
+            "Id": "EC2InterruptionPolicy",
             "Statement": [
                 {
-                    "Sid": "Read",
                     "Effect": "Allow",
-                    "Action": [
-                        "ec2:DescribeAvailabilityZones",
-                        "ec2:DescribeImages",
-                        "ec2:DescribeInstances",
-                        "ec2:DescribeInstanceTypeOfferings",
-                        "ec2:DescribeInstanceTypes",
-                        "ec2:DescribeLaunchTemplates",
-                        "ec2:DescribeSecurityGroups",
-                        "ec2:DescribeSpotPriceHistory",
-                        "ec2:DescribeSubnets",
-                        "ec2:DescribeCapacityReservations",
-                        "pricing:GetProducts",
-                        "ssm:GetParameter",
-                        "eks:DescribeCluster",
-                        "iam:GetInstanceProfile",
-                    ],
-                    "Resource": "*",
-                },
-                {
-                    "Sid": "Launch",
-                    "Effect": "Allow",
-                    "Action": [
-                        "ec2:RunInstances",
-                        "ec2:CreateFleet",
-                        "ec2:CreateLaunchTemplate",
-                        "ec2:CreateTags",
-                    ],
-                    "Resource": "*",
-                    "Condition": {"StringEquals": {"aws:RequestedRegion": region}},
-                },
-                {
-                    "Sid": "Terminate",
-                    "Effect": "Allow",
-                    "Action": ["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
-                    "Resource": "*",
-                    "Condition": tagged,
-                },
-                {
-                    "Sid": "InstanceProfiles",
-                    "Effect": "Allow",
-                    "Action": [
-                        "iam:CreateInstanceProfile",
-                        "iam:TagInstanceProfile",
-                        "iam:AddRoleToInstanceProfile",
-                        "iam:RemoveRoleFromInstanceProfile",
-                        "iam:DeleteInstanceProfile",
-                    ],
-                    "Resource": "*",
-                },
-                {
-                    "Sid": "PassNodeRole",
-                    "Effect": "Allow",
-                    "Action": "iam:PassRole",
-                    "Resource": node_role_arn,
-                },
-                {
-                    "Sid": "Interruption",
-                    "Effect": "Allow",
-                    "Action": ["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
+                    "Principal": {"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]},
+                    "Action": "sqs:SendMessage",
                     "Resource": queue_arn,
+                },
+                {
+                    "Sid": "DenyHTTP",
+                    "Effect": "Deny",
+                    "Action": "sqs:*",
+                    "Resource": queue_arn,
+                    "Condition": {"Bool": {"aws:SecureTransport": False}},
+                    "Principal": "*",
                 },
             ],
         }
@@ -137,23 +281,7 @@ class Karpenter(pulumi.ComponentResource):
         aws.sqs.QueuePolicy(
             f"{name}-interruption",
             queue_url=queue.url,
-            policy=queue.arn.apply(
-                lambda arn: json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Effect": "Allow",
-                                "Principal": {
-                                    "Service": ["events.amazonaws.com", "sqs.amazonaws.com"]
-                                },
-                                "Action": "sqs:SendMessage",
-                                "Resource": arn,
-                            }
-                        ],
-                    }
-                )
-            ),
+            policy=queue.arn.apply(queue_policy),
             opts=child,
         )
         for event, pattern in INTERRUPTION_EVENTS.items():
@@ -175,12 +303,13 @@ class Karpenter(pulumi.ComponentResource):
             tags,
             self,
         )
+        account = aws.get_caller_identity_output().account_id
         aws.iam.RolePolicy(
             f"{name}-controller",
             role=role.id,
-            policy=pulumi.Output.all(args.cluster_name, queue.arn, args.node_role.arn).apply(
-                lambda a: controller_policy(a[0], args.region, a[1], a[2])
-            ),
+            policy=pulumi.Output.all(
+                args.cluster_name, account, queue.arn, args.node_role.arn
+            ).apply(lambda a: controller_policy(a[0], args.region, a[1], a[2], a[3])),
             opts=pulumi.ResourceOptions(parent=role),
         )
         # Nodes Karpenter launches join through an access entry for the shared node role.

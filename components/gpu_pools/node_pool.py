@@ -1,10 +1,11 @@
 """`GpuNodePool`: one component, three mechanisms, one scheduling contract.
 
 - `managed`: an EKS managed node group on a GPU AMI with a hardened launch template, optional
-  EFA networking in a cluster placement group for multi-node p-family jobs.
+  EFA networking (one EFA device per network card) in a cluster placement group.
 - `karpenter`: a Karpenter NodePool + EC2NodeClass (instance-family requirements, capacity
   types, a GPU limit, `WhenEmpty` disruption for serving so a busy replica is never evicted to
-  save money).
+  save money, a disruption budget, a termination grace period, a weight below the pool's own
+  for a pool that is another's fallback, EFA interfaces per network card).
 - `existing`: nodes someone else runs; nothing is created, the contract still describes them.
 
 Every pool carries the `nvidia.com/gpu` NoSchedule taint and the platform labels, and exports a
@@ -26,6 +27,14 @@ from vocabulary.catalog import load_catalog
 from vocabulary.config import GpuPoolConfig
 
 EKS_CAPACITY = {"on-demand": "ON_DEMAND", "spot": "SPOT", "reserved": "ON_DEMAND"}
+# Karpenter tries higher-weight NodePools first: a pool's fallback is weighted below it, so
+# pods that may run on both (gpu_pools.contract placement) land on the fallback only when the
+# primary cannot launch (spot reclaimed, capacity errors, its GPU limit reached).
+PRIMARY_WEIGHT = 50
+FALLBACK_WEIGHT = 10
+# Voluntary disruption (drift, emptiness) at most this many nodes at a time: serving pools roll
+# one node at a time so a model's replicas are never all reloading at once.
+DISRUPTION_BUDGET = {"serving": "1", "training": "10%", "batch": "10%"}
 # Bottlerocket keeps container images on its second (data) volume; AL2023 on the root volume.
 IMAGE_VOLUME_DEVICE = {
     "AL2023_x86_64_NVIDIA": "/dev/xvda",
@@ -43,6 +52,7 @@ class GpuNodePoolArgs:
     subnet_ids: list[pulumi.Input[str]] = field(default_factory=list)  # managed
     security_group_id: pulumi.Input[str] | None = None  # managed + efa
     karpenter_node_role_name: pulumi.Input[str] | None = None  # karpenter
+    is_fallback: bool = False  # another pool names this one as its fallbackPool
     depends_on: list[pulumi.Resource] = field(default_factory=list)
 
 
@@ -53,7 +63,7 @@ class GpuNodePool(pulumi.ComponentResource):
         self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__(labels.TOKEN_GPU_NODE_POOL, name, None, opts)
-        pool = args.pool
+        pool = self._pool = args.pool
         self.contract = scheduling_contract(pool)
         self.node_labels = pool_node_labels(pool)
         self.tags = {**args.tags, "team": pool.team, "tandem-pool": pool.name}
@@ -70,14 +80,8 @@ class GpuNodePool(pulumi.ComponentResource):
         placement = None
         subnets = list(args.subnet_ids)
         if pool.efa:
-            # EFA wants every node in one placement group, and a cluster placement group lives
-            # in one AZ: pin the group to the first private subnet.
-            placement = aws.ec2.PlacementGroup(
-                f"{name}-placement",
-                strategy="cluster",
-                tags=self.tags,
-                opts=pulumi.ResourceOptions(parent=self),
-            ).name
+            # A cluster placement group lives in one AZ: pin the group to the first private subnet.
+            placement = self._placement_group(name)
             subnets = subnets[:1]
         template = secure_launch_template(
             f"{name}-lt",
@@ -85,7 +89,7 @@ class GpuNodePool(pulumi.ComponentResource):
             device_name=IMAGE_VOLUME_DEVICE[pool.ami_type],
             tags=self.tags,
             parent=self,
-            efa=pool.efa,
+            efa_interfaces=efa_interfaces(pool),
             placement_group=placement,
             security_group_ids=[args.security_group_id] if args.security_group_id else [],
             capacity_reservation_id=(
@@ -125,6 +129,15 @@ class GpuNodePool(pulumi.ComponentResource):
                 ignore_changes=["scalingConfig.desiredSize"],
             ),
         )
+
+    def _placement_group(self, name: str) -> pulumi.Output[str]:
+        """EFA wants every node of a job in one cluster placement group (one AZ, one spine)."""
+        return aws.ec2.PlacementGroup(
+            f"{name}-placement",
+            strategy="cluster",
+            tags=self.tags,
+            opts=pulumi.ResourceOptions(parent=self),
+        ).name
 
     def _karpenter(self, name: str, args: GpuNodePoolArgs) -> None:
         pool = args.pool
@@ -174,6 +187,7 @@ class GpuNodePool(pulumi.ComponentResource):
                     if pool.capacity_reservation_ids
                     else {}
                 ),
+                **(self._karpenter_efa(name) if pool.efa else {}),
                 "tags": self.tags,
             },
             opts=child,
@@ -218,8 +232,10 @@ class GpuNodePool(pulumi.ComponentResource):
                             }
                         ],
                         "expireAfter": pool.expire_after,
+                        "terminationGracePeriod": pool.termination_grace_period,
                     },
                 },
+                "weight": FALLBACK_WEIGHT if args.is_fallback else PRIMARY_WEIGHT,
                 "limits": {
                     labels.GPU_RESOURCE: str(pool.max_nodes * inst.gpus),
                     "cpu": str(pool.max_nodes * inst.vcpu),
@@ -231,6 +247,7 @@ class GpuNodePool(pulumi.ComponentResource):
                         "WhenEmpty" if pool.workload == "serving" else "WhenEmptyOrUnderutilized"
                     ),
                     "consolidateAfter": pool.consolidate_after,
+                    "budgets": [{"nodes": DISRUPTION_BUDGET[pool.workload]}],
                 },
             },
             opts=pulumi.ResourceOptions(
@@ -239,3 +256,30 @@ class GpuNodePool(pulumi.ComponentResource):
                 depends_on=[node_class, *args.depends_on],
             ),
         )
+
+    def _karpenter_efa(self, name: str) -> dict:
+        """EC2NodeClass fields for EFA: one EFA-only interface per network card beside the
+        primary ENI (Karpenter's networkInterfaces), in a cluster placement group."""
+        cards = efa_interfaces(self._pool)
+        interfaces = [{"networkCardIndex": 0, "deviceIndex": 0, "interfaceType": "interface"}]
+        interfaces += [
+            {
+                "networkCardIndex": card,
+                "deviceIndex": 1 if card == 0 else 0,
+                "interfaceType": "efa-only",
+            }
+            for card in range(cards)
+        ]
+        return {
+            "networkInterfaces": interfaces,
+            "placementGroupSelector": {"name": self._placement_group(name)},
+        }
+
+
+def efa_interfaces(pool: GpuPoolConfig) -> int:
+    """EFA devices per node for an EFA pool: the fewest any of its instance types takes, so
+    every type the pool may launch accepts the interface layout."""
+    if not pool.efa:
+        return 0
+    catalog = load_catalog()
+    return min(catalog.get(t).efa_interfaces for t in pool.instance_types)

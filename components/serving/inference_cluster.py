@@ -25,7 +25,6 @@ from vocabulary import labels, pins
 from vocabulary.deployment import ModelDeployment
 from vocabulary.usecase import UPGRADE_INCREMENTAL, UseCaseSpec
 
-RAY_VERSION = "2.60.0"
 RAY_UID = 1000  # the `ray` user of the rayproject images
 # KubeRay sets this label on worker pods; declaring it in the template lets the PDB (and the
 # policy pack) see which pods the PDB selects before anything runs.
@@ -35,6 +34,24 @@ DASHBOARD_PORT = 8265
 GCS_PORT = 6379
 MODEL_CACHE_MOUNT = "/models"
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": RAY_UID, "fsGroup": 100}
+HEAD_DISK_GIB = 10
+# The Secret (in the serving namespace) whose `hf_token` key holds a Hugging Face token: workers
+# of use cases that load from the Hub read it as HUGGING_FACE_HUB_TOKEN (gated models need it).
+# Optional in the pod spec, so public models start without it; the platform creates it from the
+# `tandem:huggingFaceToken` Pulumi secret when that is set.
+HF_TOKEN_SECRET = "hf-token"
+HF_TOKEN_KEY = "hf_token"
+# Ray Serve's throughput settings from KubeRay's high-throughput LLM sample (Ray >= 2.56), set on
+# head and workers: the HAProxy ingress and the throughput-optimised Serve defaults for every
+# app; direct streaming and vLLM's Ray executor v2 where an LLM app runs.
+SERVE_THROUGHPUT_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+LLM_THROUGHPUT_ENV = {
+    "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING": "1",
+    "VLLM_USE_RAY_V2_EXECUTOR_BACKEND": "1",
+}
+# Workers leave the cluster cleanly on a drain (Karpenter, node-group update): `ray stop` lets
+# the raylet hand its replicas back to Serve before the container is killed.
+WORKER_PRESTOP = {"preStop": {"exec": {"command": ["/bin/sh", "-c", "ray stop"]}}}
 
 
 @dataclass
@@ -117,7 +134,10 @@ class InferenceClusterArgs:
     operator: pulumi.Resource | None = None
     model_cache: ModelCache = field(default_factory=ModelCache)
     gcs_ft: GcsFaultTolerance | None = None
-    image: str | None = None  # default: pins.SERVING_IMAGE with batch apps, else RAY_LLM_IMAGE
+    # the serving image (ECR-built or tandem:images; Platform passes it); unset: the locally
+    # built pins.LOCAL_IMAGES["serving"] (`docker build -f serving/Dockerfile`, kind/minikube)
+    image: pulumi.Input[str] | None = None
+    hf_token_secret: str = HF_TOKEN_SECRET
     head_cpus: float = 2
     head_memory_gib: float = 8
     autoscaler_idle_timeout_s: int = 300
@@ -141,7 +161,7 @@ def _quantity(gib: float) -> str:
 
 def _ray_container(
     name: str,
-    image: str,
+    image: pulumi.Input[str],
     resources: dict[str, Any],
     env: list[dict],
     mounts: list[dict],
@@ -245,11 +265,8 @@ class InferenceCluster(pulumi.ComponentResource):
     # -- the RayService ----------------------------------------------------------------------
 
     @property
-    def image(self) -> str:
-        if self._args.image:
-            return self._args.image
-        has_batch = any(d.kind == "batch" for d in self._args.use_case.deployments)
-        return pins.SERVING_IMAGE if has_batch else pins.RAY_LLM_IMAGE
+    def image(self) -> pulumi.Input[str]:
+        return self._args.image or pins.LOCAL_IMAGES["serving"]
 
     def _pod_labels(self, d: ModelDeployment | None) -> dict[str, str]:
         extra = {labels.LABEL_ROLLOUT: "stable"}
@@ -280,7 +297,24 @@ class InferenceCluster(pulumi.ComponentResource):
         return volumes, mounts
 
     def _env(self) -> list[dict]:
-        env = [{"name": "RAY_SERVE_ENABLE_EXPERIMENTAL_STREAMING", "value": "1"}]
+        deployments = self._args.use_case.deployments
+        flags = dict(SERVE_THROUGHPUT_ENV)
+        if any(d.kind == "llm" for d in deployments):
+            flags |= LLM_THROUGHPUT_ENV
+        env: list[dict] = [{"name": k, "value": v} for k, v in flags.items()]
+        if any(d.kind == "llm" and d.source_kind == "hf" for d in deployments):
+            env.append(
+                {
+                    "name": "HUGGING_FACE_HUB_TOKEN",
+                    "valueFrom": {
+                        "secretKeyRef": {
+                            "name": self._args.hf_token_secret,
+                            "key": HF_TOKEN_KEY,
+                            "optional": True,
+                        }
+                    },
+                }
+            )
         if self.cache_claim is not None:
             env.append({"name": "HF_HOME", "value": f"{MODEL_CACHE_MOUNT}/hf"})
         return env
@@ -288,7 +322,11 @@ class InferenceCluster(pulumi.ComponentResource):
     def _head_group(self) -> dict[str, Any]:
         a = self._args
         volumes, mounts = self._volumes(max(1.0, a.head_memory_gib * 0.3))
-        res = {"cpu": str(a.head_cpus), "memory": _quantity(a.head_memory_gib)}
+        res = {
+            "cpu": str(a.head_cpus),
+            "memory": _quantity(a.head_memory_gib),
+            "ephemeral-storage": f"{HEAD_DISK_GIB}Gi",
+        }
         ports = [
             {"name": "gcs", "containerPort": GCS_PORT},
             {"name": "dashboard", "containerPort": DASHBOARD_PORT},
@@ -313,7 +351,13 @@ class InferenceCluster(pulumi.ComponentResource):
                         _ray_container(
                             "ray-head",
                             self.image,
-                            {"requests": res, "limits": {"memory": res["memory"]}},
+                            {
+                                "requests": res,
+                                "limits": {
+                                    "memory": res["memory"],
+                                    "ephemeral-storage": res["ephemeral-storage"],
+                                },
+                            },
                             self._env(),
                             mounts,
                             ports,
@@ -327,8 +371,17 @@ class InferenceCluster(pulumi.ComponentResource):
     def _worker_group(self, d: ModelDeployment) -> dict[str, Any]:
         a = self._args
         shape = builder.worker_shape(d, a.contract)
-        requests = {"cpu": f"{shape.cpus:g}", "memory": _quantity(shape.memory_gib)}
-        limits: dict[str, str] = {"memory": requests["memory"]}
+        requests = {
+            "cpu": f"{shape.cpus:g}",
+            "memory": _quantity(shape.memory_gib),
+            # weights from S3 / the Hub are downloaded to the node's disk before vLLM loads
+            # them: request the space so the scheduler and the kubelet account for it
+            "ephemeral-storage": f"{shape.disk_gib}Gi",
+        }
+        limits: dict[str, str] = {
+            "memory": requests["memory"],
+            "ephemeral-storage": requests["ephemeral-storage"],
+        }
         spec: dict[str, Any] = {
             "serviceAccountName": f"{a.use_case.name}-ray",
             "securityContext": POD_SECURITY,
@@ -338,8 +391,7 @@ class InferenceCluster(pulumi.ComponentResource):
             limits[a.contract.gpu_resource] = str(shape.gpus)
             requests[a.contract.gpu_resource] = str(shape.gpus)
             start["num-gpus"] = str(shape.gpus)
-            spec["nodeSelector"] = dict(a.contract.node_selector)
-            spec["tolerations"] = [dict(t) for t in a.contract.tolerations]
+            spec |= a.contract.placement()
         else:
             start["num-gpus"] = "0"
         volumes, mounts = self._volumes(shape.shm_gib)
@@ -351,6 +403,7 @@ class InferenceCluster(pulumi.ComponentResource):
             mounts,
             [{"name": "metrics", "containerPort": METRICS_PORT}],
         )
+        container["lifecycle"] = WORKER_PRESTOP
         auto = d.autoscaling
         return {
             "groupName": d.name,
@@ -381,7 +434,10 @@ class InferenceCluster(pulumi.ComponentResource):
     def ray_service_spec(self) -> dict[str, Any]:
         a = self._args
         cluster: dict[str, Any] = {
-            "rayVersion": RAY_VERSION,
+            "rayVersion": pins.RAY_VERSION,
+            # Ray token authentication (on by default in current Ray): KubeRay generates the
+            # token Secret and hands it to every Ray process and to its own Serve calls
+            "authOptions": {"mode": "token"},
             "enableInTreeAutoscaling": True,
             "autoscalerOptions": {
                 "version": "v2",

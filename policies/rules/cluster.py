@@ -232,6 +232,40 @@ def s3_versioned(resources: Sequence[ResourceView], _: PolicySettings) -> list[F
     )
 
 
+ECR_REPOSITORY = "aws:ecr/repository:Repository"
+ECR_LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
+
+
+@stack_rule(
+    "ecr-repository-hardened",
+    "ECR repositories scan every push, refuse to overwrite a tag, and expire old images.",
+    "high",
+    "Set imageScanningConfiguration.scanOnPush: true and imageTagMutability: IMMUTABLE on the "
+    "repository and attach an aws.ecr.LifecyclePolicy (expire untagged images, keep the newest "
+    "N); components/images.py does all three.",
+    tags=("security", "cost"),
+)
+def ecr_repository_hardened(resources: Sequence[ResourceView], _: PolicySettings) -> list[Finding]:
+    findings = []
+    lifecycles = list(each(resources, (ECR_LIFECYCLE,)))
+    for repo in each(resources, (ECR_REPOSITORY,)):
+        problems = []
+        if get(repo.props, "imageScanningConfiguration", "scanOnPush") is not True:
+            problems.append("does not scan images on push")
+        if get(repo.props, "imageTagMutability", default="MUTABLE") != "IMMUTABLE":
+            problems.append("lets a push overwrite a tag that is already running")
+        keys = {repo.urn, repo.name, str(get(repo.props, "name", default=repo.name))}
+        if not any(
+            get(lc.props, "repository") in keys or lc.parent == repo.urn for lc in lifecycles
+        ):
+            problems.append("has no lifecycle policy (storage grows with every build)")
+        if problems:
+            findings.append(
+                Finding(f"ECR repository '{repo.name}' " + "; ".join(problems), repo.urn)
+            )
+    return findings
+
+
 RULES = [
     eks_public_endpoint,
     eks_secrets_encryption,
@@ -240,4 +274,5 @@ RULES = [
     s3_private,
     s3_encrypted,
     s3_versioned,
+    ecr_repository_hardened,
 ]

@@ -237,3 +237,33 @@ def tolerates_gpu_taint(pod_spec: Mapping[str, Any]) -> bool:
         ):
             return True
     return False
+
+
+def allowed_pools(pod_spec: Mapping[str, Any]) -> set[str] | None:
+    """The GPU pools (`tandem.dev/pool` values) a pod may schedule on, from its nodeSelector and
+    required node affinity; None when neither constrains the pool label."""
+    allowed: set[str] | None = None
+    selected = get(pod_spec, "nodeSelector", labels.LABEL_POOL)
+    if selected is not None:
+        allowed = {str(selected)}
+    terms = as_list(
+        get(
+            pod_spec,
+            "affinity",
+            "nodeAffinity",
+            "requiredDuringSchedulingIgnoredDuringExecution",
+            "nodeSelectorTerms",
+        )
+    )
+    term_pools: set[str] = set()
+    for term in terms:  # terms are ORed: a pod may land on any term's pools
+        pools = None
+        for expr in as_list(get(term, "matchExpressions")):
+            if get(expr, "key") == labels.LABEL_POOL and get(expr, "operator") == "In":
+                pools = {str(v) for v in as_list(get(expr, "values"))}
+        if pools is None:
+            return allowed  # a term without a pool constraint admits any pool
+        term_pools |= pools
+    if terms:
+        allowed = term_pools if allowed is None else allowed & term_pools
+    return allowed

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from policies.framework import ResourceView, as_list, get, k8s_labels, resource_rule
+from policies.framework import ResourceView, as_list, get, is_list, k8s_labels, resource_rule
 from policies.rules import common as c
 from policies.settings import PolicySettings
 from vocabulary import labels
@@ -25,7 +25,12 @@ SECRET_NAME = re.compile(
 SECRET_VALUE = re.compile(
     r"(sk-[A-Za-z0-9_-]{20,}|sk-ant-[A-Za-z0-9_-]{20,}|hf_[A-Za-z0-9]{30,}|AKIA[0-9A-Z]{16}"
     r"|xox[abp]-[A-Za-z0-9-]{10,}|gh[pousr]_[A-Za-z0-9]{36}|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+    r"|hooks\.slack\.com/services/[A-Za-z0-9/_-]{20,}"  # a Slack webhook URL is its credential
     r"|[a-z][a-z0-9+.-]*://[^/\s:@]*:[^@\s/]+@)"  # credentials in a URL: rediss://:pw@host
+)
+# Keys of Helm values that hold credentials (Alertmanager receivers, chart-level passwords).
+SECRET_VALUE_KEYS = re.compile(
+    r"^(api_url|routing_key|service_key|auth_password|password|webhook_url|url_secret|token)$"
 )
 
 
@@ -37,17 +42,41 @@ def _secret_key_value(key: str, value: Any) -> bool:
     return bool(SECRET_NAME.search(key))
 
 
+def _helm_value_secrets(values: Any, path: str = "values") -> Iterator[str]:
+    """Paths in Helm values that hold a credential: Helm stores values in the release Secret
+    and Pulumi in its state in plaintext, and `helm get values` prints them to anyone allowed."""
+    if isinstance(values, Mapping):
+        for key, value in values.items():
+            where = f"{path}.{key}"
+            if isinstance(value, str) and value.strip():
+                if SECRET_VALUE.search(value) or (
+                    SECRET_VALUE_KEYS.match(str(key)) and not value.startswith(("/", "$"))
+                ):
+                    yield where
+            else:
+                yield from _helm_value_secrets(value, where)
+    elif is_list(values):
+        for i, item in enumerate(values):
+            yield from _helm_value_secrets(item, f"{path}[{i}]")
+
+
 @resource_rule(
     "no-plaintext-secrets",
-    "No API keys, tokens or passwords in ConfigMaps or literal container env values.",
+    "No API keys, tokens, webhook URLs or passwords in ConfigMaps, Helm values or literal "
+    "container env values.",
     "critical",
     "Move the value into a Kubernetes Secret (or AWS Secrets Manager + External Secrets) and "
     "reference it with env.valueFrom.secretKeyRef / a mounted Secret; gateway configs name the "
-    "environment variable (api_key_env) or store key hashes (sha256) only.",
-    (c.CONFIG_MAP, *c.WORKLOAD_TYPES),
+    "environment variable (api_key_env) or store key hashes (sha256) only; Alertmanager receivers "
+    "live in the Secret Tandem renders (alertmanagerSpec.configSecret), never in chart values.",
+    (c.CONFIG_MAP, c.HELM_RELEASE, *c.WORKLOAD_TYPES),
     tags=("security", "gateway"),
 )
 def no_plaintext_secrets(res: ResourceView, _: PolicySettings) -> Iterator[str]:
+    if res.type == c.HELM_RELEASE:
+        for where in _helm_value_secrets(get(res.props, "values", default={})):
+            yield f"Helm release '{res.name}' {where} holds a credential in plaintext values"
+        return
     if res.type == c.CONFIG_MAP:
         for key, value in (get(res.props, "data", default={}) or {}).items():
             if isinstance(value, str) and SECRET_VALUE.search(value):
@@ -112,4 +141,36 @@ def ingress_tls(res: ResourceView, _: PolicySettings) -> Iterator[str]:
     yield f"Ingress '{res.name}' serves plaintext HTTP to the internet (no spec.tls / certificate)"
 
 
-RULES = [no_plaintext_secrets, gateway_auth, ingress_tls]
+def _cache_redis_urls(doc: Mapping[str, Any]) -> list[str]:
+    cache = doc.get("cache")
+    if not isinstance(cache, Mapping):
+        return []
+    url = cache.get("redis_url") or get(doc, "redis", "url")
+    return [str(url)] if url else []
+
+
+@resource_rule(
+    "prompt-store-encrypted",
+    "Production gateways keep their response cache (prompts and completions) in a Redis reached "
+    "over TLS, not in an unencrypted in-cluster Redis.",
+    "high",
+    "Set tandem:gateway.redis: elasticache (encrypted in transit and at rest, Multi-AZ) or point "
+    "cache.redis_url at a rediss:// endpoint; an in-cluster Redis keeps prompts on an unencrypted "
+    "emptyDir and serves them in plaintext inside the cluster.",
+    (c.CONFIG_MAP,),
+    production_only=True,
+    tags=("security", "gateway", "data"),
+)
+def prompt_store_encrypted(res: ResourceView, _: PolicySettings) -> Iterator[str]:
+    if get(k8s_labels(res), labels.LABEL_COMPONENT) not in (None, "gateway"):
+        return
+    for key, doc in _gateway_configs(res):
+        for url in _cache_redis_urls(doc):
+            if not url.startswith("rediss://"):
+                yield (
+                    f"gateway config '{res.name}/{key}' caches prompts and completions in "
+                    f"{url.split('@')[-1]} without TLS"
+                )
+
+
+RULES = [no_plaintext_secrets, gateway_auth, ingress_tls, prompt_store_encrypted]

@@ -18,6 +18,7 @@ from policies.framework import (
     as_number,
     each,
     get,
+    guard,
     resource_rule,
     stack_rule,
     truthy,
@@ -137,34 +138,65 @@ def _pool_desc(res: ResourceView) -> str:
     return f"{'node group' if res.type == c.EKS_NODE_GROUP else 'NodePool'} '{res.name}'"
 
 
+def _pool_name(res: ResourceView) -> str:
+    return str(get(c.pool_labels(res), labels.LABEL_POOL, default=res.name))
+
+
+def _stable(pool: ResourceView) -> bool:
+    """Capacity that is not reclaimed with two minutes' notice (on-demand, reserved)."""
+    return bool(c.pool_capacity_types(pool) - {"spot"})
+
+
 @stack_rule(
     "gpu-pool-spot-fallback",
-    "Production serving pools on spot only have an on-demand (or reserved) fallback pool.",
+    "Production serving workloads on spot-only pools can move to an on-demand (or reserved) pool.",
     "high",
-    "Add an on-demand GPU serving pool (weight it lower in Karpenter), allow both spot and "
-    "on-demand in the NodePool's karpenter.sh/capacity-type requirement, or move the pool to on-demand.",
+    "Give the spot pool a fallbackPool (an on-demand pool of the same GPU; Tandem weights it lower "
+    "in Karpenter and lets the workers schedule there through a required node affinity on both "
+    "pools), allow both spot and on-demand in the NodePool's karpenter.sh/capacity-type "
+    "requirement, or move the pool to on-demand.",
     production_only=True,
     tags=("gpu-pools", "serving"),
 )
 def gpu_pool_spot_fallback(resources: Sequence[ResourceView], _: PolicySettings) -> list[Finding]:
     pools = [r for r in each(resources, c.POOL_TYPES) if c.is_gpu_pool(r) and c.is_serving_pool(r)]
-    stable = [p for p in pools if c.pool_capacity_types(p) - {"spot"}]
-    if stable:
-        return []
-    return [
-        Finding(
-            f"serving {_pool_desc(p)} runs on spot only and no on-demand fallback pool exists",
-            p.urn,
-        )
-        for p in pools
-    ]
+    by_name = {_pool_name(p): p for p in pools}
+    spot_only = {name for name, p in by_name.items() if not _stable(p)}
+    findings: list[Finding] = []
+    targeted: set[str] = set()
+
+    def check(res: ResourceView) -> Iterator[Finding]:
+        for where, spec in c.pod_specs(res):
+            allowed = c.allowed_pools(spec)
+            if allowed is None or not (allowed & spot_only):
+                continue
+            targeted.update(allowed & spot_only)
+            if not any(n in by_name and _stable(by_name[n]) for n in allowed):
+                yield Finding(
+                    f"{res.name} {where} runs only on spot pool(s) {sorted(allowed)}: when spot "
+                    "capacity is reclaimed it has no on-demand pool to move to",
+                    res.urn,
+                )
+
+    for res in each(resources, c.WORKLOAD_TYPES):
+        findings += guard(check, res)
+    if not any(_stable(p) for p in pools):
+        findings += [
+            Finding(
+                f"serving {_pool_desc(by_name[n])} runs on spot only and no on-demand fallback "
+                "pool exists",
+                by_name[n].urn,
+            )
+            for n in sorted(spot_only - targeted)
+        ]
+    return findings
 
 
 @resource_rule(
     "karpenter-ami-pinned",
     "Karpenter GPU node classes pin their AMI version instead of following @latest.",
     "medium",
-    "Use a versioned alias from vocabulary/pins.py (KARPENTER_AMI_ALIAS, e.g. al2023@v20251108) and bump "
+    "Use a versioned alias from vocabulary/pins.py (KARPENTER_AMI_ALIAS, e.g. al2023@v20260714) and bump "
     "it deliberately; @latest rolls every GPU node (and its NVIDIA driver) whenever AWS publishes.",
     (c.KARPENTER_NODECLASS,),
     tags=("gpu-pools", "reliability"),

@@ -22,6 +22,7 @@ from tandem.cli.errors import EXIT_BUG, EXIT_INPUT, EXIT_UNAVAILABLE, CommandErr
 # Command module -> the extra its handlers need (pyproject.toml's optional-dependencies).
 COMMAND_MODULES = {
     "tandem.cli.plan": "infra",  # plan
+    "tandem.cli.rehearse": "infra",  # rehearse (the first `pulumi up`, step by step)
     "tandem.cli.policies": "infra",  # policies, gate
     "tandem.cli.serve": "serving",  # serve
     "tandem.cli.gateway": "gateway",  # gateway serve / hash-key

@@ -97,9 +97,25 @@ def render(plan: Any) -> None:
         )
     table.add_section()
     table.add_row(
-        "total", "", "", "", "", "", _usd(cost.min_monthly_usd), _usd(cost.max_monthly_usd)
+        "GPU pools",
+        "",
+        "",
+        "",
+        "",
+        "",
+        _usd(sum(p.min_monthly_usd for p in cost.pools)),
+        _usd(sum(p.max_monthly_usd for p in cost.pools)),
     )
     console.print(table)
+    if cost.by_component:
+        others = Table(title="Everything else the stack bills, $ per month")
+        for col in ("component", "what", "min", "max"):
+            others.add_column(col, justify="right" if col in ("min", "max") else "left")
+        for c in cost.by_component:
+            others.add_row(c.component, c.detail, _usd(c.min_monthly_usd), _usd(c.max_monthly_usd))
+        others.add_section()
+        others.add_row("stack total", "", _usd(cost.min_monthly_usd), _usd(cost.max_monthly_usd))
+        console.print(others)
     if cost.budget_monthly_usd is not None:
         verdict = "[green]within[/]" if cost.within_budget else "[red]OVER[/]"
         console.print(

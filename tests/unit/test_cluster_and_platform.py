@@ -24,7 +24,7 @@ def test_prod_eks_cluster_is_private_encrypted_and_logged(stack_resources) -> No
     assert cluster["encryptionConfig"]["resources"] == ["secrets"]
     assert set(cluster["enabledClusterLogTypes"]) >= {"api", "audit", "authenticator"}
     assert cluster["accessConfig"]["authenticationMode"] == "API"
-    assert cluster["version"] == "1.33"
+    assert cluster["version"] == "1.35"
     kms = next(r for r in res if r.type == "aws:kms/key:Key").inputs
     assert kms["enableKeyRotation"] is True
     oidc = next(r for r in res if r.type == "aws:iam/openIdConnectProvider:OpenIdConnectProvider")
@@ -146,10 +146,20 @@ def test_karpenter_controller_is_pinned_with_irsa_and_interruption_queue(stack_r
     )
     assert values["settings"]["interruptionQueue"]
     rules = [r for r in res if r.type == "aws:cloudwatch/eventRule:EventRule"]
-    assert len(rules) == 4
+    assert len(rules) == 5  # Karpenter 1.14's reference: spot, rebalance, state, health, ODCR
     role = next(
         r for r in res if r.name == "karpenter-controller" and r.type == "aws:iam/role:Role"
     )
     trust = json.loads(role.inputs["assumeRolePolicy"])
     cond = trust["Statement"][0]["Condition"]["StringEquals"]
     assert "system:serviceaccount:karpenter:karpenter" in cond.values()
+
+
+def test_s3_reaches_the_nodes_without_nat(stack_resources) -> None:
+    """Weights stream from S3: a gateway endpoint on every private route table keeps them off
+    the NAT gateways' per-GB charge (the cost envelope assumes it)."""
+    res = stack_resources["prod"]
+    endpoint = res.one("aws:ec2/vpcEndpoint:VpcEndpoint").inputs
+    assert endpoint["serviceName"] == "com.amazonaws.us-east-1.s3"
+    assert endpoint["vpcEndpointType"] == "Gateway"
+    assert len(endpoint["routeTableIds"]) == 3  # one private route table per AZ

@@ -119,6 +119,157 @@ BAD_CONFIGS = {
         with_changes(gateway={"cache": {"mode": "semantic", "treshold": 0.9}}),
         ["gateway.cache.treshold: unknown key 'treshold'", "allowed keys:", " threshold,"],
     ),
+    # --- issue 21: no dead config, fallbacks, alerting, images, production guard rails ----
+    "budget notify to an unknown receiver": (
+        with_changes(budget={"monthlyUsd": 1000, "notify": ["finops@example.com"]}),
+        ["budget.notify[0]", "'finops@example.com' is not a receiver", "define alerting.receivers"],
+    ),
+    "budget threshold out of range": (
+        with_changes(budget={"monthlyUsd": 1000, "alertThresholds": [0.5, 80]}),
+        ["budget.alertThresholds", "alertThresholds[1]: 80", "0 < threshold <= 2"],
+    ),
+    "receiver with two kinds": (
+        with_changes(
+            alerting={
+                "defaultReceiver": "a",
+                "receivers": [{"name": "a", "slack": {"channel": "#x"}, "webhook": {}}],
+            }
+        ),
+        ["alerting.receivers[0]", "set exactly one of email, slack, webhook, pagerduty"],
+    ),
+    "route to an unknown receiver": (
+        with_changes(
+            alerting={
+                "defaultReceiver": "a",
+                "receivers": [{"name": "a", "webhook": {}}],
+                "routes": [{"team": "x", "receiver": "b"}],
+            }
+        ),
+        ["alerting", "routes[0].receiver: 'b' is not a receiver; allowed: a"],
+    ),
+    "fallback with another GPU model": (
+        with_changes(
+            gpuPools=[
+                {
+                    "name": "l4",
+                    "instanceTypes": ["g6.xlarge"],
+                    "maxNodes": 2,
+                    "capacityType": "spot",
+                    "fallbackPool": "l40s",
+                },
+                {"name": "l40s", "instanceTypes": ["g6e.xlarge"], "maxNodes": 2},
+            ]
+        ),
+        ["gpuPools[0].fallbackPool", "1 x L40S per node", "same GPU model"],
+    ),
+    "fallback on smaller nodes": (
+        with_changes(
+            gpuPools=[
+                {
+                    "name": "a",
+                    "instanceTypes": ["g6.2xlarge"],
+                    "maxNodes": 2,
+                    "capacityType": "spot",
+                    "fallbackPool": "b",
+                },
+                {
+                    "name": "b",
+                    "mechanism": "karpenter",
+                    "instanceTypes": ["g6.xlarge"],
+                    "maxNodes": 2,
+                },
+            ]
+        ),
+        ["gpuPools[0].fallbackPool", "g6.xlarge (4 vCPU", "smaller than"],
+    ),
+    "spot falling back to spot": (
+        with_changes(
+            gpuPools=[
+                {
+                    "name": "a",
+                    "instanceTypes": ["g6.xlarge"],
+                    "maxNodes": 2,
+                    "capacityType": "spot",
+                    "fallbackPool": "b",
+                },
+                {
+                    "name": "b",
+                    "instanceTypes": ["g6.xlarge"],
+                    "maxNodes": 2,
+                    "capacityType": "spot",
+                },
+            ]
+        ),
+        ["gpuPools[0].fallbackPool", "'b' is spot too", "on-demand or reserved"],
+    ),
+    "karpenter-only key on a managed pool": (
+        with_changes(gpuPools__0__consolidateAfter="10m"),
+        ["gpuPools[0]", "consolidateAfter applies only to mechanism 'karpenter'"],
+    ),
+    "desiredNodes on a karpenter pool": (
+        with_changes(gpuPools__0__mechanism="karpenter", gpuPools__0__desiredNodes=1),
+        ["gpuPools[0]", "desiredNodes applies only to mechanism 'managed'"],
+    ),
+    "reservation ids without reserved capacity": (
+        with_changes(gpuPools__0__capacityReservationIds=["cr-0123"]),
+        ["gpuPools[0]", "only used with capacityType 'reserved'"],
+    ),
+    "MIG on GPUs without MIG": (
+        with_changes(gpuSoftware={"mode": "gpu-operator", "migStrategy": "single"}),
+        ["gpuSoftware.migStrategy", "l4 (L4)", "do nothing there", "H100"],
+    ),
+    "tlsSecret without an ingress host": (
+        with_changes(gateway={"tlsSecret": "tls"}),
+        ["gateway", "tlsSecret is used only by the ingress"],
+    ),
+    "EKS-only keys on an existing cluster": (
+        with_changes(
+            cluster__mode="existing",
+            cluster__kubeconfig="/tmp/kubeconfig",
+            cluster__logTypes=["api"],
+            gpuPools__0__mechanism="existing",
+        ),
+        ["cluster", "logTypes only apply when mode is 'eks'"],
+    ),
+    "network section on an existing cluster": (
+        with_changes(
+            cluster__mode="existing",
+            cluster__kubeconfig="/tmp/kubeconfig",
+            network={"azCount": 3},
+            gpuPools__0__mechanism="existing",
+        ),
+        ["network: Tandem builds a VPC only when cluster.mode is 'eks'"],
+    ),
+    "unpriced system node type": (
+        with_changes(cluster__systemNodeGroup={"instanceType": "m7i.large2"}),
+        ["cluster.systemNodeGroup.instanceType", "m7i.large2", "allowed: c7i.large"],
+    ),
+    "prod without alert receivers": (
+        with_changes(environment="prod", budget={"monthlyUsd": 1000}),
+        ["alerting.receivers: a prod stack must send its alerts somewhere"],
+    ),
+    "prod without a budget": (
+        with_changes(environment="prod"),
+        ["budget: a prod stack with GPU pools needs tandem:budget.monthlyUsd"],
+    ),
+    "prod with advisory enforcement": (
+        with_changes(
+            environment="prod",
+            budget={"monthlyUsd": 1000},
+            alerting={"defaultReceiver": "a", "receivers": [{"name": "a", "webhook": {}}]},
+            policies={"enforcement": "advisory"},
+        ),
+        ["policies.enforcement: 'advisory' turns every guard rail off in prod", "waivers"],
+    ),
+    "prod lowering a guard rail": (
+        with_changes(
+            environment="prod",
+            budget={"monthlyUsd": 1000},
+            alerting={"defaultReceiver": "a", "receivers": [{"name": "a", "webhook": {}}]},
+            policies={"overrides": {"serving-pdb": "disabled"}},
+        ),
+        ["policies.overrides: serving-pdb are production guard rails"],
+    ),
     "bad cache decision": (
         with_changes(gateway={"cache": {"decision": "neighbourhod"}}),
         [
@@ -163,7 +314,11 @@ def test_bad_config_registers_no_resource(run_program) -> None:
 def test_shipped_stacks_are_valid() -> None:
     dev, prod = load("dev").config, load("prod").config
     assert dev.environment == "dev" and prod.environment == "prod"
-    assert all(p.capacity_type == "spot" and p.min_nodes == 0 for p in dev.gpu_pools)
+    assert all(p.min_nodes == 0 for p in dev.gpu_pools)
+    # dev runs on spot, each spot serving pool with an on-demand fallback
+    for p in dev.gpu_pools:
+        if p.workload == "serving" and p.capacity_type == "spot":
+            assert dev.pool(p.fallback_pool or "").capacity_type == "on-demand"
     serving = [p for p in prod.gpu_pools if p.workload == "serving"]
     assert serving and all(p.capacity_type == "on-demand" for p in serving)
     models = {p.primary_instance.split(".")[0] for p in prod.gpu_pools}

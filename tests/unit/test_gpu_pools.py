@@ -80,6 +80,9 @@ def test_efa_pool_gets_placement_group_and_efa_interface(run_program) -> None:
     assert pg["strategy"] == "cluster"
     lt = res.one("aws:ec2/launchTemplate:LaunchTemplate").inputs
     assert lt["networkInterfaces"][0]["interfaceType"] == "efa"
+    # p5.48xlarge has 32 network cards: one EFA device on each (EC2 EfaInfo)
+    cards = [(i["networkCardIndex"], i["interfaceType"]) for i in lt["networkInterfaces"]]
+    assert cards == [(0, "efa")] + [(c, "efa-only") for c in range(1, 32)]
     assert "groupName" in lt["placement"]
     ng = res.one("aws:eks/nodeGroup:NodeGroup").inputs
     assert ng["subnetIds"] == ["subnet-a"], "a cluster placement group lives in one AZ"
@@ -191,3 +194,130 @@ def test_pool_exports_contract_as_output(run_program) -> None:
     run_program(program)
     assert holder["pool"].contract == scheduling_contract(cfg)
     assert isinstance(holder["pool"], pulumi.ComponentResource)
+
+
+# --- parity with Karpenter 1.14's reference (website/content/en/v1.14/getting-started/
+# getting-started-with-karpenter/cloudformation.yaml @ karpenter-provider-aws 1d927085) ----------
+
+REFERENCE_STATEMENTS = {
+    "AllowScopedEC2InstanceAccessActions": {"ec2:RunInstances", "ec2:CreateFleet"},
+    "AllowScopedEC2LaunchTemplateAccessActions": {"ec2:RunInstances", "ec2:CreateFleet"},
+    "AllowScopedEC2InstanceActionsWithTags": {
+        "ec2:RunInstances",
+        "ec2:CreateFleet",
+        "ec2:CreateLaunchTemplate",
+    },
+    "AllowScopedResourceCreationTagging": {"ec2:CreateTags"},
+    "AllowScopedResourceTagging": {"ec2:CreateTags"},
+    "AllowScopedDeletion": {"ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"},
+    "AllowPassingInstanceRole": {"iam:PassRole"},
+    "AllowScopedInstanceProfileCreationActions": {"iam:CreateInstanceProfile"},
+    "AllowScopedInstanceProfileTagActions": {"iam:TagInstanceProfile"},
+    "AllowScopedInstanceProfileActions": {
+        "iam:AddRoleToInstanceProfile",
+        "iam:RemoveRoleFromInstanceProfile",
+        "iam:DeleteInstanceProfile",
+    },
+    "AllowAPIServerEndpointDiscovery": {"eks:DescribeCluster"},
+    "AllowInterruptionQueueActions": {
+        "sqs:DeleteMessage",
+        "sqs:GetQueueUrl",
+        "sqs:ReceiveMessage",
+    },
+    "AllowZonalShiftStatusReadOnly": {"arc-zonal-shift:GetManagedResource"},
+    "AllowRegionalReadActions": {
+        "ec2:DescribeCapacityReservations",
+        "ec2:DescribeImages",
+        "ec2:DescribeInstances",
+        "ec2:DescribeInstanceStatus",
+        "ec2:DescribeInstanceTypeOfferings",
+        "ec2:DescribeInstanceTypes",
+        "ec2:DescribeLaunchTemplates",
+        "ec2:DescribePlacementGroups",
+        "ec2:DescribeSecurityGroups",
+        "ec2:DescribeSpotPriceHistory",
+        "ec2:DescribeSubnets",
+    },
+    "AllowSSMReadActions": {"ssm:GetParameter"},
+    "AllowPricingReadActions": {"pricing:GetProducts"},
+    "AllowUnscopedInstanceProfileListAction": {"iam:ListInstanceProfiles"},
+    "AllowInstanceProfileReadActions": {"iam:GetInstanceProfile"},
+}
+
+
+def _controller_policy(stack_resources) -> dict:
+    import json
+
+    res = stack_resources["dev"]
+    policy = res.one("aws:iam/rolePolicy:RolePolicy", "karpenter-controller")
+    return json.loads(policy.inputs["policy"])
+
+
+def test_karpenter_controller_policy_matches_the_114_reference(stack_resources) -> None:
+    statements = {s["Sid"]: s for s in _controller_policy(stack_resources)["Statement"]}
+    assert set(statements) == set(REFERENCE_STATEMENTS)
+    for sid, actions in REFERENCE_STATEMENTS.items():
+        got = statements[sid]["Action"]
+        assert set([got] if isinstance(got, str) else got) == actions, sid
+    # launch actions are scoped by the tags Karpenter sets, not by region alone
+    tagged = statements["AllowScopedEC2InstanceActionsWithTags"]["Condition"]
+    assert tagged["StringEquals"]["aws:RequestTag/eks:eks-cluster-name"] == "tandem-dev"
+    assert tagged["StringLike"] == {"aws:RequestTag/karpenter.sh/nodepool": "*"}
+    passrole = statements["AllowPassingInstanceRole"]
+    assert passrole["Condition"]["StringEquals"]["iam:PassedToService"][0] == "ec2.amazonaws.com"
+    assert not passrole["Resource"].endswith("*")
+
+
+def test_interruption_queue_refuses_plain_http(stack_resources) -> None:
+    import json
+
+    res = stack_resources["dev"]
+    queue_policy = json.loads(res.one("aws:sqs/queuePolicy:QueuePolicy").inputs["policy"])
+    deny = [s for s in queue_policy["Statement"] if s.get("Sid") == "DenyHTTP"]
+    assert deny and deny[0]["Condition"] == {"Bool": {"aws:SecureTransport": False}}
+
+
+def test_karpenter_pool_parity_fields(run_program) -> None:
+    res = run_pool(run_program, pool(mechanism="karpenter", workload="serving"))
+    spec = res.one("kubernetes:karpenter.sh/v1:NodePool").inputs["spec"]
+    assert spec["weight"] == 50
+    assert spec["disruption"]["budgets"] == [{"nodes": "1"}]
+    assert spec["template"]["spec"]["terminationGracePeriod"] == "1h"
+    assert spec["template"]["spec"]["expireAfter"] == "720h"
+    batch = run_pool(run_program, pool(mechanism="karpenter", workload="batch"))
+    bspec = batch.one("kubernetes:karpenter.sh/v1:NodePool").inputs["spec"]
+    assert bspec["disruption"]["budgets"] == [{"nodes": "10%"}]
+
+
+def test_a_fallback_pool_is_weighted_below_its_primary(stack_resources) -> None:
+    res = stack_resources["dev"]
+    weights = {
+        np.inputs["metadata"]["name"]: np.inputs["spec"]["weight"]
+        for np in res.of_type("kubernetes:karpenter.sh/v1:NodePool")
+    }
+    assert weights["l4-spot"] > weights["l4-on-demand"]
+
+
+def test_workers_may_move_to_the_fallback_and_prefer_the_primary(stack_resources) -> None:
+    rs = stack_resources["dev"].one(
+        "kubernetes:ray.io/v1:RayService", "usecase-support-chatbot-rayservice"
+    )
+    worker = rs.inputs["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert "nodeSelector" not in worker
+    node = worker["affinity"]["nodeAffinity"]
+    required = node["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert required[0]["matchExpressions"][0]["values"] == ["l4-spot", "l4-on-demand"]
+    preferred = node["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert preferred["preference"]["matchExpressions"][0]["values"] == ["l4-spot"]
+
+
+def test_karpenter_efa_pool_gets_one_efa_interface_per_network_card(run_program) -> None:
+    cfg = pool(name="h100", mechanism="karpenter", instanceTypes=["p5.48xlarge"], efa=True)
+    res = run_pool(run_program, cfg)
+    nc = res.one("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass").inputs["spec"]
+    interfaces = nc["networkInterfaces"]
+    efa = [i for i in interfaces if i["interfaceType"] == "efa-only"]
+    assert len(efa) == 32 and {i["networkCardIndex"] for i in efa} == set(range(32))
+    assert interfaces[0] == {"networkCardIndex": 0, "deviceIndex": 0, "interfaceType": "interface"}
+    assert nc["placementGroupSelector"]["name"]
+    assert res.one("aws:ec2/placementGroup:PlacementGroup").inputs["strategy"] == "cluster"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from components.observability import WORKLOAD_MONITORS, Observability, ObservabilityArgs
 from observability import dashboards, promql
@@ -139,3 +140,58 @@ def test_no_grafana_means_no_dashboards_and_optional_remote_write() -> None:
         "prometheusSpec"
     ]
     assert "remoteWrite" not in spec
+
+
+def test_alertmanager_reads_tandems_secret_and_no_credential_is_in_values(stack_resources) -> None:
+    """Receivers become Alertmanager's config Secret; the Helm values only name it, so no webhook
+    URL, routing key or SMTP password reaches Helm's release Secret or the plan."""
+    res = stack_resources["prod"]
+    kps = _release(res, pins.KUBE_PROMETHEUS_STACK)
+    spec = kps.inputs["values"]["alertmanager"]["alertmanagerSpec"]
+    assert spec == {"useExistingSecret": True, "configSecret": "tandem-alertmanager"}
+    secret = res.one("kubernetes:core/v1:Secret", "observability-alertmanager")
+    assert secret.inputs["metadata"]["name"] == "tandem-alertmanager"
+    body = manifests.plain(secret.inputs["stringData"])["alertmanager.yaml"]
+    config = yaml.safe_load(body)
+    assert {r["name"] for r in config["receivers"]} == {
+        "platform-oncall",
+        "ml-platform",
+        "customer-care",
+        "knowledge",
+    }
+    assert config["route"]["receiver"] == "ml-platform"
+    budget = [
+        r for r in config["route"]["routes"] if "TandemPlatformBudgetBurn" in r["matchers"][0]
+    ]
+    assert [r["receiver"] for r in budget] == ["ml-platform", "platform-oncall"]
+    # the secret is marked secret on the wire: the engine encrypts it in state
+    assert manifests.SECRET_SIG in json.dumps(secret.inputs["stringData"])
+    assert "offline-plan-placeholder" not in json.dumps(kps.inputs["values"])
+
+
+def test_budget_thresholds_become_alerts(res) -> None:
+    rule = res.one("kubernetes:monitoring.coreos.com/v1:PrometheusRule").inputs["spec"]
+    alerts = [
+        r
+        for g in rule["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "TandemPlatformBudgetBurn"
+    ]
+    assert sorted(a["labels"]["threshold"] for a in alerts) == ["0.5", "0.8", "1"]
+    assert any("> 25000" in a["expr"] for a in alerts)  # 50 % of the $50k budget
+
+
+def test_use_case_slos_become_team_routed_alerts(stack_resources) -> None:
+    """The use-case files' `slo:` sections are alert targets (they were read by nothing)."""
+    rule = stack_resources["prod"].one("kubernetes:monitoring.coreos.com/v1:PrometheusRule")
+    alerts = {
+        (r["alert"], r["labels"]["model"]): r
+        for g in rule.inputs["spec"]["groups"]
+        for r in g["rules"]
+        if r.get("alert", "").startswith("TandemDeployment")
+    }
+    ttft = alerts[("TandemDeploymentTTFTSlo", "support-chat-8b")]
+    assert ttft["labels"]["team"] == "customer-care" and ttft["expr"].endswith("> 1")
+    assert alerts[("TandemDeploymentITLSlo", "support-chat-8b")]["expr"].endswith("> 0.06")
+    embed = alerts[("TandemDeploymentLatencySlo", "all-minilm-l6-v2")]
+    assert embed["labels"]["team"] == "knowledge" and embed["expr"].endswith("> 250")

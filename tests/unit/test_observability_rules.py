@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from observability import dashboards, rule_tests, rules
-from vocabulary.config import GpuPoolConfig, ObservabilityConfig
+from vocabulary.config import BudgetConfig, GpuPoolConfig, ObservabilityConfig
 from vocabulary.labels import METRIC_LABELS
 
 SETTINGS = {
@@ -43,7 +43,7 @@ def _stack_settings() -> rules.RuleSettings:
             max_nodes=4,
         ),
     ]
-    return rules.settings_for(cfg, pools, platform_budget_usd=50_000)
+    return rules.settings_for(cfg, pools, BudgetConfig(monthlyUsd=50_000))
 
 
 SETTINGS["stack"] = _stack_settings()

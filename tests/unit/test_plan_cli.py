@@ -64,11 +64,32 @@ def test_plan_json_lists_parents_before_children_siblings_by_urn(prod_plan_json)
 def test_plan_json_cost_envelope_per_pool(prod_plan_json) -> None:
     cost = prod_plan_json["cost"]
     pools = {p["pool"]: p for p in cost["pools"]}
-    assert set(pools) == {"l4-serving", "l40s-serving", "h100-training"}
+    assert set(pools) == {"l4-serving", "l4-overflow", "l40s-serving", "h100-training"}
     for p in pools.values():
         assert {"pool", "instance_type", "min_monthly_usd", "max_monthly_usd"} <= set(p)
     assert pools["h100-training"]["max_monthly_usd"] == round(2 * 55.04 * 730, 2)
-    assert cost["max_monthly_usd"] == round(sum(p["max_monthly_usd"] for p in pools.values()), 2)
+    # everything else the stack bills, by component; the totals cover pools and components
+    components = {c["component"]: c for c in cost["by_component"]}
+    assert {
+        "eks-control-plane",
+        "system-nodes",
+        "nat-gateways",
+        "gpu-node-volumes",
+        "elasticache-gateway",
+        "elasticache-ray-gcs",
+        "ecr-images",
+        "prometheus-volume",
+    } <= set(components)
+    for c in components.values():
+        assert {"component", "min_monthly_usd", "max_monthly_usd"} <= set(c)
+        assert 0 <= c["min_monthly_usd"] <= c["max_monthly_usd"]
+    assert components["eks-control-plane"]["max_monthly_usd"] == round(0.10 * 730, 2)
+    assert components["nat-gateways"]["min_monthly_usd"] == round(3 * (0.045 + 0.005) * 730, 2)
+    assert cost["max_monthly_usd"] == round(
+        sum(p["max_monthly_usd"] for p in pools.values())
+        + sum(c["max_monthly_usd"] for c in components.values()),
+        2,
+    )
     assert cost["within_budget"] is True
     assert prod_plan_json["ok"] is True
     assert prod_plan_json["violations"] == [] or all(
@@ -81,6 +102,8 @@ def test_plan_table_shows_tree_and_cost(capsys) -> None:
     out = capsys.readouterr().out
     assert "stack dev" in out and "pool-l4-spot" in out
     assert "GPU cost envelope" in out and "l4-spot" in out and "$2,855" in out
+    assert "Everything else the stack bills" in out and "eks-control-plane" in out
+    assert "nat-gateways" in out and "stack total" in out
     assert "within budget" in out
 
 

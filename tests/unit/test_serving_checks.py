@@ -186,6 +186,16 @@ def test_cpu_only_use_case_needs_no_pool() -> None:
         ({"lora": {"max_lora_rank": 12}}, "max_lora_rank 12"),
         ({"gpu": "cpu", "engine": {"tensor_parallel_size": 2}}, "needs a GPU class"),
         ({"gpu": "B300"}, "not in the GPU catalog"),
+        # settings that would do nothing for the kind or the hardware
+        ({"batching": {"max_batch_size": 8}}, "batching applies to kind 'batch'"),
+        (
+            {"kind": "batch", "engine": {"max_num_seqs": 8, "dtype": "float16"}},
+            "engine.max_num_seqs: vLLM settings do nothing for kind 'batch'",
+        ),
+        (
+            {"gpu": "cpu", "engine": {"gpu_memory_utilization": 0.8}},
+            "engine.gpu_memory_utilization does nothing on 'cpu'",
+        ),
     ],
 )
 def test_spec_errors_name_the_field(patch: dict, needle: str) -> None:
@@ -248,3 +258,77 @@ def test_overhead_is_the_cuda_context_plus_one_prefill_step() -> None:
     assert tp2.overhead_gib < 2 * l4  # the MLP's activations split across the shards
     one_token = fit.fit(size, gpu_memory_gib=22.35, **dict(kw, max_model_len=1, max_num_seqs=1))
     assert one_token.overhead_gib == pytest.approx(fit.CUDA_CONTEXT_GIB, abs=0.01)
+
+
+# --- issue 21: checks that looked at one use case, settings beyond the model, unknown values ----
+
+
+def test_two_use_cases_that_each_fit_a_shared_pool_but_not_together() -> None:
+    from dataclasses import replace
+
+    from serving.checks import SHARED_POOLS, shared_pool_checks
+
+    pool = replace(contract("g6.2xlarge", max_nodes=5, pool="l4"))
+    a = UseCaseSpec.model_validate(
+        {"name": "a", "team": "t", "pool": "l4", "deployments": [llm(name="chat")]}
+    )
+    b = UseCaseSpec.model_validate(
+        {"name": "b", "team": "t", "pool": "l4", "deployments": [llm(name="summ")]}
+    )
+    # each alone: 2 nodes at peak + 2 surge = 4 <= 5
+    assert by_check(run_checks(a, pool), "pool_capacity").ok
+    assert upgrade_surge(a, pool).fits_in_pool
+    (shared,) = shared_pool_checks([a, b], {"l4": pool})
+    assert shared.use_case == SHARED_POOLS and not shared.ok
+    assert "a 2 + b 2 node(s) at peak + 2 for the largest upgrade surge = 6 vs max_nodes 5" in (
+        shared.message
+    )
+    (roomy,) = shared_pool_checks([a, b], {"l4": replace(pool, max_nodes=6)})
+    assert roomy.ok
+
+
+def test_max_model_len_beyond_the_models_context_fails() -> None:
+    pool = contract("p5.48xlarge")
+    long = llm(
+        gpu="H100",
+        model="llama-2-13b",
+        source="meta-llama/Llama-2-13b-chat-hf",
+        engine={"max_model_len": 8192},
+    )
+    bad = by_check(run_checks(use_case(long), pool), "context_length")
+    assert not bad.ok and "llama-2-13b's context 4096" in bad.message
+    assert "max_model_len <= 4096" in bad.message
+    ok = by_check(run_checks(use_case(llm(gpu="H100")), pool), "context_length")
+    assert ok.ok
+
+
+def test_an_unknown_size_is_a_failed_check_naming_the_field() -> None:
+    results = run_checks(use_case(llm(size="llama-9b")), contract("g6.xlarge"))
+    bad = by_check(results, "memory_fit")
+    assert not bad.ok and "chat: size: size 'llama-9b' is not an architecture" in bad.message
+    assert "llama-3.1-8b" in bad.message  # the allowed values
+
+
+def test_weights_that_do_not_fit_the_nodes_disk_fail() -> None:
+    from dataclasses import replace
+
+    big = llm(
+        gpu="H100",
+        model="llama-3.1-70b",
+        source="s3://models/llama-3.1-70b",
+        engine={"tensor_parallel_size": 8, "max_model_len": 4096},
+    )
+    small_disk = replace(contract("p5.48xlarge"), disk_gib=200)
+    bad = by_check(run_checks(use_case(big), small_disk), "worker_fits_node")
+    assert not bad.ok and "raise the pool's rootVolumeGib to at least" in bad.message
+    roomy = replace(contract("p5.48xlarge"), disk_gib=1000)
+    assert by_check(run_checks(use_case(big), roomy), "worker_fits_node").ok
+
+
+def test_incremental_upgrade_options_need_the_incremental_strategy() -> None:
+    with pytest.raises(ValidationError, match="max_surge_percent apply only to strategy"):
+        use_case(llm(), upgrade={"strategy": "NewCluster", "max_surge_percent": 50})
+    ok = use_case(
+        llm(), upgrade={"strategy": "NewClusterWithIncrementalUpgrade", "max_surge_percent": 50}
+    )
+    assert ok.upgrade.max_surge_percent == 50

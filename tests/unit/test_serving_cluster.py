@@ -113,11 +113,11 @@ def test_head_has_no_gpus_and_workers_follow_the_pool(resources) -> None:
     assert cluster["headGroupSpec"]["rayStartParams"]["num-gpus"] == "0"
     head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert labels.GPU_RESOURCE not in str(head["resources"])
-    assert head["image"] == pins.RAY_LLM_IMAGE
+    assert head["image"] == pins.LOCAL_IMAGES["serving"]  # Platform passes the ECR-built ref
     (worker,) = cluster["workerGroupSpecs"]
     pod = worker["template"]["spec"]
     pool = contract("g6.2xlarge")
-    assert pod["nodeSelector"] == pool.node_selector
+    assert pod["nodeSelector"] == pool.node_selector  # no fallback pool: pinned to this one
     assert pod["tolerations"] == [labels.gpu_toleration()]
     res = pod["containers"][0]["resources"]
     assert res["limits"][labels.GPU_RESOURCE] == "1" and res["limits"]["memory"] == "28Gi"
@@ -131,7 +131,7 @@ def test_cpu_use_case_lands_off_the_gpu_pool(resources) -> None:
     (worker,) = cluster["workerGroupSpecs"]
     pod = worker["template"]["spec"]
     assert "nodeSelector" not in pod and "tolerations" not in pod
-    assert pod["containers"][0]["image"] == pins.SERVING_IMAGE
+    assert pod["containers"][0]["image"] == pins.LOCAL_IMAGES["serving"]
     assert worker["rayStartParams"]["num-gpus"] == "0"
 
 
@@ -220,3 +220,53 @@ def test_gateway_entry_points_at_the_serve_service() -> None:
     assert (entries[0].use_case, entries[0].team) == (CHATBOT.name, CHATBOT.team)
     routes = routes_from_use_cases([entries[0], entries[1]])
     assert set(routes.routes) >= {"support-chat", "doc-embed"}
+
+
+def test_rayservice_parity_with_kuberays_llm_samples(resources) -> None:
+    """What KubeRay's LLM samples set and Tandem did not: token auth, the current throughput
+    flags (and no flag Ray removed), disk for downloaded weights, a clean worker stop."""
+    cluster = _spec(resources, "chatbot")["rayClusterConfig"]
+    assert cluster["rayVersion"] == pins.RAY_VERSION
+    assert cluster["authOptions"] == {"mode": "token"}
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    (worker,) = cluster["workerGroupSpecs"]
+    ctr = worker["template"]["spec"]["containers"][0]
+    for c in (head, ctr):
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert "RAY_SERVE_ENABLE_EXPERIMENTAL_STREAMING" not in env  # removed from Ray in 2023
+        for flag in (
+            "RAY_SERVE_THROUGHPUT_OPTIMIZED",
+            "RAY_SERVE_ENABLE_HA_PROXY",
+            "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING",
+            "VLLM_USE_RAY_V2_EXECUTOR_BACKEND",
+        ):
+            assert env[flag] == "1"
+    # 8B bf16 weights (15 GiB) downloaded from S3: 10 + ceil(15 x 1.5) GiB of local disk
+    assert ctr["resources"]["requests"]["ephemeral-storage"] == "33Gi"
+    assert head["resources"]["requests"]["ephemeral-storage"] == "10Gi"
+    assert ctr["lifecycle"]["preStop"]["exec"]["command"][-1] == "ray stop"
+
+
+def test_hub_models_read_the_hf_token_from_a_secret(run_program) -> None:
+    hub = CHATBOT.model_copy(
+        update={
+            "deployments": [
+                CHATBOT.deployments[0].model_copy(
+                    update={"source": "meta-llama/Llama-3.1-8B-Instruct"}
+                )
+            ]
+        }
+    )
+
+    def program() -> None:
+        UseCase("hub", UseCaseArgs(use_case=hub, contract=contract("g6.2xlarge")))
+
+    spec = run_program(program).one(RAY_SERVICE).inputs["spec"]
+    ctr = spec["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    token = next(e for e in ctr["env"] if e["name"] == "HUGGING_FACE_HUB_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"] == {
+        "name": "hf-token",
+        "key": "hf_token",
+        "optional": True,
+    }
+    assert "value" not in token
