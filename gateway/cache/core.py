@@ -156,7 +156,9 @@ class SemanticCache:
             self.verifier = Verifier.load(self.settings.verifier_path)
         if self._embedder is None:
             model = self._embedder_model or shared_embedder(self.settings.model_path)
-            self._embedder = BatchingEmbedder(model, self.settings.embed_batch)
+            self._embedder = BatchingEmbedder(
+                model, self.settings.embed_batch, self.metrics.embed_batch.observe
+            )
 
     async def start(self) -> None:
         """Connect to Redis and load its live entries (idempotent; the first lookup calls it)."""

@@ -28,9 +28,15 @@ def shared_embedder(model_path: str | None) -> Embedder:
 
 
 class BatchingEmbedder:
-    def __init__(self, embedder: Embedder, max_batch: int = 32) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        max_batch: int = 32,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self.embedder = embedder
         self.max_batch = max_batch
+        self.on_batch = on_batch  # called with each batch's size (the cache's histogram)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tandem-embed")
         self._pending: list[tuple[str, asyncio.Future]] = []
         self._draining = False
@@ -71,6 +77,8 @@ class BatchingEmbedder:
                             fut.set_exception(exc)
                     continue
                 self.batches += 1
+                if self.on_batch is not None:
+                    self.on_batch(len(batch))
                 for i, (_, fut) in enumerate(batch):
                     if not fut.done():
                         fut.set_result((vecs[i], toks[i]))
