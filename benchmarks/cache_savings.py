@@ -50,7 +50,7 @@ def configs(thresholds: tuple[float, ...]) -> dict[str, dict[str, Any] | None]:
     out: dict[str, dict[str, Any] | None] = {"no_cache": None, "exact": {"mode": "exact"}}
     for t in thresholds:
         out[f"threshold={t:g}"] = {"mode": "semantic", "decision": "threshold", "threshold": t}
-    out["default"] = {"mode": "semantic"}
+    out["default"] = {"mode": "semantic"}  # no decision set: evidence
     out["verifier"] = {"mode": "semantic", "decision": "verifier"}
     out["neighbourhood"] = {"mode": "semantic", "decision": "neighbourhood"}
     return out
@@ -98,7 +98,10 @@ def from_outcome(out: Outcome, seconds: float) -> dict[str, Any]:
 def gptcache(log: Path, python: Path, rows: list[dict], price_in: float, price_out: float) -> dict:
     """GPTCache 0.1.44 replaying the same log in its own venv (benchmarks/gptcache_baseline.py)."""
     if not python.exists():
-        return {"variant": "gptcache", "error": f"{python} not found: bash benchmarks/setup-gptcache.sh"}
+        return {
+            "variant": "gptcache",
+            "error": f"{python} not found: bash benchmarks/setup-gptcache.sh",
+        }
     t0 = time.perf_counter()
     proc = subprocess.run(
         [str(python), str(ROOT / "benchmarks" / "gptcache_baseline.py"), "--log", str(log)],

@@ -12,7 +12,8 @@ Splits (fixed seeds; every split is disjoint):
   intent (so every intent is in every part): 60 % train / 10 % valid / 30 % held out. The support
   trace is the held-out 30 %: no utterance in it was seen in training, but the model has seen
   other wordings of the same 77 intents (as a route's own re-check log would show it).
-- GPTCache mock data (`gptcache_mock_data.json`, 999): evaluation only, never trained on.
+- GPTCache mock data (`gptcache_mock_data.json`, 999 rows, 964 distinct origins): by origin,
+  half trained on (the evidence model), half held out (`mock_split`).
 
 Request logs are in the `tandem cache replay` format (gateway/cache/replay.py); each answer is
 fixed by what it answers (an intent, a QQP duplicate component), so "the served answer differs
@@ -213,7 +214,16 @@ def zipf_trace(
     for r in drawn:
         group = members[ranked[r]]
         question = group[int(rng.integers(len(group)))]
-        rows.append(
-            log_row(question, component_answer(ranked[r]), tenant="search", model="qa-bot")
-        )
+        rows.append(log_row(question, component_answer(ranked[r]), tenant="search", model="qa-bot"))
     return rows
+
+
+MOCK_SEED = 5
+
+
+def mock_split(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """GPTCache mock rows (train, held out), by origin question: half the origins each."""
+    origins = sorted({r["origin"] for r in rows})
+    order = np.random.default_rng(MOCK_SEED).permutation(len(origins))
+    train = {origins[i] for i in order[: len(origins) // 2]}
+    return [r for r in rows if r["origin"] in train], [r for r in rows if r["origin"] not in train]

@@ -98,7 +98,7 @@ def cost(row: dict[str, Any], price_in: float, price_out: float) -> float:
 def variants(base: dict[str, Any], thresholds: list[float]) -> dict[str, dict[str, Any]]:
     out = {
         "exact": {**base, "mode": "exact"},
-        "default": {k: v for k, v in base.items() if k != "decision"} | {"mode": "semantic"},
+        "evidence": {**base, "mode": "semantic", "decision": "evidence"},  # the default
         "verifier": {**base, "mode": "semantic", "decision": "verifier"},
         "neighbourhood": {**base, "mode": "semantic", "decision": "neighbourhood"},
     }

@@ -67,6 +67,7 @@ def test_replay_reports_hits_wrong_hits_and_savings(
     results = {r["variant"]: r for r in json.loads(capsys.readouterr().out)["results"]}
     assert set(results) == {
         "exact",
+        "evidence",
         "verifier",
         "neighbourhood",
         "threshold=0.7",
