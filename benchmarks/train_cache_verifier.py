@@ -377,16 +377,16 @@ def evidence_lookups(
     limit: int | None,
     train: bool,
 ) -> Lookups:
-    """Fill `lookups` from one part (train or valid) of each kind of traffic."""
+    """Fill `lookups` from one part (train or valid) of each kind of traffic (`banking` and
+    `mock` as `evidence_parts` gives them)."""
     lookups.pairs(qqp, both_orders=train)
     component = data.components(qqp)
     questions = shuffled(sorted(component), 1)[: limit or QQP_TRACE_QUESTIONS]
     lookups.sequential(questions, [component[t] for t in questions])
-    utterances = shuffled(banking, 2)[: limit or None]
-    lookups.sequential([r["text"] for r in utterances], [r["intent"] for r in utterances])
+    lookups.sequential([r["text"] for r in banking], [r["intent"] for r in banking])
     if mock:
         origins = sorted({r["origin"] for r in mock})
-        queries = mock[: limit or None]
+        queries = mock
         lookups.static(
             origins,
             origins,
@@ -395,6 +395,18 @@ def evidence_lookups(
             MOCK_WEIGHT,
         )
     return lookups
+
+
+def evidence_parts(limit: int | None) -> tuple[list[dict], list[dict], list[dict]]:
+    """Banking77 train and valid utterances in their seeded order, the mock data's training half;
+    the first `limit` of each for a smoke run."""
+    banking_train, banking_valid, _ = data.banking_split(data.load_banking())
+    mock_train, _ = data.mock_split(data.load_mock())
+    return (
+        shuffled(banking_train, 2)[: limit or None],
+        shuffled(banking_valid, 2)[: limit or None],
+        mock_train[: limit or None],
+    )
 
 
 def served(p: np.ndarray, lookups: Lookups) -> tuple[np.ndarray, np.ndarray]:
@@ -422,8 +434,7 @@ def train_evidence(
     limit: int | None,
     fixed_cut: float = 0.0,
 ) -> tuple[Trees, float, dict]:
-    banking_train, banking_valid, _ = data.banking_split(data.load_banking())
-    mock_train, _ = data.mock_split(data.load_mock())
+    banking_train, banking_valid, mock_train = evidence_parts(limit)
     train = evidence_lookups(
         pairs[0], banking_train, mock_train, Lookups(probes, idf, default_idf), limit, True
     )
@@ -497,8 +508,9 @@ def main() -> None:
     for path in args.extra_pairs:
         train_pairs += extra_pairs(path)
     texts = [p[k] for p in train_pairs + valid_pairs for k in ("text_a", "text_b")]
-    texts += [r["text"] for r in data.load_banking()]
-    texts += [r[k] for r in data.load_mock() for k in ("origin", "similar")]
+    banking_train, banking_valid, mock_train = evidence_parts(args.limit)
+    texts += [r["text"] for r in banking_train + banking_valid]
+    texts += [r[k] for r in mock_train for k in ("origin", "similar")]
     probes = encode_texts(texts, Embedder(), args.encodings)
     vx, vy = np.zeros((0, 0)), np.zeros(0)
     if args.pair_weights:
