@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-# The cache's model runs on one worker thread beside the event loop. A multi-threaded BLAS (the
+# The cache's model runs on worker threads beside the event loop. A multi-threaded BLAS (the
 # default: one thread per core) busy-waits on the other cores between small products: measured
 # 194 ms of CPU per cold lookup against 8 ms single-threaded. Read once, when numpy loads.
 BLAS_THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
