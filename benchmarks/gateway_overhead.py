@@ -1,4 +1,5 @@
-"""What a gateway adds to a request: direct vs minimal pass-through vs Tandem vs LiteLLM proxy.
+"""What a gateway adds to a request: direct vs minimal pass-through vs Tandem vs LiteLLM proxy,
+and Tandem's production profile: the semantic cache on, limits and budgets shared through Redis.
 
 Same machine, same run, same fast upstream on loopback (a bare ASGI app on uvicorn), same
 open-loop load generator: requests are sent on a fixed schedule whether or not earlier ones have
@@ -12,6 +13,16 @@ bounded in count and time.
 
 LiteLLM runs from its own environment (bash benchmarks/setup-litellm.sh -> .venv-litellm); when
 it is absent the `litellm` rows say so and the ratios against it are left out.
+
+The production profile (targets `tandem_cache_cold`, `tandem_cache_warm`): the same gateway with
+a real redis-server on loopback holding the rate-limit and budget counters (the key has RPM and
+TPM limits, its team a budget) and the cache's shared entries, and `cache: {mode: semantic}`.
+`tandem_cache_cold` sends a different question every request (distinct Quora questions from
+$TANDEM_SHARED_DIR/data/semcache/qqp_pairs_dev.jsonl, never repeated in a run): every request is
+embedded, searched, verified against its neighbours and, after the upstream answers, stored and
+published to Redis. `tandem_cache_warm` repeats one request: after the first, every request is an
+exact hit (local, then Redis). The semantic hits the cold run had anyway (Quora repeats itself)
+and the embedding batch sizes are read from the gateway's /metrics and reported.
 """
 
 from __future__ import annotations
@@ -27,15 +38,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-bench"
 MODEL = "bench"
-LOADS = (10, 100, 300, 500)
+LOADS = (10, 50, 100, 300, 500)
 RAMP = (750, 1000, 1250, 1500, 2000, 2500, 3000)
-LITELLM_STEPS = (20, 35, 50, 75)  # LiteLLM's limit lies between 10 and 100: find it
+LITELLM_STEPS = (20, 35, 75)  # LiteLLM's limit lies between 10 and 100: find it
+COLD_STEPS = (150, 200, 250, 400)  # the cold cache's limit lies between 100 and 500
+CACHE_TARGETS = ("tandem_cache_cold", "tandem_cache_warm")
 P99_LIMIT_MS = 100.0
 STREAM_RPS = 10
 MIN_SAMPLES = 500  # per load, so that p99 is not decided by one or two stalls of a shared machine
@@ -262,6 +276,8 @@ class Target:
         self.base = base
         self.proc = proc
         self.headers = headers
+        self.helpers: list[subprocess.Popen] = []  # e.g. its redis-server, stopped with it
+        self.questions: Iterator[str] | None = None  # a new question per request (cold cache)
 
     def cpu_seconds(self) -> float:
         """CPU time of the target's process tree (utime + stime from /proc)."""
@@ -278,12 +294,13 @@ class Target:
         return total
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        for proc in [self.proc, *self.helpers]:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 def _tree(pid: int) -> list[int]:
@@ -325,29 +342,77 @@ def start_minimal(upstream: str) -> Target:
     return Target("minimal", base, proc, {})
 
 
-def start_tandem(upstream: str, workdir: Path) -> Target:
+def start_redis() -> tuple[subprocess.Popen, str]:
+    import shutil
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise FileNotFoundError("redis-server not installed (apt-get install -y redis-server)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    end = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            if time.monotonic() > end or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("redis-server did not start within 10 s") from None
+            time.sleep(0.05)
+
+
+def questions() -> list[str]:
+    """Distinct real questions for the cold cache: Quora's, in file order."""
+    shared = Path(os.environ.get("TANDEM_SHARED_DIR", ROOT.parent / "shared"))
+    path = shared / "data" / "semcache" / "qqp_pairs_dev.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing: the cold-cache profile asks distinct questions")
+    seen: dict[str, None] = {}
+    for line in path.read_text().splitlines():
+        pair = json.loads(line)
+        seen.setdefault(pair["text_a"])
+        seen.setdefault(pair["text_b"])
+    return list(seen)
+
+
+def start_tandem(upstream: str, workdir: Path, profile: str = "tandem") -> Target:
+    """`tandem` is the pass-through profile; `tandem_cache_cold` / `tandem_cache_warm` add Redis
+    (limits, budget, shared cache entries) and the semantic cache."""
     import hashlib
 
     import yaml
 
     port = free_port()
-    cfg = {
+    key = {
+        "id": "bench",
+        "team": "bench",
+        "sha256": hashlib.sha256(KEY.encode()).hexdigest(),
+        "rpm": 10_000_000,
+    }
+    cfg: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": port, "reload_interval_s": 0},
         "backends": {
             "fast": {"url": upstream + "/v1", "labels": {"use_case": "bench", "pool": "cpu"}}
         },
         "routes": {MODEL: {"backends": [{"backend": "fast"}], "use_case": "bench"}},
         "prices": {"fast": {"input_per_mtok": 0.5, "output_per_mtok": 1.5}},
-        "keys": [
-            {
-                "id": "bench",
-                "team": "bench",
-                "sha256": hashlib.sha256(KEY.encode()).hexdigest(),
-                "rpm": 10_000_000,
-            }
-        ],
+        "keys": [key],
     }
-    path = workdir / "routes.yaml"
+    redis_proc = None
+    body_source = None
+    if profile in CACHE_TARGETS:
+        redis_proc, redis_url = start_redis()
+        key["tpm"] = 1_000_000_000
+        cfg["redis"] = {"url": redis_url}
+        cfg["teams"] = {"bench": {"budget": {"usd": 1_000_000.0, "period": "month"}}}
+        cfg["cache"] = {"mode": "semantic", "redis_url": redis_url}
+        if profile == "tandem_cache_cold":
+            body_source = iter(questions())
+    path = workdir / f"routes-{profile}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
@@ -366,8 +431,17 @@ def start_tandem(upstream: str, workdir: Path) -> Target:
         env=env,
     )
     base = f"http://127.0.0.1:{port}"
-    wait_http(base + "/readyz", 30, proc)
-    return Target("tandem", base, proc, {"Authorization": f"Bearer {KEY}"})
+    try:
+        wait_http(base + "/readyz", 60, proc)
+    except RuntimeError:
+        proc.kill()
+        if redis_proc is not None:
+            redis_proc.kill()
+        raise
+    target = Target(profile, base, proc, {"Authorization": f"Bearer {KEY}"})
+    target.helpers = [redis_proc] if redis_proc is not None else []
+    target.questions = body_source
+    return target
 
 
 LITELLM_ENV = {
@@ -457,13 +531,17 @@ async def open_loop(
 ) -> dict[str, Any]:
     import aiohttp
 
-    body = json.dumps(
-        {
-            "model": MODEL,
-            "messages": [{"role": "user", "content": "Say ok twenty times."}],
-            "stream": stream,
-        }
-    ).encode()
+    def body_for(question: str) -> bytes:
+        return json.dumps(
+            {
+                "model": MODEL,
+                "temperature": 0,
+                "messages": [{"role": "user", "content": question}],
+                "stream": stream,
+            }
+        ).encode()
+
+    body = body_for("Say ok twenty times.")
     headers = {"Content-Type": "application/json", **target.headers}
     url = target.base + "/v1/chat/completions"
     n = max(1, int(rate * duration))
@@ -476,10 +554,10 @@ async def open_loop(
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         start = clock() + 0.05
 
-        async def one(t_sched: float) -> None:
+        async def one(t_sched: float, data: bytes) -> None:
             nonlocal errors
             try:
-                async with session.post(url, data=body, headers=headers) as r:
+                async with session.post(url, data=data, headers=headers) as r:
                     if stream:
                         await r.content.readany()  # time to first byte
                         latencies.append(clock() - t_sched)
@@ -499,7 +577,8 @@ async def open_loop(
             delay = t - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(one(t)))
+            data = body if target.questions is None else body_for(next(target.questions))
+            tasks.append(asyncio.ensure_future(one(t, data)))
         await asyncio.gather(*tasks)
         elapsed = clock() - start
     cpu = target.cpu_seconds() - cpu0
@@ -557,11 +636,13 @@ async def measure_all(
         results[t.name] = {"loads": {}, "max_sustainable_rps": 0, "stream_ttfb": stream}
     active = list(targets)
     past_limit: set[str] = set()
-    for rate in sorted(set(LOADS) | set(LITELLM_STEPS) | set(ramp)):
+    for rate in sorted(set(LOADS) | set(LITELLM_STEPS) | set(COLD_STEPS) | set(ramp)):
         for t in list(active):
             if rate in LITELLM_STEPS and (t.name != "litellm" or t.name in past_limit):
                 continue  # the fine steps are LiteLLM's range
-            if rate in ramp and t.name == "litellm":
+            if rate in COLD_STEPS and rate not in ramp and t.name != "tandem_cache_cold":
+                continue  # and these the cold cache's
+            if rate in ramp and t.name in ("litellm", "tandem_cache_cold"):
                 continue
             r = results[t.name]
             # p99 needs samples: at low rates run longer (not in --quick, a smoke run).
@@ -593,6 +674,30 @@ async def measure_all(
     return results
 
 
+def cache_stats(target: Target) -> dict[str, Any]:
+    """What the gateway's cache did over the whole run, from its /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(target.base + "/metrics", timeout=5).read().decode()
+    lookups: dict[str, float] = {}
+    batch_sum = batch_count = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "tandem_cache_lookups_total":
+                lookups[f"{sample.labels['layer']}_{sample.labels['result']}"] = sample.value
+            elif sample.name == "tandem_cache_embed_batch_size_sum":
+                batch_sum += sample.value
+            elif sample.name == "tandem_cache_embed_batch_size_count":
+                batch_count += sample.value
+    return {
+        "lookups": {k: int(v) for k, v in sorted(lookups.items())},
+        "embed_batches": int(batch_count),
+        "mean_embed_batch": round(batch_sum / batch_count, 2) if batch_count else None,
+    }
+
+
 # -- report ---------------------------------------------------------------------------------------
 
 
@@ -605,7 +710,7 @@ def added(results: dict[str, Any], target: str, load: str, key: str) -> float | 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
     s: dict[str, Any] = {"added_ms": {}}
-    for t in ("minimal", "tandem", "litellm"):
+    for t in ("minimal", "tandem", "litellm", *CACHE_TARGETS):
         if "loads" not in results.get(t, {}):
             continue
         s["added_ms"][t] = {
@@ -641,6 +746,17 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         targets["added_p99_at_10_at_most_fifth_of_litellm"] = t10 <= l10 / 5
     elif t10 is not None:
         targets["added_p99_at_10_at_most_fifth_of_litellm"] = None  # direct's own p99 was noise
+    cold = results.get("tandem_cache_cold", {}).get("max_sustainable_rps")
+    if cold is not None:
+        targets["cache_cold_sustainable_rps"] = cold
+        targets["cache_cold_at_least_150_rps"] = cold >= 150
+        p99_50 = s["added_ms"].get("tandem_cache_cold", {}).get("50", {}).get("p99")
+        targets["cache_cold_added_p99_at_50_ms"] = p99_50
+        targets["cache_cold_added_p99_at_50_at_most_15ms"] = p99_50 is not None and p99_50 <= 15
+    hot = results.get("tandem_cache_warm", {}).get("max_sustainable_rps")
+    if hot is not None and tan:
+        targets["cache_warm_vs_tandem_sustainable"] = round(hot / tan, 2)
+        targets["cache_warm_at_least_0.8x_tandem"] = hot >= 0.8 * tan
     s["targets"] = targets
     return s
 
@@ -650,7 +766,7 @@ def table(results: dict[str, Any]) -> str:
         "| target | load (rps) | p50 ms | p99 ms | achieved rps | errors | CPU ms/req |",
         "|---|---|---|---|---|---|---|",
     ]
-    for t in ("direct", "minimal", "tandem", "litellm"):
+    for t in ("direct", "minimal", "tandem", "litellm", *CACHE_TARGETS):
         r = results.get(t)
         if r is None:
             continue
@@ -669,7 +785,7 @@ def table(results: dict[str, Any]) -> str:
         "| target | max sustainable rps (p99 < 100 ms) | stream TTFB p50 / p99 ms |",
         "|---|---|---|",
     ]
-    for t in ("direct", "minimal", "tandem", "litellm"):
+    for t in ("direct", "minimal", "tandem", "litellm", *CACHE_TARGETS):
         r = results.get(t, {})
         if "loads" in r:
             st = r["stream_ttfb"]
@@ -687,6 +803,8 @@ async def main_async(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         "direct": lambda: Target("direct", upstream, None, {}),
         "minimal": lambda: start_minimal(upstream),
         "tandem": lambda: start_tandem(upstream, workdir),
+        "tandem_cache_cold": lambda: start_tandem(upstream, workdir, "tandem_cache_cold"),
+        "tandem_cache_warm": lambda: start_tandem(upstream, workdir, "tandem_cache_warm"),
         "litellm": lambda: start_litellm(upstream, workdir, Path(args.litellm_venv)),
     }
     targets: list[Target] = []
@@ -699,6 +817,10 @@ async def main_async(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                 log(f"  {name}: not run: {exc}")
         min_samples = 0 if args.quick else MIN_SAMPLES
         results.update(await measure_all(targets, duration, ramp, min_samples, log))
+        for t in targets:
+            if t.name in CACHE_TARGETS:
+                results[t.name]["cache"] = cache_stats(t)
+                log(f"  {t.name}: {results[t.name]['cache']}")
     finally:
         for t in targets:
             t.stop()
@@ -714,7 +836,12 @@ def main() -> int:
     ap.add_argument("--output", choices=("table", "json"), default="table")
     ap.add_argument("--quick", action="store_true", help="2 s per load, shorter ramp (< 2 minutes)")
     ap.add_argument("--duration", type=float, default=8.0, help="seconds per offered load")
-    ap.add_argument("--targets", nargs="+", default=["direct", "minimal", "tandem", "litellm"])
+    ap.add_argument(
+        "--targets",
+        nargs="+",
+        default=["direct", "minimal", "tandem", "litellm", *CACHE_TARGETS],
+        choices=["direct", "minimal", "tandem", "litellm", *CACHE_TARGETS],
+    )
     ap.add_argument("--litellm-venv", default=str(ROOT / ".venv-litellm"))
     ap.add_argument("--write", help="also write the JSON result to this file")
     ap.add_argument(

@@ -4,6 +4,12 @@ sqlite + faiss + SearchDistanceEvaluation at GPTCache's default similarity thres
 local MiniLM model as Tandem (GPTCache's default ONNX embedder downloads from a model hub).
 Cache every `origin` (its answer is its index), query every `similar`; print one JSON object.
     python benchmarks/gptcache_baseline.py MOCK.json
+
+With --log, replay a request log (the `tandem cache replay` format) the way a gateway would use
+GPTCache: the last user message is the key; a hit serves the cached answer (wrong when it differs
+from the logged one), a miss stores the logged answer. Prints the hit and wrong row numbers
+(benchmarks/cache_savings.py prices them).
+    python benchmarks/gptcache_baseline.py --log requests.jsonl
 """
 
 from __future__ import annotations
@@ -25,20 +31,50 @@ from gptcache.similarity_evaluation.distance import SearchDistanceEvaluation  # 
 from embedding.minilm import Embedder  # noqa: E402
 
 
+def new_cache(embedder: Embedder, tmp: str) -> Cache:
+    cache = Cache()
+    cache.init(
+        pre_embedding_func=get_prompt,
+        embedding_func=lambda text, **_: embedder.encode([text])[0],
+        data_manager=get_data_manager(
+            CacheBase("sqlite", sql_url=f"sqlite:///{tmp}/cache.db"),
+            VectorBase("faiss", dimension=embedder.dimension, index_path=f"{tmp}/faiss.index"),
+        ),
+        similarity_evaluation=SearchDistanceEvaluation(),
+    )
+    return cache
+
+
+def replay_log(path: Path) -> None:
+    embedder = Embedder()
+    hits, wrong = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = new_cache(embedder, tmp)
+        for i, line in enumerate(path.read_text().splitlines()):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            question = row["body"]["messages"][-1]["content"]
+            logged = row["response"]["choices"][0]["message"]["content"]
+            answer = get(question, cache_obj=cache)
+            if answer is None:
+                put(question, logged, cache_obj=cache)
+                continue
+            hits.append(i)
+            if answer != logged:
+                wrong.append(i)
+    threshold = cache.config.similarity_threshold
+    print(json.dumps({"hits": hits, "wrong": wrong, "similarity_threshold": threshold}))
+
+
 def main() -> None:
+    if sys.argv[1] == "--log":
+        replay_log(Path(sys.argv[2]))
+        return
     rows = json.loads(Path(sys.argv[1]).read_text())
     embedder = Embedder()
     with tempfile.TemporaryDirectory() as tmp:
-        cache = Cache()
-        cache.init(
-            pre_embedding_func=get_prompt,
-            embedding_func=lambda text, **_: embedder.encode([text])[0],
-            data_manager=get_data_manager(
-                CacheBase("sqlite", sql_url=f"sqlite:///{tmp}/cache.db"),
-                VectorBase("faiss", dimension=embedder.dimension, index_path=f"{tmp}/faiss.index"),
-            ),
-            similarity_evaluation=SearchDistanceEvaluation(),
-        )
+        cache = new_cache(embedder, tmp)
         for i, row in enumerate(rows):
             put(row["origin"], str(i), cache_obj=cache)
         correct = wrong = miss = wrong_question = 0

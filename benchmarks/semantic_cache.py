@@ -1,6 +1,7 @@
 """Semantic cache benchmark: mock-data hits (vs GPTCache), QQP precision/recall (vs a static
 cosine threshold), and embedding + lookup latency at 1k / 10k / 100k entries on one core, for
-both hit decisions (verifier, neighbourhood; docs/semantic-cache.md).
+the default decision (evidence) and the per-route ones (verifier, neighbourhood;
+docs/semantic-cache.md).
 
     bash benchmarks/setup-gptcache.sh            # once: GPTCache's own venv (.venv-gptcache)
     python benchmarks/semantic_cache.py --pairs ../shared/data/semcache/qqp_pairs_dev.jsonl \
@@ -31,13 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import semcache_data as data  # noqa: E402
 import train_cache_verifier as training  # noqa: E402
 
 from embedding.minilm import Embedder  # noqa: E402
 from gateway.cache.decision import neighbourhood_pick  # noqa: E402
 from gateway.cache.index import ScopeIndex  # noqa: E402
 from gateway.cache.policy import Policy  # noqa: E402
-from gateway.cache.verifier import Probe, Verifier  # noqa: E402
+from gateway.cache.verifier import Candidate, Probe, Verifier  # noqa: E402
 
 DEFAULT_MOCK = training.SHARED / "data" / "semcache" / "gptcache_mock_data.json"
 STATIC_THRESHOLDS = (0.85, 0.90, 0.95, 0.97, 0.98)
@@ -68,6 +70,11 @@ def mock_eval(rows: list[dict], embedder: Embedder, verifier: Verifier) -> dict:
     policy = Policy()
     static = {t: {"correct": 0, "wrong": 0, "miss": 0} for t in STATIC_THRESHOLDS}
     verified = {"correct": 0, "wrong": 0, "miss": 0}
+    # the default decision, by the half of the file its training saw (by origin)
+    trained_on = {r["origin"] for r in data.mock_split(rows)[0]}
+    evidence = {
+        part: {"correct": 0, "wrong": 0, "miss": 0} for part in ("all", "held_out", "trained_on")
+    }
     # (nearest, runner-up, nearest is right) per query: the neighbourhood rule at any ratio
     near: list[tuple[float, float, bool]] = []
     for row, q in zip(rows, queries, strict=True):
@@ -77,13 +84,17 @@ def mock_eval(rows: list[dict], embedder: Embedder, verifier: Verifier) -> dict:
         near.append((sim, runner_up, top == truth))
         for t in STATIC_THRESHOLDS:
             static[t]["miss" if sim < t else "correct" if top == truth else "wrong"] += 1
-        candidates = [(j, s) for j, s in found if s >= policy.min_similarity]
-        probs = verifier.probabilities(q, [cached[j] for j, _ in candidates])
-        best = int(np.argmax(probs)) if len(probs) else -1
-        if best < 0 or probs[best] < verifier.operating_point:
-            verified["miss"] += 1
-        else:
-            verified["correct" if candidates[best][0] == truth else "wrong"] += 1
+        neighbours = [Candidate(cached[j], s, origins[j]) for j, s in found]
+        for decision, counts in (("verifier", [verified]), ("evidence", [])):
+            pick, _ = verifier.decide(
+                q, neighbours, policy.min_similarity, evidence=decision == "evidence"
+            )
+            if decision == "evidence":
+                part = "trained_on" if row["origin"] in trained_on else "held_out"
+                counts = [evidence["all"], evidence[part]]
+            outcome = "miss" if pick is None else "correct" if found[pick][0] == truth else "wrong"
+            for c in counts:
+                c[outcome] += 1
 
     def neighbourhood(ratio: float, part: slice = slice(None)) -> dict:
         out = {"correct": 0, "wrong": 0, "miss": 0}
@@ -94,11 +105,19 @@ def mock_eval(rows: list[dict], embedder: Embedder, verifier: Verifier) -> dict:
 
     half = len(rows) // 2
     return {
-        **neighbourhood(policy.ambiguity_ratio),
-        "decision": f"neighbourhood (ambiguity_ratio {policy.ambiguity_ratio})",
+        **evidence["all"],
+        "decision": "evidence (the default)",
+        "by_training": {
+            "held_out": {**evidence["held_out"], "queries": sum(evidence["held_out"].values())},
+            "trained_on": {
+                **evidence["trained_on"],
+                "queries": sum(evidence["trained_on"].values()),
+            },
+        },
         "cached_questions": len(origins),
         "queries": len(rows),
         "verifier": verified,
+        "neighbourhood": neighbourhood(policy.ambiguity_ratio),
         "neighbourhood_curve": [
             {
                 "ambiguity_ratio": r,
@@ -258,8 +277,10 @@ def latency(
     """One short query at a time, as the gateway's lookup runs it, for each decision:
 
     - neighbourhood: embed + top-k neighbours + the ratio test;
-    - verifier: embed + top-k + the verifier on k = 4 candidates (the most it ever verifies;
-      cached candidates already hold their token vectors, as entries do).
+    - evidence (the default): embed + top-k + the evidence model and then the pair verifier on
+      k = 4 candidates (the most it ever verifies, and both models: the worst case, when the
+      evidence model declines; cached candidates already hold their token vectors, as entries
+      do; four distinct answers).
     """
     rng = np.random.default_rng(0)
     cand = probes(embedder, queries[-TOP_K:])
@@ -286,13 +307,17 @@ def latency(
             t0 = time.perf_counter()
             (probe,) = probes(embedder, [q])
             index.search(probe.vector, TOP_K)
-            verifier.probabilities(probe, cand)
+            neighbours = sorted(
+                (Candidate(c, 1.0, c.text) for c in cand),  # 1.0: every one is verified
+                key=lambda c: -float(c.probe.vector @ probe.vector),
+            )
+            verifier.decide(probe, neighbours, policy.min_similarity, min_probability=1.01)
             verified.append(time.perf_counter() - t0)
         ms, vms = np.array(plain) * 1000, np.array(verified) * 1000
         result[str(size)] = {
             "p50": round(float(np.percentile(vms, 50)), 2),
             "p99": round(float(np.percentile(vms, 99)), 2),
-            "decision": "verifier",
+            "decision": "evidence",
             "neighbourhood": {
                 "p50": round(float(np.percentile(ms, 50)), 2),
                 "p99": round(float(np.percentile(ms, 99)), 2),
@@ -356,6 +381,12 @@ def main() -> None:
     )
     row = "  {:<40} {:7d} {:6d} {:5d}"
     print(row.format(f"tandem {mock['decision']}", mock["correct"], mock["wrong"], mock["miss"]))
+    for part, c in mock["by_training"].items():
+        print(
+            row.format(f"  its {part} half ({c['queries']})", c["correct"], c["wrong"], c["miss"])
+        )
+    n = mock["neighbourhood"]
+    print(row.format("tandem neighbourhood (0.8)", n["correct"], n["wrong"], n["miss"]))
     v = mock["verifier"]
     print(row.format("tandem verifier (QQP operating point)", v["correct"], v["wrong"], v["miss"]))
     for t, c in mock["baseline_static"].items():
@@ -380,7 +411,7 @@ def main() -> None:
         f"  neighbourhood decision, every text_a cached: precision {nb['precision']:.3f}"
         f" recall {nb['recall']:.3f}"
     )
-    print("latency (one short query)   verifier p50 / p99     neighbourhood p50 / p99   search")
+    print("latency (one short query)   evidence p50 / p99     neighbourhood p50 / p99   search")
     for size, v in lat.items():
         n = v["neighbourhood"]
         print(

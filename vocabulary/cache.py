@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from vocabulary.errors import ConfigError, format_validation_error
 
 CacheMode = Literal["off", "exact", "semantic"]
-CacheDecision = Literal["verifier", "neighbourhood", "threshold"]
+CacheDecision = Literal["evidence", "verifier", "neighbourhood", "threshold"]
 
 
 class _Keys(BaseModel):

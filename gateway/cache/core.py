@@ -36,7 +36,7 @@ from gateway.cache.policy import (
 )
 from gateway.cache.sizing import DEFAULT_MAX_BYTES, PAIRS_LOG_MAX_MB
 from gateway.cache.store import STORED, Entry, LocalStore, RedisShare
-from gateway.cache.verifier import Probe, Verifier
+from gateway.cache.verifier import Candidate, Probe, Verifier
 from vocabulary.cache import CachePolicy, CacheSection, parse_cache_section
 
 log = logging.getLogger("tandem.gateway.cache")
@@ -152,7 +152,9 @@ class SemanticCache:
             self.verifier = Verifier.load(self.settings.verifier_path)
         if self._embedder is None:
             model = self._embedder_model or shared_embedder(self.settings.model_path)
-            self._embedder = BatchingEmbedder(model, self.settings.embed_batch)
+            self._embedder = BatchingEmbedder(
+                model, self.settings.embed_batch, self.metrics.embed_batch.observe
+            )
 
     async def start(self) -> None:
         """Connect to Redis and load its live entries (idempotent; the first lookup calls it)."""
@@ -294,19 +296,13 @@ class SemanticCache:
             if pick is None:
                 return None
             entry, sim = neighbours[pick]
-        else:  # the verifier (also the neighbourhood decision's fallback in a one-entry scope)
-            probs = await self._embedder.run(
-                self._verify, keys.text, vector, tokens, [e for e, _ in found]
+        else:  # evidence (default), verifier; also the neighbourhood's fallback in a lone scope
+            pick = await self._embedder.run(
+                self._decide, keys.text, vector, tokens, neighbours, policy
             )
-            best = int(np.argmax(probs))
-            cut = (
-                policy.min_probability
-                if policy.min_probability is not None
-                else self.verifier.operating_point
-            )
-            if probs[best] < cut:
+            if pick is None:
                 return None
-            entry, sim = found[best]
+            entry, sim = neighbours[pick]
         self.local.touch(entry)
         return CacheHit("semantic", entry.response, sim, entry.text)
 
@@ -327,18 +323,31 @@ class SemanticCache:
             self._recent_bytes -= _embedding_bytes(*found)
         return found
 
-    def _verify(
-        self, text: str, vector: np.ndarray, tokens: TokenEmbeddings, entries: list[Entry]
-    ) -> np.ndarray:
-        """Verifier probabilities for each candidate (runs on the embedding thread, off the loop)."""
+    def _decide(
+        self,
+        text: str,
+        vector: np.ndarray,
+        tokens: TokenEmbeddings,
+        neighbours: list[tuple[Entry, float]],
+        policy: Policy,
+    ) -> int | None:
+        """Which neighbour to serve, if any (runs on the embedding thread, off the loop)."""
         assert self._embedder is not None and self.verifier is not None
-        need = [e for e in entries if e.tokens is None]
+        floor = policy.min_similarity
+        need = [e for e, s in neighbours if e.tokens is None and s >= floor]
         if need:  # entries from Redis carry no token vectors: encoded on first verification
             _, encoded = self._embedder.embedder.encode_full([e.text or "" for e in need])
             for e, toks in zip(need, encoded, strict=True):
                 e.tokens = compact(toks)
-        query = Probe(text, vector, tokens)
-        return self.verifier.probabilities(query, [_probe(e) for e in entries])
+        candidates = [Candidate(_probe(e), s, answer_text(e.response)) for e, s in neighbours]
+        pick, _ = self.verifier.decide(
+            Probe(text, vector, tokens),
+            candidates,
+            floor,
+            policy.min_probability,
+            evidence=policy.decision == "evidence",
+        )
+        return pick
 
     async def _recheck(self, request: CacheRequest, keys: Keys, hit: CacheHit) -> None:
         """Ask upstream too and compare answers; a disagreement counts as a wrong hit."""
@@ -416,10 +425,15 @@ def compact(tokens: TokenEmbeddings) -> TokenEmbeddings:
     return TokenEmbeddings(tokens.tokens, tokens.vectors.astype(STORED))
 
 
+_NO_TOKENS = TokenEmbeddings([], np.zeros((0, DIMENSION), np.float32))
+
+
 def _probe(entry: Entry) -> Probe:
-    """A verified entry as the verifier sees it, in float32 (indexed entries have a vector;
-    _verify has just given every candidate its token vectors)."""
-    assert entry.vector is not None and entry.tokens is not None
+    """A neighbour as the verifier sees it, in float32 (indexed entries have a vector; _decide has
+    just given every candidate it may verify its token vectors, the others count by vector)."""
+    assert entry.vector is not None
+    if entry.tokens is None:
+        return Probe(entry.text or "", entry.vector, _NO_TOKENS)
     tokens = TokenEmbeddings(entry.tokens.tokens, entry.tokens.vectors.astype(np.float32))
     return Probe(entry.text or "", entry.vector, tokens)
 

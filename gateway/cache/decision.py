@@ -35,3 +35,54 @@ def neighbourhood_pick(sims: list[float], floor: float, ratio: float) -> int | N
     if len(sims) < 2 or sims[0] < floor:
         return None
     return 0 if unambiguous(sims[0], sims[1], ratio) else None
+
+
+# -- the evidence decision (the default) ----------------------------------------------------------
+#
+# What the neighbourhood says about one candidate, as numbers the evidence model reads beside the
+# pair's own inputs. Entries are grouped by their answer (equal answer text = one group): on
+# support traffic one answer serves an intent, and several entries of the same answer around the
+# query are strong evidence; a near-identical cached question with a *different* answer (a twin)
+# is strong evidence against. All from the top-k neighbours' cosines, answers and vectors.
+CONTEXT_NAMES = (
+    "rank",  # the candidate's place among the neighbours (0 = nearest)
+    "same_answer",  # other neighbours with the candidate's answer
+    "same_answer_best",  # the nearest of those (cosine to the query; 0 if none)
+    "same_answer_sum",  # their cosines summed
+    "other_answer_best",  # the nearest neighbour with another answer (0 if none)
+    "margin",  # candidate cosine - other_answer_best
+    "distance_ratio",  # (1 - cosine) / (1 - other_answer_best): Lowe's ratio (0 if no other)
+    "neighbours",  # how many neighbours the scope gave (1 = a lone entry)
+    "answers",  # distinct answers among them
+    "twin",  # cosine between the candidate and its nearest other-answer neighbour
+    "sibling",  # cosine between the candidate and its nearest same-answer neighbour
+)
+
+
+def context_features(sims: list[float], answers: list[str], vectors: list, i: int) -> list[float]:
+    """CONTEXT_NAMES for neighbour `i` of a lookup (neighbours sorted by descending cosine)."""
+    mine = answers[i]
+    same = [j for j in range(len(sims)) if j != i and answers[j] == mine]
+    other = [j for j in range(len(sims)) if answers[j] != mine]
+    other_best = max((sims[j] for j in other), default=0.0)
+    return [
+        float(i),
+        float(len(same)),
+        max((sims[j] for j in same), default=0.0),
+        float(sum(sims[j] for j in same)),
+        other_best,
+        sims[i] - other_best,
+        (1.0 - sims[i]) / max(1.0 - other_best, 1e-6) if other else 0.0,
+        float(len(sims)),
+        float(len(set(answers))),
+        max((float(vectors[i] @ vectors[j]) for j in other), default=0.0),
+        max((float(vectors[i] @ vectors[j]) for j in same), default=0.0),
+    ]
+
+
+def answer_unambiguous(sims: list[float], answers: list[str], i: int, ratio: float) -> bool:
+    """The ratio test between answers instead of entries: the nearest entry with candidate `i`'s
+    answer is clearly nearer than the nearest entry with any other answer (none: unambiguous)."""
+    best = max(s for s, a in zip(sims, answers, strict=True) if a == answers[i])
+    other = [s for s, a in zip(sims, answers, strict=True) if a != answers[i]]
+    return not other or unambiguous(best, max(other), ratio)

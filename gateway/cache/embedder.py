@@ -4,6 +4,9 @@ Requests that arrive while a batch is being encoded wait for the next batch, so 
 forward pass serves many lookups (the model's cost per text drops with batch size up to ~8) and
 at low load a lone request is encoded at once, adding no queueing delay. The model runs in a
 worker thread: numpy releases the GIL in its matrix products, so the event loop stays responsive.
+The hit decision (pair features, tree walks) runs on a second worker thread, so that under load
+the next batch is encoded while the last one's candidates are verified: on two cores a cold
+lookup's embedding and decision overlap instead of queueing behind each other.
 """
 
 from __future__ import annotations
@@ -28,10 +31,17 @@ def shared_embedder(model_path: str | None) -> Embedder:
 
 
 class BatchingEmbedder:
-    def __init__(self, embedder: Embedder, max_batch: int = 32) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        max_batch: int = 32,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self.embedder = embedder
         self.max_batch = max_batch
+        self.on_batch = on_batch  # called with each batch's size (the cache's histogram)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tandem-embed")
+        self._decider = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tandem-decide")
         self._pending: list[tuple[str, asyncio.Future]] = []
         self._draining = False
         self._drain_task: asyncio.Task | None = None
@@ -51,8 +61,8 @@ class BatchingEmbedder:
         return list(await asyncio.gather(*(self.embed(t) for t in texts)))
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run other model work (the verifier) on the same thread: one core's worth of numpy at a time."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        """Run the hit decision on its own worker thread (beside the encoding one)."""
+        return await asyncio.get_running_loop().run_in_executor(self._decider, fn, *args)
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -71,6 +81,8 @@ class BatchingEmbedder:
                             fut.set_exception(exc)
                     continue
                 self.batches += 1
+                if self.on_batch is not None:
+                    self.on_batch(len(batch))
                 for i, (_, fut) in enumerate(batch):
                     if not fut.done():
                         fut.set_result((vecs[i], toks[i]))
@@ -79,3 +91,4 @@ class BatchingEmbedder:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._decider.shutdown(wait=False, cancel_futures=True)

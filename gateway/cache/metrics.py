@@ -44,6 +44,12 @@ class CacheMetrics:
             buckets=BUCKETS,
             registry=r,
         )
+        self.embed_batch = Histogram(
+            "tandem_cache_embed_batch_size",
+            "Texts per embedding forward pass (lookups that arrive together share one)",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
         self.shared = Counter(
             "tandem_cache_shared_entries",
             "Entries received from other replicas through Redis",

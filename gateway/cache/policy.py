@@ -64,9 +64,10 @@ class Policy:
     ttl_s: float = 3600.0
     max_temperature: float = 0.3  # above this a request is not cached ...
     allow_sampled: bool = False  # ... unless the route opts in
-    decision: str = "verifier"  # verifier | neighbourhood | threshold
+    decision: str = "evidence"  # evidence | verifier | neighbourhood | threshold
     threshold: float = 0.92  # the cosine cut-off when decision == "threshold"
-    min_probability: float | None = None  # verifier operating point (None: the shipped one)
+    # the cut of the evidence model and the verifier (None: the shipped operating points)
+    min_probability: float | None = None
     candidates: int = 4  # nearest neighbours re-ranked by the verifier
     min_similarity: float = 0.6  # candidates below this cosine are never verified
     # neighbourhood decision: serve the nearest entry only if its cosine distance is at most this

@@ -13,6 +13,15 @@ pairs (benchmarks/train_cache_verifier.py, reproducible) and evaluated here in n
 The cache serves the best of its top-k candidates only when that probability clears the
 operating point: the lowest cut whose calibrated precision on the validation pairs reaches the
 target (95 %).
+
+The default decision (`evidence`) adds what the cache around the query says: a second tree
+ensemble reads the same pair inputs plus the neighbourhood's evidence (gateway/cache/decision.py,
+CONTEXT_NAMES: how many neighbours share the candidate's answer, how near the nearest other
+answer is, whether a near-identical cached question has another answer). It is trained on
+lookups replayed through simulated caches of three kinds of traffic (Quora questions, support
+utterances, reworded documentation statements; benchmarks/train_cache_verifier.py), and decides
+whenever the scope has two or more entries; a lone entry has no neighbourhood, and the pair
+verifier decides it as before.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from embedding.minilm import TokenEmbeddings
+from gateway.cache.decision import answer_unambiguous, context_features
 from gateway.cache.trees import Trees
 
 DEFAULT_WEIGHTS = Path(__file__).with_name("verifier.npz")
@@ -193,6 +203,10 @@ class Verifier:
         w = {k: np.asarray(v) for k, v in weights.items()}
         self.trees = Trees.from_arrays(w)
         self.operating_point = float(w["operating_point"])
+        # the evidence model (None in weights trained before it existed)
+        self.evidence = Trees.from_arrays(w, "evidence_") if "evidence_depth" in w else None
+        self.evidence_cut = float(w["evidence_cut"]) if self.evidence is not None else 1.0
+        self.evidence_ratio = float(w["evidence_ratio"]) if self.evidence is not None else 1.0
         self.idf = dict(
             zip(w["idf_tokens"].tolist(), w["idf_values"].astype(float).tolist(), strict=True)
         )
@@ -213,3 +227,52 @@ class Verifier:
 
     def probability(self, q: Probe, c: Probe) -> float:
         return float(self.probabilities(q, [c])[0])
+
+    def decide(
+        self,
+        query: Probe,
+        neighbours: list[Candidate],
+        floor: float,
+        min_probability: float | None = None,
+        evidence: bool = True,
+    ) -> tuple[int | None, float]:
+        """(index of the neighbour to serve or None, its probability).
+
+        `neighbours` are the scope's top-k by descending cosine, each with its answer; those
+        under `floor` are never served (they still count as evidence). With `evidence` and two or
+        more neighbours the evidence model decides first: the most probable candidate is served
+        if it clears `evidence_cut` and its answer passes the ratio test against every other
+        answer. Otherwise (or if it declines) the pair verifier decides alone, at its operating
+        point. `min_probability` replaces both cuts.
+        """
+        found = [i for i, n in enumerate(neighbours) if n.similarity >= floor]
+        if not found:
+            return None, 0.0
+        rows = np.stack([self.inputs(query, neighbours[i].probe) for i in found])
+        if evidence and self.evidence is not None and len(neighbours) >= 2:
+            sims = [n.similarity for n in neighbours]
+            answers = [n.answer for n in neighbours]
+            vectors = [n.probe.vector for n in neighbours]
+            context = np.array(
+                [context_features(sims, answers, vectors, i) for i in found], dtype=np.float32
+            )
+            p = self.evidence.probability(np.concatenate([rows, context], axis=1))
+            best = int(np.argmax(p))
+            cut = self.evidence_cut if min_probability is None else min_probability
+            if p[best] >= cut and answer_unambiguous(
+                sims, answers, found[best], self.evidence_ratio
+            ):
+                return found[best], float(p[best])
+        p = self.trees.probability(rows)
+        best = int(np.argmax(p))
+        cut = self.operating_point if min_probability is None else min_probability
+        return (found[best], float(p[best])) if p[best] >= cut else (None, float(p[best]))
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One neighbour of a lookup: the cached question, its cosine to the query, its answer."""
+
+    probe: Probe
+    similarity: float
+    answer: str

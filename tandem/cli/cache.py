@@ -55,7 +55,24 @@ def _replay(args: argparse.Namespace) -> int:
             f"{r['variant']:<18}{r['hit_rate']:>9.1%}{r['exact_hits']:>7}{r['semantic_hits']:>9}"
             f"{r['estimated_wrong_hits']:>7}{r['dollars_saved']:>12.4f}{r['dollars_total']:>12.4f}"
         )
+    for line in skipped_lines(results):
+        print(line)
     return 0
+
+
+def skipped_lines(results: list[dict]) -> list[str]:
+    """Say which rows the cache never looked up or never stored, and why: a log of unstorable
+    answers (no finish_reason) or sampled requests (no temperature) otherwise replays as 0 %
+    without a word. Counts are the most any variant saw (a hit is not stored, so they differ)."""
+    requests = results[0]["requests"] if results else 0
+    lines = []
+    for key, verb in (("not_looked_up", "not looked up"), ("not_stored", "not stored")):
+        worst: dict[str, int] = {}
+        for r in results:
+            for reason, n in r.get(key, {}).items():
+                worst[reason] = max(worst.get(reason, 0), n)
+        lines += [f"{n} of {requests} rows {verb}: {why}" for why, n in sorted(worst.items())]
+    return lines
 
 
 def thresholds_list(text: str) -> list[float]:

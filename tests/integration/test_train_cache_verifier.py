@@ -1,5 +1,6 @@
-"""The verifier's training script runs end to end on a small slice and writes weights the
-gateway loads (the full run is ~1 minute plus the encodings; docs/semantic-cache.md, Training)."""
+"""The training script runs end to end on a small slice and writes weights the gateway loads:
+the pair verifier and the evidence model of the default decision (the full run is ~12 minutes
+plus the encodings; docs/semantic-cache.md, Training)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from embedding.minilm import Embedder
-from gateway.cache.verifier import Probe, Verifier
+from gateway.cache.verifier import Candidate, Probe, Verifier
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("TANDEM_SHARED_DIR", ROOT.parent / "shared"))
@@ -47,3 +48,6 @@ def test_training_writes_weights_the_gateway_loads(tmp_path: Path) -> None:
     a, b = (Probe(t, v, k) for t, v, k in zip(texts, vecs, toks, strict=True))
     p = verifier.probabilities(a, [b, a])
     assert p.shape == (2,) and np.all((p >= 0) & (p <= 1))
+    assert verifier.evidence is not None and summary["evidence_trees"] > 0
+    pick, prob = verifier.decide(a, [Candidate(b, 0.9, "x"), Candidate(a, 0.8, "y")], 0.6)
+    assert pick in (None, 0, 1) and 0 <= prob <= 1

@@ -185,6 +185,9 @@ async def test_concurrent_lookups_share_forward_passes(cache: SemanticCache) -> 
     await asyncio.gather(*(cache.lookup(chat(q)) for q in questions))
     assert cache._embedder.batches < len(questions) / 2, "concurrent requests were not batched"
     assert time.perf_counter() - t0 < 30
+    # the batch sizes are exported: the production profile of the gateway benchmark reads them
+    assert cache.metrics.value("tandem_cache_embed_batch_size_sum") == len(questions)
+    assert cache.metrics.value("tandem_cache_embed_batch_size_count") == cache._embedder.batches
 
 
 def test_unknown_config_keys_fail_loudly() -> None:
@@ -228,3 +231,58 @@ def test_neighbourhood_ratio_test() -> None:
     assert neighbourhood_pick([0.95, 0.5], floor=0.6, ratio=0.8) == 0
     assert neighbourhood_pick([0.55, 0.1], floor=0.6, ratio=0.8) is None  # below the floor
     assert neighbourhood_pick([0.95], floor=0.6, ratio=0.8) is None  # no runner-up: no evidence
+
+
+async def test_default_decision_serves_an_answer_its_neighbours_agree_on() -> None:
+    """Support traffic: several cached wordings of one canned answer around a new wording is the
+    evidence the default decision serves on; the neighbouring intent's answer is not served."""
+    cache = build_cache({"mode": "semantic"})
+    assert cache.settings.policy.decision == "evidence"
+    arrival = "Your card arrives 3-5 working days after you order it."
+    pin = "Unblock your PIN in the app under Card > PIN."
+    try:
+        for q in (
+            "When will my new card arrive?",
+            "How long does it take for my card to be delivered?",
+            "My card still has not arrived, when will it come?",
+            "How many days until I get my card in the mail?",
+        ):
+            await cache.store(chat(q), answer(arrival))
+        for q in ("My PIN is blocked, what do I do?", "How can I unblock my PIN?"):
+            await cache.store(chat(q), answer(pin))
+        hit = await cache.lookup(chat("I ordered a card last week, when will it get here?"))
+        assert hit is not None and hit.response["choices"][0]["message"]["content"] == arrival
+        miss = await cache.lookup(chat("What is the exchange rate for euros today?"))
+        assert miss is None
+    finally:
+        await cache.close()
+
+
+def test_context_features_group_neighbours_by_answer() -> None:
+    import numpy as np
+
+    from gateway.cache.decision import CONTEXT_NAMES, answer_unambiguous, context_features
+
+    vectors = [np.eye(4, dtype=np.float32)[i] for i in range(3)]
+    sims, answers = [0.9, 0.85, 0.5], ["a", "a", "b"]
+    features = dict(zip(CONTEXT_NAMES, context_features(sims, answers, vectors, 0), strict=True))
+    assert features["same_answer"] == 1 and features["same_answer_best"] == 0.85
+    assert features["other_answer_best"] == 0.5 and features["neighbours"] == 3
+    assert features["answers"] == 2 and abs(features["distance_ratio"] - 0.2) < 1e-9
+    # answer "a" (nearest 0.9, distance 0.1) against "b" (distance 0.5): clearly nearer
+    assert answer_unambiguous(sims, answers, 1, 0.9)
+    assert not answer_unambiguous([0.9, 0.89], ["a", "b"], 0, 0.9)  # a twin with another answer
+    assert answer_unambiguous([0.9], ["a"], 0, 0.9)  # nothing else: nothing to confuse it with
+
+
+async def test_a_lone_entry_is_decided_by_the_pair_verifier(cache: SemanticCache) -> None:
+    """No neighbourhood to read in a one-entry scope: the default decides like the verifier."""
+    await cache.store(chat(Q), answer("reset"))
+    hit = await cache.lookup(chat(PARAPHRASE))
+    assert hit is not None and hit.layer == "semantic"
+    strict = build_cache({"mode": "semantic", "min_probability": 1.0})
+    try:  # min_probability replaces both cuts: nothing clears 1.0
+        await strict.store(chat(Q), answer("reset"))
+        assert await strict.lookup(chat(PARAPHRASE)) is None
+    finally:
+        await strict.close()

@@ -67,6 +67,7 @@ def test_replay_reports_hits_wrong_hits_and_savings(
     results = {r["variant"]: r for r in json.loads(capsys.readouterr().out)["results"]}
     assert set(results) == {
         "exact",
+        "evidence",
         "verifier",
         "neighbourhood",
         "threshold=0.7",
@@ -91,3 +92,24 @@ def test_replay_rejects_a_malformed_log(tmp_path: Path, capsys: pytest.CaptureFi
     log.write_text(json.dumps({"body": {}}) + "\n")
     assert main(["cache", "replay", str(log)]) == 2
     assert "needs a `body` and a `response`" in capsys.readouterr().err
+
+
+def test_replay_says_which_rows_it_could_not_use_and_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log of answers without finish_reason, or of requests without temperature, used to replay
+    as 0 % hits without a word."""
+    rows = [json.loads(line(q, WEB)) for q in ("How do I reset my password?",) * 3]
+    del rows[0]["response"]["choices"][0]["finish_reason"]  # not storable
+    del rows[1]["body"]["temperature"]  # sampled: the API default 1.0
+    log = tmp_path / "requests.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["cache", "replay", str(log), "--thresholds", "0.9", "--output", "json"]) == 0
+    exact = json.loads(capsys.readouterr().out)["results"][0]
+    assert exact["not_looked_up"] == {"sampled: no temperature (the API default 1.0 samples)": 1}
+    assert exact["not_stored"] == {"incomplete: no finish_reason": 1}
+    assert exact["exact_hits"] == 0  # the third row missed: nothing was stored before it
+    assert main(["cache", "replay", str(log), "--thresholds", "0.9"]) == 0
+    table = capsys.readouterr().out
+    assert "1 of 3 rows not looked up: sampled: no temperature" in table
+    assert "1 of 3 rows not stored: incomplete: no finish_reason" in table

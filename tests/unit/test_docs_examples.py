@@ -337,6 +337,9 @@ def check_command(argv: list[str]) -> None:
         target = ["-m", args[1]] if args[0] == "-m" else [str(REPO / args[0])]
         if args[0] != "-m":
             assert (REPO / args[0]).is_file(), f"no script {args[0]}"
+        rest = args[2:] if args[0] == "-m" else args[1:]
+        if rest and rest[0].isidentifier():  # a sub-command: its own --help lists its flags
+            target.append(rest[0])
         flags = {a.split("=")[0] for a in args if a.startswith("--")}
         done = subprocess.run(
             [sys.executable, *target, "--help"],

@@ -173,7 +173,7 @@ def test_route_cache_policy_is_checked_when_the_file_loads() -> None:
         parse_config(cfg)
     assert err.value.errors == [
         'routes.chat.cache.decision: "neighbourhod": '
-        "Input should be 'verifier', 'neighbourhood' or 'threshold'"
+        "Input should be 'evidence', 'verifier', 'neighbourhood' or 'threshold'"
     ]
     cfg["routes"]["chat"]["cache"] = {"treshold": 0.9, "max_entries": 10}
     with pytest.raises(ConfigError) as err:
