@@ -134,7 +134,10 @@ def test_vllm_command_benchmarks_the_served_model(served, spec, workdir: Path) -
     done = subprocess.run(
         [str(BIN / "vllm"), "--version"], capture_output=True, text=True, timeout=300
     )
-    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "0.32.0", done.stderr
+    from vocabulary.pins import VLLM_VERSION
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == VLLM_VERSION, done.stdout
     bench = subprocess.run(
         [str(BIN / "vllm"), "bench", "serve", "--backend", "openai",
          "--base-url", served["endpoint"], "--endpoint", f"{builder.route_prefix(spec)}/v1/completions",
