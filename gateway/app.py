@@ -13,9 +13,9 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.cache.api import CacheRequest, ResponseCache
 from gateway.config import (
     Compiled,
+    CompiledKey,
     ConfigError,
     RoutesConfig,
     compile_config,
@@ -31,6 +32,7 @@ from gateway.config import (
     resolve_keys_file,
 )
 from gateway.errors import GatewayError
+from gateway.internal import Answer, call_route
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.proxy import OK, Upstreams
@@ -66,6 +68,17 @@ _RESTART_SECTIONS = ("server", "redis", "cache", "tracing")
 
 class StartupError(RuntimeError):
     """The gateway cannot start with this configuration (message says why)."""
+
+
+class Extension(Protocol):
+    """More API on the gateway's server (the Batch API, pipelines/api.py): its routes are added
+    before the catch-all, and it starts and stops with the gateway."""
+
+    def add_routes(self, app: web.Application) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 def build_cache(section: CacheSection) -> ResponseCache:
@@ -109,12 +122,21 @@ class GatewayService:
         self.forwarder: Forwarder | None = None
         self.relay: Relay | None = None
         self.ready = False
+        self.extensions: list[Extension] = []
         self._tasks: set[asyncio.Task] = set()
         self._mtimes = self._watch_mtimes()
         self._openapi = orjson.dumps(openapi_document())
 
     # -- lifecycle --------------------------------------------------------------------------
+    def extend(self, extension: Extension) -> None:
+        self.extensions.append(extension)
+
     def app(self) -> web.Application:
+        if self.cfg.batch is not None and not self.extensions:
+            raise StartupError(
+                "the routes file has a `batch:` section but the Batch API is not mounted: "
+                "serve it with `tandem gateway serve` (pip install 'tandem[pipelines]')"
+            )
         app = web.Application(client_max_size=self.cfg.server.max_body_bytes)
         r = app.router
         r.add_post("/v1/chat/completions", self.chat_completions)
@@ -125,12 +147,29 @@ class GatewayService:
         r.add_get("/readyz", self.readyz)
         r.add_get("/metrics", self.prometheus)
         r.add_get("/openapi.json", self.openapi)
+        for extension in self.extensions:
+            extension.add_routes(app)
         r.add_route("*", "/{tail:.*}", self.not_found)
         app.on_startup.append(self._startup)
         app.on_cleanup.append(self._cleanup)
         return app
 
     async def _startup(self, _app: web.Application) -> None:
+        await self.start()
+        for extension in self.extensions:
+            await extension.start()
+        self.ready = True
+
+    async def _cleanup(self, _app: web.Application) -> None:
+        self.ready = False
+        for extension in self.extensions:
+            await extension.close()
+        await self.close()
+
+    async def start(self) -> None:
+        """Build what lives on the event loop (HTTP sessions, Redis clients, the cache); the
+        server calls it at start-up, and a process that calls the routes without serving them
+        (a batch worker) calls it itself."""
         self.upstreams = Upstreams(self.compiled, self.metrics)
         self.forwarder = Forwarder(self.upstreams)
         self.relay = Relay(self.upstreams, self.accounting, self.cache_stage)
@@ -140,10 +179,8 @@ class GatewayService:
             await self._start_cache(self.cache)
         if self.config_path is not None and self.cfg.server.reload_interval_s > 0:
             self._spawn(self._watch())
-        self.ready = True
 
-    async def _cleanup(self, _app: web.Application) -> None:
-        self.ready = False
+    async def close(self) -> None:
         for t in list(self._tasks):
             t.cancel()
         if self.upstreams is not None:
@@ -171,6 +208,13 @@ class GatewayService:
             route, creq.endpoint, body, orjson.dumps(body), False, False
         )
         return a.obj if a.kind == OK else None
+
+    async def call_route(
+        self, key: CompiledKey, endpoint: str, body: dict[str, Any], *, batch: bool
+    ) -> Answer:
+        """`body` through the stages for `key`, without an HTTP caller (gateway/internal.py):
+        how batch lines and async jobs reach the routes."""
+        return await call_route(self, key, endpoint, body, batch=batch)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -308,7 +352,10 @@ def serve(
     config_path: str | Path | None = None,
     host: str | None = None,
     port: int | None = None,
+    extend: Callable[[GatewayService], None] | None = None,
 ) -> None:
+    """Serve `cfg` until stopped; `extend` mounts more API on the service first (the Batch API
+    when the routes file has a `batch:` section: tandem/cli/gateway.py)."""
     try:
         import uvloop
 
@@ -316,6 +363,8 @@ def serve(
     except ImportError:  # pragma: no cover - uvloop is in the gateway extra
         pass
     service = GatewayService(cfg, config_path)
+    if extend is not None:
+        extend(service)
     web.run_app(
         service.app(),
         host=host or cfg.server.host,

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from vocabulary.cache import CachePolicy, CacheSection
 from vocabulary.errors import ConfigError, InputError, format_validation_error
 from vocabulary.gateway import ENDPOINTS, Budget, Endpoint, Price, Timeouts
+from vocabulary.pipelines import BatchSection
 from vocabulary.yamlfile import load_yaml
 
 
@@ -91,6 +92,9 @@ class Route(_Strict):
     degrade_to: str | None = Field(None, description="cheaper alias used past the soft budget")
     hedge_after_s: float | None = Field(None, gt=0)
     cache: CachePolicy | None = Field(None, description="this route's cache policy keys")
+    batch_discount: float = Field(
+        0.0, ge=0, lt=1, description="share of the price a batch line is not charged"
+    )
 
 
 class ApiKey(_Strict):
@@ -147,6 +151,7 @@ class RoutesConfig(_Strict):
     cache: CacheSection | None = None
     redis: Redis | None = None
     tracing: Tracing = Tracing()
+    batch: BatchSection | None = Field(None, description="the Batch API and async jobs")
 
     @model_validator(mode="after")
     def _references(self) -> RoutesConfig:
@@ -182,6 +187,7 @@ class RoutesConfig(_Strict):
                     errors.append(
                         f"keys[{i}].models: unknown route {m!r}; allowed: ['*'] + {sorted(self.routes)}"
                     )
+        errors += self._batch_references()
         budgeted = [t for t, team in self.teams.items() if team.budget]
         unpriced = sorted(set(self.backends) - set(self.prices))
         if budgeted and unpriced:
@@ -191,6 +197,30 @@ class RoutesConfig(_Strict):
         if errors:
             raise ValueError("\n".join(errors))
         return self
+
+    def _batch_references(self) -> list[str]:
+        """The batch section needs the shared Redis (its queue, and the budgets its lines are
+        charged to), and names routes that exist; a batch discount needs batch traffic."""
+        if self.batch is None:
+            return [
+                f"routes.{alias}.batch_discount: applies to batch lines only; add a `batch:` "
+                "section or remove it"
+                for alias, route in self.routes.items()
+                if route.batch_discount
+            ]
+        errors = []
+        if self.redis is None:
+            errors.append(
+                "batch: needs the `redis:` section (the queue, the batch records and the budgets "
+                "the lines are charged to live there)"
+            )
+        for alias in self.batch.workers.yield_to_online.slo_p95_ms:
+            if alias not in self.routes:
+                errors.append(
+                    f"batch.workers.yield_to_online.slo_p95_ms.{alias}: unknown route; "
+                    f"allowed: {sorted(self.routes)}"
+                )
+        return errors
 
     def to_yaml(self) -> str:
         """The file as written: the fields that were set, in field order, without nulls (every
@@ -294,6 +324,7 @@ class CompiledRoute:
         "degrade_to",
         "endpoints",
         "cache_policy",
+        "batch_price_factor",
     )
 
     def __init__(self, alias: str, spec: Route, backends: dict[str, CompiledBackend]) -> None:
@@ -317,6 +348,7 @@ class CompiledRoute:
         self.degrade_to: CompiledRoute | None = None
         self.endpoints = frozenset(spec.endpoints)
         self.cache_policy = spec.cache
+        self.batch_price_factor = 1.0 - spec.batch_discount  # what a batch line pays
 
 
 class CompiledKey:

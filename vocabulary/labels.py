@@ -25,6 +25,8 @@ TOKEN_USE_CASE = "tandem:use_case:UseCase"
 TOKEN_GATEWAY = "tandem:gateway:Gateway"
 TOKEN_OBSERVABILITY = "tandem:observability:Observability"
 TOKEN_IMAGES = "tandem:images:Images"
+TOKEN_BATCH_WORKERS = "tandem:pipelines:BatchWorkers"
+TOKEN_KEDA = "tandem:pipelines:Keda"
 
 # Kubernetes node / pod labels.
 LABEL_POOL = f"{DOMAIN}/pool"
@@ -59,6 +61,8 @@ NS_KUBERAY = "kuberay-system"
 NS_MONITORING = "monitoring"
 NS_GATEWAY = "tandem-gateway"
 NS_SERVING = "tandem-serving"
+NS_BATCH = "tandem-batch"  # RayJobs (big offline batches)
+NS_KEDA = "keda"
 
 
 def platform_labels(**extra: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from typing import Any
 from gateway import tracing
 from gateway.config import CompiledBackend
 from gateway.errors import GatewayError
+from gateway.load import OnlineLatency
 from gateway.metrics import Metrics
 from gateway.stages.admit import Admission
 from gateway.stages.call import Call
@@ -23,6 +24,9 @@ class Accounting:
     def __init__(self, metrics: Metrics, admission: Admission) -> None:
         self.metrics = metrics
         self.admission = admission
+        # online answers' latency per route, when something reads it (the batch workers' yield
+        # rule, pipelines/); None costs nothing per request
+        self.online: OnlineLatency | None = None
 
     async def answered(self, call: Call, backend: CompiledBackend, usage: dict | None) -> None:
         """A 200 from `backend` with this `usage` (None: the backend sent none)."""
@@ -31,14 +35,19 @@ class Accounting:
         m = self.metrics
         labels = (key.team, *backend.label_values)
         tin, tout = usage_tokens(usage)
-        cost = tin * backend.price_in + tout * backend.price_out
+        cost = (tin * backend.price_in + tout * backend.price_out) * call.price_factor
+        elapsed = time.monotonic() - call.t0
         m.child(m.requests, *labels, call.endpoint, "200").inc()
-        m.child(m.latency, *labels, call.endpoint).observe(time.monotonic() - call.t0)
+        m.child(m.latency, *labels, call.endpoint).observe(elapsed)
         m.child(m.tokens, *labels, "in").inc(tin)
         m.child(m.tokens, *labels, "out").inc(tout)
         if cost:
             m.child(m.cost, *labels).inc(cost)
-        await self.admission.charge(key, call.budget, tin + tout, cost)
+        call.cost, call.usage = cost, (tin, tout)
+        if not call.deferred:  # a deferred call is charged by the pipeline, with its result
+            if self.online is not None and call.route is not None:
+                self.online.observe(call.route.alias, call.ttft if call.stream else elapsed)
+            await self.admission.charge(key, call.budget, tin + tout, cost)
         if call.span is not None:
             tracing.end_answered(call.span, backend, tin, tout)
 

@@ -95,6 +95,11 @@ def period_id(budget: Budget, now: float) -> int:
     return int(now // PERIOD_SECONDS[budget.period])
 
 
+def spend_key(prefix: str, team: str, budget: Budget, now: float) -> str:
+    """The Redis key of a team's spend this period (the asynchronous pipelines charge it too)."""
+    return f"{prefix}:spend:{team}:{period_id(budget, now)}"
+
+
 class UsageStore(Protocol):
     async def admit(self, key: CompiledKey, team_budget: Budget | None) -> tuple[int, int, float]:
         """Count one request; return (requests this minute, tokens this minute, team spend)."""
@@ -177,7 +182,7 @@ class RedisUsage:
         minute = int(now // 60)
         rk = f"{self._p}:rpm:{key.id}:{minute}"
         tk = f"{self._p}:tpm:{key.id}:{minute}"
-        sk = f"{self._p}:spend:{key.team}:{period_id(team_budget, now)}" if team_budget else None
+        sk = spend_key(self._p, key.team, team_budget, now) if team_budget else None
         return rk, tk, sk
 
     async def admit(self, key: CompiledKey, team_budget: Budget | None) -> tuple[int, int, float]:
@@ -215,7 +220,7 @@ class RedisUsage:
 
     async def spend(self, team: str, team_budget: Budget) -> float:
         try:
-            val = await self._r.get(f"{self._p}:spend:{team}:{period_id(team_budget, time.time())}")
+            val = await self._r.get(spend_key(self._p, team, team_budget, time.time()))
         except self._errors as exc:
             self._failed(exc)
             return 0.0

@@ -25,3 +25,11 @@ class Call:
     budget: Budget | None = None  # admit: the team's budget, if it has one
     span: Any = None  # the trace span, when tracing is on
     cache_request: CacheRequest | None = None  # cache: set when the cache was asked
+    ttft: float = 0.0  # relay: seconds to a stream's first byte
+    # A call the asynchronous pipelines make (gateway/internal.py), not a caller's: its cost is
+    # computed (at the route's batch discount for a batch line) but charged by the pipeline when
+    # it records the result, exactly once however often the line ran; it is not online traffic.
+    deferred: bool = False
+    price_factor: float = 1.0
+    cost: float = 0.0  # account: what the answer cost (a deferred call's charge)
+    usage: tuple[int, int] = (0, 0)  # account: (prompt, completion) tokens

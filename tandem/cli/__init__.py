@@ -27,6 +27,7 @@ COMMAND_MODULES = {
     "tandem.cli.serve": "serving",  # serve
     "tandem.cli.gateway": "gateway",  # gateway serve / hash-key
     "tandem.cli.cache": "gateway",  # cache replay
+    "tandem.cli.batch": "pipelines",  # batch worker / submit
     "tandem.cli.finops": "finops",  # finops report / demo
 }
 
@@ -126,6 +127,7 @@ _TANDEM_PACKAGES = {
     "components",
     "policies",
     "gateway",
+    "pipelines",
     "serving",
     "finops",
     "observability",

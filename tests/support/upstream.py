@@ -39,6 +39,7 @@ class Behaviour:
     chunks: int = 4  # content chunks in a stream
     chunk_delay_s: float = 0.0
     faults: list[Behaviour] = field(default_factory=list)  # one drawn per request when set
+    poison: str | None = None  # a prompt containing this always gets a 500 (a poison line)
 
 
 class Upstream:
@@ -94,6 +95,8 @@ class Upstream:
                 f"This model's maximum context length is {b.context_limit} tokens.",
                 "context_length_exceeded",
             )
+        if b.poison is not None and b.poison in str(body.get("messages", body.get("prompt"))):
+            return _error(500, f"upstream {self.name} cannot answer this", "poisoned")
         if b.garbage:
             return web.Response(body=b"<html>proxy error page</html>", content_type="text/html")
         if b.status != 200:

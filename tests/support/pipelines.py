@@ -1,0 +1,263 @@
+"""Real parts for the asynchronous pipelines: a redis-server with AOF that can be killed and
+restarted on the same port and data, moto's S3 server, a routes file with a `batch:` section,
+the gateway with the Batch API mounted (in a thread, or as a `tandem gateway serve` process) and
+batch workers (in a thread, or as `tandem batch worker` processes that can be SIGKILLed)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vocabulary.net import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = "sk-batch-team"
+OTHER_KEY = "sk-other-team"
+WEBHOOK_SECRET = "whsec_" + "c2VjcmV0LWZvci10YW5kZW0tdGVzdHMtMzItYnl0ZXM="
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "TANDEM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+}
+
+
+def _wait_port(port: int, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not listen on {port} within {timeout} s") from None
+            time.sleep(0.05)
+
+
+class RedisProcess:
+    """redis-server with AOF in its own folder: `kill()` (SIGKILL) and `start()` again keep the
+    port and the data, as a pod restart with a persistent volume does."""
+
+    def __init__(self, folder: Path, fsync: str = "everysec") -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is required: apt-get install -y redis-server")
+        self.exe = exe
+        self.folder = folder
+        self.fsync = fsync
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisProcess:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "yes", "--appendfsync", self.fsync, "--dir", str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait_port(self.port, "redis-server")
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@contextmanager
+def moto_s3(bucket: str = "tandem-batch") -> Iterator[str]:
+    """moto's S3 server on a free port with `bucket` created; yields its endpoint URL."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    for k, v in AWS_ENV.items():
+        os.environ.setdefault(k, v)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket=bucket)
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+def routes(
+    upstream_url: str,
+    redis_url: str,
+    s3_url: str,
+    *,
+    port: int = 0,
+    budget_usd: float | None = 1000.0,
+    batch: dict[str, Any] | None = None,
+    discount: float = 0.5,
+    cache: bool = False,
+) -> dict[str, Any]:
+    """A routes file: one route `chat` on the upstream (priced, with a batch discount), two keys
+    of two teams, Redis shared, and the `batch:` section."""
+    from gateway.config import hash_key
+
+    cfg: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": port, "reload_interval_s": 0},
+        "backends": {
+            "up": {
+                "url": upstream_url + "/v1",
+                "timeouts": {"connect_s": 1, "first_token_s": 10, "total_s": 20},
+                "breaker": {"min_requests": 1000, "consecutive_failures": 1000},
+            }
+        },
+        "routes": {
+            "chat": {
+                "backends": [{"backend": "up"}],
+                "batch_discount": discount,
+                "retries": {"attempts": 0},
+                "deadline_s": 20,
+            }
+        },
+        "prices": {"up": {"input_per_mtok": 2.0, "output_per_mtok": 6.0}},
+        "keys": [
+            {"id": "batch-key", "team": "batchers", "sha256": hash_key(KEY)},
+            {"id": "other-key", "team": "others", "sha256": hash_key(OTHER_KEY)},
+        ],
+        "teams": {"batchers": {"budget": {"usd": budget_usd}}} if budget_usd else {},
+        "redis": {"url": redis_url, "prefix": "tandem:gw"},
+        "batch": {
+            "files": {"bucket": "tandem-batch", "endpoint_url": s3_url},
+            "webhook_secret_env": "TANDEM_WEBHOOK_SECRET",
+            "workers": {"claim_idle_s": 2.0, "concurrency": 16},
+            **(batch or {}),
+        },
+    }
+    if cache:
+        cfg["cache"] = {"mode": "exact"}
+    return cfg
+
+
+def write_routes(path: Path, cfg: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+class WorkerThread:
+    """A batch worker on its own event loop in a thread (for tests that do not kill it)."""
+
+    def __init__(self, cfg: dict[str, Any], name: str = "w-thread") -> None:
+        from gateway.config import parse_config
+
+        self.cfg = parse_config(cfg)
+        self.name = name
+        self.loop = asyncio.new_event_loop()
+        self.stop_event: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        from pipelines.service import run_worker
+
+        asyncio.set_event_loop(self.loop)
+
+        async def main() -> None:
+            self.stop_event = asyncio.Event()
+            await run_worker(
+                self.cfg, None, "127.0.0.1", free_port(), stop=self.stop_event, name=self.name
+            )
+
+        try:
+            self.loop.run_until_complete(main())
+        except BaseException as exc:
+            self.error = exc
+
+    def start(self) -> WorkerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while self.stop_event is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self.stop_event is not None:
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(30)
+
+
+class TandemProcess:
+    """`tandem <args>` as a child process (a gateway or a worker) that can be SIGKILLed."""
+
+    def __init__(self, args: list[str], port: int, log: Path, env: dict[str, str] | None = None):
+        self.args = args
+        self.port = port
+        self.log = log
+        self.env = {**os.environ, **AWS_ENV, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> TandemProcess:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tandem.cli", *self.args],
+                cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        if wait:
+            _wait_port(self.port, " ".join(self.args[:2]), timeout=30)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+
+def batch_lines(n: int, model: str = "chat", poison: set[int] | None = None) -> bytes:
+    """`n` chat lines; indexes in `poison` carry a prompt the test upstream always fails."""
+    import orjson
+
+    out = []
+    for i in range(n):
+        content = "POISON" if poison and i in poison else f"question {i}"
+        out.append(
+            orjson.dumps(
+                {
+                    "custom_id": f"req-{i}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {"model": model, "messages": [{"role": "user", "content": content}]},
+                }
+            )
+        )
+    return b"\n".join(out) + b"\n"
