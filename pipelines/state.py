@@ -7,6 +7,7 @@ Keys, under the batch section's prefix P:
     P:batch:<id>        hash   a batch: status, timestamps, request counts, usage, cost
     P:batches:<team>    zset   the team's batches by creation time
     P:results:<batch>   hash   line index -> its one record (deleted once the files are written)
+    P:reruns:<batch>    hash   line index -> runs after the first (a redelivered line)
     P:job:<id>          hash   an async job; P:jobs:expiry (zset) says when it is dropped
     P:online            hash   gateway replica -> its online p95 per route (the yield rule)
 
@@ -119,7 +120,7 @@ if not final then return 0 end
 redis.call('HSET', KEYS[1], 'status', final, final .. '_at', ARGV[1])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'output_file_id', ARGV[2]) end
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error_file_id', ARGV[3]) end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[3])
 return 1
 """
 
@@ -130,6 +131,15 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1], 'response', ARGV[2], 'completed_a
            'cost_usd', ARGV[4])
 if ARGV[5] == '1' and tonumber(ARGV[4]) > 0 then redis.call('INCRBYFLOAT', KEYS[2], ARGV[4]) end
 return 1
+"""
+
+
+_JOB_RUN = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'in_progress', 'started_at', ARGV[1])
+end
+return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 """
 
 
@@ -149,6 +159,7 @@ class Records:
         self._finalize_start = r.register_script(_FINALIZE_START)
         self._finalize_end = r.register_script(_FINALIZE_END)
         self._commit_job = r.register_script(_COMMIT_JOB)
+        self._job_run = r.register_script(_JOB_RUN)
 
     def key(self, *parts: str) -> str:
         return self.s.key(*parts)
@@ -260,6 +271,12 @@ class Records:
     async def has_result(self, batch_id: str, index: int) -> bool:
         return bool(await self.r.hexists(self.key("results", batch_id), str(index)))
 
+    async def rerun(self, batch_id: str, index: int) -> int:
+        """Count one more run of a redelivered line; how many runs it has had, this one
+        included. Deliveries alone would overcount: an entry can be taken over from a live worker
+        that lost Redis for a while, without the line running again."""
+        return 1 + int(await self.r.hincrby(self.key("reruns", batch_id), str(index), 1))
+
     async def results(self, batch_id: str) -> dict[str, str]:
         return await self.r.hgetall(self.key("results", batch_id))
 
@@ -270,7 +287,11 @@ class Records:
         self, batch_id: str, output_id: str | None, error_id: str | None
     ) -> None:
         await self._finalize_end(
-            keys=[self.key("batch", batch_id), self.key("results", batch_id)],
+            keys=[
+                self.key("batch", batch_id),
+                self.key("results", batch_id),
+                self.key("reruns", batch_id),
+            ],
             args=[now_s(), output_id or "", error_id or ""],
         )
 
@@ -286,18 +307,9 @@ class Records:
         h = await self.r.hgetall(self.key("job", job_id))
         return h or None
 
-    async def job_started(self, job_id: str, attempts: int) -> None:
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hset(self.key("job", job_id), "attempts", attempts)
-        pipe.hsetnx(self.key("job", job_id), "started_at", now_s())
-        await pipe.execute()
-        # queued -> in_progress, never back from a terminal status
-        await self.r.eval(
-            "if redis.call('HGET', KEYS[1], 'status') == 'queued' then "
-            "redis.call('HSET', KEYS[1], 'status', 'in_progress') end return 1",
-            1,
-            self.key("job", job_id),
-        )
+    async def job_run(self, job_id: str) -> int:
+        """queued -> in_progress (never back from an end), and count this run of the job."""
+        return int(await self._job_run(keys=[self.key("job", job_id)], args=[now_s()]))
 
     async def commit_job(
         self, job_id: str, ok: bool, response: bytes, cost: float, spend_key: str | None

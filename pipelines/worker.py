@@ -15,7 +15,7 @@ Messages:
     lines stream  one batch line
 
 A line that fails is retried in place with exponential backoff (the Retry-After of a 429/503
-when there is one), up to `max_attempts` counting earlier deliveries: a line that keeps failing
+when there is one), up to `max_attempts` counting earlier runs: a line that keeps failing
 ends in the error file with its last answer, and a line whose worker died `max_attempts` times
 (it may be what kills them) ends there too. Either way the rest of the batch goes on.
 """
@@ -128,6 +128,7 @@ class Worker:
         self._keys: tuple[Compiled | None, dict[str, CompiledKey]] = (None, {})
         self._tasks: set[asyncio.Task] = set()
         self._stopping = False
+        self._last_warning = 0.0
         self._http: aiohttp.ClientSession | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -158,6 +159,13 @@ class Worker:
             await self._http.close()
             await self.r.aclose()
 
+    def _warn(self, message: str, *args: Any) -> None:
+        """A warning at most every 10 s: an outage must not flood the log, one line per task."""
+        now = time.monotonic()
+        if now - self._last_warning > 10:
+            self._last_warning = now
+            log.warning(message, *args)
+
     async def _redis_retry(self, op: Callable[[], Awaitable[_T]], limit_s: float = 60.0) -> _T:
         """`op`, retried while Redis is unreachable (a restart) for up to `limit_s`."""
         deadline = time.monotonic() + limit_s
@@ -168,7 +176,7 @@ class Worker:
             except (RedisError, OSError) as exc:
                 if time.monotonic() + delay > deadline or self._stopping:
                     raise
-                log.warning("redis unavailable (%s); retrying in %.1fs", exc, delay)
+                self._warn("redis unavailable (%s); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
 
@@ -188,7 +196,7 @@ class Worker:
             try:
                 msgs = await self.queue.read(stream, self.name, room, block_ms=500)
             except (RedisError, OSError) as exc:
-                log.warning("reading %s failed (%s); retrying", stream, exc)
+                self._warn("reading %s failed (%s); retrying", stream, exc)
                 await asyncio.sleep(0.5)
                 continue
             for msg in msgs:
@@ -208,7 +216,7 @@ class Worker:
                         stream, self.name, self.s.workers.claim_idle_s, room
                     )
                 except (RedisError, OSError) as exc:
-                    log.warning("claiming from %s failed (%s)", stream, exc)
+                    self._warn("claiming from %s failed (%s)", stream, exc)
                     continue
                 for msg in msgs:
                     if msg[0] in self.inflight[stream]:
@@ -273,7 +281,7 @@ class Worker:
             elif fields.get("t") == "finalize":
                 await self._finalize(fields["id"])
             elif fields.get("t") == "job":
-                await self._job(fields["id"], deliveries)
+                await self._job(fields["id"])
             else:
                 log.error("unknown message on %s: %s", stream, fields)
             await self._redis_retry(lambda: self.queue.done(stream, [mid]))
@@ -335,9 +343,12 @@ class Worker:
         h = await self._batch(batch_id)
         if h is None or h["status"] in TERMINAL or h["status"] == "finalizing":
             return
-        if deliveries > 1 and await self.records.has_result(batch_id, index):
-            self.metrics.duplicates.inc()
-            return
+        runs = 1
+        if deliveries > 1:
+            if await self.records.has_result(batch_id, index):
+                self.metrics.duplicates.inc()
+                return
+            runs = await self.records.rerun(batch_id, index)
         expired = False
         answer: Answer | None = None
         if h["status"] == "cancelling":
@@ -351,14 +362,14 @@ class Worker:
                 batch_id, index, custom_id, "batch_expired",
                 "This request could not be executed before the completion window expired.",
             )  # fmt: skip
-        elif deliveries > self.s.max_attempts:
+        elif runs > self.s.max_attempts:
             record = error_record(
                 batch_id, index, custom_id, "max_attempts_exceeded",
-                f"The workers running this request stopped {deliveries - 1} times; it was not "
+                f"The workers running this request stopped {runs - 1} times; it was not "
                 "run again.",
             )  # fmt: skip
         else:
-            answer = await self._call(h, orjson.loads(f["d"]), deliveries, batch=True)
+            answer = await self._call(h, orjson.loads(f["d"]), runs, batch=True)
             record = response_record(batch_id, index, custom_id, answer.status, answer.body)
         ok = answer is not None and answer.status == 200
         team = h["team"]
@@ -415,22 +426,22 @@ class Worker:
         log.info("batch %s %s: %d output, %d error lines", batch_id, final, len(out), len(err))
 
     # -- async jobs -------------------------------------------------------------------------
-    async def _job(self, job_id: str, deliveries: int) -> None:
+    async def _job(self, job_id: str) -> None:
         h = await self.records.job(job_id)
         if h is None:
             return
         if h["status"] in ("queued", "in_progress"):
-            if deliveries > self.s.max_attempts:
+            runs = await self.records.job_run(job_id)
+            if runs > self.s.max_attempts:
                 answer = Answer(
                     500,
                     {"error": {"message": f"The workers running this job stopped "
-                               f"{deliveries - 1} times; it was not run again.",
+                               f"{runs - 1} times; it was not run again.",
                                "type": "api_error", "param": None,
                                "code": "max_attempts_exceeded"}},
                 )  # fmt: skip
             else:
-                await self.records.job_started(job_id, deliveries)
-                answer = await self._call(h, orjson.loads(h["body"]), deliveries, batch=False)
+                answer = await self._call(h, orjson.loads(h["body"]), runs, batch=False)
             response = orjson.dumps({"status_code": answer.status, "body": answer.body})
             ok = answer.status == 200
             if await self.records.commit_job(
@@ -496,10 +507,10 @@ class Worker:
         return spend_key(self.redis_prefix, team, budget, time.time()) if budget else None
 
     async def _call(
-        self, h: dict[str, str], body: dict[str, Any], deliveries: int, *, batch: bool
+        self, h: dict[str, str], body: dict[str, Any], runs: int, *, batch: bool
     ) -> Answer:
         """The route's answer, retrying what may pass (5xx, a busy backend) with backoff, up to
-        what is left of `max_attempts` after earlier deliveries."""
+        what is left of `max_attempts` after earlier runs."""
         key = self._key(h["key_id"])
         if key is None:
             return Answer(
@@ -509,7 +520,7 @@ class Worker:
                            "code": "invalid_api_key"}},
             )  # fmt: skip
         endpoint = ENDPOINTS[h["endpoint"]]
-        tries = max(1, self.s.max_attempts - (deliveries - 1))
+        tries = max(1, self.s.max_attempts - (runs - 1))
         for attempt in range(tries):
             answer = await self.svc.call_route(key, endpoint, body, batch=batch)
             if not answer.retryable or attempt == tries - 1:

@@ -131,7 +131,8 @@ def routes(
                 "url": upstream_url + "/v1",
                 "timeouts": {"connect_s": 1, "first_token_s": 10, "total_s": 20},
                 "breaker": {"min_requests": 1000, "consecutive_failures": 1000},
-            }
+            },
+            "down": {"url": "http://127.0.0.1:9/v1", "timeouts": {"connect_s": 0.5}},
         },
         "routes": {
             "chat": {
@@ -139,9 +140,18 @@ def routes(
                 "batch_discount": discount,
                 "retries": {"attempts": 0},
                 "deadline_s": 20,
-            }
+            },
+            # nothing listens on port 9: every line falls back to `chat`
+            "flaky": {
+                "backends": [{"backend": "down"}],
+                "fallbacks": ["chat"],
+                "retries": {"attempts": 0},
+            },
         },
-        "prices": {"up": {"input_per_mtok": 2.0, "output_per_mtok": 6.0}},
+        "prices": {
+            "up": {"input_per_mtok": 2.0, "output_per_mtok": 6.0},
+            "down": {"input_per_mtok": 2.0, "output_per_mtok": 6.0},
+        },
         "keys": [
             {"id": "batch-key", "team": "batchers", "sha256": hash_key(KEY)},
             {"id": "other-key", "team": "others", "sha256": hash_key(OTHER_KEY)},
@@ -261,3 +271,171 @@ def batch_lines(n: int, model: str = "chat", poison: set[int] | None = None) -> 
             )
         )
     return b"\n".join(out) + b"\n"
+
+
+# -- the fault runs: the test suite's (1,000 lines) and the benchmark's (10,000) -------------
+
+
+class BatchStack:
+    """Redis (AOF), moto S3, an upstream on loopback (in this process), the gateway as a
+    `tandem gateway serve` process and `workers` `tandem batch worker` processes, all on free
+    loopback ports, from one routes file in `folder`."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        workers: int = 2,
+        upstream: Any = None,
+        batch: dict[str, Any] | None = None,
+        budget_usd: float = 1e6,
+    ) -> None:
+        from tests.support.upstream import ServerThread, Upstream
+
+        self.folder = folder
+        self.n_workers = workers
+        self.upstream = upstream or Upstream("up")
+        self._upstream_server = ServerThread(self.upstream.app)
+        self._s3 = moto_s3()
+        self.redis = RedisProcess(folder / "redis")
+        self.batch_cfg = batch
+        self.budget_usd = budget_usd
+        self.gateway: TandemProcess | None = None
+        self.workers: list[TandemProcess] = []
+        self._spawned = 0
+
+    def __enter__(self) -> BatchStack:
+        import redis
+
+        self.redis.start()
+        self.s3_url = self._s3.__enter__()
+        self._upstream_server.start()
+        self.gateway_port = free_port()
+        self.cfg = routes(
+            self._upstream_server.url, self.redis.url, self.s3_url, port=self.gateway_port,
+            budget_usd=self.budget_usd, batch=self.batch_cfg,
+        )  # fmt: skip
+        self.config = write_routes(self.folder / "routes.yaml", self.cfg)
+        self.gateway = TandemProcess(
+            ["gateway", "serve", "--config", str(self.config), "--log-level", "WARNING"],
+            self.gateway_port, self.folder / "gateway.log",
+        ).start()  # fmt: skip
+        for _ in range(self.n_workers):
+            self.workers.append(self.new_worker().start())
+        self.r = redis.Redis.from_url(self.redis.url, decode_responses=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for w in self.workers:
+            w.stop()
+        if self.gateway is not None:
+            self.gateway.stop()
+        self._upstream_server.stop()
+        self._s3.__exit__(None, None, None)
+        self.redis.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    def new_worker(self) -> TandemProcess:
+        self._spawned += 1
+        port = free_port()
+        return TandemProcess(
+            ["batch", "worker", "--config", str(self.config), "--port", str(port),
+             "--name", f"w{self._spawned}", "--log-level", "WARNING"],
+            port, self.folder / f"worker{self._spawned}.log",
+        )  # fmt: skip
+
+    def client(self) -> Any:
+        from pipelines.client import BatchClient
+
+        return BatchClient(self.url, KEY)
+
+    def submit(self, lines: int) -> str:
+        path = self.folder / f"in-{lines}.jsonl"
+        path.write_bytes(batch_lines(lines))
+        c = self.client()
+        return c.create(c.upload(path)["id"], "/v1/chat/completions", None)["id"]
+
+    def done(self, batch_id: str) -> int:
+        """Lines recorded so far (read from Redis: works while the gateway is down)."""
+        try:
+            h = self.r.hmget(f"tandem:batch:batch:{batch_id}", "completed", "failed")
+        except Exception:
+            return -1
+        return sum(int(v or 0) for v in h)
+
+    def spend(self) -> float:
+        keys = self.r.keys("tandem:gw:spend:batchers:*")
+        return sum(float(self.r.get(k) or 0) for k in keys)
+
+    def inject(self, fault: str) -> None:
+        if fault == "kill_workers":
+            for w in self.workers:
+                w.kill()
+            self.workers = [self.new_worker().start() for _ in range(self.n_workers)]
+        elif fault == "restart_redis":
+            self.redis.kill()
+            time.sleep(1.0)
+            self.redis.start()
+        elif fault == "restart_gateway":
+            assert self.gateway is not None
+            self.gateway.kill()
+            time.sleep(1.0)
+            self.gateway.start()
+        else:
+            raise ValueError(fault)
+
+    def fault_run(self, fault: str, lines: int, at: float = 0.3, timeout_s: float = 600) -> dict:
+        """Submit `lines`, inject `fault` when `at` of them are recorded, wait for the batch to
+        end, and count: every input line must be in output ∪ errors exactly once, and the team
+        charged exactly once per answered line."""
+        import orjson
+
+        spend_before = self.spend()
+        upstream_before = self.upstream.requests
+        t0 = time.monotonic()
+        batch_id = self.submit(lines)
+        deadline = t0 + timeout_s
+        while self.done(batch_id) < at * lines:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"batch {batch_id} made no progress before the fault")
+            time.sleep(0.05)
+        self.inject(fault)
+        batch = self.client().wait(batch_id, poll_s=0.25, timeout_s=deadline - time.monotonic())
+        elapsed = time.monotonic() - t0
+        c = self.client()
+        records = []
+        for field in ("output_file_id", "error_file_id"):
+            if batch.get(field):
+                records += [orjson.loads(x) for x in c.content(batch[field]).splitlines() if x]
+        seen: dict[str, int] = {}
+        for rec in records:
+            seen[rec["custom_id"]] = seen.get(rec["custom_id"], 0) + 1
+        wanted = {f"req-{i}" for i in range(lines)}
+        price_in, price_out = 2.0 / 1e6, 6.0 / 1e6
+        discount = 0.5
+        expected = sum(
+            (r["response"]["body"]["usage"]["prompt_tokens"] * price_in
+             + r["response"]["body"]["usage"]["completion_tokens"] * price_out) * discount
+            for r in records
+            if r["response"] and r["response"]["status_code"] == 200
+        )  # fmt: skip
+        charged = self.spend() - spend_before
+        per_line = expected / max(1, len(records))
+        return {
+            "fault": fault,
+            "lines": lines,
+            "status": batch["status"],
+            "lost": len(wanted - set(seen)),
+            "duplicated": sum(n - 1 for n in seen.values() if n > 1),
+            "double_charged": max(0, round((charged - expected) / per_line)) if per_line else 0,
+            "charged_usd": round(charged, 6),
+            "expected_usd": round(expected, 6),
+            "errors": len(
+                [r for r in records if r["error"] or r["response"]["status_code"] != 200]
+            ),
+            "reruns": self.upstream.requests - upstream_before - lines,
+            "seconds": round(elapsed, 2),
+        }
