@@ -200,14 +200,9 @@ class RoutesConfig(_Strict):
 
     def _batch_references(self) -> list[str]:
         """The batch section needs the shared Redis (its queue, and the budgets its lines are
-        charged to), and names routes that exist; a batch discount needs batch traffic."""
+        charged to), and names routes that exist."""
         if self.batch is None:
-            return [
-                f"routes.{alias}.batch_discount: applies to batch lines only; add a `batch:` "
-                "section or remove it"
-                for alias, route in self.routes.items()
-                if route.batch_discount
-            ]
+            return []
         errors = []
         if self.redis is None:
             errors.append(
@@ -232,9 +227,21 @@ class RoutesConfig(_Strict):
 def parse_config(data: Any, source: str = "<config>") -> RoutesConfig:
     """A routes mapping as the typed config; ConfigError with one line per problem."""
     try:
-        return RoutesConfig.model_validate(data)
+        cfg = RoutesConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, RoutesConfig), source) from None
+    # A file the gateway serves must be whole: a batch discount prices nothing without the
+    # Batch API. (Routes generated from use cases get their `batch:` later, in the component.)
+    if cfg.batch is None:
+        inert = [
+            f"routes.{alias}.batch_discount: applies to batch lines only; add a `batch:` "
+            "section or remove it"
+            for alias, route in cfg.routes.items()
+            if route.batch_discount
+        ]
+        if inert:
+            raise ConfigError(inert, source)
+    return cfg
 
 
 def resolve_keys_file(config_path: Path, keys_file: str) -> Path:

@@ -253,7 +253,7 @@ class BatchApi:
             "team": key.team,
         }
         await self._rec.add_file(fields)
-        return _json(file_object(fields))
+        return _json(file_object(fields, self.s.files.retention_days))
 
     async def _owned_file(self, file_id: str, key: CompiledKey) -> dict[str, str]:
         h = await self._rec.file(file_id)
@@ -272,19 +272,36 @@ class BatchApi:
         rows, more = await self._rec.page(
             "file", key.team, request.query.get("after"), limit, newest_first=order == "desc"
         )
-        data = [file_object(h) for h in rows if purpose is None or h.get("purpose") == purpose]
+        data = [
+            file_object(h, self.s.files.retention_days)
+            for h in rows
+            if purpose is None or h.get("purpose") == purpose
+        ]
         return _json(_page(data, more))
 
     async def get_file(self, request: web.Request, key: CompiledKey) -> web.Response:
-        return _json(file_object(await self._owned_file(request.match_info["id"], key)))
+        return _json(
+            file_object(
+                await self._owned_file(request.match_info["id"], key), self.s.files.retention_days
+            )
+        )
 
     async def file_content(self, request: web.Request, key: CompiledKey) -> web.StreamResponse:
         h = await self._owned_file(request.match_info["id"], key)
         assert self.files is not None
+        chunks = self.files.chunks(h["id"])
+        try:
+            first = await anext(chunks, b"")
+        except Exception as exc:  # the bucket's lifecycle rule removed it
+            if "NoSuchKey" not in str(exc):
+                raise
+            await self._rec.remove_file(h["id"], key.team)
+            raise GatewayError(404, f"File '{h['id']}' has expired.", "file_expired") from None
         out = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         out.content_length = int(h.get("bytes") or 0)
         await out.prepare(request)
-        async for chunk in self.files.chunks(h["id"]):
+        await out.write(first)
+        async for chunk in chunks:
             await out.write(chunk)
         await out.write_eof()
         return out

@@ -180,17 +180,19 @@ def _int(h: dict, field: str) -> int | None:
     return int(float(_s(v))) if v not in (None, b"", "") else None
 
 
-def file_object(h: dict) -> dict:
-    """The OpenAI File object from its Redis hash."""
+def file_object(h: dict, retention_days: int | None = None) -> dict:
+    """The OpenAI File object from its Redis hash (`expires_at` when files are kept
+    `retention_days`)."""
+    created = _int(h, "created_at")
     return {
         "id": _s(h["id"]),
         "object": "file",
         "bytes": _int(h, "bytes") or 0,
-        "created_at": _int(h, "created_at"),
+        "created_at": created,
         "filename": _s(h.get("filename", "")),
         "purpose": _s(h["purpose"]),
         "status": "processed",
-        "expires_at": None,
+        "expires_at": created + retention_days * 86400 if retention_days and created else None,
         "status_details": None,
     }
 

@@ -341,6 +341,20 @@ class Records:
         await pipe.execute()
         return len(ids)
 
+    async def drop_expired_files(self, retention_days: int) -> int:
+        """Forget the records of files the bucket's lifecycle rule has removed."""
+        cutoff = now_s() - retention_days * 86400
+        dropped = 0
+        async for index in self.r.scan_iter(match=self.key("files", "*"), count=100):
+            ids = await self.r.zrangebyscore(index, "-inf", cutoff)
+            if ids:
+                pipe = self.r.pipeline(transaction=True)
+                pipe.delete(*(self.key("file", i) for i in ids))
+                pipe.zrem(index, *ids)
+                await pipe.execute()
+                dropped += len(ids)
+        return dropped
+
     # -- the online signal ------------------------------------------------------------------
     async def publish_online(self, replica: str, p95_ms: dict[str, float]) -> None:
         await self.r.hset(

@@ -257,6 +257,8 @@ class Worker:
             await asyncio.sleep(30)
             with contextlib.suppress(RedisError, OSError):
                 await self.records.drop_expired_jobs()
+                if self.s.files.retention_days:
+                    await self.records.drop_expired_files(self.s.files.retention_days)
                 for stream in (self.queue.jobs, self.queue.lines):
                     for c in await self.r.xinfo_consumers(stream, self.queue.group):
                         if c["pending"] == 0 and c["idle"] > 600_000 and c["name"] != self.name:

@@ -18,6 +18,7 @@ from gpu_pools.contract import scheduling_contract
 from serving.checks import CheckResult, shared_pool_checks
 from tandem.stack import Stack, check_stack, load_use_cases
 from vocabulary.config import (
+    BATCH_WEBHOOK_SECRET_KEY,
     HF_TOKEN_KEY,
     ConfigError,
     PlatformConfig,
@@ -90,8 +91,12 @@ def build(
     """The platform for a validated config; `checks` are the use cases' plan-time checks when the
     caller already ran them (tandem plan), so the components do not run them a second time."""
     hf_token = pulumi.Config("tandem").get_secret(HF_TOKEN_KEY)  # optional: gated Hub models
+    webhook_secret = pulumi.Config("tandem").get_secret(BATCH_WEBHOOK_SECRET_KEY)  # optional
     platform = Platform(
-        "tandem", PlatformArgs(config, use_cases, keys or {}, checks, alerting or {}, hf_token)
+        "tandem",
+        PlatformArgs(
+            config, use_cases, keys or {}, checks, alerting or {}, hf_token, webhook_secret
+        ),
     )
     pulumi.export("clusterName", platform.cluster.name)
     pulumi.export("gpuPools", {name: p.contract.to_dict() for name, p in platform.pools.items()})

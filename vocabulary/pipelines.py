@@ -34,6 +34,9 @@ class FileStore(_Strict):
     endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint (moto, MinIO); unset: AWS S3 of `region`"
     )
+    retention_days: int | None = Field(
+        None, ge=1, description="files expire after this (the bucket's lifecycle rule); unset: kept"
+    )
 
 
 class YieldToOnline(_Strict):
@@ -57,8 +60,10 @@ class Workers(_Strict):
     )
     jobs_concurrency: int = Field(8, ge=1, le=1024, description="async jobs in flight per worker")
     claim_idle_s: float = Field(
-        60.0, gt=0, description="a line delivered to a worker that stopped answering this long "
-        "is given to another"
+        60.0,
+        gt=0,
+        description="a line delivered to a worker that stopped answering this long "
+        "is given to another",
     )
     yield_to_online: YieldToOnline = YieldToOnline()
 
@@ -79,8 +84,11 @@ class BatchSection(_Strict):
     files: FileStore
     prefix: str = Field(DEFAULT_PREFIX, min_length=1, description="Redis key prefix")
     max_attempts: int = Field(
-        3, ge=1, le=20, description="a line that failed (or killed a worker) this many times "
-        "goes to the error file"
+        3,
+        ge=1,
+        le=20,
+        description="a line that failed (or killed a worker) this many times "
+        "goes to the error file",
     )
     max_file_bytes: int = Field(100 * 2**20, ge=1024, description="largest upload")
     max_lines: int = Field(50_000, ge=1, description="most lines in one batch (queue path)")
