@@ -118,9 +118,13 @@ def run(
         fn_constructor_args=(gateway, endpoint, threads, max_attempts, job),
         batch_size=batch_size,
         concurrency=actors,
+        # the actors wait on HTTP (threads), they do not compute: a quarter CPU each leaves the
+        # read and write tasks room (a whole CPU each deadlocks a 2-CPU machine)
+        num_cpus=0.25,
     )
-    out.write_datasink(_jsonl_sink(output_uri))
-    return out.count()
+    sink = _jsonl_sink(output_uri)
+    out.write_datasink(sink)
+    return sink.rows  # counted by the write: `out.count()` would call the gateway again
 
 
 def _jsonl_sink(path: str) -> Any:
@@ -128,9 +132,15 @@ def _jsonl_sink(path: str) -> Any:
     from ray.data.datasource import BlockBasedFileDatasink
 
     class JsonlRecords(BlockBasedFileDatasink):
+        rows = 0
+
         def write_block_to_file(self, block: Any, file: Any) -> None:
             for row in block.iter_rows(public_row_format=False):
                 file.write(row["record"].encode() + b"\n")
+
+        def on_write_complete(self, write_result: Any) -> None:  # on the driver
+            self.rows = write_result.num_rows
+            super().on_write_complete(write_result)
 
     return JsonlRecords(path, file_format="jsonl")
 

@@ -439,3 +439,36 @@ class BatchStack:
             "reruns": self.upstream.requests - upstream_before - lines,
             "seconds": round(elapsed, 2),
         }
+
+
+class CapacityUpstream:
+    """An upstream with a fixed number of slots, as a GPU server has: each answer holds a slot
+    for `service_s`, and requests beyond `slots` wait in line. What online traffic and batch
+    lines compete for (the priority rule's test and benchmark)."""
+
+    def __init__(self, slots: int, service_s: float, name: str = "up") -> None:
+        from tests.support.upstream import Upstream
+
+        self.slots = slots
+        self.service_s = service_s
+        self.inner = Upstream(name)
+        self._sem: asyncio.Semaphore | None = None
+        self._sized = 0
+        begin = self.inner._begin
+
+        async def _begin(request: Any) -> Any:
+            out = await begin(request)
+            if self._sem is None or self._sized != self.slots:
+                self._sem, self._sized = asyncio.Semaphore(self.slots), self.slots
+            async with self._sem:
+                await asyncio.sleep(self.service_s)
+            return out
+
+        self.inner._begin = _begin  # type: ignore[method-assign]
+
+    @property
+    def requests(self) -> int:
+        return self.inner.requests
+
+    def app(self) -> Any:
+        return self.inner.app()
