@@ -3,7 +3,7 @@
 boto3, called in a thread, rather than aiobotocore: S3 is touched a handful of times per batch
 (the upload, one read when the batch is prepared, two writes when it is finalized, downloads),
 never per line, so an async S3 client would save nothing measurable while aiobotocore pins
-botocore to a narrow range that moves with every release (docs/async.md measures both).
+botocore to a narrow range that moves with every release (docs/async.md).
 Uploads stream: parts of PART_BYTES go to S3 as they arrive (multipart upload), so a 100 MiB
 batch file never sits whole in the gateway's memory.
 """
