@@ -30,7 +30,7 @@ import socket
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -95,7 +95,7 @@ class BatchApi:
     # -- Extension --------------------------------------------------------------------------
     def add_routes(self, app: web.Application) -> None:
         r = app.router
-        routes = [
+        routes: list[tuple[str, list[tuple[str, Any]]]] = [
             ("/v1/files", [("POST", self.upload), ("GET", self.list_files)]),
             ("/v1/files/{id}", [("GET", self.get_file), ("DELETE", self.delete_file)]),
             ("/v1/files/{id}/content", [("GET", self.file_content)]),
@@ -216,12 +216,13 @@ class BatchApi:
         upload = None
         try:
             while (part := await reader.next()) is not None:
+                assert isinstance(part, BodyPartReader)  # a form's parts are not nested
                 if part.name == "purpose":
-                    purpose = (await part.text()).strip()  # type: ignore[union-attr]
+                    purpose = (await part.text()).strip()
                 elif part.name == "file" and upload is None:
-                    filename = part.filename or "upload.jsonl"  # type: ignore[union-attr]
+                    filename = part.filename or "upload.jsonl"
                     upload = self.files.upload(file_id)
-                    while chunk := await part.read_chunk(2**20):  # type: ignore[union-attr]
+                    while chunk := await part.read_chunk(2**20):
                         if upload.size + len(chunk) > self.s.max_file_bytes:
                             raise GatewayError(
                                 413, f"The file is larger than {self.s.max_file_bytes} bytes; "

@@ -200,7 +200,7 @@ def file_object(h: dict, retention_days: int | None = None) -> dict:
 def batch_object(h: dict) -> dict:
     """The OpenAI Batch object from its Redis hash."""
     errors = orjson.loads(h["errors"]) if h.get("errors") else None
-    usage = {
+    usage: dict[str, Any] = {
         "input_tokens": _int(h, "input_tokens") or 0,
         "input_tokens_details": {"cached_tokens": 0},
         "output_tokens": _int(h, "output_tokens") or 0,

@@ -149,7 +149,9 @@ def now_s() -> int:
 
 class Records:
     def __init__(self, r: Redis, section: BatchSection) -> None:
-        self.r = r
+        # redis-py's async stubs type every reply as `bytes | str` whatever `decode_responses`
+        # says (these clients decode): replies are read as the strings they are
+        self.r: Any = r
         self.s = section
         self._commit_line = r.register_script(_COMMIT_LINE)
         self._enqueue = r.register_script(_ENQUEUE)

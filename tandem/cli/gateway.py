@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from tandem.cli.errors import (
     EXIT_UNAVAILABLE,
@@ -63,7 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
     fix = "pass --port N (or set server.port in the routes file), or stop what holds it"
     # checked before the gateway builds anything: a taken port is one line, not a traceback
     require_free_port(host, port, "the gateway", fix)
-    extend = None
+    extend: Callable[[Any], None] | None = None
     if cfg.batch is not None:  # the Batch API, async jobs (pipelines/api.py)
         try:
             from pipelines.api import mount as extend

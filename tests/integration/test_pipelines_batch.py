@@ -121,7 +121,11 @@ def fresh(stack: Stack) -> Stack:
 def test_openai_sdk_batch_round_trip(fresh: Stack, tmp_path: Path) -> None:
     b = fresh.run(batch_lines(40), tmp_path, metadata={"job": "nightly"})
     assert b.status == "completed"
-    assert (b.request_counts.total, b.request_counts.completed, b.request_counts.failed) == (40, 40, 0)
+    assert (b.request_counts.total, b.request_counts.completed, b.request_counts.failed) == (
+        40,
+        40,
+        0,
+    )
     assert b.in_progress_at and b.finalizing_at and b.completed_at and b.expires_at
     assert b.metadata == {"job": "nightly"} and b.error_file_id is None
     out = fresh.records(b.output_file_id)
@@ -191,7 +195,11 @@ def test_a_broken_file_fails_validation_with_line_numbers(fresh: Stack, tmp_path
     b = fresh.run(b"\n".join(bad) + b"\n", tmp_path)
     assert b.status == "failed" and b.failed_at
     found = {(e.code, e.line) for e in b.errors.data}
-    assert found == {("duplicate_custom_id", 2), ("mismatched_endpoint", 3), ("invalid_json_line", 4)}
+    assert found == {
+        ("duplicate_custom_id", 2),
+        ("mismatched_endpoint", 3),
+        ("invalid_json_line", 4),
+    }
 
 
 def test_cancel_ends_every_line_in_exactly_one_record(fresh: Stack, tmp_path: Path) -> None:
