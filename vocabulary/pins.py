@@ -249,7 +249,7 @@ CRD_SNAPSHOTS: dict[str, tuple[str, str]] = {
     # controller-gen.kubebuilder.io/version annotation (v0.20.1 vs v0.21.0): same schema. The
     # keda 2.20.2 chart installs that schema plus minimum 0 / maximum 3600 on the HPA behavior's
     # stabilizationWindowSeconds (a kustomize patch upstream); Tandem's ScaledObject sets no
-    # behavior, and tests/unit/test_pins.py checks it keeps not setting one.
+    # behavior, and tests/unit/test_pipelines_component.py checks it keeps not setting one.
     "keda.sh_scaledobjects.yaml": (
         "0c31aa3f0ddbc9f833753be303329eda9ca0bc6f",
         f"keda chart {KEDA.version} (keda v2.20.2's schema; annotation differs, see above)",

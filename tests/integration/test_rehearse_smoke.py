@@ -26,9 +26,12 @@ def routes(stack_resources) -> dict:
 
 def _local(routes: dict, upstream_url: str) -> dict:
     """The deployed routes file with cluster-only parts swapped for loopback ones."""
-    cfg = {k: v for k, v in routes.items() if k not in ("redis", "cache", "keys_file", "server")}
+    drop = ("redis", "cache", "keys_file", "server", "batch")  # batch: its queue is in the Redis
+    cfg = {k: v for k, v in routes.items() if k not in drop}
     for backend in cfg["backends"].values():
         backend["url"] = f"{upstream_url}/v1"
+    for route in cfg["routes"].values():
+        route.pop("batch_discount", None)  # prices batch lines only
     cfg["keys"] = [
         {"id": "smoke", "team": "platform", "sha256": hashlib.sha256(KEY.encode()).hexdigest()}
     ]

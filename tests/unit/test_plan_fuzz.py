@@ -129,21 +129,28 @@ def test_a_mutated_stack_plans_or_names_the_field(case: tuple[str, dict, tuple])
 
 
 @pytest.mark.parametrize(
-    ("stack", "key", "value"),
+    ("stack", "changes"),
     [
-        ("dev", "tandem:gpuSoftware", {"mode": "device-plugin"}),  # valid: plans
-        ("prod", "tandem:gateway", {"minReplicas": 2, "maxReplicas": 4, "redis": "none"}),
-        ("dev", "tandem:observability", {"enabled": False}),
+        ("dev", {"tandem:gpuSoftware": {"mode": "device-plugin"}}),  # valid: plans
+        # without the gateway's Redis there is no queue: the Batch API goes too
+        (
+            "prod",
+            {
+                "tandem:gateway": {"minReplicas": 2, "maxReplicas": 4, "redis": "none"},
+                "tandem:batch": {"enabled": False},
+            },
+        ),
+        ("dev", {"tandem:observability": {"enabled": False}}),
     ],
 )
 def test_mutated_stacks_run_through_the_engine(
-    stack: str, key: str, value: Any, monkeypatch
+    stack: str, changes: dict[str, Any], monkeypatch
 ) -> None:
     """The engine run itself (mock engine, policy pack) on stacks whose config is valid but
     unlike the shipped ones: it must end in a plan, not a traceback."""
     import tandem.plan as plan_module
 
-    flat = {**STACKS[stack], key: value}
+    flat = {**STACKS[stack], **changes}
     monkeypatch.setattr(plan_module, "load", lambda name: from_flat(name, flat))
     plan = build_plan(stack)
     assert plan.resources and isinstance(plan.to_dict()["cost"]["by_component"], list)
