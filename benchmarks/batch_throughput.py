@@ -1,6 +1,6 @@
 """Batch throughput, the priority rule, and the fault runs, on real parts.
 
-    python benchmarks/batch_throughput.py                  # table (about 10 minutes)
+    python benchmarks/batch_throughput.py                  # table (about 4 minutes)
     python benchmarks/batch_throughput.py --output json    # one JSON object on stdout
     python benchmarks/batch_throughput.py --quick          # 1,000 lines, short windows
 
