@@ -28,12 +28,21 @@ import re
 import sys
 import tempfile
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 DUMMY_ENTITY = "__dummy"
+
+
+def _enter(repo: Path) -> None:
+    """As the feast CLI does: the repository is the working folder and on sys.path, so its
+    modules import by their file names (what `feast apply` in the cluster sees)."""
+    root = str(repo.resolve())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    os.chdir(root)
 
 
 def _ttl_seconds(fv: Any) -> int:
@@ -60,11 +69,14 @@ def inspect(repo: Path) -> dict[str, Any]:
     here = os.getcwd()
     out: dict[str, Any] = {"ok": False, "project": repo.name, "errors": []}
     try:
+        _enter(repo)
         with contextlib.redirect_stdout(io.StringIO()):
             contents = parse_repo(repo.resolve())
     except Exception as exc:  # a definitions file that does not import: say where
         tb = traceback.extract_tb(exc.__traceback__)
-        where = next((f"{f.filename}:{f.lineno}" for f in reversed(tb) if repo.name in f.filename), "")
+        where = next(
+            (f"{f.filename}:{f.lineno}" for f in reversed(tb) if repo.name in f.filename), ""
+        )
         out["errors"].append(f"{where + ': ' if where else ''}{type(exc).__name__}: {exc}")
         return out
     finally:
@@ -141,7 +153,7 @@ def _store(yaml_path: str, repo: str | None = None) -> Any:
 
 def _when(text: str) -> datetime:
     ts = datetime.fromisoformat(text)
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def apply(yaml_path: str, repo: str) -> dict[str, Any]:
@@ -150,6 +162,7 @@ def apply(yaml_path: str, repo: str) -> dict[str, Any]:
 
     here = os.getcwd()
     try:
+        _enter(Path(repo))
         with contextlib.redirect_stdout(io.StringIO()) as printed:
             apply_total(
                 load_repo_config(Path(repo).resolve(), Path(yaml_path)),
@@ -182,7 +195,9 @@ def push(yaml_path: str, repo: str, source: str, rows: list[dict[str, Any]]) -> 
     return {"ok": True, "rows": len(rows)}
 
 
-def historical(yaml_path: str, repo: str, service: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def historical(
+    yaml_path: str, repo: str, service: str, rows: list[dict[str, Any]]
+) -> dict[str, Any]:
     """A point-in-time-correct training set: each entity row joined with the feature values
     as of its `event_timestamp` (Feast's get_historical_features)."""
     import pandas as pd
@@ -207,10 +222,31 @@ def online(yaml_path: str, repo: str, service: str, key: str, values: list[Any])
     return {"ok": True, "features": got}
 
 
+def write_parquet(path: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Offline data for a FileSource (tests, benchmarks): timestamps as UTC datetimes."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    for col in ("event_timestamp", "created"):
+        if col in df:
+            df[col] = pd.to_datetime(df[col], utc=True)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(path)
+    return {"ok": True, "rows": len(rows)}
+
+
+def _rows(text: str) -> Any:
+    """JSON given inline, or `@path` to a JSON file (large data sets)."""
+    return json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="feast_tool")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("inspect").add_argument("repo", type=Path)
+    wp = sub.add_parser("write-parquet")
+    wp.add_argument("path")
+    wp.add_argument("--rows", required=True)
     for name in ("apply", "materialize", "push", "historical", "online"):
         sp = sub.add_parser(name)
         sp.add_argument("--yaml", required=True)
@@ -230,16 +266,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.cmd == "inspect":
             out = inspect(a.repo)
+        elif a.cmd == "write-parquet":
+            out = write_parquet(a.path, _rows(a.rows))
         elif a.cmd == "apply":
             out = apply(a.yaml, a.repo)
         elif a.cmd == "materialize":
             out = materialize(a.yaml, a.repo, a.end, a.start)
         elif a.cmd == "push":
-            out = push(a.yaml, a.repo, a.source, json.loads(a.rows))
+            out = push(a.yaml, a.repo, a.source, _rows(a.rows))
         elif a.cmd == "historical":
-            out = historical(a.yaml, a.repo, a.service, json.loads(a.rows))
+            out = historical(a.yaml, a.repo, a.service, _rows(a.rows))
         else:
-            out = online(a.yaml, a.repo, a.service, a.key, json.loads(a.rows))
+            out = online(a.yaml, a.repo, a.service, a.key, _rows(a.rows))
     except Exception as exc:
         out = {"ok": False, "errors": [f"{type(exc).__name__}: {exc}"]}
     sys.stdout.write(json.dumps(out, default=str) + "\n")

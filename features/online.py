@@ -68,9 +68,12 @@ class OnlineReader:
     def __init__(self, redis_url: str) -> None:
         self.client = aioredis.from_url(redis_url, decode_responses=False)
 
+    async def fetch(self, compiled: CompiledRead, key: bytes) -> list[bytes | None]:
+        """The raw hash fields of one entity key (one HMGET)."""
+        return await self.client.hmget(key, compiled.fields)
+
     async def read(self, compiled: CompiledRead, entity_value: str) -> FeatureRow | None:
-        raw = await self.client.hmget(compiled.key(entity_value), compiled.fields)
-        return compiled.row(raw)
+        return compiled.row(await self.fetch(compiled, compiled.key(entity_value)))
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -172,7 +172,10 @@ def inspect(project: str) -> Repo:
             )
             for v in raw["views"]
         },
-        services={s["name"]: [(p["name"], list(p["features"])) for p in s["views"]] for s in raw["services"]},
+        services={
+            s["name"]: [(p["name"], list(p["features"])) for p in s["views"]]
+            for s in raw["services"]
+        },
     )
 
 
@@ -206,7 +209,9 @@ def check_repo(repo: Repo, materialize_schedule: str) -> list[str]:
     return problems
 
 
-def feature_read(repo: Repo, use_case: str, spec: UseCaseFeatures) -> tuple[FeatureRead | None, list[str]]:
+def feature_read(
+    repo: Repo, use_case: str, spec: UseCaseFeatures
+) -> tuple[FeatureRead | None, list[str]]:
     """The gateway's read for a use case's `features:`, or the reasons it cannot be served."""
     where = f"use case {use_case!r} features"
     if repo.errors:

@@ -15,8 +15,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from features.online import CompiledRead
 from vocabulary.cache import CachePolicy, CacheSection
 from vocabulary.errors import ConfigError, InputError, format_validation_error
+from vocabulary.features import FeatureRead
 from vocabulary.gateway import ENDPOINTS, Budget, Endpoint, Price, Timeouts
 from vocabulary.yamlfile import load_yaml
 
@@ -91,6 +93,9 @@ class Route(_Strict):
     degrade_to: str | None = Field(None, description="cheaper alias used past the soft budget")
     hedge_after_s: float | None = Field(None, gt=0)
     cache: CachePolicy | None = Field(None, description="this route's cache policy keys")
+    features: FeatureRead | None = Field(
+        None, description="the feature service read for each request (gateway/stages/features.py)"
+    )
 
 
 class ApiKey(_Strict):
@@ -126,6 +131,22 @@ class Redis(_Strict):
     prefix: str = "tandem:gw"
 
 
+class FeatureStoreSection(_Strict):
+    """Where Feast's online store is: the gateway reads it directly (features/online.py)."""
+
+    redis_url: str = Field(description="redis:// or rediss:// URL of Feast's online store")
+    timeout_ms: float = Field(
+        50.0, gt=0, description="a read slower than this counts as the store being unavailable"
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+
 class Tracing(_Strict):
     exporter: Literal["none", "otlp", "console"] = "none"
     endpoint: str | None = None
@@ -147,6 +168,7 @@ class RoutesConfig(_Strict):
     cache: CacheSection | None = None
     redis: Redis | None = None
     tracing: Tracing = Tracing()
+    feature_store: FeatureStoreSection | None = None
 
     @model_validator(mode="after")
     def _references(self) -> RoutesConfig:
@@ -182,6 +204,12 @@ class RoutesConfig(_Strict):
                     errors.append(
                         f"keys[{i}].models: unknown route {m!r}; allowed: ['*'] + {sorted(self.routes)}"
                     )
+        featured = sorted(a for a, r in self.routes.items() if r.features is not None)
+        if featured and self.feature_store is None:
+            errors.append(
+                f"feature_store: routes {featured} read features but the file has no "
+                "`feature_store:` section (redis_url of Feast's online store)"
+            )
         budgeted = [t for t, team in self.teams.items() if team.budget]
         unpriced = sorted(set(self.backends) - set(self.prices))
         if budgeted and unpriced:
@@ -294,6 +322,7 @@ class CompiledRoute:
         "degrade_to",
         "endpoints",
         "cache_policy",
+        "features",
     )
 
     def __init__(self, alias: str, spec: Route, backends: dict[str, CompiledBackend]) -> None:
@@ -317,6 +346,7 @@ class CompiledRoute:
         self.degrade_to: CompiledRoute | None = None
         self.endpoints = frozenset(spec.endpoints)
         self.cache_policy = spec.cache
+        self.features = CompiledRead(spec.features) if spec.features is not None else None
 
 
 class CompiledKey:
