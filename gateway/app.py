@@ -38,8 +38,8 @@ from gateway.stages.account import Accounting
 from gateway.stages.admit import Admission
 from gateway.stages.authenticate import authenticate
 from gateway.stages.cache import CacheStage
-from gateway.stages.features import FeatureStage
 from gateway.stages.call import Call
+from gateway.stages.features import FeatureStage
 from gateway.stages.forward import Forwarder
 from gateway.stages.parse import parse
 from gateway.stages.relay import Relay
