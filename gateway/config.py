@@ -204,12 +204,6 @@ class RoutesConfig(_Strict):
                     errors.append(
                         f"keys[{i}].models: unknown route {m!r}; allowed: ['*'] + {sorted(self.routes)}"
                     )
-        featured = sorted(a for a, r in self.routes.items() if r.features is not None)
-        if featured and self.feature_store is None:
-            errors.append(
-                f"feature_store: routes {featured} read features but the file has no "
-                "`feature_store:` section (redis_url of Feast's online store)"
-            )
         budgeted = [t for t, team in self.teams.items() if team.budget]
         unpriced = sorted(set(self.backends) - set(self.prices))
         if budgeted and unpriced:
@@ -230,9 +224,21 @@ class RoutesConfig(_Strict):
 def parse_config(data: Any, source: str = "<config>") -> RoutesConfig:
     """A routes mapping as the typed config; ConfigError with one line per problem."""
     try:
-        return RoutesConfig.model_validate(data)
+        cfg = RoutesConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, RoutesConfig), source) from None
+    # a file the gateway serves must say where the features are (the routes generated from
+    # use cases get the feature store's address from the Gateway component)
+    featured = sorted(a for a, r in cfg.routes.items() if r.features is not None)
+    if featured and cfg.feature_store is None:
+        raise ConfigError(
+            [
+                f"feature_store: routes {featured} read features but the file has no "
+                "`feature_store:` section (redis_url of Feast's online store)"
+            ],
+            source,
+        )
+    return cfg
 
 
 def resolve_keys_file(config_path: Path, keys_file: str) -> Path:

@@ -161,4 +161,6 @@ class FeatureRead(_Strict):
 
     @property
     def feature_names(self) -> list[str]:
-        return [f"{v.name}__{f}" for v in self.views for f in v.features]
+        """The names the prompt and the model see (Feast's, without the view: a service's
+        names are unique, the plan checks)."""
+        return [f for v in self.views for f in v.features]

@@ -133,6 +133,7 @@ _TANDEM_PACKAGES = {
     "observability",
     "gpu_pools",
     "embedding",
+    "features",
     "vocabulary",
 }
 
