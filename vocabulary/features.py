@@ -45,7 +45,9 @@ class EntitySource(_Strict):
     from_: EntityFrom = Field(alias="from", description="header | body")
     field: str = Field(min_length=1, description="the header name or the body field")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True
+    )
 
 
 class UseCaseFeatures(_Strict):
