@@ -23,7 +23,7 @@ import pytest
 
 from features.online import CompiledRead, OnlineReader
 from features.repo import feature_read, inspect
-from tests.support.feast import LocalFeast, local_feast
+from tests.support.feast import LocalFeast, seeded_customer_care
 from tests.support.gateway_harness import RunningGateway, chat
 from tests.support.redis_server import redis_server
 from tests.support.upstream import ServerThread, Upstream
@@ -33,21 +33,6 @@ pytestmark = pytest.mark.integration
 
 PROJECT = "customer_care"
 SERVICE = "support_chat_context"
-PROFILE = [
-    {"customer_id": "C1", "event_timestamp": "2026-11-08T00:00:00Z", "created": "2026-11-08T01:00:00Z",
-     "plan_tier": "free", "tenure_months": 3, "lifetime_value_usd": 0.0, "region": "eu"},
-    # C1 upgrades on the 10th: a training row before that must not see "enterprise"
-    {"customer_id": "C1", "event_timestamp": "2026-11-10T00:00:00Z", "created": "2026-11-10T01:00:00Z",
-     "plan_tier": "enterprise", "tenure_months": 4, "lifetime_value_usd": 1200.0, "region": "eu"},
-    {"customer_id": "C2", "event_timestamp": "2026-11-09T00:00:00Z", "created": "2026-11-09T01:00:00Z",
-     "plan_tier": "pro", "tenure_months": 12, "lifetime_value_usd": 340.5, "region": "us"},
-]  # fmt: skip
-ACTIVITY = [
-    {"customer_id": "C1", "event_timestamp": "2026-11-08T22:00:00Z", "open_tickets": 1,
-     "last_ticket_hours_ago": 3.0, "csat_last_30d": 4.5},
-    {"customer_id": "C1", "event_timestamp": "2026-11-09T02:00:00Z", "open_tickets": 5,
-     "last_ticket_hours_ago": 0.5, "csat_last_30d": 3.0},
-]  # fmt: skip
 
 
 def _spec(
@@ -66,12 +51,7 @@ def _spec(
 @pytest.fixture(scope="module")
 def feast(tmp_path_factory) -> LocalFeast:
     with redis_server("the feature store tests") as url:
-        f = local_feast(tmp_path_factory.mktemp("feast"), PROJECT, url)
-        f.write("customer_profile", PROFILE)
-        f.write("support_activity", ACTIVITY)
-        f.apply()
-        f.materialize(start="2026-11-01T00:00:00+00:00", end="2026-11-13T00:00:00+00:00")
-        yield f
+        yield seeded_customer_care(tmp_path_factory.mktemp("feast"), url)
 
 
 @pytest.fixture(scope="module")

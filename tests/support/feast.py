@@ -118,3 +118,33 @@ def local_feast(tmp: Path, project: str, redis_url: str, source: Path | None = N
         )
     )
     return LocalFeast(repo=repo, data=data, redis_url=redis_url, project=project)
+
+
+# The shipped customer_care project's test data: two customers, C1 upgrading from free to
+# enterprise on 2026-11-10 and opening tickets, C2 on pro with no ticket activity.
+PROFILE: list[dict[str, Any]] = [
+    {"customer_id": "C1", "event_timestamp": "2026-11-08T00:00:00Z", "created": "2026-11-08T01:00:00Z",
+     "plan_tier": "free", "tenure_months": 3, "lifetime_value_usd": 0.0, "region": "eu"},
+    # C1 upgrades on the 10th: a training row before that must not see "enterprise"
+    {"customer_id": "C1", "event_timestamp": "2026-11-10T00:00:00Z", "created": "2026-11-10T01:00:00Z",
+     "plan_tier": "enterprise", "tenure_months": 4, "lifetime_value_usd": 1200.0, "region": "eu"},
+    {"customer_id": "C2", "event_timestamp": "2026-11-09T00:00:00Z", "created": "2026-11-09T01:00:00Z",
+     "plan_tier": "pro", "tenure_months": 12, "lifetime_value_usd": 340.5, "region": "us"},
+]  # fmt: skip
+ACTIVITY: list[dict[str, Any]] = [
+    {"customer_id": "C1", "event_timestamp": "2026-11-08T22:00:00Z", "open_tickets": 1,
+     "last_ticket_hours_ago": 3.0, "csat_last_30d": 4.5},
+    {"customer_id": "C1", "event_timestamp": "2026-11-09T02:00:00Z", "open_tickets": 5,
+     "last_ticket_hours_ago": 0.5, "csat_last_30d": 3.0},
+]  # fmt: skip
+
+
+def seeded_customer_care(tmp: Path, redis_url: str) -> LocalFeast:
+    """customer_care applied, its offline data written and materialized for November 2026
+    (online: C1 enterprise with 5 open tickets, C2 pro without activity)."""
+    f = local_feast(tmp, "customer_care", redis_url)
+    f.write("customer_profile", PROFILE)
+    f.write("support_activity", ACTIVITY)
+    f.apply()
+    f.materialize(start="2026-11-01T00:00:00+00:00", end="2026-11-13T00:00:00+00:00")
+    return f
