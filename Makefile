@@ -12,7 +12,7 @@ export TANDEM_CRD_DIR ?= $(SHARED)/crds
 export TANDEM_SHARED_DIR ?= $(SHARED)
 DEBIAN_PACKAGES := prometheus prometheus-alertmanager redis-server libgomp1
 # Type-checked in CI: every Tandem package, the gateway and serving runtime included.
-TYPED := tandem vocabulary gpu_pools observability finops policies components serving gateway embedding
+TYPED := tandem vocabulary gpu_pools observability finops policies components serving gateway embedding features
 
 .PHONY: setup feast-env feast-lock system-packages plan test lint hadolint typecheck imports unit integration llm-env llm gpu lock clean rehearsal
 

@@ -259,7 +259,7 @@ class Platform(pulumi.ComponentResource):
         if cfg.feature_store is None:
             return None
         eks = self.cluster.eks_identity()
-        teams = {}
+        teams: dict[str, str] = {}
         for uc in args.use_cases:
             if uc.features is not None:
                 teams.setdefault(uc.features.project, uc.team)

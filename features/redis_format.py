@@ -98,6 +98,7 @@ def _fields(buf: bytes) -> list[tuple[int, int, Any]]:
     while i < n:
         tag, i = _varint(buf, i)
         number, wire = tag >> 3, tag & 7
+        value: int | bytes
         if wire == 0:
             value, i = _varint(buf, i)
         elif wire == 1:

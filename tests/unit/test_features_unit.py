@@ -279,3 +279,21 @@ def test_freshness_alerts_fire_when_stale_and_stay_quiet_when_fresh(tmp_path: Pa
     assert sum(1 for c in checks if not c["exp_alerts"]) == 3  # fresh x2, push keeps it fresh
     expr = rules.stale_expr("customer_care", REPO.views["activity"])
     assert 'job="feast-customer-care-metrics"' in expr and "[3600s]" in expr
+
+
+def test_plan_without_the_feast_environment_says_how_to_build_it() -> None:
+    """Exit 3 (the environment), one line naming `make feast-env`, no traceback."""
+    import os
+    import sys
+
+    env = {**os.environ, "TANDEM_FEAST_PYTHON": "/nonexistent/feast/bin/python"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tandem.cli", "plan", "--stack", "dev"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=120,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "make feast-env" in proc.stderr and "Traceback" not in proc.stderr
