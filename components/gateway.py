@@ -24,7 +24,7 @@ from gateway.cache.sizing import (
     cache_memory_bytes,
     pairs_log_volume,
 )
-from gateway.config import Redis, RoutesConfig, Server
+from gateway.config import FeatureStoreSection, Redis, RoutesConfig, Server
 from vocabulary import labels, pins
 from vocabulary.cache import CacheSection
 from vocabulary.config import GatewayConfig
@@ -76,6 +76,8 @@ class GatewayArgs:
     service_account_role_arn: pulumi.Input[str] | None = None
     redis_volume_gib: int | None = None  # in-cluster Redis on a PersistentVolume (the queue)
     redis_clients: list[dict[str, Any]] = field(default_factory=list)  # more pods reaching it
+    # the feature store's online store (components.feature_store), when a route reads features
+    feature_store_redis: pulumi.Input[str] | None = None
 
 
 GATEWAY_BASE_BYTES = 256 * 2**20  # the gateway process without a cache (the default request)
@@ -220,7 +222,10 @@ class Gateway(pulumi.ComponentResource):
         )
 
     def _routes_file(
-        self, redis_url: str | None, batch: BatchSection | None = None
+        self,
+        redis_url: str | None,
+        features_url: str | None = None,
+        batch: BatchSection | None = None,
     ) -> RoutesConfig:
         """The routes the use cases asked for, plus what only the deployment knows: where the
         server listens (all interfaces, hot reload every 5 s), where the hashed keys are mounted,
@@ -243,14 +248,16 @@ class Gateway(pulumi.ComponentResource):
             update["redis"] = Redis(url=redis_url, prefix="tandem:gw")
         if batch is not None:
             update["batch"] = batch  # (vocabulary.config.BatchConfig requires the Redis)
+        if features_url is not None:
+            update["feature_store"] = FeatureStoreSection(redis_url=features_url)
         return a.routes.model_copy(update=update)
 
     def _routes_config_map(self) -> k8s.core.v1.ConfigMap:
         """The routes file as data: the gateway re-reads it when it changes (no restart), and
         it is written once, from the typed config, when the Redis URL is known."""
-        data = pulumi.Output.all(self.redis_url, self._args.batch).apply(
-            lambda args: self._routes_file(args[0], args[1]).to_yaml()
-        )
+        data = pulumi.Output.all(
+            self.redis_url, self._args.feature_store_redis, self._args.batch
+        ).apply(lambda args: self._routes_file(args[0], args[1], args[2]).to_yaml())
         return k8s.core.v1.ConfigMap(
             f"{self._name}-routes",
             metadata=self._meta(self.routes_config_map_name),

@@ -47,9 +47,13 @@ def in_cluster_redis(
     clients: list[dict[str, Any]],
     opts: pulumi.ResourceOptions,
     volume_gib: int | None = None,
+    eviction: str = "volatile-lru",
 ) -> pulumi.Output[str]:
     """A single-replica Redis Deployment + Service reachable only from `clients` (NetworkPolicy
-    peers). Returns its `redis://` URL.
+    peers). Returns its `redis://` URL. `eviction` is its maxmemory policy: volatile-lru for
+    caches and counters (above; the batch queue's streams carry no TTL, so they are never
+    evicted); a store whose data must not vanish (Feast's online store) passes "noeviction", so
+    a full Redis refuses writes loudly instead.
 
     Its append-only file (every write, fsynced every second) lives in an emptyDir by default: it
     survives a container restart, not the pod's rescheduling. With `volume_gib` (the batch
@@ -91,7 +95,7 @@ def in_cluster_redis(
                             "args": [
                                 *("--appendonly", "yes", "--dir", "/data"),
                                 *("--maxmemory", f"{REDIS_MAXMEMORY_MIB}mb"),
-                                *("--maxmemory-policy", "volatile-lru"),
+                                *("--maxmemory-policy", eviction),
                             ],
                             "ports": [{"name": "redis", "containerPort": REDIS_PORT}],
                             "resources": {

@@ -15,8 +15,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from features.online import CompiledRead
 from vocabulary.cache import CachePolicy, CacheSection
 from vocabulary.errors import ConfigError, InputError, format_validation_error
+from vocabulary.features import FeatureRead
 from vocabulary.gateway import ENDPOINTS, Budget, Endpoint, Price, Timeouts
 from vocabulary.pipelines import BatchSection
 from vocabulary.yamlfile import load_yaml
@@ -95,6 +97,9 @@ class Route(_Strict):
     batch_discount: float = Field(
         0.0, ge=0, lt=1, description="share of the price a batch line is not charged"
     )
+    features: FeatureRead | None = Field(
+        None, description="the feature service read for each request (gateway/stages/features.py)"
+    )
 
 
 class ApiKey(_Strict):
@@ -130,6 +135,22 @@ class Redis(_Strict):
     prefix: str = "tandem:gw"
 
 
+class FeatureStoreSection(_Strict):
+    """Where Feast's online store is: the gateway reads it directly (features/online.py)."""
+
+    redis_url: str = Field(description="redis:// or rediss:// URL of Feast's online store")
+    timeout_ms: float = Field(
+        50.0, gt=0, description="a read slower than this counts as the store being unavailable"
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+
 class Tracing(_Strict):
     exporter: Literal["none", "otlp", "console"] = "none"
     endpoint: str | None = None
@@ -152,6 +173,7 @@ class RoutesConfig(_Strict):
     redis: Redis | None = None
     tracing: Tracing = Tracing()
     batch: BatchSection | None = Field(None, description="the Batch API and async jobs")
+    feature_store: FeatureStoreSection | None = None
 
     @model_validator(mode="after")
     def _references(self) -> RoutesConfig:
@@ -241,6 +263,17 @@ def parse_config(data: Any, source: str = "<config>") -> RoutesConfig:
         ]
         if inert:
             raise ConfigError(inert, source)
+    # a file the gateway serves must say where the features are (the routes generated from
+    # use cases get the feature store's address from the Gateway component)
+    featured = sorted(a for a, r in cfg.routes.items() if r.features is not None)
+    if featured and cfg.feature_store is None:
+        raise ConfigError(
+            [
+                f"feature_store: routes {featured} read features but the file has no "
+                "`feature_store:` section (redis_url of Feast's online store)"
+            ],
+            source,
+        )
     return cfg
 
 
@@ -332,6 +365,7 @@ class CompiledRoute:
         "endpoints",
         "cache_policy",
         "batch_price_factor",
+        "features",
     )
 
     def __init__(self, alias: str, spec: Route, backends: dict[str, CompiledBackend]) -> None:
@@ -356,6 +390,7 @@ class CompiledRoute:
         self.endpoints = frozenset(spec.endpoints)
         self.cache_policy = spec.cache
         self.batch_price_factor = 1.0 - spec.batch_discount  # what a batch line pays
+        self.features = CompiledRead(spec.features) if spec.features is not None else None
 
 
 class CompiledKey:

@@ -27,6 +27,7 @@ TOKEN_OBSERVABILITY = "tandem:observability:Observability"
 TOKEN_IMAGES = "tandem:images:Images"
 TOKEN_BATCH_WORKERS = "tandem:pipelines:BatchWorkers"
 TOKEN_KEDA = "tandem:pipelines:Keda"
+TOKEN_FEATURE_STORE = "tandem:features:FeatureStore"
 
 # Kubernetes node / pod labels.
 LABEL_POOL = f"{DOMAIN}/pool"
@@ -63,6 +64,7 @@ NS_GATEWAY = "tandem-gateway"
 NS_SERVING = "tandem-serving"
 NS_BATCH = "tandem-batch"  # RayJobs (big offline batches)
 NS_KEDA = "keda"
+NS_FEATURES = "tandem-features"
 
 
 def platform_labels(**extra: str) -> dict[str, str]:
