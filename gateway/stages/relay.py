@@ -35,12 +35,19 @@ class Relay:
         self.cache = cache
 
     async def respond(self, request: web.Request, call: Call, a: Attempt) -> web.StreamResponse:
-        """The caller's answer for this attempt (OK, or a client error the backend gave)."""
+        """The caller's answer for this attempt (OK, or a client error the backend gave), in
+        the caller's API (`call.exchange`, for Messages and Responses)."""
+        ex = call.exchange
         if a.kind == CLIENT or a.kind == CONTEXT:
             self.accounting.refused_upstream(call, a.backend, a.status)
-            return web.Response(status=a.status, body=a.body, content_type="application/json")
+            body = a.body if ex is None else ex.client_error(call, a)
+            return web.Response(status=a.status, body=body, content_type="application/json")
         if a.resp is not None:
             return await self._stream(request, call, a)
+        if ex is not None:
+            body, normalized = ex.answer(call, a)
+            await self.accounting.answered(call, a.backend, normalized)
+            return web.Response(body=body, content_type="application/json")
         usage = a.obj.get("usage") if a.obj is not None else None
         await self.accounting.answered(call, a.backend, usage if isinstance(usage, dict) else None)
         if self.cache is not None and call.cache_request is not None and a.obj is not None:
@@ -51,7 +58,11 @@ class Relay:
         up = a.resp
         assert up is not None and call.key is not None
         out = web.StreamResponse(status=200, headers=SSE_HEADERS)
-        tap = StripUsage() if call.inject_usage else KeepTail()
+        ex = call.exchange
+        if ex is not None:  # passed through with its usage read, or translated
+            tap = ex.tap(call, a)
+        else:
+            tap = StripUsage() if call.inject_usage else KeepTail()
         kept: list[bytes] | None = [] if call.cache_request is not None else None
         kept_bytes = 0
         complete = False
@@ -87,7 +98,10 @@ class Relay:
             except Exception as exc:  # the upstream broke off or ran out of time mid-stream
                 err = "timeout_total" if isinstance(exc, TimeoutError) else "stream_broken"
                 self.upstreams.stream_failed(a.backend, err)
-                await out.write(sse_error_event("The backend stream ended early.", err))
+                message = "The backend stream ended early."
+                await out.write(
+                    sse_error_event(message, err) if ex is None else tap.fail(message, err)
+                )
             await out.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):
             up.close()
@@ -101,6 +115,8 @@ class Relay:
                 "completion_tokens": max(0, tap.events - 1),
             }
         await self.accounting.answered(call, a.backend, usage)
+        if complete and ex is not None:
+            ex.finished(call, tap)
         if complete and kept and self.cache is not None and call.cache_request is not None:
             answer = assemble_stream(b"".join(kept), call.endpoint)
             if answer is not None:
