@@ -168,7 +168,7 @@ class GatewayService:
             self.response_store = RedisStore(self.cfg.redis.url, self.cfg.redis.prefix, keep.ttl_s)
         else:
             self.response_store = MemoryStore(keep.ttl_s, keep.max_entries)
-        self.responses_exchange = ResponsesExchange(self.response_store, self._spawn)
+        self.responses_exchange = ResponsesExchange(self.response_store)
         if self.cache is not None:
             await self._start_cache(self.cache)
         if self.config_path is not None and self.cfg.server.reload_interval_s > 0:

@@ -15,7 +15,7 @@ gateway's own refusals, the error in the caller's shape (`error`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -30,7 +30,6 @@ from gateway.translate import messages as m
 from gateway.translate import responses as r
 
 log = logging.getLogger("tandem.gateway")
-Spawn = Callable[[Coroutine[Any, Any, None]], None]
 Upstream = tuple[str, bytes, dict[str, str] | None]  # (upstream endpoint, payload, headers)
 VERTEX_VERSION = "vertex-2023-10-16"
 _PASSED_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -71,7 +70,9 @@ class MessagesExchange:
             headers.pop("anthropic-version", None)
         return ("messages.stream" if call.stream else "messages"), payload, headers
 
-    def answer(self, call: Call, a: Attempt) -> tuple[bytes, dict | None]:
+    stores = False  # nothing kept after the answer
+
+    async def answer(self, call: Call, a: Attempt) -> tuple[bytes, dict | None]:
         assert a.obj is not None
         if a.backend.protocol == "anthropic":
             return a.body, m.usage_of(a.obj.get("usage"))
@@ -83,9 +84,6 @@ class MessagesExchange:
         if a.backend.protocol == "anthropic":
             return m.MessagesUsageTap()
         return m.ChatToMessagesStream(call.body["model"])
-
-    def finished(self, call: Call, tap: Any) -> None:
-        return None
 
     def client_error(self, call: Call, a: Attempt) -> bytes:
         if a.backend.protocol == "anthropic":
@@ -115,7 +113,7 @@ class CountTokensExchange(MessagesExchange):
         headers = {**backend.headers, **call.headers} if call.headers else None
         return "messages.count_tokens", body, headers
 
-    def answer(self, call: Call, a: Attempt) -> tuple[bytes, dict | None]:
+    async def answer(self, call: Call, a: Attempt) -> tuple[bytes, dict | None]:
         return a.body, None
 
 
@@ -123,10 +121,10 @@ class ResponsesExchange:
     """OpenAI's Responses API, translated to chat completions; answers with `store` kept."""
 
     api_key_header = None  # OpenAI clients send Authorization: Bearer
+    stores = True  # answers with `store` (the default) are kept: see keep()
 
-    def __init__(self, store: ResponseStore, spawn: Spawn) -> None:
+    def __init__(self, store: ResponseStore) -> None:
         self.store = store
-        self._spawn = spawn
 
     async def begin(self, call: Call, headers: Mapping[str, str]) -> None:
         """The whole conversation: the one `previous_response_id` names (this key's team's
@@ -151,18 +149,14 @@ class ResponsesExchange:
     def upstream(self, call: Call, route: CompiledRoute, backend: CompiledBackend) -> Upstream:
         return "chat.completions", _chat_payload(call, route, backend), None
 
-    def answer(self, call: Call, a: Attempt) -> tuple[bytes, dict | None]:
+    async def answer(self, call: Call, a: Attempt) -> tuple[bytes, dict | None]:
         assert a.obj is not None
         resp = r.from_chat(a.obj, call.body, call.response_id)
-        self._keep(call, resp)
+        await self.keep(call, resp)
         return orjson.dumps(resp), m.chat_usage(a.obj.get("usage"))
 
     def tap(self, call: Call, a: Attempt) -> Any:
         return r.ChatToResponsesStream(call.body, call.response_id)
-
-    def finished(self, call: Call, tap: Any) -> None:
-        if tap.response is not None:
-            self._keep(call, tap.response)
 
     def client_error(self, call: Call, a: Attempt) -> bytes:
         return a.body
@@ -170,7 +164,9 @@ class ResponsesExchange:
     def error(self, exc: GatewayError) -> web.Response:
         return exc.response()
 
-    def _keep(self, call: Call, resp: dict[str, Any]) -> None:
+    async def keep(self, call: Call, resp: dict[str, Any]) -> None:
+        """Store the answer (unless the request said `store: false`) before the caller has
+        it all: its next request may name it. A store that fails costs only the lookup."""
         if call.body.get("store") is False:
             return
         assert call.key is not None and call.items is not None
@@ -181,10 +177,7 @@ class ResponsesExchange:
             "input": r.input_items(call.body),
             "items": call.items + resp["output"],
         }
-        self._spawn(self._put(resp["id"], record))
-
-    async def _put(self, response_id: str, record: dict[str, Any]) -> None:
         try:
-            await self.store.put(response_id, record)
-        except Exception:  # the caller has its answer; only GET / previous_response_id miss it
-            log.warning("storing response %s failed", response_id, exc_info=True)
+            await self.store.put(resp["id"], record)
+        except Exception:  # the caller gets its answer; only GET / previous_response_id miss it
+            log.warning("storing response %s failed", resp["id"], exc_info=True)

@@ -45,7 +45,7 @@ class Relay:
         if a.resp is not None:
             return await self._stream(request, call, a)
         if ex is not None:
-            body, normalized = ex.answer(call, a)
+            body, normalized = await ex.answer(call, a)
             await self.accounting.answered(call, a.backend, normalized)
             return web.Response(body=body, content_type="application/json")
         usage = a.obj.get("usage") if a.obj is not None else None
@@ -66,6 +66,9 @@ class Relay:
         kept: list[bytes] | None = [] if call.cache_request is not None else None
         kept_bytes = 0
         complete = False
+        # a Responses stream is stored before its last event goes out: the caller's next request
+        # may name it (previous_response_id) as soon as it has seen it
+        storing = ex is not None and ex.stores
         try:
             await out.prepare(request)
             m = self.accounting.metrics
@@ -87,10 +90,15 @@ class Relay:
                                 kept = None
                         data = tap.feed(chunk)
                         if data:
+                            if storing and tap.response is not None:
+                                storing = False
+                                await ex.keep(call, tap.response)
                             await out.write(data)
                         chunk = await up.content.readany()
                     rest = tap.rest()
                     if rest:
+                        if storing and tap.response is not None:
+                            await ex.keep(call, tap.response)
                         await out.write(rest)
                 complete = True
             except ConnectionResetError:
@@ -115,8 +123,6 @@ class Relay:
                 "completion_tokens": max(0, tap.events - 1),
             }
         await self.accounting.answered(call, a.backend, usage)
-        if complete and ex is not None:
-            ex.finished(call, tap)
         if complete and kept and self.cache is not None and call.cache_request is not None:
             answer = assemble_stream(b"".join(kept), call.endpoint)
             if answer is not None:

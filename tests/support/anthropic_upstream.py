@@ -47,7 +47,9 @@ class AnthropicUpstream:
     async def _record(self, request: web.Request) -> dict[str, Any]:
         body = orjson.loads(await request.read())
         with self._lock:
-            self.requests.append({"path": request.path, "headers": dict(request.headers), "body": body})
+            self.requests.append(
+                {"path": request.path, "headers": dict(request.headers), "body": body}
+            )
         return body
 
     async def _count_tokens(self, request: web.Request) -> web.Response:
@@ -57,7 +59,10 @@ class AnthropicUpstream:
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
         if self.status != 200:
-            err = {"type": ERROR_TYPES.get(self.status, "api_error"), "message": f"{self.name} says no"}
+            err = {
+                "type": ERROR_TYPES.get(self.status, "api_error"),
+                "message": f"{self.name} says no",
+            }
             return web.json_response(
                 {"type": "error", "error": err, "request_id": "req_up"}, status=self.status
             )
@@ -84,7 +89,9 @@ class AnthropicUpstream:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         for name, data in stream_events(message):
-            await resp.write(b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n")
+            await resp.write(
+                b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+            )
         await resp.write_eof()
         return resp
 
@@ -105,7 +112,12 @@ class AnthropicUpstream:
         call = tool_call_for(text, tools)
         if call:
             blocks.append(
-                {"type": "tool_use", "id": "toolu_1", "name": call[0], "input": orjson.loads(call[1])}
+                {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": call[0],
+                    "input": orjson.loads(call[1]),
+                }
             )
         else:
             blocks.append({"type": "text", "text": f"{self.name}: hello there"})
@@ -125,7 +137,10 @@ def stream_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         if kind == "text":
             first = {"type": "text", "text": ""}
             half = len(block["text"]) // 2
-            deltas = [{"type": "text_delta", "text": t} for t in (block["text"][:half], block["text"][half:])]
+            deltas = [
+                {"type": "text_delta", "text": t}
+                for t in (block["text"][:half], block["text"][half:])
+            ]
         elif kind == "thinking":
             first = {"type": "thinking", "thinking": "", "signature": ""}
             deltas = [
@@ -136,9 +151,19 @@ def stream_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
             first = {**block, "input": {}}
             raw = orjson.dumps(block["input"]).decode()
             half = len(raw) // 2
-            deltas = [{"type": "input_json_delta", "partial_json": p} for p in (raw[:half], raw[half:])]
-        out.append(("content_block_start", {"type": "content_block_start", "index": i, "content_block": first}))
-        out += [("content_block_delta", {"type": "content_block_delta", "index": i, "delta": d}) for d in deltas]
+            deltas = [
+                {"type": "input_json_delta", "partial_json": p} for p in (raw[:half], raw[half:])
+            ]
+        out.append(
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": i, "content_block": first},
+            )
+        )
+        out += [
+            ("content_block_delta", {"type": "content_block_delta", "index": i, "delta": d})
+            for d in deltas
+        ]
         out.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
     out.append(
         (
