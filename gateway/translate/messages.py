@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from gateway.sse import EventSplitter, named_event
+from gateway.sse import EventSplitter, event_data, named_event
 
 # chat `finish_reason` -> Messages `stop_reason`
 STOP_REASONS = {
@@ -105,28 +105,38 @@ def usage_of(u: Any) -> dict | None:
 
 class MessagesUsageTap:
     """Relays a Messages stream byte for byte (pass-through), reading its usage on the way:
-    `message_start` carries the input side, `message_delta` the final output count."""
+    `message_start` carries the input side, `message_delta` the final output count. Only events
+    that mention `"usage"` are parsed; the rest pass with a byte search."""
 
-    __slots__ = ("_split", "_usage", "events")
+    __slots__ = ("_buf", "_usage", "events")
 
     def __init__(self) -> None:
-        self._split = EventSplitter()
+        self._buf = b""  # the unfinished event at the end of the last chunk
         self._usage: dict[str, Any] = {}
         self.events = 0
 
     def feed(self, chunk: bytes) -> bytes:
-        for data in self._split.feed(chunk):
-            self._read(data)
+        buf = self._buf + chunk if self._buf else chunk
+        self.events += chunk.count(b"\n\n")
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            self._buf = buf
+            return chunk
+        self._buf = buf[end + 2 :]
+        if b'"usage"' in buf[:end]:
+            for event in buf[:end].split(b"\n\n"):
+                if b'"usage"' in event:
+                    self._read(event_data(event))
         return chunk
 
     def rest(self) -> bytes:
-        for data in self._split.rest():
-            self._read(data)
+        if b'"usage"' in self._buf:
+            self._read(event_data(self._buf))
+        self._buf = b""
         return b""
 
-    def _read(self, data: bytes) -> None:
-        self.events += 1
-        if b'"usage"' not in data:
+    def _read(self, data: bytes | None) -> None:
+        if not data:
             return
         try:
             obj = orjson.loads(data)

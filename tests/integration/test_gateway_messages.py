@@ -368,3 +368,19 @@ def test_audit_records_name_the_developer_and_tool_and_hold_no_prompt(fresh) -> 
     assert last["model"] == "claude" and last["backend"] == "claude" and last["status"] == 200
     assert last["tokens_cached"] == CACHE_READ and last["cost_usd"] > 0
     assert "secret plan" not in text
+
+
+def test_a_traced_messages_request_is_a_chat_span(stack) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    cfg = {
+        "backends": {"local": {"url": stack["gw"].gateway.cfg.backends["local"].url}},
+        "routes": {"coder": {"backends": [{"backend": "local"}]}},
+    }
+    with RunningGateway(cfg, span_exporter=exporter) as gw:
+        anthropic.Anthropic(base_url=gw.url, api_key="x", max_retries=0).messages.create(
+            model="coder", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+        )
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "chat coder" and span.attributes["gen_ai.usage.output_tokens"] == 4

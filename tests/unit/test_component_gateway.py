@@ -265,7 +265,7 @@ def test_both_stacks_route_coding_assistants_with_keys_audit_and_the_dashboard(
     cm = res.one("kubernetes:core/v1:ConfigMap", "gateway-routes").inputs
     routes = yaml.safe_load(cm["data"]["routes.yaml"])
     cfg = parse_config({k: v for k, v in routes.items() if k != "keys_file"})
-    claude = cfg.backends["assistant-claude-sonnet"]
+    claude = cfg.backends["assistant-claude-sonnet-4-6"]
     assert (claude.protocol, claude.url) == ("anthropic", "https://api.anthropic.com/v1")
     assert claude.api_key_env == "TANDEM_PROVIDER_KEY_ANTHROPIC"
     selfhosted = cfg.backends["assistant-selfhosted-8b"]
