@@ -29,6 +29,7 @@ from gateway.audit import AuditLog
 from gateway.cache.api import CacheRequest, ResponseCache
 from gateway.config import (
     Compiled,
+    CompiledKey,
     ConfigError,
     RoutesConfig,
     compile_config,
@@ -337,11 +338,11 @@ class GatewayService:
         call = Call(endpoint, time.monotonic(), self.compiled)
         call.exchange = exchange
         try:
-            self._authenticate(call, request.headers)
+            key = self._authenticate(call, request.headers)
             await parse(request, call, self.max_body_bytes)
             call.route = await self.admission.admit(call)
             if self.tracer is not None:
-                call.span = start_span(self.tracer, endpoint, call.body["model"], call.key.team)
+                call.span = start_span(self.tracer, endpoint, call.body["model"], key.team)
             assert self.forwarder is not None and self.relay is not None
             if exchange is not None:
                 await exchange.begin(call, request.headers)
@@ -373,17 +374,18 @@ class GatewayService:
             self.accounting.rejected(call, err)
             return err.response() if exchange is None else exchange.error(err)
 
-    def _authenticate(self, call: Call, headers: Mapping[str, str]) -> None:
+    def _authenticate(self, call: Call, headers: Mapping[str, str]) -> CompiledKey:
         """Stage 1: the key, and for developer traffic the developer, tool and session."""
         api_key = None
         if call.exchange is not None and call.exchange.api_key_header:
             api_key = headers.get(call.exchange.api_key_header, "")
         key = call.key = authenticate(call.compiled, headers.get("Authorization"), api_key)
         if key.developer is None and key.developer_header is None:
-            return
+            return key
         call.developer = developer_of(call.compiled, key, headers)
         call.tool, call.tool_version = self.tools(headers.get("User-Agent", ""))
         call.session = session_id(headers)
+        return key
 
     async def count_tokens(self, request: web.Request) -> web.StreamResponse:
         """`/v1/messages/count_tokens`: asked of the route's backends when they are all

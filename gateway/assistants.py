@@ -16,6 +16,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from typing import Any
 
 log = logging.getLogger("tandem.gateway")
 
@@ -75,7 +76,7 @@ class Sessions:
 
     def __init__(self) -> None:
         self._seen: OrderedDict[str, float] = OrderedDict()  # session key -> last seen
-        self._redis = None
+        self._redis: Any = None
         self._prefix = ""
         self._errors: tuple[type[BaseException], ...] = ()
 

@@ -487,7 +487,7 @@ class ChatToMessagesStream:
         if self._started:
             return
         self._started = True
-        message = {
+        message: dict[str, Any] = {
             "id": new_id("msg_"),
             "type": "message",
             "role": "assistant",
@@ -542,7 +542,7 @@ class ChatToMessagesStream:
         n = int(tc.get("index", 0))
         fn = tc.get("function") or {}
         if n not in self._tools:
-            start = {
+            start: dict[str, Any] = {
                 "type": "tool_use",
                 "id": tc.get("id") or new_id("toolu_"),
                 "name": fn.get("name") or "",
