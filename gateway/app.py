@@ -47,6 +47,7 @@ from gateway.stages.authenticate import authenticate, developer_of
 from gateway.stages.cache import CacheStage, answer_cost
 from gateway.stages.call import Call
 from gateway.stages.exchange import CountTokensExchange, MessagesExchange, ResponsesExchange
+from gateway.stages.features import FeatureStage
 from gateway.stages.forward import Forwarder
 from gateway.stages.parse import parse
 from gateway.stages.relay import Relay
@@ -73,7 +74,7 @@ _KNOWN_PATHS = frozenset(
     )
 )
 # sections a reload cannot change: they shape what was built at start-up
-_RESTART_SECTIONS = ("server", "redis", "cache", "tracing", "audit", "responses")
+_RESTART_SECTIONS = ("server", "redis", "cache", "tracing", "feature_store", "audit", "responses")
 
 
 class StartupError(RuntimeError):
@@ -125,6 +126,7 @@ class GatewayService:
             CacheStage(self.cache, self.metrics, self._spawn) if self.cache is not None else None
         )
         # built at start-up, on the server's event loop (their HTTP sessions live there)
+        self.features: FeatureStage | None = None
         self.upstreams: Upstreams | None = None
         self.forwarder: Forwarder | None = None
         self.relay: Relay | None = None
@@ -170,6 +172,8 @@ class GatewayService:
         else:
             self.response_store = MemoryStore(keep.ttl_s, keep.max_entries)
         self.responses_exchange = ResponsesExchange(self.response_store)
+        if self.cfg.feature_store is not None:
+            self.features = FeatureStage(self.cfg.feature_store, self.metrics)
         if self.cache is not None:
             await self._start_cache(self.cache)
         if self.config_path is not None and self.cfg.server.reload_interval_s > 0:
@@ -188,6 +192,8 @@ class GatewayService:
             await self.response_store.close()
         if self.audit is not None:
             self.audit.close()
+        if self.features is not None:
+            await self.features.close()
         if self.cache is not None:
             await self.cache.close()
 
@@ -344,7 +350,7 @@ class GatewayService:
             if self.tracer is not None:
                 call.span = start_span(self.tracer, endpoint, call.body["model"], key.team)
             assert self.forwarder is not None and self.relay is not None
-            if exchange is not None:
+            if exchange is not None:  # Messages, Responses: no features, no response cache
                 await exchange.begin(call, request.headers)
                 attempt = await self.forwarder.forward(
                     call.route,
@@ -356,6 +362,8 @@ class GatewayService:
                     partial(exchange.upstream, call),
                 )
                 return await self.relay.respond(request, call, attempt)
+            if self.features is not None:
+                await self.features.enrich(request, call)
             if self.cache_stage is not None:
                 hit = await self.cache_stage.lookup(call)
                 if hit is not None:
