@@ -104,14 +104,19 @@ def _traffic(gw: RunningGateway) -> None:
 
 def _wait_scraped(url: str, gw: RunningGateway) -> None:
     client = PromClient(url)
-    want = gw.metric("tandem_gateway_assistant_sessions_total")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
+    want = got = None
     while time.monotonic() < deadline:
+        # the gateway counts a session in a background task after the answer: read it each time
+        want = gw.metric("tandem_gateway_assistant_sessions_total")
         got = client.query("sum(tandem_gateway_assistant_sessions_total)", time.time())
         if got and got[0].values[-1] == want == 4:
             return
         time.sleep(0.5)
-    pytest.fail(f"Prometheus did not scrape the gateway's assistant series in 30 s (want {want})")
+    pytest.fail(
+        f"Prometheus did not scrape the gateway's 4 assistant sessions in 60 s "
+        f"(gateway: {want}, Prometheus: {got[0].values[-1] if got else None})"
+    )
 
 
 def _report(url: str, capsys, *extra: str) -> dict:
