@@ -50,7 +50,7 @@ from components.serving.inference_cluster import (
 )
 from components.use_case import UseCase, UseCaseArgs, gateway_entry
 from features.repo import Repo
-from gateway.spec import routes_from_use_cases
+from gateway.spec import provider_key_env, routes_from_use_cases, with_assistants
 from observability.rules import DeploymentSlo
 from serving.checks import CheckResult, resolve_contract
 from vocabulary import labels
@@ -69,6 +69,8 @@ class PlatformArgs:
     checks: dict[str, list[CheckResult]] | None = None
     # alert receiver -> its credential (a Pulumi secret read by the program from stack config)
     alerting_secrets: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    # assistant route apiKeySecret -> the provider's API key (a Pulumi secret, tandem:providerKey-*)
+    provider_keys: dict[str, pulumi.Input[str]] = field(default_factory=dict)
     hf_token: pulumi.Input[str] | None = None  # tandem:huggingFaceToken, for gated Hub models
     # tandem:batchWebhookSecret (whsec_...): signs async jobs' webhooks; unset, none are sent
     batch_webhook_secret: pulumi.Input[str] | None = None
@@ -105,7 +107,13 @@ class Platform(pulumi.ComponentResource):
         with_batch = with_gateway and cfg.batch.enabled
         self.batch_storage = self._batch_storage() if with_batch else None
         self.gateway = (
-            self._gateway(routes, args.gateway_keys, args.use_cases, args.batch_webhook_secret)
+            self._gateway(
+                routes,
+                args.gateway_keys,
+                args.provider_keys,
+                args.use_cases,
+                args.batch_webhook_secret,
+            )
             if with_gateway
             else None
         )
@@ -286,11 +294,13 @@ class Platform(pulumi.ComponentResource):
         self,
         routes: list,
         raw_keys: dict[str, pulumi.Input[str]],
+        provider_keys: dict[str, pulumi.Input[str]],
         use_cases: list[UseCaseSpec],
         webhook_secret: pulumi.Input[str] | None,
     ) -> Gateway:
-        """The shared AI gateway, routing to every use case that has a `gateway:` section (and,
-        with tandem:batch, serving the Batch API)."""
+        """The shared AI gateway, routing to every use case that has a `gateway:` section and to
+        the coding assistants' models (`gateway.assistants`), with an audit record per request
+        (and, with tandem:batch, serving the Batch API)."""
         cfg = self.config
         storage = self.batch_storage
         self._webhooks = storage is not None and webhook_secret is not None
@@ -309,16 +319,20 @@ class Platform(pulumi.ComponentResource):
                 "redis_volume_gib": 10 if cfg.gateway.redis == "in-cluster" else None,
                 "redis_clients": [{"podSelector": {"matchLabels": WORKER_SELECTOR}}],
                 "client_namespaces": [labels.NS_SERVING, labels.NS_BATCH],
-                "provider_secrets": (
-                    {WEBHOOK_SECRET_ENV: webhook_secret}
-                    if self._webhooks and webhook_secret
-                    else {}
-                ),
             }
+        # one Secret beside the gateway: the assistants' provider keys and the webhook secret
+        secrets = {provider_key_env(name): key for name, key in provider_keys.items()}
+        if self._webhooks and webhook_secret:
+            secrets[WEBHOOK_SECRET_ENV] = webhook_secret
         return Gateway(
             "gateway",
             GatewayArgs(
-                routes=routes_from_use_cases(routes, batch=storage is not None),
+                routes=with_assistants(
+                    routes_from_use_cases(routes, batch=storage is not None),
+                    cfg.gateway.assistants,
+                    routes,
+                    cfg.gateway.audit,
+                ),
                 config=cfg.gateway,
                 keys=[
                     GatewayKey(
@@ -328,9 +342,12 @@ class Platform(pulumi.ComponentResource):
                         models=list(k.models),
                         rpm=k.rpm,
                         tpm=k.tpm,
+                        developer=k.developer,
+                        developer_header=k.developer_header,
                     )
                     for k in cfg.gateway.keys
                 ],
+                provider_secrets=secrets,
                 k8s_provider=self.cluster.provider,
                 elasticache=self._elasticache() if cfg.gateway.redis == "elasticache" else None,
                 monitoring=cfg.observability.enabled,

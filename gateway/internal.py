@@ -2,13 +2,14 @@
 lines, async jobs; pipelines/) call the routes.
 
 The same stages as `GatewayService._serve` (gateway/app.py), in the same order: the body is
-checked and its route resolved for the key that submitted the work, limits and the team's budget
-admit it, the response cache may answer, the forward stage walks the route with its retries,
+checked and its route resolved for the key that submitted the work, limits and the budgets (the
+team's and, for a developer's own key, the developer's) admit it, the response cache may answer, the forward stage walks the route with its retries,
 fallbacks and circuit breakers, and the account stage records the metrics. Two differences:
 the call is never streamed (a batch line or job wants the whole answer), and its cost is not
 charged here. The pipeline charges it when it records the result, once per line however often
-the line ran (a worker killed after the answer but before the record re-runs it), at the route's
-batch discount for batch lines (`Call.price_factor`).
+the line ran (a worker killed after the answer but before the record re-runs it), to the same
+budgets, with the same cost as online (cached prompt tokens at the cached-input price), times the
+route's batch discount for batch lines (`Call.price_factor`).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ async def call_route(
     discount (an async job pays the full price)."""
     call = Call(endpoint, time.monotonic(), svc.compiled, deferred=True)
     call.key = key
+    call.developer = key.developer or None  # a developer's own key: their budget applies too
     try:
         if body.get("stream"):
             raise GatewayError(

@@ -13,8 +13,9 @@ Keys, under the batch section's prefix P:
 
 Every change that must happen together is one Lua script, so a worker killed at any instant
 leaves either all of it or none: a batch line's result is written only if the line has none yet
-(HSETNX), and in the same script the batch's counts, usage and cost move and the team's spend
-(the gateway's own budget key) is charged; the script that records the last line also queues the
+(HSETNX), and in the same script the batch's counts, usage and cost move and the budgets are
+charged (the gateway's own spend keys: the team's and, for a key that names a developer with a
+per-developer budget, the developer's); the script that records the last line also queues the
 batch's finalization. A line that runs twice therefore ends in one record and one charge.
 
 The state machine: validating -> in_progress -> finalizing -> completed | expired; validating ->
@@ -42,14 +43,14 @@ redis.call('HINCRBY', KEYS[1], ARGV[3], 1)
 if ARGV[8] == '1' then redis.call('HSET', KEYS[1], 'expired', '1') end
 if tonumber(ARGV[4]) > 0 then
   redis.call('HINCRBYFLOAT', KEYS[1], 'cost_usd', ARGV[4])
-  if ARGV[9] == '1' then redis.call('INCRBYFLOAT', KEYS[3], ARGV[4]) end
+  for i = 4, #KEYS do redis.call('INCRBYFLOAT', KEYS[i], ARGV[4]) end
 end
 redis.call('HINCRBY', KEYS[1], 'input_tokens', ARGV[5])
 redis.call('HINCRBY', KEYS[1], 'output_tokens', ARGV[6])
 local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '-1')
 local done = tonumber(redis.call('HGET', KEYS[1], 'completed') or '0')
   + tonumber(redis.call('HGET', KEYS[1], 'failed') or '0')
-if done == total then redis.call('XADD', KEYS[4], '*', 't', 'finalize', 'id', ARGV[7]) end
+if done == total then redis.call('XADD', KEYS[3], '*', 't', 'finalize', 'id', ARGV[7]) end
 return 1
 """
 
@@ -129,7 +130,9 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'in_progress' then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'response', ARGV[2], 'completed_at', ARGV[3],
            'cost_usd', ARGV[4])
-if ARGV[5] == '1' and tonumber(ARGV[4]) > 0 then redis.call('INCRBYFLOAT', KEYS[2], ARGV[4]) end
+if tonumber(ARGV[4]) > 0 then
+  for i = 2, #KEYS do redis.call('INCRBYFLOAT', KEYS[i], ARGV[4]) end
+end
 return 1
 """
 
@@ -244,18 +247,19 @@ class Records:
         *,
         cost: float,
         usage: tuple[int, int],
-        spend_key: str | None,
+        spend_keys: list[str],
         jobs_stream: str,
         expired: bool = False,
     ) -> int:
         """Record a line's one result (1), or nothing when it has one already (0) or the batch
-        is finalized (-1). `record` starts with b"o" (output file) or b"e" (error file)."""
+        is finalized (-1). `record` starts with b"o" (output file) or b"e" (error file).
+        `spend_keys`: the budgets' spend keys the cost is charged to (the gateway's own)."""
         return await self._commit_line(
             keys=[
                 self.key("batch", batch_id),
                 self.key("results", batch_id),
-                spend_key or self.key("no-spend"),
                 jobs_stream,
+                *spend_keys,
             ],
             args=[
                 index,
@@ -266,7 +270,6 @@ class Records:
                 usage[1],
                 batch_id,
                 "1" if expired else "",
-                "1" if spend_key else "",
             ],
         )
 
@@ -314,16 +317,15 @@ class Records:
         return int(await self._job_run(keys=[self.key("job", job_id)], args=[now_s()]))
 
     async def commit_job(
-        self, job_id: str, ok: bool, response: bytes, cost: float, spend_key: str | None
+        self, job_id: str, ok: bool, response: bytes, cost: float, spend_keys: list[str]
     ) -> bool:
         done = await self._commit_job(
-            keys=[self.key("job", job_id), spend_key or self.key("no-spend")],
+            keys=[self.key("job", job_id), *spend_keys],
             args=[
                 "completed" if ok else "failed",
                 response,
                 now_s(),
                 repr(cost),
-                "1" if spend_key else "",
             ],
         )
         return bool(done)

@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 from gateway.app import GatewayService
 from gateway.config import Compiled, CompiledKey
 from gateway.internal import Answer, batch_key
-from gateway.stages.admit import spend_key
+from gateway.stages.admit import dev_spend_key, spend_key
 from pipelines.files import S3Files
 from pipelines.formats import (
     ENDPOINTS,
@@ -383,7 +383,7 @@ class Worker:
                 ok,
                 cost=answer.cost if answer else 0.0,
                 usage=answer.usage if answer else (0, 0),
-                spend_key=self._spend_key(team),
+                spend_keys=self._spend_keys(h),
                 jobs_stream=self.queue.jobs,
                 expired=expired,
             )
@@ -447,7 +447,7 @@ class Worker:
             response = orjson.dumps({"status_code": answer.status, "body": answer.body})
             ok = answer.status == 200
             if await self.records.commit_job(
-                job_id, ok, response, answer.cost, self._spend_key(h["team"])
+                job_id, ok, response, answer.cost, self._spend_keys(h)
             ):
                 self.metrics.jobs.labels(h["team"], "completed" if ok else "failed").inc()
             h = await self.records.job(job_id) or h
@@ -504,9 +504,20 @@ class Worker:
             return ANONYMOUS
         return self._keys[1].get(key_id)
 
-    def _spend_key(self, team: str) -> str | None:
-        budget = self.svc.compiled.budgets.get(team)
-        return spend_key(self.redis_prefix, team, budget, time.time()) if budget else None
+    def _spend_keys(self, h: dict[str, str]) -> list[str]:
+        """The spend keys a batch line's or job's cost is charged to: the budgets an online
+        request of the same key is charged to (admit stage), the team's and, for a key that names
+        a developer, the developer's where the team sets a per-developer budget."""
+        team, now, compiled = h["team"], time.time(), self.svc.compiled
+        keys = []
+        budget = compiled.budgets.get(team)
+        if budget is not None:
+            keys.append(spend_key(self.redis_prefix, team, budget, now))
+        key = self._key(h["key_id"])
+        dev_budget = compiled.developer_budgets.get(team)
+        if key is not None and key.developer and dev_budget is not None:
+            keys.append(dev_spend_key(self.redis_prefix, team, (key.developer, dev_budget), now))
+        return keys
 
     async def _call(
         self, h: dict[str, str], body: dict[str, Any], runs: int, *, batch: bool

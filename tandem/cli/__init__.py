@@ -29,6 +29,7 @@ COMMAND_MODULES = {
     "tandem.cli.cache": "gateway",  # cache replay
     "tandem.cli.batch": "pipelines",  # batch worker / submit
     "tandem.cli.finops": "finops",  # finops report / demo
+    "tandem.cli.assistants": "finops",  # assistants report
 }
 
 

@@ -21,6 +21,8 @@ from gateway.config import parse_config
 from pipelines.api import mount
 from pipelines.webhooks import verify
 from tests.support.pipelines import (
+    DEV_KEY,
+    DEVELOPER,
     KEY,
     OTHER_KEY,
     WEBHOOK_SECRET,
@@ -33,7 +35,7 @@ from tests.support.pipelines import (
 from tests.support.upstream import ServerThread, Upstream
 
 pytestmark = pytest.mark.integration
-PRICE_IN, PRICE_OUT, DISCOUNT = 2.0 / 1e6, 6.0 / 1e6, 0.5
+PRICE_IN, PRICE_OUT, PRICE_CACHED, DISCOUNT = 2.0 / 1e6, 6.0 / 1e6, 0.5 / 1e6, 0.5
 
 
 class Stack:
@@ -45,13 +47,16 @@ class Stack:
         self.client = OpenAI(base_url=gateway.url + "/v1", api_key=KEY, max_retries=0)
         self.other = OpenAI(base_url=gateway.url + "/v1", api_key=OTHER_KEY, max_retries=0)
 
-    def run(self, data: bytes, tmp: Path, *, timeout: float = 60.0, **create) -> object:
+    def run(
+        self, data: bytes, tmp: Path, *, timeout: float = 60.0, client=None, **create
+    ) -> object:
         """Upload, create, and poll until the batch ends (as a user of the SDK would)."""
+        client = client or self.client
         path = tmp / "input.jsonl"
         path.write_bytes(data)
         with open(path, "rb") as fh:
-            f = self.client.files.create(file=fh, purpose="batch")
-        b = self.client.batches.create(
+            f = client.files.create(file=fh, purpose="batch")
+        b = client.batches.create(
             input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h", **create
         )
         return self.wait(b.id, timeout)
@@ -72,6 +77,10 @@ class Stack:
 
     def spend(self) -> float:
         return sum(float(self.r.get(k) or 0) for k in self.r.keys("tandem:gw:spend:batchers:*"))
+
+    def developer_spend(self) -> float:
+        pattern = f"tandem:gw:devspend:batchers:{DEVELOPER}:*"
+        return sum(float(self.r.get(k) or 0) for k in self.r.keys(pattern))
 
     def metric(self, name: str, **labels: str) -> float:
         total = 0.0
@@ -142,7 +151,7 @@ def test_openai_sdk_batch_round_trip(fresh: Stack, tmp_path: Path) -> None:
 
 
 def test_lines_are_charged_once_at_the_routes_batch_discount(fresh: Stack, tmp_path: Path) -> None:
-    before = fresh.spend()
+    before, mine = fresh.spend(), fresh.developer_spend()
     b = fresh.run(batch_lines(30), tmp_path)
     out = fresh.records(b.output_file_id)
     full = sum(
@@ -151,9 +160,29 @@ def test_lines_are_charged_once_at_the_routes_batch_discount(fresh: Stack, tmp_p
         for r in out
     )
     assert fresh.spend() - before == pytest.approx(full * DISCOUNT, rel=1e-9)
+    assert fresh.developer_spend() == mine  # a team key names no developer: theirs is untouched
     assert fresh.metric("tandem_batch_lines_total", team="batchers", outcome="completed") >= 30
     # the same tandem_gateway_* series as online traffic count the lines
     assert fresh.metric("tandem_gateway_requests_total", team="batchers", code="200") >= 30
+
+
+def test_a_developers_lines_cost_what_online_does_to_both_budgets(
+    fresh: Stack, tmp_path: Path
+) -> None:
+    """The same cost formula as an online answer (cached prompt tokens at the cached price),
+    at the discount, charged once to the team's budget and the developer's."""
+    fresh.upstream.set(poison="POISON", cached_tokens=3)
+    dev = OpenAI(base_url=fresh.gateway.url + "/v1", api_key=DEV_KEY, max_retries=0)
+    team, mine = fresh.spend(), fresh.developer_spend()
+    b = fresh.run(batch_lines(20), tmp_path, client=dev)
+    assert b.request_counts.completed == 20
+    usages = [r["response"]["body"]["usage"] for r in fresh.records(b.output_file_id)]
+    full = sum(
+        (u["prompt_tokens"] - 3) * PRICE_IN + 3 * PRICE_CACHED + u["completion_tokens"] * PRICE_OUT
+        for u in usages
+    )
+    assert fresh.spend() - team == pytest.approx(full * DISCOUNT, rel=1e-9)
+    assert fresh.developer_spend() - mine == pytest.approx(full * DISCOUNT, rel=1e-9)
 
 
 def test_the_response_cache_answers_repeated_lines(fresh: Stack, tmp_path: Path) -> None:

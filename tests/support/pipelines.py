@@ -26,6 +26,8 @@ from vocabulary.net import free_port
 REPO = Path(__file__).resolve().parents[2]
 KEY = "sk-batch-team"
 OTHER_KEY = "sk-other-team"
+DEV_KEY = "sk-batch-dev"  # a developer's own key in the team `batchers`
+DEVELOPER = "dana@example.com"
 WEBHOOK_SECRET = "whsec_" + "c2VjcmV0LWZvci10YW5kZW0tdGVzdHMtMzItYnl0ZXM="
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -120,8 +122,9 @@ def routes(
     discount: float = 0.5,
     cache: bool = False,
 ) -> dict[str, Any]:
-    """A routes file: one route `chat` on the upstream (priced, with a batch discount), two keys
-    of two teams, Redis shared, and the `batch:` section."""
+    """A routes file: one route `chat` on the upstream (priced, cached prompt tokens too, with a
+    batch discount), two keys of two teams and a developer's key in the first (a per-developer
+    budget beside the team's), Redis shared, and the `batch:` section."""
     from gateway.config import hash_key
 
     cfg: dict[str, Any] = {
@@ -149,14 +152,24 @@ def routes(
             },
         },
         "prices": {
-            "up": {"input_per_mtok": 2.0, "output_per_mtok": 6.0},
+            "up": {"input_per_mtok": 2.0, "output_per_mtok": 6.0, "cached_input_per_mtok": 0.5},
             "down": {"input_per_mtok": 2.0, "output_per_mtok": 6.0},
         },
         "keys": [
             {"id": "batch-key", "team": "batchers", "sha256": hash_key(KEY)},
             {"id": "other-key", "team": "others", "sha256": hash_key(OTHER_KEY)},
+            {
+                "id": "dev-key",
+                "team": "batchers",
+                "sha256": hash_key(DEV_KEY),
+                "developer": DEVELOPER,
+            },
         ],
-        "teams": {"batchers": {"budget": {"usd": budget_usd}}} if budget_usd else {},
+        "teams": (
+            {"batchers": {"budget": {"usd": budget_usd}, "developer_budget": {"usd": budget_usd}}}
+            if budget_usd
+            else {}
+        ),
         "redis": {"url": redis_url, "prefix": "tandem:gw"},
         "batch": {
             "files": {"bucket": "tandem-batch", "endpoint_url": s3_url},
