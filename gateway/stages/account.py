@@ -12,6 +12,9 @@ audit record (gateway/audit.py): who, which tool, model, tokens, cost, never pro
 
 Input tokens the provider served from its prompt cache are priced at the backend's
 `cached_input_per_mtok` when it has one; the difference to the input price is the saving.
+A call the asynchronous pipelines make (gateway/internal.py) is priced the same way, times its
+`price_factor` (a batch line's route discount), and charged to the same budgets by the pipeline
+when it records the result (pipelines/state.py), so a line that runs twice is charged once.
 """
 
 from __future__ import annotations
