@@ -25,3 +25,5 @@ class Call:
     budget: Budget | None = None  # admit: the team's budget, if it has one
     span: Any = None  # the trace span, when tracing is on
     cache_request: CacheRequest | None = None  # cache: set when the cache was asked
+    # cache: what it did, sent as X-Tandem-Cache (None until the request gets that far)
+    cache_status: str | None = None
