@@ -14,7 +14,11 @@ one fault kind x one rate x one load x streaming or not, on a fresh gateway proc
                  (retries draw again), for the whole cell; 100 % for 10 s, then healthy.
                  provider_limit is a state, not a draw: at rate x the key is exhausted for the
                  first x of every second (its reset header says when that part ends); at 100 %
-                 it is exhausted for 10 s, the reset header saying "1s" throughout
+                 it is exhausted for 10 s, the reset header saying "1s" throughout. The
+                 requests sent while it is exhausted belong on the fallback, and their share
+                 is not x: at 10 requests/s one request of every second (10 %) leaves at the
+                 start of a second, so the 1 % and 5 % cells send 10 % into the limit. These
+                 cells are held to "no client errors", not to the per-request 1 - 2x
     loads        10 and 100 requests/s (LiteLLM: 10; it sustains about 35 here)
 
 Per cell: `primary_share`, `fallback_share` (shares of all requests sent), `client_errors` (any
@@ -25,7 +29,7 @@ dropped connection), `p50_ms` / `p99_ms` / `max_ms` (whole answer, from the sche
 requests sent until the fault ended avoided the primary) and `recovery_s` (from the fault's end
 to the first request after which >= 95 % of the requests were served by the primary).
 
-    python benchmarks/gateway_resilience.py                 # the full matrix, about 45 minutes
+    python benchmarks/gateway_resilience.py                 # the full matrix, about 40 minutes
     python benchmarks/gateway_resilience.py --quick         # 20 % and 100 %, one load, no streams
     python benchmarks/gateway_resilience.py --output json   # {"cells": [...], ...} on stdout
 
@@ -237,8 +241,13 @@ def upstream_app(name: str, state: FaultState | None) -> Any:
 
 
 def serve_upstreams(primary_port: int, spare_port: int) -> None:
+    import logging
+
     import uvloop
     from aiohttp import web
+
+    # a stalled answer whose caller gave up fails to write 30 s later: expected, not news
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
 
     async def main() -> None:
         runners = []
@@ -439,7 +448,10 @@ def meets(cell: dict[str, Any]) -> dict[str, bool | None]:
         > 0.999,
     }
     if cell["rate"] < 1.0:
-        out["primary_at_least_1_minus_2x"] = cell["primary_share"] >= 1 - 2 * cell["rate"] - 1e-9
+        if cell["fault"] != "provider_limit":  # a state of the key, not a per-request fault
+            out["primary_at_least_1_minus_2x"] = (
+                cell["primary_share"] >= 1 - 2 * cell["rate"] - 1e-9
+            )
         out["no_client_errors"] = cell["client_errors"] == 0
     elif cell["fault"] == "provider_limit":
         f, r = cell["failover_s"], cell["recovery_s"]
