@@ -213,8 +213,11 @@ def test_half_open_admits_a_bounded_number_of_probes(ups, upstreams) -> None:
 def test_error_rate_trips_over_minimum_requests(ups, upstreams) -> None:
     import asyncio
 
-    # two failures in three: the share crosses 0.5 soon after the 20th request
-    cfg = breaker_cfg(ups, consecutive_failures=1000, min_requests=20, error_rate=0.5, open_s=30)
+    # two failures in three: the share crosses 0.5 soon after the 20th request. No probes by
+    # share: one that met the upstream's success in three would close it again before the end
+    cfg = breaker_cfg(
+        ups, consecutive_failures=1000, min_requests=20, error_rate=0.5, open_s=30, probe_share=0
+    )
     upstreams["a"].set(faults=[Behaviour(status=500), Behaviour(status=500), Behaviour()])
     with RunningGateway(cfg) as gw:
         asyncio.run(blast(gw.url, [chat("chat")] * 200, concurrency=4))
