@@ -23,6 +23,7 @@ from gateway.config import (
     WeightedBackend,
 )
 from vocabulary.errors import ConfigError, format_validation_error
+from vocabulary.features import FeatureRead
 from vocabulary.gateway import Budget, Price, UseCaseGateway
 
 __all__ = ["RouteTarget", "UseCaseGateway", "routes_from_use_cases"]
@@ -40,6 +41,7 @@ class RouteTarget:
     gateway: UseCaseGateway  # the use case's `gateway:` section
     url: str  # the backend's OpenAI-compatible base URL (ends in /v1)
     model: str | None = None  # the model name the backend serves (default: the alias)
+    features: FeatureRead | None = None  # the use case's `features:`, resolved (features.repo)
 
 
 def routes_from_use_cases(targets: list[RouteTarget]) -> RoutesConfig:
@@ -83,6 +85,7 @@ def routes_from_use_cases(targets: list[RouteTarget]) -> RoutesConfig:
             degrade_to=gw.degrade_to,
             hedge_after_s=gw.hedge_after_s,
             cache=gw.cache,
+            features=t.features,
         )
         if gw.price is not None:
             prices[t.use_case] = _written_out(gw.price)

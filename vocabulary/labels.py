@@ -25,6 +25,7 @@ TOKEN_USE_CASE = "tandem:use_case:UseCase"
 TOKEN_GATEWAY = "tandem:gateway:Gateway"
 TOKEN_OBSERVABILITY = "tandem:observability:Observability"
 TOKEN_IMAGES = "tandem:images:Images"
+TOKEN_FEATURE_STORE = "tandem:features:FeatureStore"
 
 # Kubernetes node / pod labels.
 LABEL_POOL = f"{DOMAIN}/pool"
@@ -59,6 +60,7 @@ NS_KUBERAY = "kuberay-system"
 NS_MONITORING = "monitoring"
 NS_GATEWAY = "tandem-gateway"
 NS_SERVING = "tandem-serving"
+NS_FEATURES = "tandem-features"
 
 
 def platform_labels(**extra: str) -> dict[str, str]:
