@@ -96,7 +96,13 @@ class Relay:
                 err = "timeout_total" if isinstance(exc, TimeoutError) else "stream_broken"
                 self.upstreams.stream_failed(a.backend, err)
                 await out.write(sse_error_event("The backend stream ended early.", err))
-            await out.write_eof()
+            try:
+                await out.write_eof()
+            except ConnectionResetError:
+                if not complete:
+                    raise
+                # the caller had the whole stream, [DONE] included, and hung up before the
+                # chunked encoding's last bytes (the openai SDK does): an answer, charged as one
         except (ConnectionResetError, asyncio.CancelledError):
             up.close()
             raise
