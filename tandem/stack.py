@@ -252,6 +252,12 @@ class Stack:
             for r in self.config.alerting.receivers
             if r.needs_secret
         ]
+        assistants = self.config.gateway.assistants
+        secret_keys += [
+            f"tandem:{r.secret_config_key}"
+            for r in (assistants.routes if assistants else [])
+            if r.secret_config_key
+        ]
         for key in secret_keys:
             config.setdefault(key, "offline-plan-placeholder")
         return config, secret_keys

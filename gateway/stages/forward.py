@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -25,7 +26,17 @@ from gateway.errors import GatewayError
 from gateway.proxy import BUSY, CLIENT, CONTEXT, FAIL, OK, RATE, Attempt, Upstreams
 
 CHARS_PER_TOKEN = 4  # the pre-flight estimate of a prompt's tokens (a tokenizer is per model)
-_PROMPT_PARAM = {"chat.completions": "messages", "completions": "prompt", "embeddings": "input"}
+_PROMPT_PARAM = {
+    "chat.completions": "messages",
+    "messages": "messages",
+    "completions": "prompt",
+    "embeddings": "input",
+    "responses": "input",
+}
+
+# (route, backend) -> (the backend's upstream endpoint, the payload, headers or None for the
+# backend's own): the exchange stage's, for a request in another API than the backend speaks
+Prepare = Callable[[CompiledRoute, CompiledBackend], tuple[str, bytes, dict[str, str] | None]]
 
 
 class Forwarder:
@@ -43,10 +54,16 @@ class Forwarder:
         raw: bytes,
         stream: bool,
         inject_usage: bool,
+        prepare: Prepare | None = None,
     ) -> Attempt:
         """An answer (OK) or the backend's own client error (CLIENT) to pass on; GatewayError
         400 `context_length_exceeded` when no backend could take the prompt, 502 / 503 / 504
-        when no answer came."""
+        when no answer came. Without `prepare` the body goes to each backend's `endpoint` as
+        sent (model swapped)."""
+        prep: Prepare = prepare or (
+            lambda r, b: (endpoint, _payload(body, raw, r, b, inject_usage), None)
+        )
+        need = estimate_tokens(body, endpoint) if any(r.windowed for r in route.chain) else 0
         deadline = time.monotonic() + route.spec.deadline_s
         chain = route.chain
         last: Attempt | None = None
@@ -58,7 +75,7 @@ class Forwarder:
                 continue
             if r is not route:
                 self.metrics.child(self.metrics.fallbacks, route.alias, r.alias).inc()
-            a = await self._try_route(r, endpoint, body, raw, stream, inject_usage, deadline)
+            a = await self._try_route(r, stream, deadline, prep, need)
             if a is None:
                 continue
             if a.kind == OK or a.kind == CLIENT:
@@ -80,19 +97,13 @@ class Forwarder:
         raise _final_error(last, deadline, endpoint)
 
     async def _try_route(
-        self,
-        r: CompiledRoute,
-        endpoint: str,
-        body: dict,
-        raw: bytes,
-        stream: bool,
-        inject_usage: bool,
-        deadline: float,
+        self, r: CompiledRoute, stream: bool, deadline: float, prepare: Prepare, need: int
     ) -> Attempt | None:
-        """Up to 1 + `retries.attempts` calls on one route; None if no backend was usable."""
+        """Up to 1 + `retries.attempts` calls on one route; None if no backend was usable.
+        `need`: the request's estimated tokens, for backends that declare a context window."""
         retries = r.spec.retries
         # left out for this request: windows too small for the prompt, then busy backends
-        skip = _too_small(r, body, endpoint) if r.windowed else set()
+        skip = _too_small(r, need) if r.windowed else set()
         if skip and len(skip) == len(r.backends):
             a = Attempt(CONTEXT, r.backends[0], r)
             a.status, a.err = 400, "context_window"
@@ -115,11 +126,11 @@ class Forwarder:
                 )
             if n:
                 self.metrics.child(self.metrics.retries, backend.name).inc()
-            payload = _payload(body, raw, r, backend, inject_usage)
             if r.spec.hedge_after_s is not None and not stream:
-                a = await self._hedged(r, backend, endpoint, payload, body, raw, remaining)
+                a = await self._hedged(r, backend, remaining, prepare)
             else:
-                a = await self.up.call(r, backend, endpoint, payload, stream, remaining)
+                ep, payload, headers = prepare(r, backend)
+                a = await self.up.call(r, backend, ep, payload, stream, remaining, headers)
             if a.kind != FAIL and a.kind != RATE and a.kind != BUSY:
                 return a
             last = a
@@ -147,27 +158,23 @@ class Forwarder:
         return any(b.name not in tried and self.up.breakers[b.name].available() for b in r.backends)
 
     async def _hedged(
-        self,
-        route: CompiledRoute,
-        backend: CompiledBackend,
-        endpoint: str,
-        payload: bytes,
-        body: dict,
-        raw: bytes,
-        budget_s: float,
+        self, route: CompiledRoute, backend: CompiledBackend, budget_s: float, prepare: Prepare
     ) -> Attempt:
         """Start a second copy after `hedge_after_s`; the first good answer wins."""
         up = self.up
-        first = asyncio.ensure_future(up.call(route, backend, endpoint, payload, False, budget_s))
+        ep, payload, headers = prepare(route, backend)
+        first = asyncio.ensure_future(
+            up.call(route, backend, ep, payload, False, budget_s, headers)
+        )
         done, _ = await asyncio.wait((first,), timeout=route.spec.hedge_after_s)
         if done:
             return first.result()
         other = up.pick(route, {backend.name}) or backend
         if not up.breakers[other.name].allow():
             return await first
-        p2 = _payload(body, raw, route, other, False)
+        ep2, p2, h2 = prepare(route, other)
         left = budget_s - route.spec.hedge_after_s  # type: ignore[operator]
-        second = asyncio.ensure_future(up.call(route, other, endpoint, p2, False, left))
+        second = asyncio.ensure_future(up.call(route, other, ep2, p2, False, left, h2))
         pending = {first, second}
         result: Attempt | None = None
         try:
@@ -209,7 +216,7 @@ def estimate_tokens(body: dict, endpoint: str) -> int:
     """The tokens a request needs, estimated before any call: its prompt's characters over
     CHARS_PER_TOKEN, plus the completion it asks room for (`max_tokens`)."""
     chars = 0
-    if endpoint == "chat.completions":
+    if endpoint in ("chat.completions", "messages"):
         for m in body.get("messages") or ():
             content = m.get("content") if isinstance(m, dict) else None
             if isinstance(content, str):
@@ -228,9 +235,8 @@ def estimate_tokens(body: dict, endpoint: str) -> int:
     return chars // CHARS_PER_TOKEN + (room if isinstance(room, int) else 0)
 
 
-def _too_small(r: CompiledRoute, body: dict, endpoint: str) -> set[str]:
-    """The route's backends whose `context_window` the request is estimated not to fit."""
-    need = estimate_tokens(body, endpoint)
+def _too_small(r: CompiledRoute, need: int) -> set[str]:
+    """The route's backends whose `context_window` a request of `need` tokens would not fit."""
     return {
         b.name
         for b in r.backends

@@ -28,6 +28,7 @@ COMMAND_MODULES = {
     "tandem.cli.gateway": "gateway",  # gateway serve / hash-key
     "tandem.cli.cache": "gateway",  # cache replay
     "tandem.cli.finops": "finops",  # finops report / demo
+    "tandem.cli.assistants": "finops",  # assistants report
 }
 
 
