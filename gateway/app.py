@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from collections.abc import Coroutine, Mapping
 from functools import partial
@@ -44,7 +45,7 @@ from gateway.response_store import MemoryStore, RedisStore, ResponseStore
 from gateway.stages.account import Accounting
 from gateway.stages.admit import Admission
 from gateway.stages.authenticate import authenticate, developer_of
-from gateway.stages.cache import CacheStage, answer_cost
+from gateway.stages.cache import BYPASS_OFF, CACHE_HEADER, CacheStage, answer_cost
 from gateway.stages.call import Call
 from gateway.stages.exchange import CountTokensExchange, MessagesExchange, ResponsesExchange
 from gateway.stages.features import FeatureStage
@@ -151,6 +152,7 @@ class GatewayService:
         r.add_delete("/v1/responses/{id}", self.stored_response)
         r.add_get("/v1/responses/{id}/input_items", self.stored_response)
         r.add_get("/v1/models", self.models)
+        r.add_get("/v1/models/{model_id:.+}", self.model)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
         r.add_get("/metrics", self.prometheus)
@@ -298,7 +300,7 @@ class GatewayService:
         return web.Response(body=self._openapi, content_type=_JSON)
 
     async def not_found(self, request: web.Request) -> web.Response:
-        if request.path in _KNOWN_PATHS:
+        if request.path in _KNOWN_PATHS or request.path.startswith("/v1/models/"):
             return GatewayError(
                 405,
                 f"Method {request.method} is not allowed on {request.path}.",
@@ -318,6 +320,23 @@ class GatewayService:
                 "data": [m for m in payload["data"] if m["id"] in key.models],
             }
         return web.Response(body=orjson.dumps(payload), content_type=_JSON)
+
+    async def model(self, request: web.Request) -> web.Response:
+        """`GET /v1/models/{id}` (the SDKs' `models.retrieve`): one alias the key may use."""
+        model_id = request.match_info["model_id"]
+        try:
+            key = authenticate(self.compiled, request.headers.get("Authorization"))
+            entry = self.compiled.model_entries.get(model_id)
+            if entry is None or not (key.all_models or model_id in key.models):
+                raise GatewayError(  # as OpenAI: a model the key may not use does not exist
+                    404,
+                    f"The model '{model_id}' does not exist or you do not have access to it.",
+                    "model_not_found",
+                    param="model",
+                )
+        except GatewayError as exc:
+            return exc.response()
+        return web.Response(body=orjson.dumps(entry), content_type=_JSON)
 
     # -- the completion endpoints -----------------------------------------------------------
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
@@ -369,18 +388,24 @@ class GatewayService:
                 if hit is not None:
                     self.accounting.cache_hit(call, answer_cost(hit.response, call.route))
                     return await self.cache_stage.answer(request, call, hit)
+            else:
+                call.cache_status = BYPASS_OFF
+                m = self.metrics
+                m.child(m.cache_status, key.team, "bypass", "off").inc()
             attempt = await self.forwarder.forward(
                 call.route, endpoint, call.body, call.raw, call.stream, call.inject_usage
             )
             return await self.relay.respond(request, call, attempt)
         except GatewayError as exc:
             self.accounting.rejected(call, exc)
-            return exc.response() if exchange is None else exchange.error(exc)
+            resp = exc.response() if exchange is None else exchange.error(exc)
+            return _with_cache_status(resp, call)
         except Exception:
             log.exception("internal error on %s", request.path)
             err = GatewayError(500, "The gateway failed to process the request.", "internal_error")
             self.accounting.rejected(call, err)
-            return err.response() if exchange is None else exchange.error(err)
+            resp = err.response() if exchange is None else exchange.error(err)
+            return _with_cache_status(resp, call)
 
     def _authenticate(self, call: Call, headers: Mapping[str, str]) -> CompiledKey:
         """Stage 1: the key, and for developer traffic the developer, tool and session."""
@@ -461,23 +486,49 @@ class GatewayService:
         return web.Response(body=orjson.dumps(payload), content_type=_JSON)
 
 
+def _with_cache_status(resp: web.Response, call: Call) -> web.Response:
+    """An error from the cache stage on still says what the cache did."""
+    if call.cache_status is not None:
+        resp.headers[CACHE_HEADER] = call.cache_status
+    return resp
+
+
 def serve(
     cfg: RoutesConfig,
     config_path: str | Path | None = None,
     host: str | None = None,
     port: int | None = None,
 ) -> None:
+    """Run the gateway until SIGINT / SIGTERM. The socket is bound here, before anything else
+    starts, so the log line that says where it listens names the real port (`--port 0` asks the
+    system for a free one); OSError when it cannot be bound."""
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is in the gateway extra
         pass
+    host = host or cfg.server.host
+    port = port if port is not None else cfg.server.port
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
     service = GatewayService(cfg, config_path)
-    web.run_app(
-        service.app(),
-        host=host or cfg.server.host,
-        port=port if port is not None else cfg.server.port,
-        access_log=None,
-        print=lambda *_: None,
-    )
+    routes = len(service.compiled.routes)
+
+    def listening(_message: str) -> None:  # aiohttp calls it once the server accepts
+        log.info(
+            "listening on http://%s:%d (%d route%s)",
+            shown,
+            bound,
+            routes,
+            "" if routes == 1 else "s",
+        )
+
+    web.run_app(service.app(), sock=sock, access_log=None, print=listening)

@@ -49,8 +49,25 @@ class BreakerPolicy(_Strict):
     error_rate: float = Field(0.5, gt=0, le=1)
     consecutive_failures: int = Field(5, ge=1)
     slow_first_token_s: float | None = Field(None, gt=0)
-    open_s: float = Field(30.0, gt=0)
+    open_s: float = Field(30.0, gt=0, description="longest wait between probes while open")
     half_open_probes: int = Field(1, ge=1)
+    probe_share: float = Field(
+        0.02, ge=0, le=1, description="share of an open backend's requests let through as probes"
+    )
+    throttle_window: int = Field(10, ge=1, description="recent answers judged for a 429 storm")
+    throttle_share: float = Field(
+        0.8, gt=0, le=1, description="share of those that, as 429s, cool the whole backend"
+    )
+
+
+class ConcurrencyPolicy(_Strict):
+    """The backend's adaptive concurrency limit (AIMD; gateway/concurrency.py)."""
+
+    min_limit: int = Field(4, ge=1, description="the limit never falls below this")
+    backoff: float = Field(0.9, gt=0, lt=1, description="the limit is multiplied by this on a 429")
+    queue_s: float = Field(
+        0.25, ge=0, description="wait for a free slot before another backend takes the request"
+    )
 
 
 class MetricLabels(_Strict):
@@ -77,6 +94,7 @@ class Backend(_Strict):
     )
     max_connections: int = Field(256, ge=1)
     breaker: BreakerPolicy = BreakerPolicy()
+    concurrency: ConcurrencyPolicy = ConcurrencyPolicy()
     protocol: Protocol = Field(
         "openai",
         description="openai: an OpenAI-compatible server (Messages and Responses requests are "
@@ -114,6 +132,15 @@ class Backend(_Strict):
         if not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _limits(self) -> Backend:
+        if self.concurrency.min_limit > self.max_connections:
+            raise ValueError(
+                f"concurrency.min_limit ({self.concurrency.min_limit}) is above max_connections "
+                f"({self.max_connections}), the most the limit can grow to"
+            )
+        return self
 
 
 class WeightedBackend(_Strict):
@@ -474,6 +501,7 @@ class CompiledRoute:
         "degrade_to",
         "endpoints",
         "cache_policy",
+        "windowed",
         "features",
     )
 
@@ -506,6 +534,8 @@ class CompiledRoute:
             )
         )
         self.cache_policy = spec.cache
+        # a backend declares its context window: requests are checked against it before a call
+        self.windowed = any(b.spec.context_window is not None for b in self.backends)
         self.features = CompiledRead(spec.features) if spec.features is not None else None
 
 
@@ -555,6 +585,9 @@ class Compiled:
         self.keys = {k.digest: k for k in (CompiledKey(k) for k in cfg.keys)}
         self.auth_required = bool(self.keys)
         self.budgets = {t: team.budget for t, team in cfg.teams.items() if team.budget}
+        self.model_entries: dict[str, dict[str, Any]] = {
+            a: {"id": a, "object": "model", "created": 0, "owned_by": "tandem"} for a in self.routes
+        }
         self.developer_budgets = {
             t: team.developer_budget for t, team in cfg.teams.items() if team.developer_budget
         }
@@ -567,10 +600,7 @@ class Compiled:
         self.developers_with_keys = {t: len(d) for t, d in with_keys.items()}
         self.models_payload: dict[str, Any] = {
             "object": "list",
-            "data": [
-                {"id": a, "object": "model", "created": 0, "owned_by": "tandem"}
-                for a in self.routes
-            ],
+            "data": list(self.model_entries.values()),
         }
 
 
