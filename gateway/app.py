@@ -34,6 +34,7 @@ from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.proxy import OK, Upstreams
+from gateway.split import SplitWatcher, overlay, split_keys
 from gateway.stages.account import Accounting
 from gateway.stages.admit import Admission
 from gateway.stages.authenticate import authenticate
@@ -93,8 +94,16 @@ class GatewayService:
         span_exporter: Any = None,
     ) -> None:
         self.cfg = cfg
+        split_routes = sorted(a for a, r in cfg.routes.items() if r.split is not None)
+        if split_routes and cfg.redis is None:
+            raise StartupError(
+                f"routes {split_routes} have a split: (a rollout) but the config has no redis: "
+                "section; the rollout controller writes the live split to Redis"
+            )
         self.config_path = Path(config_path) if config_path else None
+        self.splits: dict = {}  # alias -> the live TrafficSplit laid over the file (split.py)
         self.compiled: Compiled = compile_config(cfg)
+        self.split_watcher: SplitWatcher | None = None
         self.metrics = Metrics()
         self.max_body_bytes = cfg.server.max_body_bytes
         self.tracer = build_tracer(cfg.tracing, span_exporter)
@@ -136,6 +145,13 @@ class GatewayService:
         self.relay = Relay(self.upstreams, self.accounting, self.cache_stage)
         if self.cfg.redis is not None:
             self.admission.share(self.cfg.redis)
+        if keys := split_keys(self.cfg):
+            assert self.cfg.redis is not None
+            self.split_watcher = SplitWatcher(
+                self.cfg.redis.url, keys, self.cfg.server.split_poll_s, self.apply_splits
+            )
+            await self.split_watcher.poll_once()  # serve the live split from the first request
+            self._spawn(self.split_watcher.run())
         if self.cache is not None:
             await self._start_cache(self.cache)
         if self.config_path is not None and self.cfg.server.reload_interval_s > 0:
@@ -148,6 +164,8 @@ class GatewayService:
             t.cancel()
         if self.upstreams is not None:
             await self.upstreams.close()
+        if self.split_watcher is not None:
+            await self.split_watcher.close()
         await self.admission.close()
         if self.cache is not None:
             await self.cache.close()
@@ -205,7 +223,7 @@ class GatewayService:
         assert self.config_path is not None
         try:
             cfg = load_config(self.config_path)
-            compiled = compile_config(cfg)
+            compiled = compile_config(overlay(cfg, self.splits))
         except ConfigError as exc:
             log.error("config reload rejected, keeping the running config:\n%s", exc)
             return False
@@ -216,6 +234,8 @@ class GatewayService:
             self.upstreams.update(compiled)
         self.cfg = cfg.model_copy(update={s: getattr(self.cfg, s) for s in _RESTART_SECTIONS})
         self.compiled = compiled
+        if self.split_watcher is not None:
+            self.split_watcher.watch(split_keys(self.cfg))
         log.info(
             "config reloaded: %d routes, %d backends, %d keys",
             len(compiled.routes),
@@ -223,6 +243,23 @@ class GatewayService:
             len(compiled.keys),
         )
         return True
+
+    def apply_splits(self, splits: dict) -> None:
+        """Lay the routes' live traffic splits over the file's config and swap it in (requests
+        in flight keep the compiled config they started with)."""
+        try:
+            compiled = compile_config(overlay(self.cfg, splits))
+        except (ConfigError, ValueError) as exc:
+            log.error("traffic split rejected, keeping the running one: %s", exc)
+            return
+        if self.upstreams is not None:
+            self.upstreams.update(compiled)
+        self.splits = splits
+        self.compiled = compiled
+        log.info(
+            "traffic split applied: %s",
+            ", ".join(f"{a} canary {s.canary_weight:g}%" for a, s in splits.items()) or "none",
+        )
 
     # -- small endpoints --------------------------------------------------------------------
     async def healthz(self, _request: web.Request) -> web.Response:

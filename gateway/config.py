@@ -79,6 +79,27 @@ class WeightedBackend(_Strict):
     weight: float = Field(1.0, gt=0)
 
 
+class RouteSplit(_Strict):
+    """A route under a rollout: its first backend is the stable version, `canary` the candidate.
+
+    The live weights come from Redis (`<redis.prefix>:split:<alias>`, a
+    vocabulary.rollout.TrafficSplit the rollout controller writes); without that key the route
+    serves as the file says (the stable backend only). `sticky_by` keeps each caller on one arm:
+    a hash of the request's `user` (or `metadata.<key>`) and the split's salt picks the arm.
+    """
+
+    canary: str = Field(description="backend serving the canary version")
+    sticky_by: str | None = Field(None, description="'user' or 'metadata.<key>'")
+    salt: str = Field("", description="mixed into the sticky hash (the controller sets one)")
+
+    @field_validator("sticky_by")
+    @classmethod
+    def _attribute(cls, v: str | None) -> str | None:
+        if v is not None and v != "user" and not v.startswith("metadata."):
+            raise ValueError("must be 'user' or 'metadata.<key>'")
+        return v
+
+
 class Route(_Strict):
     # Field order: as Backend's
     backends: list[WeightedBackend] = Field(min_length=1)
@@ -91,6 +112,7 @@ class Route(_Strict):
     degrade_to: str | None = Field(None, description="cheaper alias used past the soft budget")
     hedge_after_s: float | None = Field(None, gt=0)
     cache: CachePolicy | None = Field(None, description="this route's cache policy keys")
+    split: RouteSplit | None = Field(None, description="stable/canary split under a rollout")
 
 
 class ApiKey(_Strict):
@@ -119,6 +141,7 @@ class Server(_Strict):
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     reload_interval_s: float = Field(2.0, ge=0, description="0 disables hot reload")
+    split_poll_s: float = Field(1.0, gt=0, description="how often routes' live splits are read")
 
 
 class Redis(_Strict):
@@ -169,6 +192,17 @@ class RoutesConfig(_Strict):
                     )
                 elif target == alias:
                     errors.append(f"routes.{alias}.{where}: a route cannot fall back to itself")
+        for alias, route in self.routes.items():
+            if route.split is None:
+                continue
+            where = f"routes.{alias}.split"
+            if route.split.canary not in self.backends:
+                errors.append(
+                    f"{where}.canary: unknown backend {route.split.canary!r}; "
+                    f"allowed: {sorted(self.backends)}"
+                )
+            elif any(wb.backend == route.split.canary for wb in route.backends):
+                errors.append(f"{where}.canary: the canary backend is not one of the route's own")
         for name in self.prices:
             if name not in self.backends:
                 errors.append(f"prices.{name}: unknown backend; allowed: {sorted(self.backends)}")
@@ -294,6 +328,8 @@ class CompiledRoute:
         "degrade_to",
         "endpoints",
         "cache_policy",
+        "split",
+        "arm_headers",
     )
 
     def __init__(self, alias: str, spec: Route, backends: dict[str, CompiledBackend]) -> None:
@@ -317,6 +353,15 @@ class CompiledRoute:
         self.degrade_to: CompiledRoute | None = None
         self.endpoints = frozenset(spec.endpoints)
         self.cache_policy = spec.cache
+        self.split = spec.split  # a rollout's stable/canary split (gateway/split.py)
+        # per backend name: the X-Tandem-Rollout / X-Tandem-Model-Version an answer carries
+        self.arm_headers: dict[str, dict[str, str]] = {}
+        if spec.split is not None:
+            for b in self.backends:
+                self.arm_headers[b.name] = {
+                    "X-Tandem-Rollout": b.label_values[3],
+                    "X-Tandem-Model-Version": b.label_values[2] or "unknown",
+                }
 
 
 class CompiledKey:

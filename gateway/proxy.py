@@ -120,12 +120,17 @@ class Upstreams:
         self._retired.clear()
 
     # -- choosing -------------------------------------------------------------------------
-    def pick(self, route: CompiledRoute, tried: set[str]) -> CompiledBackend | None:
+    def pick(
+        self, route: CompiledRoute, tried: set[str], bucket: float | None = None
+    ) -> CompiledBackend | None:
+        """A backend by weight among the usable ones; `bucket` (a caller's fixed point in
+        [0, 1), gateway/split.py) replaces the random draw for the first choice."""
         backends = route.backends
         if len(backends) == 1:
             b = backends[0]
             return b if b.name not in tried and self.breakers[b.name].available() else None
-        b = backends[bisect_right(route.cum_weights, random.random() * route.total_weight)]
+        x = random.random() if bucket is None else bucket
+        b = backends[bisect_right(route.cum_weights, x * route.total_weight)]
         if b.name not in tried and self.breakers[b.name].available():
             return b
         # Slow path: re-draw among the backends still usable.

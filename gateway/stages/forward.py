@@ -19,6 +19,7 @@ import orjson
 from gateway.config import CompiledBackend, CompiledRoute
 from gateway.errors import GatewayError
 from gateway.proxy import CLIENT, CONTEXT, FAIL, OK, RATE, Attempt, Upstreams
+from gateway.split import sticky_bucket
 
 
 class Forwarder:
@@ -85,8 +86,11 @@ class Forwarder:
         retries = r.spec.retries
         tried: set[str] = set()
         last: Attempt | None = None
+        # a route split by caller (an A/B experiment) sends this caller's first attempt to its
+        # arm; a retry after a failure may use the other arm (an answer beats stickiness)
+        bucket = sticky_bucket(r, body) if r.split is not None else None
         for n in range(retries.attempts + 1):
-            backend = self.up.pick(r, tried) or (self.up.pick(r, set()) if tried else None)
+            backend = self.up.pick(r, tried, bucket) or (self.up.pick(r, set()) if tried else None)
             if backend is None or not self.up.breakers[backend.name].allow():
                 break
             remaining = deadline - time.monotonic()

@@ -36,21 +36,27 @@ class Relay:
 
     async def respond(self, request: web.Request, call: Call, a: Attempt) -> web.StreamResponse:
         """The caller's answer for this attempt (OK, or a client error the backend gave)."""
+        # under a rollout the caller learns which arm and version answered (A/B analytics)
+        arm = a.route.arm_headers.get(a.backend.name)
         if a.kind == CLIENT or a.kind == CONTEXT:
             self.accounting.refused_upstream(call, a.backend, a.status)
-            return web.Response(status=a.status, body=a.body, content_type="application/json")
+            return web.Response(
+                status=a.status, body=a.body, content_type="application/json", headers=arm
+            )
         if a.resp is not None:
-            return await self._stream(request, call, a)
+            return await self._stream(request, call, a, arm)
         usage = a.obj.get("usage") if a.obj is not None else None
         await self.accounting.answered(call, a.backend, usage if isinstance(usage, dict) else None)
         if self.cache is not None and call.cache_request is not None and a.obj is not None:
             self.cache.store(call.cache_request, a.obj)
-        return web.Response(body=a.body, content_type="application/json")
+        return web.Response(body=a.body, content_type="application/json", headers=arm)
 
-    async def _stream(self, request: web.Request, call: Call, a: Attempt) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, call: Call, a: Attempt, arm: dict[str, str] | None
+    ) -> web.StreamResponse:
         up = a.resp
         assert up is not None and call.key is not None
-        out = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        out = web.StreamResponse(status=200, headers={**SSE_HEADERS, **arm} if arm else SSE_HEADERS)
         tap = StripUsage() if call.inject_usage else KeepTail()
         kept: list[bytes] | None = [] if call.cache_request is not None else None
         kept_bytes = 0
