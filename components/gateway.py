@@ -66,6 +66,9 @@ class GatewayArgs:
     ingress_namespace: str = "ingress-nginx"
     elasticache: ElastiCacheArgs | None = None  # required when config.redis == "elasticache"
     monitoring: bool = True
+    # NetworkPolicy peers besides the gateway that may reach its in-cluster Redis (the rollout
+    # controller writes the routes' live splits there)
+    redis_clients: list[dict[str, Any]] = field(default_factory=list)
 
 
 GATEWAY_BASE_BYTES = 256 * 2**20  # the gateway process without a cache (the default request)
@@ -193,7 +196,7 @@ class Gateway(pulumi.ComponentResource):
             namespace=a.namespace,
             component="gateway-redis",
             object_labels=self._labels,
-            clients=[{"podSelector": {"matchLabels": self._selector}}],
+            clients=[{"podSelector": {"matchLabels": self._selector}}, *a.redis_clients],
             opts=self._child,
         )
 

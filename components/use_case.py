@@ -21,7 +21,7 @@ from gateway.spec import RouteTarget
 from serving import builder
 from serving.checks import CheckResult, run_checks
 from vocabulary import labels, review
-from vocabulary.rollout import Experiment, canary_name
+from vocabulary.rollout import canary_name
 from vocabulary.usecase import UseCaseSpec
 
 
@@ -86,10 +86,9 @@ def gateway_entry(spec: UseCaseSpec, namespace: str = labels.NS_SERVING) -> Rout
     )
     base = f"http://{spec.name}-serve-svc.{namespace}.svc:{builder.SERVE_PORT}"
     url = f"{base}{builder.route_prefix(target)}/v1"
-    canary_url = sticky = None
+    canary_url = None
     if spec.rollout is not None:  # the canary Serve app lives beside the stable one
         canary_url = f"{base}/{canary_name(target.name)}/v1"
-        sticky = spec.rollout.sticky_by if isinstance(spec.rollout, Experiment) else None
     return RouteTarget(
         spec.name,
         spec.team,
@@ -98,5 +97,4 @@ def gateway_entry(spec: UseCaseSpec, namespace: str = labels.NS_SERVING) -> Rout
         target.model,
         model_version=target.model_version if target.registry is not None else "",
         canary_url=canary_url,
-        sticky_by=sticky,
     )

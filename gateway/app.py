@@ -34,7 +34,7 @@ from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.proxy import OK, Upstreams
-from gateway.split import SplitWatcher, overlay, split_keys
+from gateway.split import SplitWatcher, compile_splits, overlay, split_keys
 from gateway.stages.account import Accounting
 from gateway.stages.admit import Admission
 from gateway.stages.authenticate import authenticate
@@ -223,7 +223,7 @@ class GatewayService:
         assert self.config_path is not None
         try:
             cfg = load_config(self.config_path)
-            compiled = compile_config(overlay(cfg, self.splits))
+            compiled = compile_splits(compile_config(overlay(cfg, self.splits)), self.splits)
         except ConfigError as exc:
             log.error("config reload rejected, keeping the running config:\n%s", exc)
             return False
@@ -248,7 +248,7 @@ class GatewayService:
         """Lay the routes' live traffic splits over the file's config and swap it in (requests
         in flight keep the compiled config they started with)."""
         try:
-            compiled = compile_config(overlay(self.cfg, splits))
+            compiled = compile_splits(compile_config(overlay(self.cfg, splits)), splits)
         except (ConfigError, ValueError) as exc:
             log.error("traffic split rejected, keeping the running one: %s", exc)
             return

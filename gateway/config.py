@@ -84,20 +84,11 @@ class RouteSplit(_Strict):
 
     The live weights come from Redis (`<redis.prefix>:split:<alias>`, a
     vocabulary.rollout.TrafficSplit the rollout controller writes); without that key the route
-    serves as the file says (the stable backend only). `sticky_by` keeps each caller on one arm:
-    a hash of the request's `user` (or `metadata.<key>`) and the split's salt picks the arm.
+    serves as the file says (the stable backend only). An experiment's split names the request
+    attribute that keeps each caller on one arm (gateway/split.py).
     """
 
     canary: str = Field(description="backend serving the canary version")
-    sticky_by: str | None = Field(None, description="'user' or 'metadata.<key>'")
-    salt: str = Field("", description="mixed into the sticky hash (the controller sets one)")
-
-    @field_validator("sticky_by")
-    @classmethod
-    def _attribute(cls, v: str | None) -> str | None:
-        if v is not None and v != "user" and not v.startswith("metadata."):
-            raise ValueError("must be 'user' or 'metadata.<key>'")
-        return v
 
 
 class Route(_Strict):
@@ -329,6 +320,7 @@ class CompiledRoute:
         "endpoints",
         "cache_policy",
         "split",
+        "sticky",
         "arm_headers",
     )
 
@@ -354,6 +346,7 @@ class CompiledRoute:
         self.endpoints = frozenset(spec.endpoints)
         self.cache_policy = spec.cache
         self.split = spec.split  # a rollout's stable/canary split (gateway/split.py)
+        self.sticky: tuple[str, str] | None = None  # (attribute, salt) of a live experiment
         # per backend name: the X-Tandem-Rollout / X-Tandem-Model-Version an answer carries
         self.arm_headers: dict[str, dict[str, str]] = {}
         if spec.split is not None:

@@ -42,10 +42,8 @@ class RouteTarget:
     url: str  # the backend's OpenAI-compatible base URL (ends in /v1)
     model: str | None = None  # the model name the backend serves (default: the alias)
     model_version: str = ""  # the `model_version` label of the stable backend
-    # under a rollout: the canary Serve application's base URL, and the experiment's sticky
-    # attribute (None: a canary, split by weight)
+    # under a rollout: the canary Serve application's base URL (the controller sets the split)
     canary_url: str | None = None
-    sticky_by: str | None = None
 
 
 def routes_from_use_cases(targets: list[RouteTarget]) -> RoutesConfig:
@@ -94,7 +92,7 @@ def routes_from_use_cases(targets: list[RouteTarget]) -> RoutesConfig:
                 model=t.model,
                 context_window=gw.context_window,
             )
-            split = RouteSplit(canary=canary, sticky_by=t.sticky_by)
+            split = RouteSplit(canary=canary)
             if gw.price is not None:
                 prices[canary] = _written_out(gw.price)
         routes[alias] = Route(

@@ -15,7 +15,7 @@ replicas; one key read a second is nothing next to its request traffic. When Red
 unreachable the last applied split stays; when the key is absent the route serves as the file
 says (the stable backend only), which is also the safe state.
 
-A route with `split.sticky_by` keeps each caller on one arm: the arm is drawn from a hash of the
+An experiment's split (`sticky_by`) keeps each caller on one arm: the arm is drawn from a hash of the
 caller's attribute (OpenAI's `user`, or `metadata.<key>`) and the split's salt, so the same
 caller lands on the same arm for the whole experiment and a new experiment reshuffles callers.
 """
@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from gateway.config import Backend, MetricLabels, Route, RoutesConfig, WeightedBackend
+from gateway.config import Backend, MetricLabels, RoutesConfig, WeightedBackend
 from vocabulary.rollout import CANARY, STABLE, TrafficSplit, split_key
 
 log = logging.getLogger("tandem.gateway")
@@ -73,11 +73,7 @@ def overlay(cfg: RoutesConfig, splits: dict[str, TrafficSplit]) -> RoutesConfig:
         canary = route.split.canary
         weights = [(stable, 100.0 - split.canary_weight), (canary, split.canary_weight)]
         chosen = [WeightedBackend(backend=b, weight=w) for b, w in weights if w > 0]
-        sticky = route.split.sticky_by if split.sticky else None
-        new_split = route.split.model_copy(update={"salt": split.salt, "sticky_by": sticky})
-        routes[alias] = route.model_copy(
-            update={"backends": chosen + list(route.backends[1:]), "split": new_split}
-        )
+        routes[alias] = route.model_copy(update={"backends": chosen + list(route.backends[1:])})
         backends[stable] = _labelled(backends[stable], STABLE, split.stable_version)
         backends[canary] = _labelled(backends[canary], CANARY, split.canary_version)
     return cfg.model_copy(update={"routes": routes, "backends": backends})
@@ -101,17 +97,26 @@ def sticky_value(body: dict[str, Any], sticky_by: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def sticky_bucket(route: Route | Any, body: dict[str, Any]) -> float | None:
-    """A point in [0, 1) fixed for this caller and this split, or None (no sticky split, or the
-    request does not carry the attribute: it is then routed by weight)."""
-    split = route.split
-    if split is None or split.sticky_by is None:
+def sticky_bucket(route: Any, body: dict[str, Any]) -> float | None:
+    """A point in [0, 1) fixed for this caller and this split (a CompiledRoute's `sticky`), or
+    None (no experiment, or the request does not carry the attribute: routed by weight)."""
+    if route.sticky is None:
         return None
-    value = sticky_value(body, split.sticky_by)
+    attribute, salt = route.sticky
+    value = sticky_value(body, attribute)
     if value is None:
         return None
-    digest = hashlib.blake2b(f"{split.salt}\0{value}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{salt}\0{value}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
+
+
+def compile_splits(compiled: Any, splits: dict[str, TrafficSplit]) -> Any:
+    """Mark the compiled routes of live experiments sticky (attribute and salt)."""
+    for alias, split in splits.items():
+        route = compiled.routes.get(alias)
+        if route is not None and route.split is not None and split.sticky_by:
+            route.sticky = (split.sticky_by, split.salt)
+    return compiled
 
 
 class SplitWatcher:

@@ -75,7 +75,7 @@ class Traffic:
             stable_version=stable,
             canary_version=plan.canary_version,
             salt=state.id,
-            sticky=isinstance(spec, Experiment),
+            sticky_by=spec.sticky_by if isinstance(spec, Experiment) else None,
             epoch=int(time.time() * 1000),
         )
         self.client.set(plan.split_key, split.model_dump_json())

@@ -16,9 +16,10 @@ from pulumi.runtime.config import CONFIG, get_config_env
 from components.platform import Platform, PlatformArgs
 from gpu_pools.contract import scheduling_contract
 from serving.checks import CheckResult, shared_pool_checks
-from tandem.stack import Stack, check_stack, load_use_cases
+from tandem.stack import Stack, check_stack, load_use_cases, resolve_use_cases
 from vocabulary.config import (
     HF_TOKEN_KEY,
+    REGISTRY_DB_PASSWORD_KEY,
     ConfigError,
     PlatformConfig,
     namespace_config,
@@ -80,18 +81,30 @@ def alerting_secrets(config: PlatformConfig) -> dict[str, pulumi.Input[str]]:
     )
 
 
+def registry_password(config: PlatformConfig) -> pulumi.Input[str] | None:
+    """The model registry's RDS master password (EKS mode only: an existing cluster's registry
+    reads its DSN from a Secret the stack names)."""
+    if not config.registry.enabled or config.cluster.mode != "eks":
+        return None
+    return _secrets({"registry": (REGISTRY_DB_PASSWORD_KEY, "registry")})["registry"]
+
+
 def build(
     config: PlatformConfig,
     use_cases: list[UseCaseSpec],
     keys: dict[str, pulumi.Input[str]] | None = None,
     checks: dict[str, list[CheckResult]] | None = None,
     alerting: dict[str, pulumi.Input[str]] | None = None,
+    registry_db_password: pulumi.Input[str] | None = None,
 ) -> Platform:
     """The platform for a validated config; `checks` are the use cases' plan-time checks when the
     caller already ran them (tandem plan), so the components do not run them a second time."""
     hf_token = pulumi.Config("tandem").get_secret(HF_TOKEN_KEY)  # optional: gated Hub models
     platform = Platform(
-        "tandem", PlatformArgs(config, use_cases, keys or {}, checks, alerting or {}, hf_token)
+        "tandem",
+        PlatformArgs(
+            config, use_cases, keys or {}, checks, alerting or {}, hf_token, registry_db_password
+        ),
     )
     pulumi.export("clusterName", platform.cluster.name)
     pulumi.export("gpuPools", {name: p.contract.to_dict() for name, p in platform.pools.items()})
@@ -106,6 +119,7 @@ def main(stack: Stack | None = None) -> Platform:
             config = from_pulumi()
             use_cases, checks = load_use_cases(config), None
             check_stack(config, use_cases)
+            use_cases, _ = resolve_use_cases(use_cases, pulumi.get_stack())
             contracts = {p.name: scheduling_contract(p) for p in config.gpu_pools}
             failed = [r for r in shared_pool_checks(use_cases, contracts) if not r.ok]
             if failed:
@@ -114,8 +128,9 @@ def main(stack: Stack | None = None) -> Platform:
             config, use_cases, checks = stack.config, stack.use_cases, stack.checks
         keys = gateway_keys(config)
         receivers = alerting_secrets(config)
+        db_password = registry_password(config)
         # bad input found while building (a use case's config_json, say) ends the same way: one
         # message naming the file, and nothing registered after it
-        return build(config, use_cases, keys, checks, receivers)
+        return build(config, use_cases, keys, checks, receivers, db_password)
     except InputError as exc:  # ConfigError included
         raise pulumi.RunError(str(exc)) from None

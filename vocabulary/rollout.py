@@ -194,8 +194,9 @@ class TrafficSplit(BaseModel):
     """The live split of one gateway route, written by the rollout controller to Redis
     (`<prefix>:split:<alias>`) and applied by every gateway replica within its poll interval.
 
-    `canary_weight` is the percentage of calls to the canary backend; `salt` changes per rollout
-    so sticky assignments are drawn afresh for each experiment; the versions label the metrics.
+    `canary_weight` is the percentage of calls to the canary backend; `sticky_by` (an
+    experiment's request attribute) keeps each caller on one arm, and `salt` changes per rollout
+    so assignments are drawn afresh for each experiment; the versions label the metrics.
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)  # newer controllers may add fields
@@ -204,7 +205,7 @@ class TrafficSplit(BaseModel):
     stable_version: str = ""
     canary_version: str = ""
     salt: str = ""
-    sticky: bool = False
+    sticky_by: str | None = None
     epoch: int = Field(0, ge=0, description="increases with every write (for logs)")
 
 

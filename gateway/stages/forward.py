@@ -88,7 +88,7 @@ class Forwarder:
         last: Attempt | None = None
         # a route split by caller (an A/B experiment) sends this caller's first attempt to its
         # arm; a retry after a failure may use the other arm (an answer beats stickiness)
-        bucket = sticky_bucket(r, body) if r.split is not None else None
+        bucket = sticky_bucket(r, body) if r.sticky is not None else None
         for n in range(retries.attempts + 1):
             backend = self.up.pick(r, tried, bucket) or (self.up.pick(r, set()) if tried else None)
             if backend is None or not self.up.breakers[backend.name].allow():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from policies.framework import Rule
-from policies.rules import cluster, gateway, gpu_pools, serving, stack, workloads
+from policies.rules import cluster, gateway, gpu_pools, lifecycle, serving, stack, workloads
 
 ALL_RULES: list[Rule] = [
     *gpu_pools.RULES,
@@ -11,6 +11,7 @@ ALL_RULES: list[Rule] = [
     *workloads.RULES,
     *serving.RULES,
     *gateway.RULES,
+    *lifecycle.RULES,
     *stack.RULES,
 ]
 

@@ -1,0 +1,109 @@
+"""Model lifecycle rules: the registry's database and artifact bucket are encrypted and private,
+and the registry and rollout controller are never exposed outside the cluster.
+
+The registry holds every model version a team ever shipped (weights, often trained on customer
+data) and the controller can move production traffic: an unencrypted volume, a public bucket or
+a LoadBalancer Service in front of either is a leak or a hijack waiting to happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from policies.framework import (
+    Finding,
+    ResourceView,
+    get,
+    k8s_labels,
+    resource_rule,
+    stack_rule,
+    truthy,
+)
+from policies.rules import common as c
+from policies.settings import PolicySettings
+from vocabulary import labels
+
+RDS_INSTANCE = "aws:rds/instance:Instance"
+S3_BUCKET = "aws:s3/bucket:Bucket"
+S3_SSE = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+S3_PUBLIC_BLOCK = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+PUBLIC_BLOCK_FLAGS = (
+    "blockPublicAcls",
+    "blockPublicPolicy",
+    "ignorePublicAcls",
+    "restrictPublicBuckets",
+)
+INTERNAL_COMPONENTS = ("model-registry", "rollout-controller")
+
+
+@resource_rule(
+    "database-encrypted-private",
+    "Databases (the model registry's RDS Postgres) are encrypted at rest and not publicly "
+    "accessible.",
+    "critical",
+    "Set storageEncrypted: true and publiclyAccessible: false; reach the database from the "
+    "cluster through its security group (components/lifecycle.py does both).",
+    (RDS_INSTANCE,),
+    tags=("security", "lifecycle", "data"),
+)
+def database_encrypted_private(res: ResourceView, _: PolicySettings) -> Iterator[str]:
+    if not truthy(get(res.props, "storageEncrypted")):
+        yield f"RDS instance '{res.name}' stores its data unencrypted (storageEncrypted)"
+    if truthy(get(res.props, "publiclyAccessible")):
+        yield f"RDS instance '{res.name}' is publicly accessible"
+
+
+@stack_rule(
+    "bucket-encrypted-private",
+    "Every S3 bucket the stack creates has default encryption and a public access block with all "
+    "four settings on.",
+    "critical",
+    "Attach a BucketServerSideEncryptionConfiguration (aws:kms) and a BucketPublicAccessBlock "
+    "(blockPublicAcls, blockPublicPolicy, ignorePublicAcls, restrictPublicBuckets) to the bucket, "
+    "as components/lifecycle.py does for the registry's artifact bucket.",
+    tags=("security", "lifecycle", "data"),
+)
+def bucket_encrypted_private(resources: Sequence[ResourceView], _: PolicySettings) -> list[Finding]:
+    by_parent: dict[str, list[ResourceView]] = {}
+    for r in resources:
+        if r.parent:
+            by_parent.setdefault(r.parent, []).append(r)
+    findings = []
+    for bucket in (r for r in resources if r.type == S3_BUCKET):
+        attached = by_parent.get(bucket.urn, [])
+        attached += [r for r in resources if bucket.urn in r.dependencies and r not in attached]
+        if not any(r.type == S3_SSE for r in attached):
+            findings.append(
+                Finding(f"S3 bucket '{bucket.name}' has no default encryption", bucket.urn)
+            )
+        blocks = [r for r in attached if r.type == S3_PUBLIC_BLOCK]
+        if not any(all(truthy(get(b.props, f)) for f in PUBLIC_BLOCK_FLAGS) for b in blocks):
+            findings.append(
+                Finding(
+                    f"S3 bucket '{bucket.name}' can be made public (no full public access block)",
+                    bucket.urn,
+                )
+            )
+    return findings
+
+
+@resource_rule(
+    "lifecycle-services-internal",
+    "The model registry and the rollout controller are reached inside the cluster only "
+    "(ClusterIP Services).",
+    "critical",
+    "Keep type ClusterIP; reach them with kubectl port-forward, or from CI inside the VPC. A "
+    "LoadBalancer or NodePort would publish every model version, or the power to move "
+    "production traffic.",
+    (c.SERVICE,),
+    tags=("security", "lifecycle", "network"),
+)
+def lifecycle_services_internal(res: ResourceView, _: PolicySettings) -> Iterator[str]:
+    if get(k8s_labels(res), labels.LABEL_COMPONENT) not in INTERNAL_COMPONENTS:
+        return
+    kind = get(res.props, "spec", "type", default="ClusterIP")
+    if kind not in ("ClusterIP", None):
+        yield f"Service '{res.name}' is {kind}: the lifecycle services must stay internal"
+
+
+RULES = [database_encrypted_private, bucket_encrypted_private, lifecycle_services_internal]
