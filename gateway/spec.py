@@ -69,16 +69,12 @@ def routes_from_use_cases(targets: list[RouteTarget]) -> RoutesConfig:
                 SOURCE,
             )
         owner[alias] = t.use_case
-        arm = "stable" if t.canary_url else ""
+        version = {"model_version": t.model_version} if t.model_version else {}
+        arm: dict = {"rollout": "stable"} if t.canary_url else {}
         backends[t.use_case] = Backend(
             url=t.url,
             timeouts=_written_out(gw.timeouts),
-            labels=MetricLabels(
-                use_case=t.use_case,
-                model=t.model or alias,
-                model_version=t.model_version,
-                rollout=arm,
-            ),
+            labels=MetricLabels(use_case=t.use_case, model=t.model or alias, **version, **arm),
             model=t.model,
             context_window=gw.context_window,
         )

@@ -1,5 +1,7 @@
-"""Model lifecycle rules: the registry's database and artifact bucket are encrypted and private,
-and the registry and rollout controller are never exposed outside the cluster.
+"""Model lifecycle rules: the registry's database is encrypted and private, and the registry and
+rollout controller are never exposed outside the cluster. (Its artifact bucket is held to the
+S3 rules every bucket meets, policies/rules/cluster.py: encryption, public access block,
+versioning.)
 
 The registry holds every model version a team ever shipped (weights, often trained on customer
 data) and the controller can move production traffic: an unencrypted volume, a public bucket or
@@ -8,15 +10,13 @@ a LoadBalancer Service in front of either is a leak or a hijack waiting to happe
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 from policies.framework import (
-    Finding,
     ResourceView,
     get,
     k8s_labels,
     resource_rule,
-    stack_rule,
     truthy,
 )
 from policies.rules import common as c
@@ -53,40 +53,6 @@ def database_encrypted_private(res: ResourceView, _: PolicySettings) -> Iterator
         yield f"RDS instance '{res.name}' is publicly accessible"
 
 
-@stack_rule(
-    "bucket-encrypted-private",
-    "Every S3 bucket the stack creates has default encryption and a public access block with all "
-    "four settings on.",
-    "critical",
-    "Attach a BucketServerSideEncryptionConfiguration (aws:kms) and a BucketPublicAccessBlock "
-    "(blockPublicAcls, blockPublicPolicy, ignorePublicAcls, restrictPublicBuckets) to the bucket, "
-    "as components/lifecycle.py does for the registry's artifact bucket.",
-    tags=("security", "lifecycle", "data"),
-)
-def bucket_encrypted_private(resources: Sequence[ResourceView], _: PolicySettings) -> list[Finding]:
-    by_parent: dict[str, list[ResourceView]] = {}
-    for r in resources:
-        if r.parent:
-            by_parent.setdefault(r.parent, []).append(r)
-    findings = []
-    for bucket in (r for r in resources if r.type == S3_BUCKET):
-        attached = by_parent.get(bucket.urn, [])
-        attached += [r for r in resources if bucket.urn in r.dependencies and r not in attached]
-        if not any(r.type == S3_SSE for r in attached):
-            findings.append(
-                Finding(f"S3 bucket '{bucket.name}' has no default encryption", bucket.urn)
-            )
-        blocks = [r for r in attached if r.type == S3_PUBLIC_BLOCK]
-        if not any(all(truthy(get(b.props, f)) for f in PUBLIC_BLOCK_FLAGS) for b in blocks):
-            findings.append(
-                Finding(
-                    f"S3 bucket '{bucket.name}' can be made public (no full public access block)",
-                    bucket.urn,
-                )
-            )
-    return findings
-
-
 @resource_rule(
     "lifecycle-services-internal",
     "The model registry and the rollout controller are reached inside the cluster only "
@@ -106,4 +72,4 @@ def lifecycle_services_internal(res: ResourceView, _: PolicySettings) -> Iterato
         yield f"Service '{res.name}' is {kind}: the lifecycle services must stay internal"
 
 
-RULES = [database_encrypted_private, bucket_encrypted_private, lifecycle_services_internal]
+RULES = [database_encrypted_private, lifecycle_services_internal]
