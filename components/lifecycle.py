@@ -71,7 +71,7 @@ def _from_namespaces(namespaces: list[str]) -> list[dict[str, Any]]:
 class AwsRegistryArgs:
     """What the EKS mode's database and bucket need from the cluster."""
 
-    subnet_ids: pulumi.Input[list[str]]
+    subnet_ids: list[pulumi.Input[str]]
     node_security_group_id: pulumi.Input[str]
     vpc_id: pulumi.Input[str]
     oidc_provider_arn: pulumi.Input[str]
@@ -283,7 +283,7 @@ class ModelRegistry(pulumi.ComponentResource):
         k8s.core.v1.Secret(
             f"{self._name}-db-dsn",
             metadata=self._meta("mlflow-db"),
-            string_data={DB_SECRET_KEY: pulumi.Output.secret(dsn)},
+            string_data={DB_SECRET_KEY: pulumi.Output.secret(dsn)},  # type: ignore[arg-type]
             opts=self._in_ns,
         )
         return "mlflow-db", DB_SECRET_KEY

@@ -135,7 +135,7 @@ class SplitWatcher:
         self.keys = keys
         self.interval_s = interval_s
         self.apply = apply
-        self.current: dict[str, bytes] = {}
+        self.current: dict[str, bytes | str] = {}
         self._failing = False
 
     def watch(self, keys: dict[str, str]) -> None:

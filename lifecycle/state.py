@@ -151,13 +151,17 @@ class Store:
         ms = int(ttl_s * 1000)
         if self.client.set(LEASE_KEY, owner, nx=True, px=ms):
             return True
-        current = self.client.get(LEASE_KEY)
-        if current is not None and current.decode() == owner:
+        if self._holder() == owner:
             self.client.pexpire(LEASE_KEY, ms)
             return True
         return False
 
     def release(self, owner: str) -> None:
-        current = self.client.get(LEASE_KEY)
-        if current is not None and current.decode() == owner:
+        if self._holder() == owner:
             self.client.delete(LEASE_KEY)
+
+    def _holder(self) -> str | None:
+        current = self.client.get(LEASE_KEY)
+        if current is None:
+            return None
+        return current.decode() if isinstance(current, bytes) else str(current)

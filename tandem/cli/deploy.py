@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         )
     d = spec.rollout_deployment
     assert d is not None and d.registry is not None
+    ref = d.registry
     if args.stack is None and args.resolutions is None:
         raise CommandError(
             "give --stack NAME (its stacks/registry/NAME.yaml) or --resolutions FILE"
@@ -124,11 +125,11 @@ def run(args: argparse.Namespace) -> int:
         if args.model_dir is not None:
             if not args.model_dir.is_dir():
                 raise CommandError(f"--model-dir {args.model_dir}: not a directory")
-            return registry.register_directory(d.registry.name, args.model_dir)
+            return registry.register_directory(ref.name, args.model_dir)
         if args.run is not None:
             run_id, _, path = args.run.partition(":")
-            return registry.register_run(d.registry.name, run_id, path or "model")
-        return registry.get_version(d.registry.name, str(args.version))
+            return registry.register_run(ref.name, run_id, path or "model")
+        return registry.get_version(ref.name, str(args.version))
 
     try:
         mv = timer.run("register", register_version)
@@ -204,9 +205,9 @@ def _checks(
     for r in run_checks(candidate, contract):
         if not r.ok:
             failed.append(f"[{r.check}] {r.message}")
-    for r in review_gate.evaluate(spec.review, use_case=spec.name):
-        if not r.ok:
-            failed.append(f"[review: {r.criterion}] {r.reason}")
+    for c in review_gate.evaluate(spec.review, use_case=spec.name):
+        if not c.ok:
+            failed.append(f"[review: {c.criterion}] {c.reason}")
     if args.stack:
         from tandem.plan import build_plan
 
