@@ -271,7 +271,7 @@ class RolloutController:
         if now >= state.next_analysis_at:
             outcome = self._analyse(state, plan, now)
             if outcome == FAIL and state.failures > spec.failure_limit:
-                return self._fail(state, now, f"analysis failed: {state.reason}", decided=True)
+                return self._fail(state, now, f"analysis failed: {state.reason}")
             state.step_passed = outcome == PASS
             self.metrics.decided(state.use_case, "hold" if not state.step_passed else "pass")
             return True
@@ -305,7 +305,7 @@ class RolloutController:
         if now >= state.next_analysis_at:  # guard rails while the experiment runs
             outcome = self._analyse(state, plan, now)
             if outcome == FAIL and state.failures > spec.failure_limit:
-                return self._fail(state, now, f"guard rail failed: {state.reason}", decided=True)
+                return self._fail(state, now, f"guard rail failed: {state.reason}")
             return True
         return False
 
@@ -410,7 +410,7 @@ class RolloutController:
         state.event("decision", f"{decision}: {reason}", decision=decision)
         self.metrics.decided(state.use_case, decision)
 
-    def _fail(self, state: RolloutState, now: float, reason: str, decided: bool = False) -> bool:
+    def _fail(self, state: RolloutState, now: float, reason: str) -> bool:
         self._decide(state, "rollback", reason)
         state.enter(ROLLING_BACK, now)
         return True

@@ -228,11 +228,8 @@ def _checks(
 
 def _follow(client: Any, use_case: str, poll: float, out: _Out) -> dict[str, Any]:
     seen = 0
-    rollout_id = None
     while True:
         state = client.status(use_case)
-        if rollout_id is None:
-            rollout_id = state["id"]
         events = state["events"]
         for e in events[seen:]:
             out.event(e, state)
