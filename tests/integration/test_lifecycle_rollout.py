@@ -6,7 +6,8 @@ One tier per module (tests/support/lifecycle.py): v1 (a good MiniLM) is register
 would, on a compressed schedule (4 s steps and analyses):
 
 (a) a good version goes through every canary step and is promoted (alias moved, canary removed);
-(b) a version that fails every long input is rolled back at its first analysis, alias untouched;
+(b) a version that fails every long input is rolled back at its first analysis (the first that
+    saw canary data), alias untouched;
 (c) the controller is SIGKILLed mid-rollout and a new one resumes at the recorded step, promoting
     once;
 (d) an A/B experiment with a 3x slower treatment keeps each user on one arm and reports per-arm
@@ -90,8 +91,14 @@ def test_b_bad_version_rolled_back_at_its_first_analysis(tier):
     )
     assert code == 1 and out["outcome"] == "rolled_back", out
     state = tier.status()
-    analyses = [e for e in state["events"] if e["kind"] == "analysis"]
-    assert analyses[0]["data"]["outcome"] == "fail"  # the first analysis caught it
+    analyses = [
+        (e["data"]["outcome"], e["message"]) for e in state["events"] if e["kind"] == "analysis"
+    ]
+    # caught by the first analysis that saw the canary: on a loaded machine the first 4 s window
+    # can end before Prometheus scraped the canary's new series (inconclusive, "no data"), never
+    # more than once, and no analysis passed it
+    assert analyses[-1][0] == "fail" and len(analyses) <= 2, analyses
+    assert all(o == "inconclusive" for o, _ in analyses[:-1]), analyses
     assert "error_rate" in state["reason"]
     assert [e["data"]["step"] for e in state["events"] if e["kind"] == "step"] == [0]
     assert _champion(tier) == before  # alias untouched
