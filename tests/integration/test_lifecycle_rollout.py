@@ -20,6 +20,7 @@ added, updated and removed); the bad version's own failures are counted separate
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -195,3 +196,18 @@ def test_d_experiment_reports_per_arm_metrics_and_keeps_users_on_one_arm(tier):
     }
     assert {next(iter(s)) for s in arms.values()} == {"stable", "canary"}
     assert _failures(tier, *_window(tier, state)) == []
+
+
+def test_e_an_mlflow_run_registers_as_a_version_and_resolves_to_the_bucket(tier):
+    """`tandem deploy --run RUN_ID[:PATH]`'s registration: a version sourced from a run's
+    artifacts, which serving reads from the artifact store, not through the server."""
+    from lifecycle.registry import serving_source
+
+    registry = Registry(tier.registry_url)
+    first = registry.register_directory(REGISTERED_MODEL, tier.model("good"))
+    again = registry.register_run(REGISTERED_MODEL, first.run_id, "model")
+    assert int(again.version) > int(first.version) and again.run_id == first.run_id
+    assert registry.get_version(REGISTERED_MODEL, again.version).source == again.source
+    local = serving_source(again.source, str(tier.artifacts))
+    assert Path(local, "config.json").exists(), local  # the run's files, where serving reads them
+    assert _champion(tier) not in (first.version, again.version)  # registering moves no alias
