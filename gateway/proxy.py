@@ -77,6 +77,7 @@ class Upstreams:
         self.sessions: dict[str, aiohttp.ClientSession] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
         self._session_keys: dict[str, tuple] = {}
+        self._breaker_keys: dict[str, tuple] = {}
         self._retired: list[aiohttp.ClientSession] = []
         self.update(compiled)
 
@@ -102,16 +103,21 @@ class Upstreams:
                     skip_auto_headers=("User-Agent",),
                 )
                 self._session_keys[name] = skey
-            br = self.breakers.get(name)
-            if br is None or br.policy != b.spec.breaker:
+            # a breaker judges one model version: a rollout that puts another version behind the
+            # same backend (gateway/split.py labels it) starts it closed, so a rolled-back bad
+            # canary's open breaker does not keep the next candidate from any traffic
+            bkey = (b.spec.breaker, b.spec.labels.model_version)
+            if name not in self.breakers or self._breaker_keys.get(name) != bkey:
                 gauge = self.metrics.breaker_state.labels(name)
                 gauge.set(0)
                 self.breakers[name] = CircuitBreaker(b.spec.breaker, on_change=gauge.set)
+                self._breaker_keys[name] = bkey
         for name in list(self.sessions):
             if name not in compiled.backends:
                 self._retired.append(self.sessions.pop(name))
                 self._session_keys.pop(name, None)
                 self.breakers.pop(name, None)
+                self._breaker_keys.pop(name, None)
 
     async def close(self) -> None:
         for s in list(self.sessions.values()) + self._retired:

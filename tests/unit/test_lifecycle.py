@@ -215,3 +215,33 @@ def test_sticky_assignment_is_fixed_per_caller_and_reshuffled_per_experiment() -
     assert first != [sticky_bucket(route, {"user": f"u{i}"}) for i in range(200)]
     assert sticky_value({"metadata": {"session_id": "s"}}, "metadata.session_id") == "s"
     assert sticky_bucket(route, {}) is None  # no attribute: routed by weight
+
+
+def test_a_new_version_behind_the_canary_backend_starts_with_a_closed_breaker() -> None:
+    """A rolled-back bad canary leaves its backend's breaker open; the next candidate behind the
+    same backend must still get its share (else its analysis sees no traffic)."""
+    import asyncio
+
+    from gateway.config import compile_config
+    from gateway.metrics import Metrics
+    from gateway.proxy import Upstreams
+
+    async def run() -> None:
+        cfg = _routes()
+        (alias,) = cfg.routes
+        bad = TrafficSplit(canary_weight=20, stable_version="3", canary_version="4")
+        up = Upstreams(compile_config(overlay(cfg, {alias: bad})), Metrics())
+        canary = "support-chatbot-canary"
+        for _ in range(20):
+            up.breakers[canary].record_failure()
+        assert not up.breakers[canary].available()
+        up.update(compile_config(overlay(cfg, {alias: bad.model_copy(update={"epoch": 9})})))
+        assert not up.breakers[canary].available()  # same version: still open
+        stable = up.breakers["support-chatbot"]
+        nxt = bad.model_copy(update={"canary_version": "5"})
+        up.update(compile_config(overlay(cfg, {alias: nxt})))
+        assert up.breakers[canary].available()  # another version: judged afresh
+        assert up.breakers["support-chatbot"] is stable  # the stable arm's is kept
+        await up.close()
+
+    asyncio.run(run())
