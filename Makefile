@@ -6,14 +6,15 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+FEAST_VENV := .venv-feast
 SHARED ?= $(abspath ../shared)
 export TANDEM_CRD_DIR ?= $(SHARED)/crds
 export TANDEM_SHARED_DIR ?= $(SHARED)
 DEBIAN_PACKAGES := prometheus prometheus-alertmanager redis-server libgomp1 postgresql
 # Type-checked in CI: every Tandem package, the gateway and serving runtime included.
-TYPED := tandem vocabulary gpu_pools observability finops policies components serving gateway embedding lifecycle
+TYPED := tandem vocabulary gpu_pools observability finops policies components serving gateway embedding lifecycle features
 
-.PHONY: setup system-packages plan test lint hadolint typecheck imports unit integration llm-env llm gpu lock clean rehearsal mlflow-env
+.PHONY: setup feast-env feast-lock system-packages plan test lint hadolint typecheck imports unit integration llm-env llm gpu lock clean rehearsal mlflow-env
 
 ## The first command: set up and plan the dev stack offline.
 plan: setup
@@ -27,7 +28,22 @@ test: setup system-packages mlflow-env lint typecheck imports
 	$(VENV)/bin/tandem plan --stack prod --output json > /dev/null
 	echo "gpu tier: not run here (no accelerator on CI machines); run \`make gpu\` and benchmarks/gpu_serving.sh where a GPU is lent"
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(FEAST_VENV)/.installed
+
+## Feast in its own environment (its pins clash with Tandem's): `tandem plan` runs Feast's plan of
+## the feature repositories in it; the feature-store tests and benchmark run Feast from it.
+feast-env: $(FEAST_VENV)/.installed
+
+$(FEAST_VENV)/.installed: features/feast-constraints.txt features/setup-env.sh
+	bash features/setup-env.sh
+	touch $@
+
+## Re-resolve the Feast environment's lock (the version stays FEAST in features/setup-env.sh).
+feast-lock:
+	rm -rf .venv-feast-lock && $(PYTHON) -m venv .venv-feast-lock
+	.venv-feast-lock/bin/pip install -q "feast[redis]==$$(sed -n 's/^FEAST=\([0-9.]*\).*/\1/p' features/setup-env.sh)"
+	{ head -3 features/feast-constraints.txt; .venv-feast-lock/bin/pip freeze; } > features/feast-constraints.new
+	mv features/feast-constraints.new features/feast-constraints.txt && rm -rf .venv-feast-lock
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -102,4 +118,4 @@ lock:
 	mv constraints.new constraints.txt && rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) .venv-llm .venv-mlflow .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(FEAST_VENV) .venv-llm .venv-mlflow .pytest_cache .ruff_cache .mypy_cache

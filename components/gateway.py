@@ -24,7 +24,7 @@ from gateway.cache.sizing import (
     cache_memory_bytes,
     pairs_log_volume,
 )
-from gateway.config import Redis, RoutesConfig, Server
+from gateway.config import FeatureStoreSection, Redis, RoutesConfig, Server
 from vocabulary import labels, pins
 from vocabulary.config import GatewayConfig
 
@@ -69,6 +69,8 @@ class GatewayArgs:
     # NetworkPolicy peers besides the gateway that may reach its in-cluster Redis (the rollout
     # controller writes the routes' live splits there)
     redis_clients: list[dict[str, Any]] = field(default_factory=list)
+    # the feature store's online store (components.feature_store), when a route reads features
+    feature_store_redis: pulumi.Input[str] | None = None
 
 
 GATEWAY_BASE_BYTES = 256 * 2**20  # the gateway process without a cache (the default request)
@@ -200,7 +202,7 @@ class Gateway(pulumi.ComponentResource):
             opts=self._child,
         )
 
-    def _routes_file(self, redis_url: str | None) -> RoutesConfig:
+    def _routes_file(self, redis_url: str | None, features_url: str | None = None) -> RoutesConfig:
         """The routes the use cases asked for, plus what only the deployment knows: where the
         server listens (all interfaces, hot reload every 5 s), where the hashed keys are mounted,
         the stack's cache section, and the Redis they share. The cache uses that Redis too unless
@@ -220,13 +222,15 @@ class Gateway(pulumi.ComponentResource):
             update["cache"] = cache
         if redis_url is not None:
             update["redis"] = Redis(url=redis_url, prefix="tandem:gw")
+        if features_url is not None:
+            update["feature_store"] = FeatureStoreSection(redis_url=features_url)
         return a.routes.model_copy(update=update)
 
     def _routes_config_map(self) -> k8s.core.v1.ConfigMap:
         """The routes file as data: the gateway re-reads it when it changes (no restart), and
         it is written once, from the typed config, when the Redis URL is known."""
-        data = pulumi.Output.from_input(self.redis_url).apply(
-            lambda url: self._routes_file(url).to_yaml()
+        data = pulumi.Output.all(self.redis_url, self._args.feature_store_redis).apply(
+            lambda urls: self._routes_file(urls[0], urls[1]).to_yaml()
         )
         return k8s.core.v1.ConfigMap(
             f"{self._name}-routes",

@@ -17,6 +17,7 @@ import pulumi_kubernetes as k8s
 
 from components.aws_common import irsa_role
 from components.cluster import Cluster, ClusterArgs
+from components.feature_store import FeatureStore, FeatureStoreArgs
 from components.gateway import Gateway, GatewayArgs, GatewayKey
 from components.gpu_pools.gpu_software import GpuSoftware, GpuSoftwareArgs
 from components.gpu_pools.karpenter import Karpenter, KarpenterArgs
@@ -42,11 +43,13 @@ from components.serving.inference_cluster import (
     label_value,
 )
 from components.use_case import UseCase, UseCaseArgs, gateway_entry
+from features.repo import Repo
 from gateway.spec import routes_from_use_cases
 from observability.rules import DeploymentSlo
 from serving.checks import CheckResult, resolve_contract
 from vocabulary import labels
 from vocabulary.config import PlatformConfig, image_services
+from vocabulary.features import FeatureRead
 from vocabulary.usecase import UseCaseSpec
 
 
@@ -63,6 +66,11 @@ class PlatformArgs:
     hf_token: pulumi.Input[str] | None = None  # tandem:huggingFaceToken, for gated Hub models
     # tandem:registryDbPassword: the model registry's RDS master password (EKS mode)
     registry_db_password: pulumi.Input[str] | None = None
+    # the feature projects as Feast plans them and each use case's resolved `features:`
+    # (tandem.stack.plan_features): the FeatureStore deploys the first, the gateway reads the
+    # second
+    feature_repos: dict[str, Repo] = field(default_factory=dict)
+    feature_reads: dict[str, FeatureRead] = field(default_factory=dict)
 
 
 class Platform(pulumi.ComponentResource):
@@ -78,9 +86,14 @@ class Platform(pulumi.ComponentResource):
         self.gpu_software = self._gpu_software()
         self.karpenter = self._karpenter()
         self.pools = self._pools()
-        routes = [e for e in map(gateway_entry, args.use_cases) if e is not None]
+        routes = [
+            e
+            for uc in args.use_cases
+            if (e := gateway_entry(uc, features=args.feature_reads.get(uc.name))) is not None
+        ]
         with_gateway = cfg.gateway.enabled and bool(routes)  # nothing to route without a use case
         self.images = self._images(image_services(cfg, args.use_cases))
+        self.feature_store = self._feature_store(args)
         self.observability = self._observability(args.use_cases, with_gateway)
         rollouts = any(uc.rollout is not None for uc in args.use_cases)
         self.gateway = self._gateway(routes, args.gateway_keys, rollouts) if with_gateway else None
@@ -201,6 +214,7 @@ class Platform(pulumi.ComponentResource):
             return None
         owned = {"ray", "vllm"} if use_cases else set()
         owned |= {"gateway"} if with_gateway else set()
+        owned |= {"feast"} if self.feature_store is not None else set()
         return Observability(
             "observability",
             ObservabilityArgs(
@@ -244,6 +258,11 @@ class Platform(pulumi.ComponentResource):
                 monitoring=cfg.observability.enabled,
                 image=self.images.refs["gateway"],
                 redis_clients=[RolloutController.redis_client()] if rollouts else [],
+                feature_store_redis=(
+                    self.feature_store.redis_url
+                    if self.feature_store is not None and any(r.features for r in routes)
+                    else None
+                ),
             ),
             opts=self._child(),
         )
@@ -295,6 +314,36 @@ class Platform(pulumi.ComponentResource):
                 depends_on=[
                     r for r in (self.registry, getattr(self, "kuberay", None)) if r is not None
                 ],
+            ),
+            opts=self._child(),
+        )
+
+    def _feature_store(self, args: PlatformArgs) -> FeatureStore | None:
+        """Feast: registry and offline data on S3 through IRSA, its own Redis online store,
+        a feature server per project (tandem:featureStore; docs/feature-store.md)."""
+        cfg = self.config
+        if cfg.feature_store is None:
+            return None
+        eks = self.cluster.eks_identity()
+        teams: dict[str, str] = {}
+        for uc in args.use_cases:
+            if uc.features is not None:
+                teams.setdefault(uc.features.project, uc.team)
+        return FeatureStore(
+            "feature-store",
+            FeatureStoreArgs(
+                config=cfg.feature_store,
+                repos=args.feature_repos,
+                cluster_name=cfg.cluster_name,
+                oidc_provider_arn=eks.oidc_provider_arn,
+                oidc_issuer_url=eks.oidc_issuer_url,
+                k8s_provider=self.cluster.provider,
+                elasticache=(
+                    self._elasticache() if cfg.feature_store.redis == "elasticache" else None
+                ),
+                tags=self.tags,
+                teams=teams,
+                monitoring=cfg.observability.enabled,
             ),
             opts=self._child(),
         )

@@ -46,9 +46,12 @@ def in_cluster_redis(
     object_labels: dict[str, str],
     clients: list[dict[str, Any]],
     opts: pulumi.ResourceOptions,
+    eviction: str = "volatile-lru",
 ) -> pulumi.Output[str]:
     """A single-replica Redis Deployment + Service reachable only from `clients` (NetworkPolicy
-    peers). Returns its `redis://` URL."""
+    peers). Returns its `redis://` URL. `eviction` is its maxmemory policy: volatile-lru for
+    caches and counters (above); a store whose data must not vanish (Feast's online store)
+    passes "noeviction", so a full Redis refuses writes loudly instead."""
     selector = {"app.kubernetes.io/name": name, labels.LABEL_COMPONENT: component}
     k8s.apps.v1.Deployment(
         name,
@@ -74,7 +77,7 @@ def in_cluster_redis(
                             "args": [
                                 *("--appendonly", "yes", "--dir", "/data"),
                                 *("--maxmemory", f"{REDIS_MAXMEMORY_MIB}mb"),
-                                *("--maxmemory-policy", "volatile-lru"),
+                                *("--maxmemory-policy", eviction),
                             ],
                             "ports": [{"name": "redis", "containerPort": REDIS_PORT}],
                             "resources": {

@@ -21,6 +21,7 @@ from gateway.spec import RouteTarget
 from serving import builder
 from serving.checks import CheckResult, run_checks
 from vocabulary import labels, review
+from vocabulary.features import FeatureRead
 from vocabulary.rollout import canary_name
 from vocabulary.usecase import UseCaseSpec
 
@@ -73,11 +74,16 @@ class UseCase(pulumi.ComponentResource):
         self.register_outputs({"inference_cluster": self.inference_cluster.urn})
 
 
-def gateway_entry(spec: UseCaseSpec, namespace: str = labels.NS_SERVING) -> RouteTarget | None:
+def gateway_entry(
+    spec: UseCaseSpec,
+    namespace: str = labels.NS_SERVING,
+    features: FeatureRead | None = None,
+) -> RouteTarget | None:
     """Where the gateway sends this use case's callers (gateway.spec.routes_from_use_cases).
 
     The gateway fronts the use case's first LLM deployment (or its first deployment): the
-    RayService's Serve service, under that deployment's route prefix.
+    RayService's Serve service, under that deployment's route prefix. `features` is the use
+    case's `features:` resolved against its feature project (tandem.stack), read per request.
     """
     if spec.gateway is None:
         return None
@@ -97,4 +103,5 @@ def gateway_entry(spec: UseCaseSpec, namespace: str = labels.NS_SERVING) -> Rout
         target.model,
         model_version=target.model_version if target.registry is not None else "",
         canary_url=canary_url,
+        features=features,
     )

@@ -194,8 +194,9 @@ def _gpu_volumes(config: PlatformConfig) -> list[ComponentCost]:
 
 
 def _redis(config: PlatformConfig, use_cases: Sequence[Any]) -> list[ComponentCost]:
-    """ElastiCache replication groups: the gateway's (gateway.redis: elasticache) and, in prod on
-    EKS, Ray's GCS fault tolerance."""
+    """ElastiCache replication groups: the gateway's (gateway.redis: elasticache), the feature
+    store's online store (featureStore.redis: elasticache) and, in prod on EKS, Ray's GCS fault
+    tolerance."""
     per_group = (
         ELASTICACHE_NODES
         * load_costs()["elasticache"]["usd_per_node_hour"][ELASTICACHE_NODE_TYPE]
@@ -206,6 +207,8 @@ def _redis(config: PlatformConfig, use_cases: Sequence[Any]) -> list[ComponentCo
         "elasticache"
     ):
         groups.append("gateway")
+    if config.feature_store is not None and config.feature_store.redis == "elasticache":
+        groups.append("feature-store")
     if use_cases and config.environment == "prod":
         groups.append("ray-gcs")
     return [

@@ -40,6 +40,7 @@ from gateway.stages.admit import Admission
 from gateway.stages.authenticate import authenticate
 from gateway.stages.cache import CacheStage
 from gateway.stages.call import Call
+from gateway.stages.features import FeatureStage
 from gateway.stages.forward import Forwarder
 from gateway.stages.parse import parse
 from gateway.stages.relay import Relay
@@ -62,7 +63,7 @@ _KNOWN_PATHS = frozenset(
     )
 )
 # sections a reload cannot change: they shape what was built at start-up
-_RESTART_SECTIONS = ("server", "redis", "cache", "tracing")
+_RESTART_SECTIONS = ("server", "redis", "cache", "tracing", "feature_store")
 
 
 class StartupError(RuntimeError):
@@ -114,6 +115,7 @@ class GatewayService:
             CacheStage(self.cache, self.metrics, self._spawn) if self.cache is not None else None
         )
         # built at start-up, on the server's event loop (their HTTP sessions live there)
+        self.features: FeatureStage | None = None
         self.upstreams: Upstreams | None = None
         self.forwarder: Forwarder | None = None
         self.relay: Relay | None = None
@@ -152,6 +154,8 @@ class GatewayService:
             )
             await self.split_watcher.poll_once()  # serve the live split from the first request
             self._spawn(self.split_watcher.run())
+        if self.cfg.feature_store is not None:
+            self.features = FeatureStage(self.cfg.feature_store, self.metrics)
         if self.cache is not None:
             await self._start_cache(self.cache)
         if self.config_path is not None and self.cfg.server.reload_interval_s > 0:
@@ -167,6 +171,8 @@ class GatewayService:
         if self.split_watcher is not None:
             await self.split_watcher.close()
         await self.admission.close()
+        if self.features is not None:
+            await self.features.close()
         if self.cache is not None:
             await self.cache.close()
 
@@ -321,6 +327,8 @@ class GatewayService:
             call.route = await self.admission.admit(call)
             if self.tracer is not None:
                 call.span = start_span(self.tracer, endpoint, call.body["model"], call.key.team)
+            if self.features is not None:
+                await self.features.enrich(request, call)
             if self.cache_stage is not None:
                 hit = await self.cache_stage.lookup(call)
                 if hit is not None:

@@ -15,8 +15,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from features.online import CompiledRead
 from vocabulary.cache import CachePolicy, CacheSection
 from vocabulary.errors import ConfigError, InputError, format_validation_error
+from vocabulary.features import FeatureRead
 from vocabulary.gateway import ENDPOINTS, Budget, Endpoint, Price, Timeouts
 from vocabulary.yamlfile import load_yaml
 
@@ -104,6 +106,9 @@ class Route(_Strict):
     hedge_after_s: float | None = Field(None, gt=0)
     cache: CachePolicy | None = Field(None, description="this route's cache policy keys")
     split: RouteSplit | None = Field(None, description="stable/canary split under a rollout")
+    features: FeatureRead | None = Field(
+        None, description="the feature service read for each request (gateway/stages/features.py)"
+    )
 
 
 class ApiKey(_Strict):
@@ -140,6 +145,22 @@ class Redis(_Strict):
     prefix: str = "tandem:gw"
 
 
+class FeatureStoreSection(_Strict):
+    """Where Feast's online store is: the gateway reads it directly (features/online.py)."""
+
+    redis_url: str = Field(description="redis:// or rediss:// URL of Feast's online store")
+    timeout_ms: float = Field(
+        50.0, gt=0, description="a read slower than this counts as the store being unavailable"
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+
 class Tracing(_Strict):
     exporter: Literal["none", "otlp", "console"] = "none"
     endpoint: str | None = None
@@ -161,6 +182,7 @@ class RoutesConfig(_Strict):
     cache: CacheSection | None = None
     redis: Redis | None = None
     tracing: Tracing = Tracing()
+    feature_store: FeatureStoreSection | None = None
 
     @model_validator(mode="after")
     def _references(self) -> RoutesConfig:
@@ -227,9 +249,21 @@ class RoutesConfig(_Strict):
 def parse_config(data: Any, source: str = "<config>") -> RoutesConfig:
     """A routes mapping as the typed config; ConfigError with one line per problem."""
     try:
-        return RoutesConfig.model_validate(data)
+        cfg = RoutesConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, RoutesConfig), source) from None
+    # a file the gateway serves must say where the features are (the routes generated from
+    # use cases get the feature store's address from the Gateway component)
+    featured = sorted(a for a, r in cfg.routes.items() if r.features is not None)
+    if featured and cfg.feature_store is None:
+        raise ConfigError(
+            [
+                f"feature_store: routes {featured} read features but the file has no "
+                "`feature_store:` section (redis_url of Feast's online store)"
+            ],
+            source,
+        )
+    return cfg
 
 
 def resolve_keys_file(config_path: Path, keys_file: str) -> Path:
@@ -322,6 +356,7 @@ class CompiledRoute:
         "split",
         "sticky",
         "arm_headers",
+        "features",
     )
 
     def __init__(self, alias: str, spec: Route, backends: dict[str, CompiledBackend]) -> None:
@@ -355,6 +390,7 @@ class CompiledRoute:
                     "X-Tandem-Rollout": b.label_values[3],
                     "X-Tandem-Model-Version": b.label_values[2] or "unknown",
                 }
+        self.features = CompiledRead(spec.features) if spec.features is not None else None
 
 
 class CompiledKey:

@@ -88,6 +88,20 @@ class Metrics:
             ["team", "layer"],
             registry=r,
         )
+        self.feature_lookups = Counter(
+            "tandem_gateway_feature_lookups",
+            "Feature store reads by outcome (found, missing_entity, unknown_entity, unavailable) "
+            "and what the route did about it (enriched, skipped, refused)",
+            ["use_case", "service", "outcome", "action"],
+            registry=r,
+        )
+        self.feature_latency = Histogram(
+            "tandem_gateway_feature_lookup_seconds",
+            "Time to read a request's features from the online store",
+            ["service"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
+            registry=r,
+        )
         self._children: dict[tuple, Any] = {}
 
     def child(self, metric: Any, *values: str) -> Any:

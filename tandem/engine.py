@@ -93,6 +93,8 @@ def _fake_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]
             version=inputs.get("version", "1.33"),
             vpcConfig={**inputs.get("vpcConfig", {}), "clusterSecurityGroupId": f"sg-{digest}"},
         )
+    elif typ == "aws:elasticache/replicationGroup:ReplicationGroup":
+        out.update(primaryEndpointAddress=f"master.{name}.{digest}.use1.cache.amazonaws.com")
     elif typ == "aws:ec2/launchTemplate:LaunchTemplate":
         out.update(latestVersion=1)
     elif typ == "aws:sqs/queue:Queue":

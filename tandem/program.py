@@ -16,7 +16,14 @@ from pulumi.runtime.config import CONFIG, get_config_env
 from components.platform import Platform, PlatformArgs
 from gpu_pools.contract import scheduling_contract
 from serving.checks import CheckResult, shared_pool_checks
-from tandem.stack import Stack, check_stack, load_use_cases, resolve_use_cases
+from tandem.stack import (
+    FeaturePlan,
+    Stack,
+    check_stack,
+    load_use_cases,
+    plan_features,
+    resolve_use_cases,
+)
 from vocabulary.config import (
     HF_TOKEN_KEY,
     REGISTRY_DB_PASSWORD_KEY,
@@ -25,7 +32,7 @@ from vocabulary.config import (
     namespace_config,
     parse_config,
 )
-from vocabulary.errors import InputError
+from vocabulary.errors import InputError, UnavailableError
 from vocabulary.usecase import UseCaseSpec
 
 
@@ -96,14 +103,24 @@ def build(
     checks: dict[str, list[CheckResult]] | None = None,
     alerting: dict[str, pulumi.Input[str]] | None = None,
     registry_db_password: pulumi.Input[str] | None = None,
+    features: FeaturePlan | None = None,
 ) -> Platform:
     """The platform for a validated config; `checks` are the use cases' plan-time checks when the
     caller already ran them (tandem plan), so the components do not run them a second time."""
     hf_token = pulumi.Config("tandem").get_secret(HF_TOKEN_KEY)  # optional: gated Hub models
+    features = features or plan_features(config, use_cases)
     platform = Platform(
         "tandem",
         PlatformArgs(
-            config, use_cases, keys or {}, checks, alerting or {}, hf_token, registry_db_password
+            config,
+            use_cases,
+            keys or {},
+            checks,
+            alerting or {},
+            hf_token,
+            registry_db_password=registry_db_password,
+            feature_repos=features.repos,
+            feature_reads=features.reads,
         ),
     )
     pulumi.export("clusterName", platform.cluster.name)
@@ -124,13 +141,19 @@ def main(stack: Stack | None = None) -> Platform:
             failed = [r for r in shared_pool_checks(use_cases, contracts) if not r.ok]
             if failed:
                 raise ConfigError([f"[{r.check}] {r.message}" for r in failed], "GPU pools")
+            features = plan_features(config, use_cases)
+            if features.failed:
+                raise ConfigError(
+                    [f"[{r.check}] {r.message}" for r in features.failed], "feature store"
+                )
         else:
             config, use_cases, checks = stack.config, stack.use_cases, stack.checks
+            features = stack.features
         keys = gateway_keys(config)
         receivers = alerting_secrets(config)
         db_password = registry_password(config)
         # bad input found while building (a use case's config_json, say) ends the same way: one
         # message naming the file, and nothing registered after it
-        return build(config, use_cases, keys, checks, receivers, db_password)
-    except InputError as exc:  # ConfigError included
+        return build(config, use_cases, keys, checks, receivers, db_password, features)
+    except (InputError, UnavailableError) as exc:  # ConfigError included
         raise pulumi.RunError(str(exc)) from None

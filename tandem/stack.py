@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from features import repo as feature_repo
 from gpu_pools.contract import SchedulingContract, scheduling_contract
 from serving.checks import (
     SHARED_POOLS,
@@ -31,6 +32,7 @@ from vocabulary.config import (
     pulumi_config_values,
 )
 from vocabulary.errors import ConfigError, InputError, format_validation_error
+from vocabulary.features import FEATURES_DIR, FeatureRead
 from vocabulary.registry import Resolved, load_resolutions, resolution_path
 from vocabulary.usecase import UseCaseSpec, load_use_case, resolve_registry
 from vocabulary.yamlfile import load_yaml
@@ -166,12 +168,92 @@ def policy_errors(config: PlatformConfig) -> list[str]:
     return errors
 
 
+def feature_errors(config: PlatformConfig, use_cases: list[UseCaseSpec]) -> list[str]:
+    """A use case's `features:` names a feature project the stack serves."""
+    projects = config.feature_store.projects if config.feature_store else []
+    errors = []
+    for uc in use_cases:
+        if uc.features is None or uc.features.project in projects:
+            continue
+        if not projects:
+            errors.append(
+                f"use case {uc.name!r}: features.project {uc.features.project!r} needs the "
+                "stack's feature store: add tandem:featureStore {projects: "
+                f"[{uc.features.project}]}}"
+            )
+        else:
+            errors.append(
+                f"use case {uc.name!r}: features.project {uc.features.project!r} is not a "
+                f"project of tandem:featureStore.projects; allowed: {', '.join(projects)}"
+            )
+    return errors
+
+
 def check_stack(config: PlatformConfig, use_cases: list[UseCaseSpec]) -> None:
     """What only the whole stack can tell (config + use cases): raises ConfigError."""
     problems = image_errors(config, use_cases) + policy_errors(config)
     problems += lifecycle_errors(config, use_cases)
-    if problems:
+    if problems := problems + feature_errors(config, use_cases):
         raise ConfigError(problems, "stack config")
+
+
+FEATURE_CHECKS = "(feature store)"  # the `use_case` of the feature repositories' checks
+
+
+@dataclass(frozen=True)
+class FeaturePlan:
+    """The stack's feature projects as Feast plans them, each use case's resolved read, and
+    the plan-time checks of both (Feast's errors, the platform's rules)."""
+
+    repos: dict[str, feature_repo.Repo]
+    reads: dict[str, FeatureRead]
+    checks: list[CheckResult]
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.ok]
+
+
+def plan_features(config: PlatformConfig, use_cases: list[UseCaseSpec]) -> FeaturePlan:
+    """Inspect every feature project with Feast (offline; features/repo.py) and resolve each
+    use case's `features:` against it. Raises UnavailableError without the Feast environment."""
+    fs = config.feature_store
+    if fs is None:
+        return FeaturePlan({}, {}, [])
+    repos = {p: feature_repo.inspect(p) for p in fs.projects}
+    checks = []
+    for project, repo in repos.items():
+        problems = feature_repo.check_repo(repo, fs.materialize_schedule)
+        views = ", ".join(f"{v.name} (ttl {v.ttl_s} s, {v.source})" for v in repo.views.values())
+        checks.append(
+            CheckResult(
+                FEATURE_CHECKS,
+                f"feast-plan:{project}",
+                not problems,
+                "; ".join(problems)
+                or f"{FEATURES_DIR}/{project}: {len(repo.entities)} entities, views {views}, "
+                f"services {', '.join(sorted(repo.services)) or 'none'}",
+            )
+        )
+    reads = {}
+    for uc in use_cases:
+        if uc.features is None:
+            continue
+        read, problems = feature_repo.feature_read(repos[uc.features.project], uc.name, uc.features)
+        checks.append(
+            CheckResult(
+                uc.name,
+                "features",
+                read is not None,
+                "; ".join(problems)
+                or f"reads {uc.features.service} ({', '.join(read.feature_names if read else [])}) "
+                f"by {uc.features.entity.name} from the {uc.features.entity.from_} "
+                f"{uc.features.entity.field!r}",
+            )
+        )
+        if read is not None:
+            reads[uc.name] = read
+    return FeaturePlan(repos, reads, checks)
 
 
 @dataclass(frozen=True)
@@ -200,7 +282,14 @@ class Stack:
         }
         if shared := shared_pool_checks(self.use_cases, self.contracts):
             checks[SHARED_POOLS] = shared
+        for result in self.features.checks:
+            checks.setdefault(result.use_case, []).append(result)
         return checks
+
+    @cached_property
+    def features(self) -> FeaturePlan:
+        """The feature projects and reads, planned once (Feast runs in its own environment)."""
+        return plan_features(self.config, self.use_cases)
 
     def pulumi_config(self) -> tuple[dict[str, str], list[str]]:
         """The flat config in the runtime's form, and the secret keys in it.

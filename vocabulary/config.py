@@ -29,6 +29,7 @@ from pydantic.alias_generators import to_camel
 from vocabulary.cache import CacheSection
 from vocabulary.catalog import load_catalog
 from vocabulary.errors import ConfigError, format_validation_error
+from vocabulary.features import FeatureStoreConfig
 from vocabulary.labels import dns_label
 
 if TYPE_CHECKING:
@@ -747,6 +748,7 @@ class PlatformConfig(Model):
     observability: ObservabilityConfig = ObservabilityConfig()
     alerting: AlertingConfig = AlertingConfig()
     gateway: GatewayConfig = GatewayConfig()
+    feature_store: FeatureStoreConfig | None = None  # Feast (docs/feature-store.md)
     images: ImagesConfig = ImagesConfig()
     policies: PolicyConfig = PolicyConfig()
     registry: RegistryConfig = RegistryConfig()
@@ -800,6 +802,12 @@ class PlatformConfig(Model):
             raise ValueError(
                 "network: Tandem builds a VPC only when cluster.mode is 'eks'; an existing "
                 "cluster brings its own network (remove tandem:network)"
+            )
+        if self.feature_store is not None and self.cluster.mode != "eks":
+            raise ValueError(
+                "featureStore: Feast keeps its registry and offline store on S3 through IRSA, "
+                "which Tandem sets up in cluster.mode 'eks' only; remove tandem:featureStore on "
+                "an existing cluster"
             )
         self._check_gpu_software()
         self._check_alerting()

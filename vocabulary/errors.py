@@ -21,6 +21,11 @@ class InputError(ValueError):
     """
 
 
+class UnavailableError(RuntimeError):
+    """Something this machine lacks that a command needs (a tool, an environment, a server): the
+    message names it and how to get it. The `tandem` CLI exits 3 (docs/architecture.md)."""
+
+
 class ConfigError(InputError):
     """A config (stack, use case, routes...) that must not be used. `errors` holds one line per
     problem, `source` names the file or section."""

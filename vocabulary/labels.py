@@ -27,6 +27,7 @@ TOKEN_OBSERVABILITY = "tandem:observability:Observability"
 TOKEN_IMAGES = "tandem:images:Images"
 TOKEN_MODEL_REGISTRY = "tandem:lifecycle:ModelRegistry"
 TOKEN_ROLLOUT_CONTROLLER = "tandem:lifecycle:RolloutController"
+TOKEN_FEATURE_STORE = "tandem:features:FeatureStore"
 
 # Kubernetes node / pod labels.
 LABEL_POOL = f"{DOMAIN}/pool"
@@ -62,6 +63,7 @@ NS_MONITORING = "monitoring"
 NS_GATEWAY = "tandem-gateway"
 NS_SERVING = "tandem-serving"
 NS_LIFECYCLE = "tandem-lifecycle"  # the model registry and the rollout controller
+NS_FEATURES = "tandem-features"
 
 
 def platform_labels(**extra: str) -> dict[str, str]:

@@ -111,6 +111,33 @@ DCGM_EXPORTER = Chart(
     ),
 )
 
+# Feast: one version everywhere, like Ray: the feature-server chart and image the cluster runs,
+# and the Feast environment (.venv-feast, features/setup-env.sh) that plans the feature
+# repositories and runs the feature-store tests. PyPI has 0.67.0 (2026-10), but no 0.67.0 chart
+# or image could be found upstream (the stored feast snapshot ends at the 0.66.0 release), so
+# the pin is the newest release whose chart, image and wheel are all evidenced.
+FEAST_VERSION = "0.66.0"
+FEAST_FEATURE_SERVER = Chart(
+    "feast-feature-server",
+    FEAST_VERSION,
+    "https://feast-helm-charts.storage.googleapis.com",
+    Verified(
+        "github.com/feast-dev/feast tag v0.66.0 (release commit 1d5be950, 2026-08-21): "
+        "infra/charts/feast-feature-server/Chart.yaml version 0.66.0; "
+        "infra/scripts/helm/push-helm-charts.sh publishes it to feast-helm-charts.storage."
+        "googleapis.com; feast 0.66.0 wheel on PyPI"
+    ),
+)
+FEAST_IMAGE = Image(
+    f"quay.io/feastdev/feature-server:{FEAST_VERSION}",
+    Verified(
+        "github.com/feast-dev/feast tag v0.66.0: the chart's values.yaml image "
+        "quay.io/feastdev/feature-server tag 0.66.0; .github/workflows/publish_images.yml pushes "
+        "to quay.io/feastdev; sdk/python/feast/infra/feature_servers/multicloud/requirements.txt "
+        "installs feast[minimal] == 0.66.0 (aws, redis included), running as uid 1001"
+    ),
+)
+
 # --- container images --------------------------------------------------------------------------
 
 # One Ray version everywhere: the serving image, the RayService's rayVersion, the local tier's
@@ -273,9 +300,17 @@ def all_pins() -> dict[str, Verified]:
         KUBERAY_OPERATOR,
         KUBE_PROMETHEUS_STACK,
         DCGM_EXPORTER,
+        FEAST_FEATURE_SERVER,
     ):
         out[f"chart {chart.name} {chart.version}"] = chart.verified
-    for image in (VLLM_IMAGE, RAY_LLM_SAMPLE_IMAGE, REDIS_IMAGE, PYTHON_IMAGE, MLFLOW_IMAGE):
+    for image in (
+        VLLM_IMAGE,
+        RAY_LLM_SAMPLE_IMAGE,
+        REDIS_IMAGE,
+        PYTHON_IMAGE,
+        MLFLOW_IMAGE,
+        FEAST_IMAGE,
+    ):
         out[f"image {image.ref}"] = image.verified
     for ami, alias in KARPENTER_AMI_ALIAS.items():
         out[f"ami {alias} ({ami})"] = AMI_VERIFIED[ami]

@@ -2,7 +2,7 @@
 
 Pure (pydantic + yaml); a bad file raises vocabulary.errors.ConfigError naming it. Each section has its type on this floor: `deployments`
 (vocabulary.deployment.ModelDeployment), `gateway:` (vocabulary.gateway.UseCaseGateway),
-`review:` (vocabulary.review.ReviewGate); the domains read them (serving builds Serve configs,
+`features:` (vocabulary.features.UseCaseFeatures), `review:` (vocabulary.review.ReviewGate); the domains read them (serving builds Serve configs,
 the gateway routes, the policy pack judges the review). Spend limits live where they are enforced: `gateway.budget`
 (USD per period, per team, by the gateway) and the stack's `observability.teamBudgetsUsd` (GPU
 spend alerts); a top-level `budget:` is refused with that pointer rather than silently ignored.
@@ -24,6 +24,7 @@ from pydantic import (
 
 from vocabulary.deployment import ModelDeployment
 from vocabulary.errors import ConfigError, format_validation_error
+from vocabulary.features import UseCaseFeatures
 from vocabulary.gateway import UseCaseGateway
 from vocabulary.labels import dns_label
 from vocabulary.registry import Resolutions, Resolved, resolve
@@ -74,6 +75,8 @@ class UseCaseSpec(BaseModel):
     deployments: list[ModelDeployment] = Field(min_length=1)
     upgrade: Upgrade = Field(default_factory=Upgrade)
     gateway: UseCaseGateway | None = None
+    # the Feast feature service the gateway reads for each request (vocabulary/features.py)
+    features: UseCaseFeatures | None = None
     review: ReviewGate | None = None
     rollout: Rollout | None = None  # how a new registry version reaches production
 
@@ -104,6 +107,11 @@ class UseCaseSpec(BaseModel):
             raise ValueError(f"deployment names {clash} are reserved for canary copies")
         if self.rollout is not None:
             self._check_rollout()
+        if self.features is not None and self.gateway is None:
+            raise ValueError(
+                "features: the gateway reads a use case's features for each request, so a use "
+                "case with `features:` needs a `gateway:` section too"
+            )
         return self
 
     def _check_rollout(self) -> None:

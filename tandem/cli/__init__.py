@@ -89,12 +89,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _classify(exc: BaseException, args: argparse.Namespace) -> tuple[str, int]:
     """(one-line message, exit code) for anything a command raised."""
-    from vocabulary.errors import InputError
+    from vocabulary.errors import InputError, UnavailableError
 
     if isinstance(exc, CommandError):
         return exc.message, exc.code
     if isinstance(exc, InputError):
         return str(exc), EXIT_INPUT
+    if isinstance(exc, UnavailableError):
+        return str(exc), EXIT_UNAVAILABLE
     if isinstance(exc, SystemExit):
         return "", int(exc.code) if isinstance(exc.code, int) else EXIT_INPUT
     if isinstance(exc, KeyboardInterrupt):
@@ -135,6 +137,7 @@ _TANDEM_PACKAGES = {
     "gpu_pools",
     "embedding",
     "lifecycle",
+    "features",
     "vocabulary",
 }
 

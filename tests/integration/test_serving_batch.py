@@ -152,3 +152,57 @@ def test_batch_size_metric_is_exported(served) -> None:
     assert samples, "ray_tandem_serve_batch_size not exported"
     assert 'model="all-minilm-l6-v2"' in samples[0]
     assert sum(float(s.rsplit(" ", 1)[1]) for s in samples) >= 1
+
+
+def test_the_batch_app_receives_the_requests_features_through_the_gateway(served, tmp_path) -> None:
+    """A non-LLM model gets its features beside the input: the gateway reads them from the
+    online store real Feast materialized into, adds them to the body, and the batch app's model
+    call receives them with the texts (and says so in its answer and /stats)."""
+    from features.repo import feature_read, inspect
+    from tests.support.feast import seeded_customer_care
+    from tests.support.gateway_harness import RunningGateway
+    from tests.support.redis_server import redis_server
+    from vocabulary.features import UseCaseFeatures
+
+    spec = UseCaseFeatures.model_validate(
+        {
+            "project": "customer_care",
+            "service": "support_chat_context",
+            "entity": {"name": "customer_id", "from": "header", "field": "X-Customer-Id"},
+        }
+    )
+    read, problems = feature_read(inspect("customer_care"), "document-embeddings", spec)
+    assert read is not None, problems
+    base = f"{served.endpoint}{builder.route_prefix(SPEC)}"
+    before = httpx.get(f"{base}/stats", timeout=10).json()["requests_with_features"]
+    with redis_server("the batch app's features") as redis_url:
+        seeded_customer_care(tmp_path, redis_url)
+        routes = {
+            "backends": {"embed": {"url": f"{base}/v1", "model": SPEC.model}},
+            "routes": {
+                "doc-embed": {
+                    "backends": [{"backend": "embed"}],
+                    "endpoints": ["embeddings"],
+                    "features": read.model_dump(mode="json"),
+                }
+            },
+            "feature_store": {"redis_url": redis_url},
+        }
+        with RunningGateway(routes) as gw:
+            resp = httpx.post(
+                f"{gw.url}/v1/embeddings",
+                json={"model": "doc-embed", "input": ["refund policy"]},
+                headers={"X-Customer-Id": "C1"},
+                timeout=60,
+            )
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()
+    assert len(answer["data"][0]["embedding"]) == 384
+    assert answer["features"] == {
+        "plan_tier": "enterprise",
+        "tenure_months": 4,
+        "open_tickets": 5,
+        "last_ticket_hours_ago": 0.5,
+    }
+    after = httpx.get(f"{base}/stats", timeout=10).json()["requests_with_features"]
+    assert after == before + 1

@@ -86,6 +86,7 @@ def test_existing_cluster_without_images_names_the_missing_keys(tmp_path) -> Non
         "tandem:gpuPools": [
             {"name": "l4", "mechanism": "existing", "instanceTypes": ["g6.2xlarge"], "maxNodes": 2}
         ],
+        # a use case without `features:` (the feature store needs S3 through IRSA: eks mode)
         "tandem:useCases": ["stacks/usecases/document-embeddings.yaml"],
     }
     with pytest.raises(ConfigError) as err:

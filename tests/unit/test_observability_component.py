@@ -183,7 +183,9 @@ def test_budget_thresholds_become_alerts(res) -> None:
 
 def test_use_case_slos_become_team_routed_alerts(stack_resources) -> None:
     """The use-case files' `slo:` sections are alert targets (they were read by nothing)."""
-    rule = stack_resources["prod"].one("kubernetes:monitoring.coreos.com/v1:PrometheusRule")
+    rule = stack_resources["prod"].one(
+        "kubernetes:monitoring.coreos.com/v1:PrometheusRule", "observability-rules"
+    )
     alerts = {
         (r["alert"], r["labels"]["model"]): r
         for g in rule.inputs["spec"]["groups"]

@@ -104,3 +104,12 @@ def test_karpenter_objects_avoid_what_differs_from_the_released_crds(stack_resou
                 text = yaml.safe_dump(obj.inputs)
                 for field in pins.KARPENTER_CRD_DELTA_FIELDS:
                     assert field not in text, f"{obj.name} uses {field}"
+
+
+def test_one_feast_version_in_the_cluster_and_the_feast_environment() -> None:
+    """The feature-server chart and image the cluster runs are the Feast that plans the feature
+    repositories and runs the feature-store tests (.venv-feast)."""
+    v = pins.FEAST_VERSION
+    assert pins.FEAST_FEATURE_SERVER.version == v and pins.FEAST_IMAGE.tag == v
+    assert f"\nFEAST={v} " in _file("features/setup-env.sh")
+    assert f"\nfeast=={v}\n" in _file("features/feast-constraints.txt")
