@@ -91,7 +91,12 @@ def save_resolutions(path: Path, stack: str, resolutions: Resolutions) -> None:
 
 
 def resolve(
-    use_case: str, deployment: str, ref: Any, resolutions: Resolutions, where: str
+    use_case: str,
+    deployment: str,
+    ref: Any,
+    resolutions: Resolutions,
+    where: str,
+    field: str = "registry",
 ) -> Resolved:
     """The version and source `ref` (a vocabulary.rollout.RegistryRef) deploys; ConfigError
     naming the reference and the command that records it when the file cannot say."""
@@ -106,8 +111,9 @@ def resolve(
         if version is None:
             raise ConfigError(
                 [
-                    f"use case {use_case!r}, deployment {deployment!r}: registry {ref.pointer}: "
-                    f"no recorded resolution of alias {ref.alias!r} (never 'latest'); {fix}"
+                    f"{field}: {ref.pointer} (use case {use_case!r}, deployment "
+                    f"{deployment!r}) has no recorded resolution of alias {ref.alias!r} (never "
+                    f"'latest'); {fix}"
                 ],
                 where,
             )
@@ -116,8 +122,8 @@ def resolve(
     if record is None:
         raise ConfigError(
             [
-                f"use case {use_case!r}, deployment {deployment!r}: registry {ref.name} version "
-                f"{version}: its source is not recorded; {fix}"
+                f"{field}: {ref.name} version {version} (use case {use_case!r}, deployment "
+                f"{deployment!r}): its source is not recorded; {fix}"
             ],
             where,
         )

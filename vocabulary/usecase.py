@@ -159,11 +159,11 @@ def resolve_registry(
     recorded resolutions (ConfigError when one is not recorded), and what each resolved to."""
     found: list[Resolved] = []
     deployments = []
-    for d in spec.deployments:
+    for i, d in enumerate(spec.deployments):
         if d.registry is None or d.source:
             deployments.append(d)
             continue
-        r = resolve(spec.name, d.name, d.registry, resolutions, where)
+        r = resolve(spec.name, d.name, d.registry, resolutions, where, f"deployments[{i}].registry")
         found.append(r)
         deployments.append(d.model_copy(update={"source": r.source, "version": r.version}))
     if not found:

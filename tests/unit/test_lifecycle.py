@@ -75,7 +75,9 @@ def test_a_registry_reference_is_an_alias_or_a_version(tmp_path) -> None:
 
 def test_an_alias_resolves_only_from_the_recorded_file_never_latest() -> None:
     spec = load_use_case(CHATBOT)
-    with pytest.raises(ConfigError, match=r"support-chat@champion.*never 'latest'"):
+    with pytest.raises(
+        ConfigError, match=r"deployments\[0\].registry: support-chat@champion.*never 'latest'"
+    ):
         resolve_registry(spec, Resolutions(), "stacks/registry/dev.yaml")
     res = Resolutions()
     res.record("support-chat", "7", "s3://bucket/7", "2026-12-01", "champion")
