@@ -14,14 +14,14 @@ DEBIAN_PACKAGES := prometheus prometheus-alertmanager redis-server libgomp1 post
 # Type-checked in CI: every Tandem package, the gateway and serving runtime included.
 TYPED := tandem vocabulary gpu_pools observability finops policies components serving gateway embedding lifecycle features
 
-.PHONY: setup feast-env feast-lock system-packages plan test lint hadolint typecheck imports unit integration llm-env llm gpu lock clean rehearsal mlflow-env
+.PHONY: setup feast-env feast-lock system-packages assistant-clients plan test lint hadolint typecheck imports unit integration llm-env llm gpu lock clean rehearsal mlflow-env
 
 ## The first command: set up and plan the dev stack offline.
 plan: setup
 	$(VENV)/bin/tandem plan --stack dev
 
 ## The second command: set up and run every test tier this machine can run.
-test: setup system-packages mlflow-env lint typecheck imports
+test: setup system-packages assistant-clients mlflow-env lint typecheck imports
 	$(PY) -m pytest -q tests --ignore=tests/llm --ignore=tests/gpu
 	$(MAKE) llm
 	$(VENV)/bin/tandem plan --stack dev > /dev/null
@@ -64,6 +64,11 @@ system-packages:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES)
 	fi
 
+## The real coding assistants the integration tier drives (Claude Code, Codex CLI: npm packages
+## pinned in tests/integration/assistants/package-lock.json, ~800 MB, installed once per lock).
+assistant-clients:
+	bash tests/integration/assistants/setup.sh
+
 lint: setup hadolint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -82,7 +87,7 @@ imports: setup
 unit: setup
 	$(PY) -m pytest -q tests/unit tests/manifests
 
-integration: setup system-packages mlflow-env
+integration: setup system-packages assistant-clients mlflow-env
 	$(PY) -m pytest -q tests/integration
 
 ## The model registry's server (MLflow) for the lifecycle tier and benchmark, in its own
@@ -118,4 +123,4 @@ lock:
 	mv constraints.new constraints.txt && rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) $(FEAST_VENV) .venv-llm .venv-mlflow .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(FEAST_VENV) .venv-llm .venv-mlflow .pytest_cache .ruff_cache .mypy_cache tests/integration/assistants/node_modules

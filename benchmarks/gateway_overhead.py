@@ -14,6 +14,12 @@ bounded in count and time.
 LiteLLM runs from its own environment (bash benchmarks/setup-litellm.sh -> .venv-litellm); when
 it is absent the `litellm` rows say so and the ratios against it are left out.
 
+Anthropic's Messages API (targets `tandem_messages`, `tandem_messages_translated`): Claude
+Code's `POST /v1/messages` through the same gateway, passed through to an Anthropic-compatible
+backend (the upstream answers Messages too), or translated to the upstream's chat completions, as
+it is for a self-hosted model. Both are reported beside `tandem` (chat completions, pass-through):
+added latency against `direct` (chat completions on the same upstream) and max sustainable rps.
+
 The production profile (targets `tandem_cache_cold`, `tandem_cache_warm`): the same gateway with
 a real redis-server on loopback holding the rate-limit and budget counters (the key has RPM and
 TPM limits, its team a budget) and the cache's shared entries, and `cache: {mode: semantic}`.
@@ -50,6 +56,11 @@ RAMP = (750, 1000, 1250, 1500, 2000, 2500, 3000)
 LITELLM_STEPS = (20, 35, 75)  # LiteLLM's limit lies between 10 and 100: find it
 COLD_STEPS = (150, 200, 250, 400)  # the cold cache's limit lies between 100 and 500
 CACHE_TARGETS = ("tandem_cache_cold", "tandem_cache_warm")
+MESSAGES_TARGETS = ("tandem_messages", "tandem_messages_translated")
+# finer steps where chat completions and Messages are compared (10 % and 25 % targets)
+FINE_STEPS = (875, 1125, 1375, 1750)
+FINE_TARGETS = ("tandem", *MESSAGES_TARGETS)
+ALL_TARGETS = ("direct", "minimal", "tandem", *MESSAGES_TARGETS, "litellm", *CACHE_TARGETS)
 P99_LIMIT_MS = 100.0
 STREAM_RPS = 10
 MIN_SAMPLES = 500  # per load, so that p99 is not decided by one or two stalls of a shared machine
@@ -85,6 +96,37 @@ _USAGE = (
 )
 
 
+_MESSAGE = json.dumps(
+    {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": MODEL,
+        "content": [{"type": "text", "text": "ok " * 20}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 20},
+    }
+).encode()
+_M_HEAD = (
+    b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_bench","type":"message",'
+    b'"role":"assistant","model":"bench","content":[],"stop_reason":null,"stop_sequence":null,'
+    b'"usage":{"input_tokens":12,"output_tokens":1}}}\n\n'
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+    b'"content_block":{"type":"text","text":""}}\n\n'
+)
+_M_DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":"ok "}}\n\n'
+)
+_M_TAIL = (
+    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn",'
+    b'"stop_sequence":null},"usage":{"output_tokens":20}}\n\n'
+    b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+)
+
+
 async def _asgi_body(receive: Any) -> bytes:
     body, more = b"", True
     while more:
@@ -99,7 +141,21 @@ async def upstream_app(scope: dict, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     body = await _asgi_body(receive)
-    if b'"stream":true' in body or b'"stream": true' in body:
+    stream = b'"stream":true' in body or b'"stream": true' in body
+    if scope["path"].endswith("/messages"):  # an Anthropic-compatible backend
+        ctype = b"text/event-stream" if stream else b"application/json"
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", ctype)]}
+        )
+        if not stream:
+            await send({"type": "http.response.body", "body": _MESSAGE})
+            return
+        await send({"type": "http.response.body", "body": _M_HEAD, "more_body": True})
+        for _ in range(20):
+            await send({"type": "http.response.body", "body": _M_DELTA, "more_body": True})
+        await send({"type": "http.response.body", "body": _M_TAIL})
+        return
+    if stream:
         await send(
             {
                 "type": "http.response.start",
@@ -278,6 +334,7 @@ class Target:
         self.headers = headers
         self.helpers: list[subprocess.Popen] = []  # e.g. its redis-server, stopped with it
         self.questions: Iterator[str] | None = None  # a new question per request (cold cache)
+        self.api = "chat"  # or "messages": POST /v1/messages with a Messages body
 
     def cpu_seconds(self) -> float:
         """CPU time of the target's process tree (utime + stime from /proc)."""
@@ -381,7 +438,9 @@ def questions() -> list[str]:
 
 def start_tandem(upstream: str, workdir: Path, profile: str = "tandem") -> Target:
     """`tandem` is the pass-through profile; `tandem_cache_cold` / `tandem_cache_warm` add Redis
-    (limits, budget, shared cache entries) and the semantic cache."""
+    (limits, budget, shared cache entries) and the semantic cache; `tandem_messages` serves
+    /v1/messages from an Anthropic-compatible backend (passed through), and
+    `tandem_messages_translated` from the same chat-completions backend as `tandem`."""
     import hashlib
 
     import yaml
@@ -402,6 +461,8 @@ def start_tandem(upstream: str, workdir: Path, profile: str = "tandem") -> Targe
         "prices": {"fast": {"input_per_mtok": 0.5, "output_per_mtok": 1.5}},
         "keys": [key],
     }
+    if profile == "tandem_messages":
+        cfg["backends"]["fast"]["protocol"] = "anthropic"
     redis_proc = None
     body_source = None
     if profile in CACHE_TARGETS:
@@ -438,7 +499,11 @@ def start_tandem(upstream: str, workdir: Path, profile: str = "tandem") -> Targe
         if redis_proc is not None:
             redis_proc.kill()
         raise
-    target = Target(profile, base, proc, {"Authorization": f"Bearer {KEY}"})
+    if profile in MESSAGES_TARGETS:  # as Claude Code sends it
+        target = Target(profile, base, proc, {"x-api-key": KEY, "anthropic-version": "2023-06-01"})
+        target.api = "messages"
+    else:
+        target = Target(profile, base, proc, {"Authorization": f"Bearer {KEY}"})
     target.helpers = [redis_proc] if redis_proc is not None else []
     target.questions = body_source
     return target
@@ -532,18 +597,19 @@ async def open_loop(
     import aiohttp
 
     def body_for(question: str) -> bytes:
-        return json.dumps(
-            {
-                "model": MODEL,
-                "temperature": 0,
-                "messages": [{"role": "user", "content": question}],
-                "stream": stream,
-            }
-        ).encode()
+        body: dict[str, Any] = {
+            "model": MODEL,
+            "temperature": 0,
+            "messages": [{"role": "user", "content": question}],
+            "stream": stream,
+        }
+        if target.api == "messages":
+            body["max_tokens"] = 64
+        return json.dumps(body).encode()
 
     body = body_for("Say ok twenty times.")
     headers = {"Content-Type": "application/json", **target.headers}
-    url = target.base + "/v1/chat/completions"
+    url = target.base + ("/v1/messages" if target.api == "messages" else "/v1/chat/completions")
     n = max(1, int(rate * duration))
     latencies: list[float] = []
     errors = 0
@@ -636,13 +702,16 @@ async def measure_all(
         results[t.name] = {"loads": {}, "max_sustainable_rps": 0, "stream_ttfb": stream}
     active = list(targets)
     past_limit: set[str] = set()
-    for rate in sorted(set(LOADS) | set(LITELLM_STEPS) | set(COLD_STEPS) | set(ramp)):
+    fine = set(FINE_STEPS) if set(ramp) & set(RAMP[4:]) else set()  # not in --quick
+    for rate in sorted(set(LOADS) | set(LITELLM_STEPS) | set(COLD_STEPS) | set(ramp) | fine):
         for t in list(active):
             if rate in LITELLM_STEPS and (t.name != "litellm" or t.name in past_limit):
                 continue  # the fine steps are LiteLLM's range
+            if rate in fine and t.name not in FINE_TARGETS:
+                continue
             if rate in COLD_STEPS and rate not in ramp and t.name != "tandem_cache_cold":
                 continue  # and these the cold cache's
-            if rate in ramp and t.name in ("litellm", "tandem_cache_cold"):
+            if (rate in ramp or rate in fine) and t.name in ("litellm", "tandem_cache_cold"):
                 continue
             r = results[t.name]
             # p99 needs samples: at low rates run longer (not in --quick, a smoke run).
@@ -710,7 +779,7 @@ def added(results: dict[str, Any], target: str, load: str, key: str) -> float | 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
     s: dict[str, Any] = {"added_ms": {}}
-    for t in ("minimal", "tandem", "litellm", *CACHE_TARGETS):
+    for t in ALL_TARGETS[1:]:
         if "loads" not in results.get(t, {}):
             continue
         s["added_ms"][t] = {
@@ -753,6 +822,15 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         p99_50 = s["added_ms"].get("tandem_cache_cold", {}).get("50", {}).get("p99")
         targets["cache_cold_added_p99_at_50_ms"] = p99_50
         targets["cache_cold_added_p99_at_50_at_most_15ms"] = p99_50 is not None and p99_50 <= 15
+    for name, share in (("tandem_messages", 0.9), ("tandem_messages_translated", 0.75)):
+        rps = results.get(name, {}).get("max_sustainable_rps")
+        if rps is None or not tan:
+            continue
+        targets[f"{name}_vs_tandem_sustainable"] = round(rps / tan, 3)
+        targets[f"{name}_within_{round((1 - share) * 100)}pct_of_tandem"] = rps >= share * tan
+        ttfb = s["added_ms"].get(name, {}).get("stream_ttfb_p50")
+        targets[f"{name}_added_ttft_p50_ms"] = ttfb
+        targets[f"{name}_ttft_within_2ms_of_direct"] = ttfb is not None and ttfb <= 2
     hot = results.get("tandem_cache_warm", {}).get("max_sustainable_rps")
     if hot is not None and tan:
         targets["cache_warm_vs_tandem_sustainable"] = round(hot / tan, 2)
@@ -766,7 +844,7 @@ def table(results: dict[str, Any]) -> str:
         "| target | load (rps) | p50 ms | p99 ms | achieved rps | errors | CPU ms/req |",
         "|---|---|---|---|---|---|---|",
     ]
-    for t in ("direct", "minimal", "tandem", "litellm", *CACHE_TARGETS):
+    for t in ALL_TARGETS:
         r = results.get(t)
         if r is None:
             continue
@@ -785,7 +863,7 @@ def table(results: dict[str, Any]) -> str:
         "| target | max sustainable rps (p99 < 100 ms) | stream TTFB p50 / p99 ms |",
         "|---|---|---|",
     ]
-    for t in ("direct", "minimal", "tandem", "litellm", *CACHE_TARGETS):
+    for t in ALL_TARGETS:
         r = results.get(t, {})
         if "loads" in r:
             st = r["stream_ttfb"]
@@ -805,6 +883,10 @@ async def main_async(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         "tandem": lambda: start_tandem(upstream, workdir),
         "tandem_cache_cold": lambda: start_tandem(upstream, workdir, "tandem_cache_cold"),
         "tandem_cache_warm": lambda: start_tandem(upstream, workdir, "tandem_cache_warm"),
+        "tandem_messages": lambda: start_tandem(upstream, workdir, "tandem_messages"),
+        "tandem_messages_translated": lambda: start_tandem(
+            upstream, workdir, "tandem_messages_translated"
+        ),
         "litellm": lambda: start_litellm(upstream, workdir, Path(args.litellm_venv)),
     }
     targets: list[Target] = []
@@ -839,8 +921,8 @@ def main() -> int:
     ap.add_argument(
         "--targets",
         nargs="+",
-        default=["direct", "minimal", "tandem", "litellm", *CACHE_TARGETS],
-        choices=["direct", "minimal", "tandem", "litellm", *CACHE_TARGETS],
+        default=list(ALL_TARGETS),
+        choices=list(ALL_TARGETS),
     )
     ap.add_argument("--litellm-venv", default=str(ROOT / ".venv-litellm"))
     ap.add_argument("--write", help="also write the JSON result to this file")

@@ -44,6 +44,8 @@ class GatewayKey:
     models: list[str] = field(default_factory=lambda: ["*"])
     rpm: int | None = None
     tpm: int | None = None
+    developer: str | None = None  # one developer's key (coding assistants)
+    developer_header: str | None = None  # a proxy's key: the developer is in this header
 
 
 @dataclass
@@ -115,6 +117,10 @@ def _hashed_keys(keys: list[GatewayKey]) -> pulumi.Output[str]:
                 entry["rpm"] = k.rpm
             if k.tpm:
                 entry["tpm"] = k.tpm
+            if k.developer:
+                entry["developer"] = k.developer
+            if k.developer_header:
+                entry["developer_header"] = k.developer_header
             entries.append(entry)
         return yaml.safe_dump(entries, sort_keys=False)
 

@@ -44,7 +44,7 @@ from components.serving.inference_cluster import (
 )
 from components.use_case import UseCase, UseCaseArgs, gateway_entry
 from features.repo import Repo
-from gateway.spec import routes_from_use_cases
+from gateway.spec import provider_key_env, routes_from_use_cases, with_assistants
 from observability.rules import DeploymentSlo
 from serving.checks import CheckResult, resolve_contract
 from vocabulary import labels
@@ -63,6 +63,8 @@ class PlatformArgs:
     checks: dict[str, list[CheckResult]] | None = None
     # alert receiver -> its credential (a Pulumi secret read by the program from stack config)
     alerting_secrets: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    # assistant route apiKeySecret -> the provider's API key (a Pulumi secret, tandem:providerKey-*)
+    provider_keys: dict[str, pulumi.Input[str]] = field(default_factory=dict)
     hf_token: pulumi.Input[str] | None = None  # tandem:huggingFaceToken, for gated Hub models
     # tandem:registryDbPassword: the model registry's RDS master password (EKS mode)
     registry_db_password: pulumi.Input[str] | None = None
@@ -96,7 +98,11 @@ class Platform(pulumi.ComponentResource):
         self.feature_store = self._feature_store(args)
         self.observability = self._observability(args.use_cases, with_gateway)
         rollouts = any(uc.rollout is not None for uc in args.use_cases)
-        self.gateway = self._gateway(routes, args.gateway_keys, rollouts) if with_gateway else None
+        self.gateway = (
+            self._gateway(routes, args.gateway_keys, args.provider_keys, rollouts)
+            if with_gateway
+            else None
+        )
         self.registry = self._registry(args.registry_db_password) if cfg.registry.enabled else None
         self.use_cases = self._use_cases(args.use_cases, args.checks or {}, args.hf_token)
         self.rollout_controller = self._rollout_controller() if rollouts else None
@@ -233,14 +239,21 @@ class Platform(pulumi.ComponentResource):
         )
 
     def _gateway(
-        self, routes: list, raw_keys: dict[str, pulumi.Input[str]], rollouts: bool
+        self,
+        routes: list,
+        raw_keys: dict[str, pulumi.Input[str]],
+        provider_keys: dict[str, pulumi.Input[str]],
+        rollouts: bool,
     ) -> Gateway:
-        """The shared AI gateway, routing to every use case that has a `gateway:` section."""
+        """The shared AI gateway, routing to every use case that has a `gateway:` section and to
+        the coding assistants' models (`gateway.assistants`), with an audit record per request."""
         cfg = self.config
         return Gateway(
             "gateway",
             GatewayArgs(
-                routes=routes_from_use_cases(routes),
+                routes=with_assistants(
+                    routes_from_use_cases(routes), cfg.gateway.assistants, routes, cfg.gateway.audit
+                ),
                 config=cfg.gateway,
                 keys=[
                     GatewayKey(
@@ -250,9 +263,14 @@ class Platform(pulumi.ComponentResource):
                         models=list(k.models),
                         rpm=k.rpm,
                         tpm=k.tpm,
+                        developer=k.developer,
+                        developer_header=k.developer_header,
                     )
                     for k in cfg.gateway.keys
                 ],
+                provider_secrets={
+                    provider_key_env(name): key for name, key in provider_keys.items()
+                },
                 k8s_provider=self.cluster.provider,
                 elasticache=self._elasticache() if cfg.gateway.redis == "elasticache" else None,
                 monitoring=cfg.observability.enabled,

@@ -431,6 +431,7 @@ def _families(t: Truth) -> Iterator[tuple[str, str, list[_Series]]]:
     yield "vllm:generation_tokens", "counter", vout
     if spec.full:
         yield from _serving_and_gateway(t, pods)
+        yield from assistant_series(spec)
 
 
 def _gpu_index(t: Truth, gpu: Gpu) -> int:
@@ -609,6 +610,96 @@ def _serving_and_gateway(t: Truth, pods: list) -> Iterator[tuple[str, str, list[
         (q.GW_FALLBACKS, "counter", fb),
     ):
         yield name.removesuffix("_total"), typ, series
+
+
+# Coding assistants through the gateway, per labelled team: six developers hold keys, four use
+# them (adoption 4/6), mostly on weekdays 09:00-18:00 UTC (a trickle at other times). Per request: tokens in / out / cached, dollars
+# spent and saved by the prompt cache; a session every 40 requests. `tandem assistants report`
+# and the assistants dashboard read these.
+ASSISTANT_DEVELOPERS = 6
+ASSISTANT_ACTIVE = 4
+ASSISTANT_TOOLS = ("claude-code", "codex", "cursor", "claude-code")
+ASSISTANT_PER_REQUEST = {"in": 6000, "out": 400, "cached": 4000, "usd": 0.012, "saved": 0.0108}
+ASSISTANT_REQUESTS_PER_MINUTE = 1.5  # per active developer, in working hours
+
+
+def assistant_series(spec: FleetSpec) -> Iterator[tuple[str, str, list[_Series]]]:
+    times = spec.start + spec.step_s * np.arange(1, spec.n + 1)
+    hour, weekday = (times // 3600) % 24, ((times // 86400) + 3) % 7  # 1970-01-01 was a Thursday
+    working = (hour >= 9) & (hour < 18) & (weekday < 5)
+    per_sample = np.where(working, 1.0, 0.05) * ASSISTANT_REQUESTS_PER_MINUTE * spec.step_s / 60
+    teams = sorted({w.team for w in spec.workloads if w.labelled})
+    series: dict[str, list[_Series]] = {name: [] for name in _ASSISTANT_NAMES}
+    n = spec.n
+    for team in teams:
+        series[q.GW_DEVELOPERS_WITH_KEYS].append(
+            _Series(
+                q.GW_DEVELOPERS_WITH_KEYS,
+                _labelstr(team=team),
+                0,
+                n,
+                np.full(n, float(ASSISTANT_DEVELOPERS)),
+                INT,
+            )
+        )
+        for i in range(ASSISTANT_ACTIVE):
+            who = {"team": team, "developer": f"{team}-dev{i}", "tool": ASSISTANT_TOOLS[i]}
+            requests = np.floor(np.cumsum(per_sample * (1 + 0.25 * i)))
+            series[q.GW_ASSISTANT_REQUESTS].append(
+                _Series(
+                    q.GW_ASSISTANT_REQUESTS,
+                    _labelstr(**who, model="coder", code="200"),
+                    0,
+                    n,
+                    requests,
+                    INT,
+                )
+            )
+            for d in ("in", "out", "cached"):
+                series[q.GW_ASSISTANT_TOKENS].append(
+                    _Series(
+                        q.GW_ASSISTANT_TOKENS,
+                        _labelstr(**who, direction=d),
+                        0,
+                        n,
+                        requests * ASSISTANT_PER_REQUEST[d],
+                        INT,
+                    )
+                )
+            for name, k in ((q.GW_ASSISTANT_COST, "usd"), (q.GW_ASSISTANT_SAVED, "saved")):
+                series[name].append(
+                    _Series(
+                        name,
+                        _labelstr(**who),
+                        0,
+                        n,
+                        np.round(requests * ASSISTANT_PER_REQUEST[k], 3),
+                        SECONDS,
+                    )
+                )
+            series[q.GW_ASSISTANT_SESSIONS].append(
+                _Series(
+                    q.GW_ASSISTANT_SESSIONS,
+                    _labelstr(**who),
+                    0,
+                    n,
+                    np.ceil(requests / 40),
+                    INT,
+                )
+            )
+    for name in _ASSISTANT_NAMES:
+        kind = "gauge" if name == q.GW_DEVELOPERS_WITH_KEYS else "counter"
+        yield name.removesuffix("_total"), kind, series[name]
+
+
+_ASSISTANT_NAMES = (
+    q.GW_DEVELOPERS_WITH_KEYS,
+    q.GW_ASSISTANT_REQUESTS,
+    q.GW_ASSISTANT_TOKENS,
+    q.GW_ASSISTANT_COST,
+    q.GW_ASSISTANT_SAVED,
+    q.GW_ASSISTANT_SESSIONS,
+)
 
 
 def write_openmetrics(t: Truth, out_dir: Path) -> Iterator[Path]:

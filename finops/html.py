@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from html import escape
 
-from finops.tables import report_tables
+from finops.tables import Table, report_tables
 
 # What a bar segment means: busy (green), allocated but idle (amber), unallocated (grey).
 ACTIVE, ALLOC_IDLE, UNALLOC = "#10b981", "#f59e0b", "#94a3b8"
@@ -257,27 +258,50 @@ def render_html(rep: dict) -> str:
             left=360,
         )
     )  # fmt: skip
-    tables = []
-    for table in report_tables(rep):
-        cls = [' class="n"' if n else "" for n in table.numeric]
-        body = "".join(
-            "<tr>"
-            + "".join(f"<td{a}>{escape(c)}</td>" for a, c in zip(cls, row, strict=True))
-            + "</tr>"
-            for row in table.rows
-        )
-        tables.append(f"<h2>{escape(table.title[0].upper() + table.title[1:])}</h2><table><tr>"
-                      + "".join(f"<th{a}>{escape(h)}</th>" for a, h in zip(cls, table.header, strict=True))
-                      + f"</tr>{body}</table>"
-                      + (f"<p class=note>{escape(table.note)}</p>" if table.note else ""))  # fmt: skip
-    warnings = "".join(f"<p class=warn>{escape(n)}</p>" for n in w.get("notes", []))
+    return page(
+        "GPU FinOps report",
+        f"{w['start']} to {w['end']} ({w['hours']:g} h) · prices: {rep['prices']['source']}",
+        kpis,
+        charts,
+        report_tables(rep),
+        w.get("notes", []),
+    )
+
+
+def table_html(table: Table) -> str:
+    """One report table: a heading, the table (numbers right-aligned), its note."""
+    cls = [' class="n"' if n else "" for n in table.numeric]
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td{a}>{escape(c)}</td>" for a, c in zip(cls, row, strict=True))
+        + "</tr>"
+        for row in table.rows
+    )
+    head = "".join(f"<th{a}>{escape(h)}</th>" for a, h in zip(cls, table.header, strict=True))
+    note = f"<p class=note>{escape(table.note)}</p>" if table.note else ""
+    title = escape(table.title[0].upper() + table.title[1:])
+    return f"<h2>{title}</h2><table><tr>{head}</tr>{body}</table>{note}"
+
+
+def page(
+    title: str,
+    subtitle: str,
+    kpis: list[tuple[str, str]],
+    charts: list[str],
+    tables: list[Table],
+    warnings: Sequence[str] = (),
+) -> str:
+    """A self-contained report page: title, KPI tiles, charts (inline SVG), tables."""
+    tiles = "".join(
+        f"<div class=kpi><b>{escape(v)}</b><span>{escape(k)}</span></div>" for k, v in kpis
+    )
     return (
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>GPU FinOps report</title>"
-        f"<style>{CSS}</style></head><body><h1>GPU FinOps report</h1>"
-        f"<p class=sub>{escape(w['start'])} to {escape(w['end'])} ({w['hours']:g} h) · prices: {escape(rep['prices']['source'])}</p>"
-        f"{warnings}"
-        f"<div class=kpis>{''.join(f'<div class=kpi><b>{escape(v)}</b><span>{escape(k)}</span></div>' for k, v in kpis)}</div>"
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
+        f"<style>{CSS}</style></head><body><h1>{escape(title)}</h1>"
+        f"<p class=sub>{escape(subtitle)}</p>"
+        + "".join(f"<p class=warn>{escape(n)}</p>" for n in warnings)
+        + f"<div class=kpis>{tiles}</div>"
         + "".join(charts)
-        + "".join(tables)
+        + "".join(table_html(t) for t in tables)
         + "</body></html>\n"
     )

@@ -59,12 +59,21 @@ class LocalPrometheus:
     """`prometheus` bound to 127.0.0.1 on a free port, serving `data_dir`; stop() always."""
 
     def __init__(
-        self, data_dir: Path, port: int | None = None, rule_files: Sequence[Path] = ()
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        rule_files: Sequence[Path] = (),
+        scrape: Sequence[str] = (),
+        scrape_interval: str = "1m",
     ) -> None:
+        """`scrape`: host:port targets whose /metrics it scrapes every `scrape_interval` (a
+        live gateway in the tests), besides what is backfilled."""
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.rule_files = list(rule_files)
+        self.scrape = list(scrape)
+        self.scrape_interval = scrape_interval
         self.proc: subprocess.Popen | None = None
         self.log_path = self.data_dir.parent / f"prometheus-{self.port}.log"
 
@@ -73,10 +82,17 @@ class LocalPrometheus:
         conf_dir = Path(tempfile.mkdtemp(prefix="tandem-prom-"))
         conf = conf_dir / "prometheus.yml"
         rules = "".join(f"  - {p}\n" for p in self.rule_files)
+        targets = ", ".join(f'"{t}"' for t in self.scrape)
+        scrape = (
+            f"scrape_configs:\n  - job_name: scraped\n    static_configs:\n"
+            f"      - targets: [{targets}]\n"
+            if self.scrape
+            else "scrape_configs: []\n"
+        )
         conf.write_text(
-            "global:\n  scrape_interval: 1m\n  evaluation_interval: 1m\n"
+            f"global:\n  scrape_interval: {self.scrape_interval}\n  evaluation_interval: 1m\n"
             + (f"rule_files:\n{rules}" if rules else "")
-            + "scrape_configs: []\n"
+            + scrape
         )
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(

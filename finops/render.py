@@ -5,26 +5,34 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from finops.tables import report_tables
+from finops.tables import Table, report_tables
 from vocabulary.labels import METRIC_LABELS
 
 
 def render_table(rep: dict) -> str:
+    w = rep["window"]
+    return tables_text(
+        f"GPU FinOps report {w['start']} .. {w['end']} ({w['hours']:g} h) — prices: {rep['prices']['source']}",
+        w.get("notes", []),
+        report_tables(rep),
+    )
+
+
+def tables_text(title: str, notes: Sequence[str], tables: Sequence[Table]) -> str:
+    """A title line, notes, and tables as the terminal shows them (rich, 160 columns)."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Table as RichTable
 
     buf = io.StringIO()
     console = Console(file=buf, width=160, force_terminal=False)
-    w = rep["window"]
-    console.print(
-        f"GPU FinOps report {w['start']} .. {w['end']} ({w['hours']:g} h) — prices: {rep['prices']['source']}"
-    )
-    for note in w.get("notes", []):
+    console.print(title)
+    for note in notes:
         console.print(f"Note: {note}")
-    for t in report_tables(rep):
-        table = Table(title=t.title, title_justify="left", caption=t.note or None)
+    for t in tables:
+        table = RichTable(title=t.title, title_justify="left", caption=t.note or None)
         for h, numeric in zip(t.header, t.numeric, strict=True):
             table.add_column(h, overflow="fold", justify="right" if numeric else "left")
         for row in t.rows:
@@ -35,14 +43,19 @@ def render_table(rep: dict) -> str:
 
 def render_md(rep: dict) -> str:
     w = rep["window"]
-    lines = [
-        "# GPU FinOps report",
-        "",
+    return tables_md(
+        "GPU FinOps report",
         f"Window {w['start']} .. {w['end']} ({w['hours']:g} h); prices: {rep['prices']['source']}.",
-        "",
-    ]
-    lines += [f"> Note: {note}\n" for note in w.get("notes", [])]
-    for t in report_tables(rep):
+        w.get("notes", []),
+        report_tables(rep),
+    )
+
+
+def tables_md(title: str, intro: str, notes: Sequence[str], tables: Sequence[Table]) -> str:
+    """The same as Markdown: a heading, a sentence, notes as quotes, one section per table."""
+    lines = [f"# {title}", "", intro, ""]
+    lines += [f"> Note: {note}\n" for note in notes]
+    for t in tables:
         lines += [
             f"## {t.title[0].upper()}{t.title[1:]}",
             "",

@@ -1,5 +1,7 @@
-"""The HTTP service: aiohttp server, OpenAI-compatible endpoints, health, metrics, OpenAPI, hot
-reload. A completion request goes through the stages of gateway/stages/ (see `_serve`).
+"""The HTTP service: aiohttp server, OpenAI-compatible endpoints, Anthropic's Messages API and
+OpenAI's Responses API, health, metrics, OpenAPI, hot reload. A completion request goes through
+the stages of gateway/stages/ (see `_serve`); a Messages or Responses request through the same
+stages plus the exchange stage, which passes it through or translates it per backend.
 
 aiohttp (server and client) with orjson was chosen by measurement: on the 2-core build machine an
 aiohttp pass-through handled about 2,400 requests/s where uvicorn + httpx managed 200-350 (see
@@ -13,7 +15,8 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +24,12 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.assistants import Sessions, ToolClassifier, session_id
+from gateway.audit import AuditLog
 from gateway.cache.api import CacheRequest, ResponseCache
 from gateway.config import (
     Compiled,
+    CompiledKey,
     ConfigError,
     RoutesConfig,
     compile_config,
@@ -34,17 +40,20 @@ from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.proxy import OK, Upstreams
+from gateway.response_store import MemoryStore, RedisStore, ResponseStore
 from gateway.split import SplitWatcher, compile_splits, overlay, split_keys
 from gateway.stages.account import Accounting
 from gateway.stages.admit import Admission
-from gateway.stages.authenticate import authenticate
-from gateway.stages.cache import CacheStage
+from gateway.stages.authenticate import authenticate, developer_of
+from gateway.stages.cache import CacheStage, answer_cost
 from gateway.stages.call import Call
+from gateway.stages.exchange import CountTokensExchange, MessagesExchange, ResponsesExchange
 from gateway.stages.features import FeatureStage
 from gateway.stages.forward import Forwarder
 from gateway.stages.parse import parse
 from gateway.stages.relay import Relay
 from gateway.tracing import build_tracer, start_span
+from gateway.translate.messages import count_tokens_estimate
 from vocabulary.cache import CacheSection
 
 log = logging.getLogger("tandem.gateway")
@@ -55,6 +64,9 @@ _KNOWN_PATHS = frozenset(
         "/v1/chat/completions",
         "/v1/completions",
         "/v1/embeddings",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/responses",
         "/v1/models",
         "/healthz",
         "/readyz",
@@ -63,7 +75,7 @@ _KNOWN_PATHS = frozenset(
     )
 )
 # sections a reload cannot change: they shape what was built at start-up
-_RESTART_SECTIONS = ("server", "redis", "cache", "tracing", "feature_store")
+_RESTART_SECTIONS = ("server", "redis", "cache", "tracing", "feature_store", "audit", "responses")
 
 
 class StartupError(RuntimeError):
@@ -109,7 +121,15 @@ class GatewayService:
         self.max_body_bytes = cfg.server.max_body_bytes
         self.tracer = build_tracer(cfg.tracing, span_exporter)
         self.admission = Admission(self.metrics, self.compiled.budgets)
-        self.accounting = Accounting(self.metrics, self.admission)
+        self.sessions = Sessions()
+        self.audit = AuditLog(cfg.audit.path) if cfg.audit is not None else None
+        self.accounting = Accounting(
+            self.metrics, self.admission, self.sessions, self.audit, self._spawn
+        )
+        self.tools = ToolClassifier()
+        self._developers_gauge()
+        self.messages_exchange = MessagesExchange()
+        self.count_tokens_exchange = CountTokensExchange()
         self.cache: ResponseCache | None = build_cache(cfg.cache) if cfg.cache is not None else None
         self.cache_stage = (
             CacheStage(self.cache, self.metrics, self._spawn) if self.cache is not None else None
@@ -119,6 +139,8 @@ class GatewayService:
         self.upstreams: Upstreams | None = None
         self.forwarder: Forwarder | None = None
         self.relay: Relay | None = None
+        self.response_store: ResponseStore | None = None
+        self.responses_exchange: ResponsesExchange | None = None
         self.ready = False
         self._tasks: set[asyncio.Task] = set()
         self._mtimes = self._watch_mtimes()
@@ -131,6 +153,12 @@ class GatewayService:
         r.add_post("/v1/chat/completions", self.chat_completions)
         r.add_post("/v1/completions", self.completions)
         r.add_post("/v1/embeddings", self.embeddings)
+        r.add_post("/v1/messages", self.messages)
+        r.add_post("/v1/messages/count_tokens", self.count_tokens)
+        r.add_post("/v1/responses", self.responses)
+        r.add_get("/v1/responses/{id}", self.stored_response)
+        r.add_delete("/v1/responses/{id}", self.stored_response)
+        r.add_get("/v1/responses/{id}/input_items", self.stored_response)
         r.add_get("/v1/models", self.models)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
@@ -145,8 +173,14 @@ class GatewayService:
         self.upstreams = Upstreams(self.compiled, self.metrics)
         self.forwarder = Forwarder(self.upstreams)
         self.relay = Relay(self.upstreams, self.accounting, self.cache_stage)
+        keep = self.cfg.responses
         if self.cfg.redis is not None:
             self.admission.share(self.cfg.redis)
+            self.sessions.share(self.cfg.redis.url, self.cfg.redis.prefix)
+            self.response_store = RedisStore(self.cfg.redis.url, self.cfg.redis.prefix, keep.ttl_s)
+        else:
+            self.response_store = MemoryStore(keep.ttl_s, keep.max_entries)
+        self.responses_exchange = ResponsesExchange(self.response_store)
         if keys := split_keys(self.cfg):
             assert self.cfg.redis is not None
             self.split_watcher = SplitWatcher(
@@ -171,6 +205,11 @@ class GatewayService:
         if self.split_watcher is not None:
             await self.split_watcher.close()
         await self.admission.close()
+        await self.sessions.close()
+        if self.response_store is not None:
+            await self.response_store.close()
+        if self.audit is not None:
+            self.audit.close()
         if self.features is not None:
             await self.features.close()
         if self.cache is not None:
@@ -196,6 +235,13 @@ class GatewayService:
         )
         return a.obj if a.kind == OK else None
 
+    def _developers_gauge(self) -> None:
+        """Adoption's denominator, per team, from the config (developer keys and rosters)."""
+        gauge = self.metrics.developers_with_keys
+        gauge.clear()
+        for team, n in self.compiled.developers_with_keys.items():
+            gauge.labels(team).set(n)
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -208,6 +254,8 @@ class GatewayService:
         paths = [self.config_path]
         if self.cfg.keys_file:
             paths.append(resolve_keys_file(self.config_path, self.cfg.keys_file))
+        # provider keys kept in files (short-lived tokens, e.g. Vertex AI's): a new one reloads
+        paths += [Path(b.api_key_file) for b in self.cfg.backends.values() if b.api_key_file]
         out = []
         for p in paths:
             try:
@@ -242,6 +290,7 @@ class GatewayService:
         self.compiled = compiled
         if self.split_watcher is not None:
             self.split_watcher.watch(split_keys(self.cfg))
+        self._developers_gauge()
         log.info(
             "config reloaded: %d routes, %d backends, %d keys",
             len(compiled.routes),
@@ -317,35 +366,136 @@ class GatewayService:
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "embeddings")
 
-    async def _serve(self, request: web.Request, endpoint: str) -> web.StreamResponse:
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "messages", self.messages_exchange)
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "responses", self.responses_exchange)
+
+    async def _serve(
+        self, request: web.Request, endpoint: str, exchange: Any = None
+    ) -> web.StreamResponse:
         """One request through the stages, in order (gateway/stages/). Each stage either fills
-        in the call for the next or raises a GatewayError, which is accounted and answered."""
+        in the call for the next or raises a GatewayError, which is accounted and answered (in
+        the caller's API: `exchange`, for Messages and Responses)."""
         call = Call(endpoint, time.monotonic(), self.compiled)
+        call.exchange = exchange
         try:
-            call.key = authenticate(call.compiled, request.headers.get("Authorization"))
+            key = self._authenticate(call, request.headers)
             await parse(request, call, self.max_body_bytes)
             call.route = await self.admission.admit(call)
             if self.tracer is not None:
-                call.span = start_span(self.tracer, endpoint, call.body["model"], call.key.team)
+                call.span = start_span(self.tracer, endpoint, call.body["model"], key.team)
+            assert self.forwarder is not None and self.relay is not None
+            if exchange is not None:  # Messages, Responses: no features, no response cache
+                await exchange.begin(call, request.headers)
+                attempt = await self.forwarder.forward(
+                    call.route,
+                    endpoint,
+                    call.body,
+                    call.raw,
+                    call.stream,
+                    False,
+                    partial(exchange.upstream, call),
+                )
+                return await self.relay.respond(request, call, attempt)
             if self.features is not None:
                 await self.features.enrich(request, call)
             if self.cache_stage is not None:
                 hit = await self.cache_stage.lookup(call)
                 if hit is not None:
+                    self.accounting.cache_hit(call, answer_cost(hit.response, call.route))
                     return await self.cache_stage.answer(request, call, hit)
-            assert self.forwarder is not None and self.relay is not None
             attempt = await self.forwarder.forward(
                 call.route, endpoint, call.body, call.raw, call.stream, call.inject_usage
             )
             return await self.relay.respond(request, call, attempt)
         except GatewayError as exc:
             self.accounting.rejected(call, exc)
-            return exc.response()
+            return exc.response() if exchange is None else exchange.error(exc)
         except Exception:
             log.exception("internal error on %s", request.path)
             err = GatewayError(500, "The gateway failed to process the request.", "internal_error")
             self.accounting.rejected(call, err)
-            return err.response()
+            return err.response() if exchange is None else exchange.error(err)
+
+    def _authenticate(self, call: Call, headers: Mapping[str, str]) -> CompiledKey:
+        """Stage 1: the key, and for developer traffic the developer, tool and session."""
+        api_key = None
+        if call.exchange is not None and call.exchange.api_key_header:
+            api_key = headers.get(call.exchange.api_key_header, "")
+        key = call.key = authenticate(call.compiled, headers.get("Authorization"), api_key)
+        if key.developer is None and key.developer_header is None:
+            return key
+        call.developer = developer_of(call.compiled, key, headers)
+        call.tool, call.tool_version = self.tools(headers.get("User-Agent", ""))
+        call.session = session_id(headers)
+        return key
+
+    async def count_tokens(self, request: web.Request) -> web.StreamResponse:
+        """`/v1/messages/count_tokens`: asked of the route's backends when they are all
+        Anthropic-compatible, estimated here otherwise; never charged."""
+        exchange = self.count_tokens_exchange
+        call = Call("messages.count_tokens", time.monotonic(), self.compiled)
+        call.exchange = exchange
+        try:
+            self._authenticate(call, request.headers)
+            await parse(request, call, self.max_body_bytes)
+            route = call.route
+            assert route is not None and self.forwarder is not None and self.relay is not None
+            if any(b.protocol != "anthropic" for b in route.backends):
+                body = orjson.dumps(count_tokens_estimate(call.raw))
+                await self.accounting.answered(call, route.backends[0], None)
+                return web.Response(body=body, content_type=_JSON)
+            await exchange.begin(call, request.headers)
+            attempt = await self.forwarder.forward(
+                route,
+                "messages",
+                call.body,
+                call.raw,
+                False,
+                False,
+                partial(exchange.upstream, call),
+            )
+            return await self.relay.respond(request, call, attempt)
+        except GatewayError as exc:
+            self.accounting.rejected(call, exc)
+            return exchange.error(exc)
+
+    async def stored_response(self, request: web.Request) -> web.Response:
+        """GET / DELETE `/v1/responses/{id}` and GET `.../input_items`: stored Responses, to the
+        team whose key created them."""
+        try:
+            key = authenticate(self.compiled, request.headers.get("Authorization"))
+            rid = request.match_info["id"]
+            assert self.response_store is not None
+            try:
+                record = await self.response_store.get(rid)
+            except Exception as exc:  # Redis down: say so, not 404
+                raise GatewayError(
+                    503, "The response store is unavailable.", "store_unavailable"
+                ) from exc
+            if record is None or record.get("team") != key.team:
+                raise GatewayError(
+                    404, f"No response found with id '{rid}'.", "not_found", param="response_id"
+                )
+        except GatewayError as exc:
+            return exc.response()
+        if request.method == "DELETE":
+            await self.response_store.delete(rid)
+            payload: dict[str, Any] = {"id": rid, "object": "response", "deleted": True}
+        elif request.path.endswith("/input_items"):
+            items = record["input"]
+            payload = {
+                "object": "list",
+                "data": items,
+                "first_id": items[0].get("id") if items else None,
+                "last_id": items[-1].get("id") if items else None,
+                "has_more": False,
+            }
+        else:
+            payload = record["response"]
+        return web.Response(body=orjson.dumps(payload), content_type=_JSON)
 
 
 def serve(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +20,15 @@ from features.online import CompiledRead
 from vocabulary.cache import CachePolicy, CacheSection
 from vocabulary.errors import ConfigError, InputError, format_validation_error
 from vocabulary.features import FeatureRead
-from vocabulary.gateway import ENDPOINTS, Budget, Endpoint, Price, Timeouts
+from vocabulary.gateway import (
+    ENDPOINTS,
+    PROTOCOL_ENDPOINTS,
+    Budget,
+    Endpoint,
+    Price,
+    Protocol,
+    Timeouts,
+)
 from vocabulary.yamlfile import load_yaml
 
 
@@ -56,7 +65,8 @@ class Backend(_Strict):
     # Field order: the order the generated routes file (gateway.spec) has always been written in,
     # so a stack's routes ConfigMap reads (and diffs) as it did.
     url: str = Field(
-        description="OpenAI-compatible base URL, e.g. http://llama.tandem-serving:8000/v1"
+        description="base URL: OpenAI-compatible (http://llama.tandem-serving:8000/v1) or, with "
+        "protocol anthropic, the Messages API's (https://api.anthropic.com/v1)"
     )
     timeouts: Timeouts = Timeouts()
     labels: MetricLabels = MetricLabels()
@@ -67,6 +77,36 @@ class Backend(_Strict):
     )
     max_connections: int = Field(256, ge=1)
     breaker: BreakerPolicy = BreakerPolicy()
+    protocol: Protocol = Field(
+        "openai",
+        description="openai: an OpenAI-compatible server (Messages and Responses requests are "
+        "translated to chat completions); anthropic: a Messages API (passed through)",
+    )
+    api_key_file: str | None = Field(
+        None, description="file holding the provider key (re-read when it changes)"
+    )
+    auth: Literal["bearer", "x-api-key"] | None = Field(
+        None,
+        description="how the provider key is sent (default: bearer; x-api-key for anthropic)",
+    )
+    anthropic_version: str = Field(
+        "2023-06-01", description="anthropic-version sent when the caller sends none"
+    )
+    vertex: bool = Field(
+        False,
+        description="anthropic on Vertex AI: url is the publisher's models URL; the model goes "
+        "in the path (:rawPredict / :streamRawPredict), anthropic_version in the body",
+    )
+
+    @model_validator(mode="after")
+    def _protocol_settings(self) -> Backend:
+        if self.api_key_env and self.api_key_file:
+            raise ValueError("api_key_env and api_key_file: set one, not both")
+        if self.vertex and self.protocol != "anthropic":
+            raise ValueError("vertex: only for protocol anthropic")
+        if self.vertex and not self.model:
+            raise ValueError("vertex: needs `model` (Vertex puts the model in the URL)")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -96,7 +136,9 @@ class RouteSplit(_Strict):
 class Route(_Strict):
     # Field order: as Backend's
     backends: list[WeightedBackend] = Field(min_length=1)
-    endpoints: list[Endpoint] = list(ENDPOINTS)
+    endpoints: list[Endpoint] | None = Field(
+        None, description="default: every endpoint all of the route's backends can serve"
+    )
     fallbacks: list[str] = Field(default_factory=list, description="aliases tried in order")
     deadline_s: float = Field(60.0, gt=0)
     retries: Retries = Retries()
@@ -118,6 +160,24 @@ class ApiKey(_Strict):
     models: list[str] = Field(default_factory=lambda: ["*"])
     rpm: int | None = Field(None, ge=1)
     tpm: int | None = Field(None, ge=1)
+    developer: str | None = Field(None, description="the one developer this key belongs to")
+    developer_header: str | None = Field(
+        None,
+        description="a team key held by an identity-aware proxy: the developer is the value of "
+        "this request header, which the gateway trusts on this key only",
+    )
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> ApiKey:
+        if self.developer and self.developer_header:
+            raise ValueError(
+                "developer and developer_header: a key is one developer's or a proxy's, not both"
+            )
+        if self.developer_header is not None and not _HEADER_NAME.fullmatch(self.developer_header):
+            raise ValueError(
+                f"developer_header: {self.developer_header!r} is not an HTTP header name"
+            )
+        return self
 
     @field_validator("sha256")
     @classmethod
@@ -130,6 +190,29 @@ class ApiKey(_Strict):
 
 class Team(_Strict):
     budget: Budget | None = None
+    developer_budget: Budget | None = Field(
+        None, description="each developer of the team, on their own (assistant traffic)"
+    )
+    developers: list[str] = Field(
+        default_factory=list,
+        description="the team's developers (roster): who counts as having a key for adoption; "
+        "with it, a proxy's developer header must name one of them",
+    )
+
+
+class Audit(_Strict):
+    """One JSON line per request: who, which tool, model, tokens, cost; never prompt text."""
+
+    path: str | None = Field(None, description="append to this file; default: standard output")
+
+
+class ResponsesStore(_Strict):
+    """Responses API answers kept for GET / DELETE and `previous_response_id` (store: true)."""
+
+    ttl_s: float = Field(30 * 86400, gt=0, description="how long a stored response is kept")
+    max_entries: int = Field(
+        10_000, ge=1, description="per replica, without Redis (the oldest go first)"
+    )
 
 
 class Server(_Strict):
@@ -182,6 +265,8 @@ class RoutesConfig(_Strict):
     cache: CacheSection | None = None
     redis: Redis | None = None
     tracing: Tracing = Tracing()
+    audit: Audit | None = Field(None, description="an audit record per request; omit for none")
+    responses: ResponsesStore = ResponsesStore()
     feature_store: FeatureStoreSection | None = None
 
     @model_validator(mode="after")
@@ -195,6 +280,15 @@ class RoutesConfig(_Strict):
                         f"routes.{alias}.backends[{i}].backend: unknown backend {wb.backend!r}; "
                         f"allowed: {sorted(self.backends)}"
                     )
+                    continue
+                protocol = self.backends[wb.backend].protocol
+                served = PROTOCOL_ENDPOINTS[protocol]
+                for e in route.endpoints or ():
+                    if e not in served:
+                        errors.append(
+                            f"routes.{alias}.endpoints: {e!r} is not served by backend "
+                            f"{wb.backend!r} (protocol {protocol}); allowed: {list(served)}"
+                        )
             refs = [(f"fallbacks[{i}]", a) for i, a in enumerate(route.fallbacks)]
             refs += [(n, getattr(route, n)) for n in ("context_fallback", "degrade_to")]
             for where, target in refs:
@@ -229,7 +323,7 @@ class RoutesConfig(_Strict):
                     errors.append(
                         f"keys[{i}].models: unknown route {m!r}; allowed: ['*'] + {sorted(self.routes)}"
                     )
-        budgeted = [t for t, team in self.teams.items() if team.budget]
+        budgeted = [t for t, team in self.teams.items() if team.budget or team.developer_budget]
         unpriced = sorted(set(self.backends) - set(self.prices))
         if budgeted and unpriced:
             errors.append(
@@ -244,6 +338,17 @@ class RoutesConfig(_Strict):
         field that may be null defaults to null, so leaving one out changes nothing)."""
         data = self.model_dump(mode="json", exclude_unset=True, exclude_none=True)
         return yaml.safe_dump(data, sort_keys=False)
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+
+
+def route_endpoints(route: Route, backends: dict[str, Backend]) -> tuple[Endpoint, ...]:
+    """What a route serves: its `endpoints`, or every endpoint all its backends can serve."""
+    if route.endpoints is not None:
+        return tuple(route.endpoints)
+    protocols = {backends[wb.backend].protocol for wb in route.backends if wb.backend in backends}
+    return tuple(e for e in ENDPOINTS if all(e in PROTOCOL_ENDPOINTS[p] for p in protocols))
 
 
 def parse_config(data: Any, source: str = "<config>") -> RoutesConfig:
@@ -306,10 +411,12 @@ class CompiledBackend:
         "name",
         "spec",
         "model",
+        "protocol",
         "urls",
         "headers",
         "price_in",
         "price_out",
+        "price_cached",
         "label_values",
     )
 
@@ -317,17 +424,25 @@ class CompiledBackend:
         self.name = name
         self.spec = spec
         self.model = spec.model
-        self.urls = {
-            "chat.completions": spec.url + "/chat/completions",
-            "completions": spec.url + "/completions",
-            "embeddings": spec.url + "/embeddings",
-        }
+        self.protocol = spec.protocol
+        self.urls = _urls(spec)
         headers = {"Content-Type": "application/json"}
-        if spec.api_key_env:
-            headers["Authorization"] = f"Bearer {os.environ.get(spec.api_key_env, '')}"
+        anthropic = spec.protocol == "anthropic"
+        if spec.api_key_env or spec.api_key_file:
+            key = _provider_key(spec)
+            if (spec.auth or ("x-api-key" if anthropic and not spec.vertex else "bearer")) == (
+                "bearer"
+            ):
+                headers["Authorization"] = f"Bearer {key}"
+            else:
+                headers["x-api-key"] = key
+        if anthropic and not spec.vertex:  # Vertex takes the version in the body
+            headers["anthropic-version"] = spec.anthropic_version
         self.headers = headers
         self.price_in = (price.input_per_mtok if price else 0.0) / 1e6
         self.price_out = (price.output_per_mtok if price else 0.0) / 1e6
+        cached = price.cached_input_per_mtok if price else None
+        self.price_cached = self.price_in if cached is None else cached / 1e6
         lab = spec.labels
         # METRIC_LABELS minus `team`, which comes from the caller's key.
         self.label_values = (
@@ -337,6 +452,37 @@ class CompiledBackend:
             lab.rollout or "stable",
             lab.pool,
         )
+
+
+def _urls(spec: Backend) -> dict[str, str]:
+    """Upstream URL per upstream endpoint (`messages.stream` differs from `messages` on Vertex)."""
+    if spec.protocol == "openai":
+        return {
+            "chat.completions": spec.url + "/chat/completions",
+            "completions": spec.url + "/completions",
+            "embeddings": spec.url + "/embeddings",
+        }
+    if spec.vertex:
+        return {
+            "messages": f"{spec.url}/{spec.model}:rawPredict",
+            "messages.stream": f"{spec.url}/{spec.model}:streamRawPredict",
+            "messages.count_tokens": f"{spec.url}/count-tokens:rawPredict",
+        }
+    return {
+        "messages": spec.url + "/messages",
+        "messages.stream": spec.url + "/messages",
+        "messages.count_tokens": spec.url + "/messages/count_tokens",
+    }
+
+
+def _provider_key(spec: Backend) -> str:
+    if spec.api_key_env:
+        return os.environ.get(spec.api_key_env, "")
+    assert spec.api_key_file is not None
+    try:
+        return Path(spec.api_key_file).read_text().strip()
+    except OSError:
+        return ""  # the upstream answers 401; the file may appear later (hot reload)
 
 
 class CompiledRoute:
@@ -378,7 +524,15 @@ class CompiledRoute:
         self.chain: list[CompiledRoute] = []  # filled in by compile_config
         self.context_fallback: CompiledRoute | None = None
         self.degrade_to: CompiledRoute | None = None
-        self.endpoints = frozenset(spec.endpoints)
+        self.endpoints = frozenset(
+            spec.endpoints
+            if spec.endpoints is not None
+            else (
+                e
+                for e in ENDPOINTS
+                if all(e in PROTOCOL_ENDPOINTS[b.protocol] for b in self.backends)
+            )
+        )
         self.cache_policy = spec.cache
         self.split = spec.split  # a rollout's stable/canary split (gateway/split.py)
         self.sticky: tuple[str, str] | None = None  # (attribute, salt) of a live experiment
@@ -394,7 +548,17 @@ class CompiledRoute:
 
 
 class CompiledKey:
-    __slots__ = ("id", "team", "digest", "all_models", "models", "rpm", "tpm")
+    __slots__ = (
+        "id",
+        "team",
+        "digest",
+        "all_models",
+        "models",
+        "rpm",
+        "tpm",
+        "developer",
+        "developer_header",
+    )
 
     def __init__(self, key: ApiKey) -> None:
         self.id = key.id
@@ -404,6 +568,8 @@ class CompiledKey:
         self.models = frozenset(key.models)
         self.rpm = key.rpm
         self.tpm = key.tpm
+        self.developer = key.developer
+        self.developer_header = key.developer_header
 
 
 ANONYMOUS = CompiledKey(ApiKey(id="anonymous", team="anonymous", sha256="0" * 64))
@@ -427,6 +593,16 @@ class Compiled:
         self.keys = {k.digest: k for k in (CompiledKey(k) for k in cfg.keys)}
         self.auth_required = bool(self.keys)
         self.budgets = {t: team.budget for t, team in cfg.teams.items() if team.budget}
+        self.developer_budgets = {
+            t: team.developer_budget for t, team in cfg.teams.items() if team.developer_budget
+        }
+        self.rosters = {t: frozenset(team.developers) for t, team in cfg.teams.items()}
+        # adoption's denominator: developers with their own key, and each team's roster
+        with_keys: dict[str, set[str]] = {t: set(r) for t, r in self.rosters.items() if r}
+        for k in cfg.keys:
+            if k.developer:
+                with_keys.setdefault(k.team, set()).add(k.developer)
+        self.developers_with_keys = {t: len(d) for t, d in with_keys.items()}
         self.models_payload: dict[str, Any] = {
             "object": "list",
             "data": [

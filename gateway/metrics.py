@@ -88,6 +88,43 @@ class Metrics:
             ["team", "layer"],
             registry=r,
         )
+        # Coding-assistant traffic (keys that name a developer): per developer and tool, what
+        # adoption and cost per developer are measured from. `developer` is one label value per
+        # developer with a key: thousands for a large organisation, which Prometheus holds.
+        dev = ["team", "developer", "tool"]
+        self.dev_requests = Counter(
+            "tandem_gateway_assistant_requests",
+            "Assistant requests by developer, tool, model alias and status",
+            dev + ["model", "code"],
+            registry=r,
+        )
+        self.dev_tokens = Counter(
+            "tandem_gateway_assistant_tokens",
+            "Assistant tokens (in, out; cached: input served from the provider's prompt cache)",
+            dev + ["direction"],
+            registry=r,
+        )
+        self.dev_cost = Counter(
+            "tandem_gateway_assistant_cost_usd", "Assistant dollars spent", dev, registry=r
+        )
+        self.dev_cache_saved = Counter(
+            "tandem_gateway_assistant_cache_saved_usd",
+            "Assistant dollars saved by the provider's prompt cache and the response cache",
+            dev,
+            registry=r,
+        )
+        self.dev_sessions = Counter(
+            "tandem_gateway_assistant_sessions",
+            "Assistant sessions started (the tool's session id, or 30 idle minutes)",
+            dev,
+            registry=r,
+        )
+        self.developers_with_keys = Gauge(
+            "tandem_gateway_developers_with_keys",
+            "Developers who can use assistants: own keys plus the team's roster",
+            ["team"],
+            registry=r,
+        )
         self.feature_lookups = Counter(
             "tandem_gateway_feature_lookups",
             "Feature store reads by outcome (found, missing_entity, unknown_entity, unavailable) "

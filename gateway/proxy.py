@@ -27,7 +27,12 @@ from gateway.sse import loads_dict
 log = logging.getLogger("tandem.gateway")
 
 OK, CLIENT, CONTEXT, RATE, FAIL = range(5)
-_CONTEXT_MARKERS = (b"context_length_exceeded", b"maximum context length", b"context length")
+_CONTEXT_MARKERS = (
+    b"context_length_exceeded",
+    b"maximum context length",
+    b"context length",
+    b"prompt is too long",  # Anthropic's
+)
 _CLIENT_STATUSES = frozenset((400, 401, 403, 404, 405, 409, 413, 415, 422))
 
 
@@ -163,8 +168,10 @@ class Upstreams:
         payload: bytes,
         stream: bool,
         budget_s: float,
+        headers: dict[str, str] | None = None,
     ) -> Attempt:
-        """One upstream call; the breaker slot taken by `allow()` is always settled here."""
+        """One upstream call; the breaker slot taken by `allow()` is always settled here.
+        `endpoint` names the backend's URL; `headers` replace the backend's own when given."""
         br = self.breakers[backend.name]
         t = backend.spec.timeouts
         t0 = time.monotonic()
@@ -173,7 +180,7 @@ class Upstreams:
         try:
             async with asyncio.timeout(min(t.first_token_s, t.total_s, budget_s)):
                 resp = await self.sessions[backend.name].post(
-                    backend.urls[endpoint], data=payload, headers=backend.headers
+                    backend.urls[endpoint], data=payload, headers=headers or backend.headers
                 )
                 status = resp.status
                 if stream and status == 200:

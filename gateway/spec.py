@@ -14,6 +14,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from gateway.config import (
+    Audit,
     Backend,
     MetricLabels,
     Retries,
@@ -23,11 +24,18 @@ from gateway.config import (
     Team,
     WeightedBackend,
 )
+from vocabulary.config import AssistantsConfig
 from vocabulary.errors import ConfigError, format_validation_error
 from vocabulary.features import FeatureRead
-from vocabulary.gateway import Budget, Price, UseCaseGateway
+from vocabulary.gateway import Budget, Price, Timeouts, UseCaseGateway
 
-__all__ = ["RouteTarget", "UseCaseGateway", "routes_from_use_cases"]
+__all__ = [
+    "RouteTarget",
+    "UseCaseGateway",
+    "provider_key_env",
+    "routes_from_use_cases",
+    "with_assistants",
+]
 
 SOURCE = "routes generated from use cases"
 _M = TypeVar("_M", bound=BaseModel)
@@ -146,3 +154,99 @@ def _written_out(model: _M) -> _M:
     """The same values with every field marked as set, so the routes file states each one (the
     file is dumped with only the fields set: what a use case leaves out stays out)."""
     return type(model).model_validate(model.model_dump())
+
+
+ASSISTANTS_SOURCE = "gateway.assistants"
+
+
+def provider_key_env(secret: str) -> str:
+    """The environment variable the gateway pod reads an external provider's key from."""
+    return "TANDEM_PROVIDER_KEY_" + "".join(c if c.isalnum() else "_" for c in secret.upper())
+
+
+def with_assistants(
+    routes: RoutesConfig,
+    assistants: AssistantsConfig | None,
+    targets: list[RouteTarget],
+    audit: bool,
+) -> RoutesConfig:
+    """The routes with the stack's coding-assistant models, teams and audit added.
+
+    Each assistant route gets a backend of its own, `assistant-<alias>`: an external provider's
+    (its key in the environment variable `provider_key_env(apiKeySecret)`), or a use case's
+    self-hosted deployment (the URL and model its own route has), which Claude Code and Codex
+    reach through translation. The route serves every endpoint its backend can (an Anthropic
+    provider: Messages; a chat-completions backend: all, Messages and Responses included).
+    """
+    update: dict = {"audit": Audit()} if audit else {}
+    if assistants is None:
+        return routes.model_copy(update=update) if update else routes
+    by_use_case = {t.use_case: t for t in targets}
+    backends = dict(routes.backends)
+    new_routes = dict(routes.routes)
+    prices = dict(routes.prices)
+    errors: list[str] = []
+    for i, r in enumerate(assistants.routes):
+        name = f"assistant-{r.alias}"
+        if r.alias in new_routes:
+            errors.append(f"assistants.routes[{i}].alias: {r.alias!r} is a use case's alias too")
+            continue
+        if r.use_case is not None:
+            target = by_use_case.get(r.use_case)
+            if target is None:
+                errors.append(
+                    f"assistants.routes[{i}].useCase: {r.use_case!r} is not a use case of this "
+                    f"stack with a gateway section; allowed: {sorted(by_use_case)}"
+                )
+                continue
+            backend = Backend(
+                url=target.url,
+                timeouts=_written_out(target.gateway.timeouts),
+                labels=MetricLabels(use_case=target.use_case, model=target.model or r.alias),
+                model=target.model,
+                context_window=target.gateway.context_window,
+            )
+            price = r.price or target.gateway.price
+        else:
+            assert r.provider is not None and r.url is not None
+            backend = Backend(
+                url=r.url,
+                labels=MetricLabels(use_case="assistants", model=r.model or r.alias),
+                model=r.model,
+                protocol=r.provider,
+                auth=r.auth,
+                api_key_env=provider_key_env(r.api_key_secret) if r.api_key_secret else None,
+                # an agent's turn can think for minutes before its last token
+                timeouts=_written_out(Timeouts(first_token_s=120, total_s=600)),
+            )
+            price = r.price
+        backends[name] = backend
+        new_routes[r.alias] = Route(
+            backends=[WeightedBackend(backend=name)],
+            fallbacks=list(r.fallbacks),
+            deadline_s=600,
+            use_case="assistants" if r.use_case is None else r.use_case,
+        )
+        if price is not None:
+            prices[name] = _written_out(price)
+    teams = dict(routes.teams)
+    for team, t in assistants.teams.items():
+        prev = teams.get(team)
+        if prev is not None and prev.budget is not None and t.budget is not None:
+            errors.append(
+                f"assistants.teams.{team}.budget: team {team!r} has a budget from its use cases "
+                "already; set it in one place"
+            )
+            continue
+        teams[team] = Team(
+            budget=(prev.budget if prev is not None else None) or t.budget,
+            developer_budget=t.developer_budget,
+            developers=list(t.developers),
+        )
+    if errors:
+        raise ConfigError(errors, ASSISTANTS_SOURCE)
+    update.update(backends=backends, routes=new_routes, prices=prices, teams=teams)
+    try:
+        return RoutesConfig.model_validate({**routes.model_dump(exclude_unset=True), **update})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, RoutesConfig), ASSISTANTS_SOURCE) from None

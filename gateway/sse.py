@@ -217,3 +217,37 @@ def assemble_stream(data: bytes, endpoint: str) -> dict | None:
     if usage is not None:
         answer["usage"] = usage
     return answer
+
+
+def named_event(name: bytes, obj: dict) -> bytes:
+    """One SSE event with an `event:` line, as the Anthropic and Responses APIs stream them."""
+    return b"event: " + name + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
+
+
+class EventSplitter:
+    """Whole SSE events out of arbitrary chunks: each event's `data:` payload, in order (the
+    partial event at the end of a chunk is held until its end arrives)."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        parts = (self._buf + chunk).split(b"\n\n")
+        self._buf = parts.pop()
+        return [p for p in map(event_data, parts) if p is not None]
+
+    def rest(self) -> list[bytes]:
+        """The last event, when the stream ended without its blank line."""
+        buf, self._buf = self._buf, b""
+        data = event_data(buf)
+        return [data] if data is not None else []
+
+
+def event_data(event: bytes) -> bytes | None:
+    """The `data:` payload of one SSE event (lines joined), None when it has none."""
+    lines = [
+        ln[5:].strip() for ln in event.replace(b"\r", b"").split(b"\n") if ln.startswith(b"data:")
+    ]
+    return b"\n".join(lines) if lines else None

@@ -15,6 +15,9 @@ _OPERATIONS = {
     "chat.completions": "chat",
     "completions": "text_completion",
     "embeddings": "embeddings",
+    "messages": "chat",
+    "messages.count_tokens": "chat",
+    "responses": "chat",
 }
 
 

@@ -48,18 +48,23 @@ def _panel(ids: count, title: str, kind: str, targets: list[dict], x: int, y: in
     }
 
 
-def _dashboard(uid: str, title: str, panels: list[dict], team_var: bool = True) -> dict:
+def _dashboard(
+    uid: str, title: str, panels: list[dict], team_var: bool = True, teams: str | None = None
+) -> dict:
+    """`teams`: the variable's label_values() query (default: teams of labelled pods)."""
     variables = [
         {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus",
          "current": {}, "hide": 0},
     ]  # fmt: skip
     if team_var:
+        teams = (
+            teams or f"label_values({q.KSM_POD_LABELS}, {q.ksm_label(q.POD_LABEL_KEYS['team'])})"
+        )
         variables.append(
             {"name": "team", "type": "query", "datasource": DS, "label": "team", "includeAll": True,
              "multi": True, "allValue": ".*", "refresh": 2,
-             "definition": f"label_values({q.KSM_POD_LABELS}, {q.ksm_label(q.POD_LABEL_KEYS['team'])})",
-             "query": {"query": f"label_values({q.KSM_POD_LABELS}, {q.ksm_label(q.POD_LABEL_KEYS['team'])})",
-                       "refId": "team"},
+             "definition": teams,
+             "query": {"query": teams, "refId": "team"},
              "current": {"text": "All", "value": "$__all"}},
         )  # fmt: skip
     return {
@@ -205,9 +210,61 @@ def finops() -> dict:
     return _dashboard("tandem-finops", "Tandem / FinOps", p)
 
 
+def assistants() -> dict:
+    """Coding assistants through the gateway, per team: adoption (weekly active developers over
+    developers with keys), sessions and tokens per active developer, cost per developer, the tool
+    mix and what prompt caching saved. `tandem assistants report` prints the same numbers."""
+    ids = count(1)
+    r = "$__rate_interval"
+    rng = "$__range"
+    active7 = q.active_developers("7d", TEAM)
+    p = [
+        _panel(ids, "Adoption: weekly active developers / developers with keys", "stat", [
+            _target(q.adoption("7d", TEAM), "{{team}}", instant=True)], 0, 0, w=8, unit="percentunit", max_=1,
+            description="Developers with at least one assistant request in the last 7 days, over developers "
+                        "with a key (own keys plus the team's roster)."),
+        _panel(ids, "Weekly active developers vs developers with keys", "timeseries", [
+            _target(active7, "{{team}} active (7d)"),
+            _target(f"max by (team) ({q.GW_DEVELOPERS_WITH_KEYS}{{{TEAM}}})", "{{team}} with keys")], 8, 0, w=16),
+        _panel(ids, "Sessions per active developer (7d)", "timeseries", [
+            _target(f"sum by (team) (increase({q.GW_ASSISTANT_SESSIONS}{{{TEAM}}}[7d])) / {active7}", "{{team}}")],
+            0, 8, w=8),
+        _panel(ids, "Tokens per active developer (7d)", "timeseries", [
+            _target(f"sum by (team, direction) (increase({q.GW_ASSISTANT_TOKENS}{{{TEAM}}}[7d])) / on (team) "
+                    f"group_left {active7}", "{{team}} {{direction}}")], 8, 8, w=8),
+        _panel(ids, "Cost per active developer (7d)", "timeseries", [
+            _target(f"sum by (team) (increase({q.GW_ASSISTANT_COST}{{{TEAM}}}[7d])) / {active7}", "{{team}}")],
+            16, 8, w=8, unit="currencyUSD"),
+        _panel(ids, "Cost per developer over the range", "bargauge", [
+            _target(f"sort_desc(sum by (team, developer) (increase({q.GW_ASSISTANT_COST}{{{TEAM}}}[{rng}])))",
+                    "{{team}} {{developer}}", instant=True)], 0, 16, unit="currencyUSD"),
+        _panel(ids, "Tool mix: requests by tool over the range", "piechart", [
+            _target(f"sum by (tool) (increase({q.GW_ASSISTANT_REQUESTS}{{{TEAM}}}[{rng}]))", "{{tool}}",
+                    instant=True)], 12, 16),
+        _panel(ids, "Assistant spend and prompt-cache savings $/h", "timeseries", [
+            _target(f"sum by (team) (rate({q.GW_ASSISTANT_COST}{{{TEAM}}}[{r}])) * 3600", "{{team}} spent"),
+            _target(f"sum by (team) (rate({q.GW_ASSISTANT_SAVED}{{{TEAM}}}[{r}])) * 3600", "{{team}} saved")],
+            0, 24, unit="currencyUSD"),
+        _panel(ids, "Input served from the prompt cache", "timeseries", [
+            _target(f'sum by (team) (rate({q.GW_ASSISTANT_TOKENS}{{direction="cached", {TEAM}}}[{r}])) / '
+                    f'sum by (team) (rate({q.GW_ASSISTANT_TOKENS}{{direction="in", {TEAM}}}[{r}]))', "{{team}}")],
+            12, 24, unit="percentunit", max_=1),
+        _panel(ids, "Assistant requests / s by tool and status", "timeseries", [
+            _target(f"sum by (tool, code) (rate({q.GW_ASSISTANT_REQUESTS}{{{TEAM}}}[{r}]))", "{{tool}} {{code}}")],
+            0, 32, w=24),
+    ]  # fmt: skip
+    return _dashboard(
+        "tandem-assistants",
+        "Tandem / Coding assistants",
+        p,
+        teams=f"label_values({q.GW_DEVELOPERS_WITH_KEYS}, team)",
+    )
+
+
 def all_dashboards() -> dict[str, dict]:
     """File name -> dashboard model."""
-    return {f"{d['uid']}.json": d for d in (gpu_fleet(), serving_slo(), gateway(), finops())}
+    boards = (gpu_fleet(), serving_slo(), gateway(), finops(), assistants())
+    return {f"{d['uid']}.json": d for d in boards}
 
 
 def panel_queries(dashboard: dict) -> list[tuple[str, str]]:

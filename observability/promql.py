@@ -69,6 +69,32 @@ GW_CACHE_WRONG_HIT_THRESHOLD = "tandem_cache_wrong_hit_rate_alert_threshold"
 # as its count.
 GW_CACHE_RECHECKS = "tandem_cache_rechecks_total"
 
+# Coding assistants through the gateway ({team, developer, tool}; requests also {model, code},
+# tokens {direction: in | out | cached}); the adoption denominator per team.
+GW_ASSISTANT_REQUESTS = "tandem_gateway_assistant_requests_total"
+GW_ASSISTANT_TOKENS = "tandem_gateway_assistant_tokens_total"
+GW_ASSISTANT_COST = "tandem_gateway_assistant_cost_usd_total"
+GW_ASSISTANT_SAVED = "tandem_gateway_assistant_cache_saved_usd_total"
+GW_ASSISTANT_SESSIONS = "tandem_gateway_assistant_sessions_total"
+GW_DEVELOPERS_WITH_KEYS = "tandem_gateway_developers_with_keys"
+
+
+def active_developers(window: str, selector: str = "") -> str:
+    """Developers per team with at least one assistant request in `window` (e.g. `7d`)."""
+    return (
+        f"count by (team) (sum by (team, developer) "
+        f"(increase({GW_ASSISTANT_REQUESTS}{{{selector}}}[{window}])) > 0)"
+    )
+
+
+def adoption(window: str = "7d", selector: str = "") -> str:
+    """Active developers over developers with keys, per team (0..1)."""
+    return (
+        f"{active_developers(window, selector)} / "
+        f"max by (team) ({GW_DEVELOPERS_WITH_KEYS}{{{selector}}})"
+    )
+
+
 # --- label scheme -------------------------------------------------------------------------------
 POD_LABEL_KEYS = {
     "team": labels.LABEL_TEAM,

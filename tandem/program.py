@@ -77,6 +77,18 @@ def gateway_keys(config: PlatformConfig) -> dict[str, pulumi.Input[str]]:
     return _secrets({k.id: (k.secret_config_key, "gateway.keys") for k in config.gateway.keys})
 
 
+def provider_keys(config: PlatformConfig) -> dict[str, pulumi.Input[str]]:
+    """Each external provider's API key the coding-assistant routes name (`apiKeySecret`)."""
+    routes = config.gateway.assistants.routes if config.gateway.assistants else []
+    return _secrets(
+        {
+            r.api_key_secret: (r.secret_config_key, f"gateway.assistants.routes[{i}]")
+            for i, r in enumerate(routes)
+            if r.api_key_secret and r.secret_config_key
+        }
+    )
+
+
 def alerting_secrets(config: PlatformConfig) -> dict[str, pulumi.Input[str]]:
     """Each alert receiver's credential (webhook URL, routing key, SMTP password)."""
     return _secrets(
@@ -102,8 +114,9 @@ def build(
     keys: dict[str, pulumi.Input[str]] | None = None,
     checks: dict[str, list[CheckResult]] | None = None,
     alerting: dict[str, pulumi.Input[str]] | None = None,
-    registry_db_password: pulumi.Input[str] | None = None,
+    providers: dict[str, pulumi.Input[str]] | None = None,
     features: FeaturePlan | None = None,
+    registry_db_password: pulumi.Input[str] | None = None,
 ) -> Platform:
     """The platform for a validated config; `checks` are the use cases' plan-time checks when the
     caller already ran them (tandem plan), so the components do not run them a second time."""
@@ -117,7 +130,8 @@ def build(
             keys or {},
             checks,
             alerting or {},
-            hf_token,
+            provider_keys=providers or {},
+            hf_token=hf_token,
             registry_db_password=registry_db_password,
             feature_repos=features.repos,
             feature_reads=features.reads,
@@ -152,8 +166,9 @@ def main(stack: Stack | None = None) -> Platform:
         keys = gateway_keys(config)
         receivers = alerting_secrets(config)
         db_password = registry_password(config)
+        providers = provider_keys(config)
         # bad input found while building (a use case's config_json, say) ends the same way: one
         # message naming the file, and nothing registered after it
-        return build(config, use_cases, keys, checks, receivers, db_password, features)
+        return build(config, use_cases, keys, checks, receivers, providers, features, db_password)
     except (InputError, UnavailableError) as exc:  # ConfigError included
         raise pulumi.RunError(str(exc)) from None

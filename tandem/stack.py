@@ -307,6 +307,12 @@ class Stack:
         ]
         if self.config.registry.enabled and self.config.cluster.mode == "eks":
             secret_keys.append(f"tandem:{REGISTRY_DB_PASSWORD_KEY}")
+        assistants = self.config.gateway.assistants
+        secret_keys += [
+            f"tandem:{r.secret_config_key}"
+            for r in (assistants.routes if assistants else [])
+            if r.secret_config_key
+        ]
         for key in secret_keys:
             config.setdefault(key, "offline-plan-placeholder")
         return config, secret_keys

@@ -30,6 +30,7 @@ from vocabulary.cache import CacheSection
 from vocabulary.catalog import load_catalog
 from vocabulary.errors import ConfigError, format_validation_error
 from vocabulary.features import FeatureStoreConfig
+from vocabulary.gateway import Budget, Price
 from vocabulary.labels import dns_label
 
 if TYPE_CHECKING:
@@ -40,7 +41,8 @@ SECRET_KEY_PREFIX = "gatewayKey-"  # tandem:gatewayKey-<id>: one team's raw API 
 # tandem:alertingSecret-<receiver>: a receiver's credential (Slack or webhook URL, PagerDuty
 # routing key, SMTP password), a Pulumi secret that reaches the cluster only inside a Secret
 ALERTING_SECRET_PREFIX = "alertingSecret-"
-SECRET_PREFIXES = (SECRET_KEY_PREFIX, ALERTING_SECRET_PREFIX)
+PROVIDER_KEY_PREFIX = "providerKey-"  # tandem:providerKey-<name>: an external provider's API key
+SECRET_PREFIXES = (SECRET_KEY_PREFIX, ALERTING_SECRET_PREFIX, PROVIDER_KEY_PREFIX)
 # tandem:huggingFaceToken (optional secret): the Hub token workers of Hub-sourced models read
 HF_TOKEN_KEY = "huggingFaceToken"
 # tandem:registryDbPassword (secret): the model registry's Postgres password on EKS (RDS)
@@ -566,23 +568,113 @@ class ObservabilityConfig(Model):
 
 
 class GatewayKeyConfig(Model):
-    """One team's API key. The key itself is the Pulumi secret `tandem:gatewayKey-<id>`
-    (`pulumi config set --secret tandem:gatewayKey-<id> ...`); only its hash reaches the cluster."""
+    """One API key: a team's, one developer's (`developer`), or an identity-aware proxy's that
+    names the developer in a header (`developerHeader`). The key itself is the Pulumi secret
+    `tandem:gatewayKey-<id>` (`pulumi config set --secret tandem:gatewayKey-<id> ...`); only its
+    hash reaches the cluster."""
 
     id: str
     team: str
     models: list[str] = Field(default_factory=lambda: ["*"])
     rpm: int | None = Field(None, ge=1)
     tpm: int | None = Field(None, ge=1)
+    developer: str | None = None
+    developer_header: str | None = None
 
     @field_validator("id", "team")
     @classmethod
     def _dns(cls, v: str, info: ValidationInfo) -> str:
         return dns_label(v, f"key {info.field_name}")
 
+    @field_validator("developer_header")
+    @classmethod
+    def _header(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", v):
+            raise ValueError(f"{v!r} is not an HTTP header name (e.g. X-Forwarded-Email)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> GatewayKeyConfig:
+        if self.developer and self.developer_header:
+            raise ValueError(
+                "developer and developerHeader: a key is one developer's or a proxy's, not both"
+            )
+        return self
+
     @property
     def secret_config_key(self) -> str:
         return f"{SECRET_KEY_PREFIX}{self.id}"
+
+
+class AssistantRouteConfig(Model):
+    """A model coding assistants ask for by name (Claude Code's `--model`, Codex's `model`): an
+    external provider's (`provider`, `url`), or a use case's self-hosted model (`useCase`, which
+    Claude Code and Codex reach through translation to chat completions)."""
+
+    alias: str
+    provider: Literal["anthropic", "openai"] | None = None
+    url: str | None = None
+    model: str | None = None  # the name the provider knows the model by (default: the alias)
+    api_key_secret: str | None = None  # the Pulumi secret tandem:providerKey-<apiKeySecret>
+    auth: Literal["x-api-key", "bearer"] | None = None  # default: the provider's own
+    use_case: str | None = None
+    price: Price | None = None  # per million tokens (required with a team budget)
+    fallbacks: list[str] = Field(default_factory=list)
+
+    @field_validator("alias", "api_key_secret")
+    @classmethod
+    def _dns(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return v if v is None else dns_label(v, f"assistant route {info.field_name}")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> AssistantRouteConfig:
+        external = self.provider is not None or self.url is not None
+        if external == (self.use_case is not None):
+            raise ValueError(
+                f"{self.alias}: name either provider + url (an external provider) or useCase "
+                "(a self-hosted model), not both and not neither"
+            )
+        if external and (self.provider is None or self.url is None):
+            raise ValueError(f"{self.alias}: an external provider needs both provider and url")
+        if self.url is not None and not self.url.startswith(("https://", "http://")):
+            raise ValueError(f"{self.alias}: url {self.url!r} must start with https://")
+        if self.use_case is not None and (self.api_key_secret or self.auth):
+            raise ValueError(f"{self.alias}: apiKeySecret and auth are for external providers")
+        return self
+
+    @property
+    def secret_config_key(self) -> str | None:
+        return f"{PROVIDER_KEY_PREFIX}{self.api_key_secret}" if self.api_key_secret else None
+
+
+class AssistantTeamConfig(Model):
+    budget: Budget | None = None  # the team's, for all its gateway traffic
+    developer_budget: Budget | None = None  # each developer's, on their own
+    developers: list[str] = Field(default_factory=list)  # roster: adoption's denominator
+
+
+class AssistantsConfig(Model):
+    """Coding assistants (Claude Code, Codex, IDE agents) on the gateway: the models they may call,
+    and the teams' budgets and rosters. Keys are `gateway.keys` with `developer` or
+    `developerHeader`; docs/assistants.md is the roll-out guide."""
+
+    routes: list[AssistantRouteConfig] = Field(min_length=1)
+    teams: dict[str, AssistantTeamConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _names(self) -> AssistantsConfig:
+        aliases = [r.alias for r in self.routes]
+        dupes = sorted({a for a in aliases if aliases.count(a) > 1})
+        if dupes:
+            raise ValueError(f"routes: duplicate aliases {', '.join(dupes)}")
+        for i, r in enumerate(self.routes):
+            for f in r.fallbacks:
+                if f not in aliases or f == r.alias:
+                    raise ValueError(
+                        f"routes[{i}].fallbacks: {f!r} is not another assistant route; "
+                        f"allowed: {', '.join(a for a in aliases if a != r.alias)}"
+                    )
+        return self
 
 
 class GatewayConfig(Model):
@@ -596,6 +688,8 @@ class GatewayConfig(Model):
     # the gateway's response cache: the routes file's top-level `cache:` section (snake_case keys,
     # vocabulary/cache.py, docs/semantic-cache.md); unset = no cache. Use cases set per-route policy.
     cache: CacheSection | None = None
+    assistants: AssistantsConfig | None = None
+    audit: bool = True  # one audit record per request on the gateway's standard output
 
     @field_validator("cache")
     @classmethod

@@ -14,8 +14,25 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vocabulary.cache import CachePolicy
 
-Endpoint = Literal["chat.completions", "completions", "embeddings"]
-ENDPOINTS: tuple[Endpoint, ...] = ("chat.completions", "completions", "embeddings")
+# The APIs the gateway speaks: OpenAI's chat completions, completions, embeddings and Responses,
+# and Anthropic's Messages (coding assistants: Claude Code speaks Messages, Codex Responses).
+Endpoint = Literal["chat.completions", "completions", "embeddings", "messages", "responses"]
+ENDPOINTS: tuple[Endpoint, ...] = (
+    "chat.completions",
+    "completions",
+    "embeddings",
+    "messages",
+    "responses",
+)
+# What an upstream speaks: an OpenAI-compatible server (vLLM, Ray Serve LLM, OpenAI...) or an
+# Anthropic-compatible Messages API (Anthropic, Bedrock's Anthropic endpoint, Vertex AI).
+Protocol = Literal["openai", "anthropic"]
+# The endpoints each kind of upstream can serve: an OpenAI-compatible one serves Messages and
+# Responses through translation to chat completions; an Anthropic one serves Messages only.
+PROTOCOL_ENDPOINTS: dict[str, tuple[Endpoint, ...]] = {
+    "openai": ENDPOINTS,
+    "anthropic": ("messages",),
+}
 Period = Literal["hour", "day", "month"]
 PERIOD_SECONDS = {"hour": 3600, "day": 86400, "month": 30 * 86400}
 
@@ -39,6 +56,9 @@ class Budget(_Strict):
 class Price(_Strict):
     input_per_mtok: float = Field(0.0, ge=0)
     output_per_mtok: float = Field(0.0, ge=0)
+    # input tokens the provider served from its prompt cache (Anthropic `cache_read_input_tokens`,
+    # OpenAI `prompt_tokens_details.cached_tokens`); unset: charged as input, nothing saved
+    cached_input_per_mtok: float | None = Field(None, ge=0)
 
 
 class UseCaseGateway(_Strict):

@@ -4,7 +4,9 @@ after the answer, in the account stage).
 Limits: requests and tokens per minute per API key (`rpm`, `tpm`), refused with 429 and a
 `Retry-After` until the next minute. Budgets: dollars per period per team; a spent budget is
 refused (429 `insufficient_quota`), and past its `soft_fraction` a route with `degrade_to` is
-served by that cheaper route instead.
+served by that cheaper route instead. A team's `developer_budget` holds each of its developers
+(assistant traffic) to their own dollars per period, refused the same way
+(`developer_budget_exceeded`).
 
 Counters live in Redis when configured, so they survive restarts and are shared by every replica;
 in process memory otherwise. Token and dollar counters are charged after the answer (usage is only
@@ -49,9 +51,14 @@ class Admission:
         key, route = call.key, call.route
         assert key is not None and route is not None
         budget = call.budget = call.compiled.budgets.get(key.team)
-        if not (key.rpm or key.tpm or budget):
+        dev = None
+        if call.developer is not None:
+            call.developer_budget = call.compiled.developer_budgets.get(key.team)
+            if call.developer_budget is not None:
+                dev = (call.developer, call.developer_budget)
+        if not (key.rpm or key.tpm or budget or dev):
             return route
-        requests, tokens, spent = await self.usage.admit(key, budget)
+        requests, tokens, spent, dev_spent = await self.usage.admit(key, budget, dev)
         if key.rpm and requests > key.rpm:
             raise GatewayError(
                 429,
@@ -66,26 +73,38 @@ class Admission:
                 "tokens_per_minute_exceeded",
                 retry_after=60 - time.time() % 60,
             )
-        if budget is not None:
-            if spent >= budget.usd:
-                raise GatewayError(
-                    429,
-                    f"Team '{key.team}' has spent its budget of ${budget.usd:g} for this {budget.period}.",
-                    "insufficient_quota",
-                    err_type="insufficient_quota",
-                )
-            if spent >= budget.soft_fraction * budget.usd and route.degrade_to is not None:
-                return route.degrade_to
-        return route
+        if budget is not None and spent >= budget.usd:
+            raise GatewayError(
+                429,
+                f"Team '{key.team}' has spent its budget of ${budget.usd:g} for this {budget.period}.",
+                "insufficient_quota",
+                err_type="insufficient_quota",
+            )
+        if dev is not None and dev_spent >= dev[1].usd:
+            raise GatewayError(
+                429,
+                f"Developer '{dev[0]}' has spent their budget of ${dev[1].usd:g} for this "
+                f"{dev[1].period}.",
+                "developer_budget_exceeded",
+                err_type="insufficient_quota",
+            )
+        degrade = budget is not None and spent >= budget.soft_fraction * budget.usd
+        return route.degrade_to if degrade and route.degrade_to is not None else route
 
-    async def charge(
-        self, key: CompiledKey, budget: Budget | None, tokens: int, usd: float
-    ) -> None:
+    async def charge(self, call: Call, tokens: int, usd: float) -> None:
         """Count an answer's tokens against the key's minute and its cost against the team's
-        budget (only where a limit or budget reads them), and publish what is left."""
-        if not key.tpm and budget is None:
+        and the developer's budgets (only where a limit or budget reads them), and publish what
+        the team has left."""
+        key, budget = call.key, call.budget
+        assert key is not None
+        dev = (
+            (call.developer, call.developer_budget)
+            if call.developer is not None and call.developer_budget is not None
+            else None
+        )
+        if not key.tpm and budget is None and dev is None:
             return
-        await self.usage.charge(key, budget, tokens, usd)
+        await self.usage.charge(key, budget, tokens, usd, dev)
         if budget is not None:
             spent = await self.usage.spend(key.team, budget)
             self.metrics.budget_remaining.labels(key.team).set(max(0.0, budget.usd - spent))
@@ -95,13 +114,28 @@ def period_id(budget: Budget, now: float) -> int:
     return int(now // PERIOD_SECONDS[budget.period])
 
 
+DevBudget = tuple[str, Budget]  # (developer, the team's per-developer budget)
+
+
+def dev_slot(team: str, dev: DevBudget, now: float) -> str:
+    return f"{team}:{dev[0]}:{period_id(dev[1], now)}"
+
+
 class UsageStore(Protocol):
-    async def admit(self, key: CompiledKey, team_budget: Budget | None) -> tuple[int, int, float]:
-        """Count one request; return (requests this minute, tokens this minute, team spend)."""
+    async def admit(
+        self, key: CompiledKey, team_budget: Budget | None, dev: DevBudget | None = None
+    ) -> tuple[int, int, float, float]:
+        """Count one request; return (requests this minute, tokens this minute, team spend,
+        developer spend)."""
         ...
 
     async def charge(
-        self, key: CompiledKey, team_budget: Budget | None, tokens: int, usd: float
+        self,
+        key: CompiledKey,
+        team_budget: Budget | None,
+        tokens: int,
+        usd: float,
+        dev: DevBudget | None = None,
     ) -> None: ...
 
     async def spend(self, team: str, team_budget: Budget) -> float: ...
@@ -115,8 +149,11 @@ class MemoryUsage:
     def __init__(self) -> None:
         self._minute: dict[str, tuple[int, int, int]] = {}  # key id -> (minute, requests, tokens)
         self._spend: dict[tuple[str, int], float] = {}
+        self._dev_spend: dict[str, float] = {}
 
-    async def admit(self, key: CompiledKey, team_budget: Budget | None) -> tuple[int, int, float]:
+    async def admit(
+        self, key: CompiledKey, team_budget: Budget | None, dev: DevBudget | None = None
+    ) -> tuple[int, int, float, float]:
         now = time.time()
         minute = int(now // 60)
         m, req, tok = self._minute.get(key.id, (minute, 0, 0))
@@ -127,10 +164,16 @@ class MemoryUsage:
         spent = (
             self._spend.get((key.team, period_id(team_budget, now)), 0.0) if team_budget else 0.0
         )
-        return req, tok, spent
+        dev_spent = self._dev_spend.get(dev_slot(key.team, dev, now), 0.0) if dev else 0.0
+        return req, tok, spent, dev_spent
 
     async def charge(
-        self, key: CompiledKey, team_budget: Budget | None, tokens: int, usd: float
+        self,
+        key: CompiledKey,
+        team_budget: Budget | None,
+        tokens: int,
+        usd: float,
+        dev: DevBudget | None = None,
     ) -> None:
         now = time.time()
         minute = int(now // 60)
@@ -141,6 +184,9 @@ class MemoryUsage:
         if team_budget is not None and usd:
             slot = (key.team, period_id(team_budget, now))
             self._spend[slot] = self._spend.get(slot, 0.0) + usd
+        if dev is not None and usd:
+            d = dev_slot(key.team, dev, now)
+            self._dev_spend[d] = self._dev_spend.get(d, 0.0) + usd
 
     async def spend(self, team: str, team_budget: Budget) -> float:
         return self._spend.get((team, period_id(team_budget, time.time())), 0.0)
@@ -180,26 +226,38 @@ class RedisUsage:
         sk = f"{self._p}:spend:{key.team}:{period_id(team_budget, now)}" if team_budget else None
         return rk, tk, sk
 
-    async def admit(self, key: CompiledKey, team_budget: Budget | None) -> tuple[int, int, float]:
-        rk, tk, sk = self._keys(key, team_budget, time.time())
+    async def admit(
+        self, key: CompiledKey, team_budget: Budget | None, dev: DevBudget | None = None
+    ) -> tuple[int, int, float, float]:
+        now = time.time()
+        rk, tk, sk = self._keys(key, team_budget, now)
         pipe = self._r.pipeline(transaction=False)
         pipe.incr(rk)
         pipe.expire(rk, 120)
         pipe.get(tk)
         if sk:
             pipe.get(sk)
+        if dev:
+            pipe.get(f"{self._p}:devspend:{dev_slot(key.team, dev, now)}")
         try:
             res = await pipe.execute()
         except self._errors as exc:
             self._failed(exc)
-            return 0, 0, 0.0
+            return 0, 0, 0.0, 0.0
         spent = float(res[3] or 0.0) if sk else 0.0
-        return int(res[0]), int(res[2] or 0), spent
+        dev_spent = float(res[-1] or 0.0) if dev else 0.0
+        return int(res[0]), int(res[2] or 0), spent, dev_spent
 
     async def charge(
-        self, key: CompiledKey, team_budget: Budget | None, tokens: int, usd: float
+        self,
+        key: CompiledKey,
+        team_budget: Budget | None,
+        tokens: int,
+        usd: float,
+        dev: DevBudget | None = None,
     ) -> None:
-        _, tk, sk = self._keys(key, team_budget, time.time())
+        now = time.time()
+        _, tk, sk = self._keys(key, team_budget, now)
         pipe = self._r.pipeline(transaction=False)
         pipe.incrby(tk, tokens)
         pipe.expire(tk, 120)
@@ -208,6 +266,8 @@ class RedisUsage:
             # (components/redis.py), and a forgotten spend key is a budget reset. One key per
             # team per period (~100 bytes) is what that costs.
             pipe.incrbyfloat(sk, usd)
+        if dev and usd:  # no TTL either: the developer's spend for one period
+            pipe.incrbyfloat(f"{self._p}:devspend:{dev_slot(key.team, dev, now)}", usd)
         try:
             await pipe.execute()
         except self._errors as exc:

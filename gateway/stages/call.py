@@ -13,15 +13,27 @@ from vocabulary.gateway import Budget
 
 @dataclass(slots=True, eq=False)
 class Call:
-    endpoint: str  # "chat.completions" | "completions" | "embeddings"
+    # "chat.completions" | "completions" | "embeddings" | "messages" | "responses"
+    # (| "messages.count_tokens")
+    endpoint: str
     t0: float  # time.monotonic() on arrival
     compiled: Compiled  # the config this request runs under (a reload does not change it)
     key: CompiledKey | None = None  # authenticate
+    developer: str | None = None  # authenticate: the developer behind the key, if it names one
+    tool: str = ""  # ... and the coding tool, from the user agent (developer traffic only)
+    tool_version: str = ""
+    session: str | None = None  # the tool's session id, when it sends one
     body: dict[str, Any] = field(default_factory=dict)  # parse: the request, parsed ...
     raw: bytes = b""  # ... and as sent
     route: CompiledRoute | None = None  # parse; admit may swap in the route's degrade_to
     stream: bool = False
     inject_usage: bool = False  # a stream whose usage event the gateway asks for
     budget: Budget | None = None  # admit: the team's budget, if it has one
+    developer_budget: Budget | None = None  # admit: the developer's, if the team sets one
     span: Any = None  # the trace span, when tracing is on
     cache_request: CacheRequest | None = None  # cache: set when the cache was asked
+    exchange: Any = None  # exchange: how a Messages / Responses request meets each backend
+    headers: dict[str, str] | None = None  # exchange: caller headers passed upstream
+    translated: dict[str, Any] | None = None  # exchange: the chat-completions request, built once
+    items: list[dict[str, Any]] | None = None  # exchange: a Responses conversation, in full
+    response_id: str = ""  # exchange: the Responses id the gateway gives the answer

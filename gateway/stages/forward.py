@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -20,6 +21,10 @@ from gateway.config import CompiledBackend, CompiledRoute
 from gateway.errors import GatewayError
 from gateway.proxy import CLIENT, CONTEXT, FAIL, OK, RATE, Attempt, Upstreams
 from gateway.split import sticky_bucket
+
+# (route, backend) -> (the backend's upstream endpoint, the payload, headers or None for the
+# backend's own): the exchange stage's, for a request in another API than the backend speaks
+Prepare = Callable[[CompiledRoute, CompiledBackend], tuple[str, bytes, dict[str, str] | None]]
 
 
 class Forwarder:
@@ -37,9 +42,15 @@ class Forwarder:
         raw: bytes,
         stream: bool,
         inject_usage: bool,
+        prepare: Prepare | None = None,
     ) -> Attempt:
         """An answer (OK), or the backend's own client error (CLIENT, or CONTEXT once no
-        context fallback is left) to pass on; GatewayError 502 / 503 / 504 when none came."""
+        context fallback is left) to pass on; GatewayError 502 / 503 / 504 when none came.
+        Without `prepare` the body goes to each backend's `endpoint` as sent (model swapped)."""
+        prep: Prepare = prepare or (
+            lambda r, b: (endpoint, _payload(body, raw, r, b, inject_usage), None)
+        )
+
         deadline = time.monotonic() + route.spec.deadline_s
         chain = route.chain
         last: Attempt | None = None
@@ -51,7 +62,7 @@ class Forwarder:
                 continue
             if r is not route:
                 self.metrics.child(self.metrics.fallbacks, route.alias, r.alias).inc()
-            a = await self._try_route(r, endpoint, body, raw, stream, inject_usage, deadline)
+            a = await self._try_route(r, stream, deadline, prep, body)
             if a is None:
                 continue
             if a.kind == OK or a.kind == CLIENT:
@@ -73,14 +84,7 @@ class Forwarder:
         raise _final_error(last, deadline)
 
     async def _try_route(
-        self,
-        r: CompiledRoute,
-        endpoint: str,
-        body: dict,
-        raw: bytes,
-        stream: bool,
-        inject_usage: bool,
-        deadline: float,
+        self, r: CompiledRoute, stream: bool, deadline: float, prepare: Prepare, body: dict
     ) -> Attempt | None:
         """Up to 1 + `retries.attempts` calls on one route; None if no backend was usable."""
         retries = r.spec.retries
@@ -103,11 +107,11 @@ class Forwarder:
                 )
             if n:
                 self.metrics.child(self.metrics.retries, backend.name).inc()
-            payload = _payload(body, raw, r, backend, inject_usage)
             if r.spec.hedge_after_s is not None and not stream:
-                a = await self._hedged(r, backend, endpoint, payload, body, raw, remaining)
+                a = await self._hedged(r, backend, remaining, prepare)
             else:
-                a = await self.up.call(r, backend, endpoint, payload, stream, remaining)
+                ep, payload, headers = prepare(r, backend)
+                a = await self.up.call(r, backend, ep, payload, stream, remaining, headers)
             if a.kind != FAIL and a.kind != RATE:
                 return a
             last = a
@@ -121,27 +125,23 @@ class Forwarder:
         return last
 
     async def _hedged(
-        self,
-        route: CompiledRoute,
-        backend: CompiledBackend,
-        endpoint: str,
-        payload: bytes,
-        body: dict,
-        raw: bytes,
-        budget_s: float,
+        self, route: CompiledRoute, backend: CompiledBackend, budget_s: float, prepare: Prepare
     ) -> Attempt:
         """Start a second copy after `hedge_after_s`; the first good answer wins."""
         up = self.up
-        first = asyncio.ensure_future(up.call(route, backend, endpoint, payload, False, budget_s))
+        ep, payload, headers = prepare(route, backend)
+        first = asyncio.ensure_future(
+            up.call(route, backend, ep, payload, False, budget_s, headers)
+        )
         done, _ = await asyncio.wait((first,), timeout=route.spec.hedge_after_s)
         if done:
             return first.result()
         other = up.pick(route, {backend.name}) or backend
         if not up.breakers[other.name].allow():
             return await first
-        p2 = _payload(body, raw, route, other, False)
+        ep2, p2, h2 = prepare(route, other)
         left = budget_s - route.spec.hedge_after_s  # type: ignore[operator]
-        second = asyncio.ensure_future(up.call(route, other, endpoint, p2, False, left))
+        second = asyncio.ensure_future(up.call(route, other, ep2, p2, False, left, h2))
         pending = {first, second}
         result: Attempt | None = None
         try:

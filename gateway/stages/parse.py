@@ -18,7 +18,18 @@ from gateway.sse import wants_usage
 from gateway.stages.call import Call
 
 # the field each endpoint cannot do without
-_REQUIRED = {"chat.completions": "messages", "completions": "prompt", "embeddings": "input"}
+_REQUIRED = {
+    "chat.completions": "messages",
+    "completions": "prompt",
+    "embeddings": "input",
+    "messages": "messages",
+    "messages.count_tokens": "messages",
+    "responses": "input",
+}
+# the endpoint a route must serve for a request to this one
+_ROUTE_ENDPOINT = {"messages.count_tokens": "messages"}
+# APIs whose streams the exchange stage shapes (it asks for usage in a translated request)
+_EXCHANGED = frozenset(("messages", "messages.count_tokens", "responses"))
 
 
 async def parse(request: web.Request, call: Call, max_body_bytes: int) -> None:
@@ -26,10 +37,16 @@ async def parse(request: web.Request, call: Call, max_body_bytes: int) -> None:
     assert call.key is not None
     call.raw = await read_raw(request, max_body_bytes)
     call.body = check_body(call.raw, call.endpoint)
-    call.route = resolve_route(call.compiled, call.key, call.body["model"], call.endpoint)
+    endpoint = _ROUTE_ENDPOINT.get(call.endpoint, call.endpoint)
+    call.route = resolve_route(call.compiled, call.key, call.body["model"], endpoint)
     call.stream = call.body.get("stream") is True
     # usage is what budgets are charged from: a stream asks for it unless the caller already did
-    call.inject_usage = call.stream and call.endpoint != "embeddings" and not wants_usage(call.body)
+    call.inject_usage = (
+        call.stream
+        and call.endpoint != "embeddings"
+        and call.endpoint not in _EXCHANGED
+        and not wants_usage(call.body)
+    )
 
 
 def resolve_route(compiled: Compiled, key: CompiledKey, alias: str, endpoint: str) -> CompiledRoute:
@@ -78,13 +95,32 @@ def check_body(raw: bytes, endpoint: str) -> dict[str, Any]:
         )
     field = _REQUIRED[endpoint]
     value = body.get(field)
-    if endpoint == "chat.completions":
+    if field == "messages":
         if not isinstance(value, list) or not value or not all(isinstance(m, dict) for m in value):
             raise GatewayError(
                 400,
                 "'messages' must be a non-empty array of message objects.",
                 "invalid_request",
                 param="messages",
+            )
+        if endpoint == "messages":
+            n = body.get("max_tokens")
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise GatewayError(
+                    400,
+                    "'max_tokens' is required and must be a positive integer.",
+                    "invalid_request",
+                    param="max_tokens",
+                )
+    elif endpoint == "responses":
+        if not isinstance(value, (str, list)) or (
+            not value and not body.get("previous_response_id")
+        ):
+            raise GatewayError(
+                400,
+                "'input' is required and must be a string or an array of items.",
+                "invalid_request",
+                param="input",
             )
     elif not isinstance(value, (str, list)) or not value:
         raise GatewayError(

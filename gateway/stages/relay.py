@@ -35,16 +35,23 @@ class Relay:
         self.cache = cache
 
     async def respond(self, request: web.Request, call: Call, a: Attempt) -> web.StreamResponse:
-        """The caller's answer for this attempt (OK, or a client error the backend gave)."""
+        """The caller's answer for this attempt (OK, or a client error the backend gave), in
+        the caller's API (`call.exchange`, for Messages and Responses)."""
+        ex = call.exchange
         # under a rollout the caller learns which arm and version answered (A/B analytics)
         arm = a.route.arm_headers.get(a.backend.name)
         if a.kind == CLIENT or a.kind == CONTEXT:
             self.accounting.refused_upstream(call, a.backend, a.status)
+            body = a.body if ex is None else ex.client_error(call, a)
             return web.Response(
-                status=a.status, body=a.body, content_type="application/json", headers=arm
+                status=a.status, body=body, content_type="application/json", headers=arm
             )
         if a.resp is not None:
             return await self._stream(request, call, a, arm)
+        if ex is not None:
+            body, normalized = await ex.answer(call, a)
+            await self.accounting.answered(call, a.backend, normalized)
+            return web.Response(body=body, content_type="application/json", headers=arm)
         usage = a.obj.get("usage") if a.obj is not None else None
         await self.accounting.answered(call, a.backend, usage if isinstance(usage, dict) else None)
         if self.cache is not None and call.cache_request is not None and a.obj is not None:
@@ -57,10 +64,17 @@ class Relay:
         up = a.resp
         assert up is not None and call.key is not None
         out = web.StreamResponse(status=200, headers={**SSE_HEADERS, **arm} if arm else SSE_HEADERS)
-        tap = StripUsage() if call.inject_usage else KeepTail()
+        ex = call.exchange
+        if ex is not None:  # passed through with its usage read, or translated
+            tap = ex.tap(call, a)
+        else:
+            tap = StripUsage() if call.inject_usage else KeepTail()
         kept: list[bytes] | None = [] if call.cache_request is not None else None
         kept_bytes = 0
         complete = False
+        # a Responses stream is stored before its last event goes out: the caller's next request
+        # may name it (previous_response_id) as soon as it has seen it
+        storing = ex is not None and ex.stores
         try:
             await out.prepare(request)
             m = self.accounting.metrics
@@ -82,10 +96,15 @@ class Relay:
                                 kept = None
                         data = tap.feed(chunk)
                         if data:
+                            if storing and tap.response is not None:
+                                storing = False
+                                await ex.keep(call, tap.response)
                             await out.write(data)
                         chunk = await up.content.readany()
                     rest = tap.rest()
                     if rest:
+                        if storing and tap.response is not None:
+                            await ex.keep(call, tap.response)
                         await out.write(rest)
                 complete = True
             except ConnectionResetError:
@@ -93,7 +112,10 @@ class Relay:
             except Exception as exc:  # the upstream broke off or ran out of time mid-stream
                 err = "timeout_total" if isinstance(exc, TimeoutError) else "stream_broken"
                 self.upstreams.stream_failed(a.backend, err)
-                await out.write(sse_error_event("The backend stream ended early.", err))
+                message = "The backend stream ended early."
+                await out.write(
+                    sse_error_event(message, err) if ex is None else tap.fail(message, err)
+                )
             await out.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):
             up.close()

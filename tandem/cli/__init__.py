@@ -31,6 +31,7 @@ COMMAND_MODULES = {
     "tandem.cli.deploy": "lifecycle",  # deploy
     "tandem.cli.rollout": "lifecycle",  # rollout status / pause / resume / abort / controller
     "tandem.cli.registry": "lifecycle",  # registry resolve
+    "tandem.cli.assistants": "finops",  # assistants report
 }
 
 

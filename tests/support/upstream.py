@@ -6,6 +6,11 @@ be told to misbehave: latency, slow first token, any status with an optional `Re
 connection resets before or in the middle of an answer, context-length errors above a prompt size,
 or a random mix of all of those (`faults`). It counts what it receives.
 
+Given tools, it acts as a scripted coding model (`script`): "create FILE containing TEXT" calls a
+file-writing tool it recognises (Claude Code's `Write`, Codex's `exec_command` or `shell`),
+"call NAME {json}" calls tool NAME with those arguments; once the tool's result is in the
+conversation it answers in text. `reasoning=True` streams a vLLM-style `reasoning_content` first.
+
 `ServerThread` runs any aiohttp application on 127.0.0.1 (free port) in its own thread and event
 loop, so synchronous clients (the openai SDK, LangChain) and async tests can both talk to it.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +44,8 @@ class Behaviour:
     garbage: bool = False  # 200 with a body that is not JSON
     chunks: int = 4  # content chunks in a stream
     chunk_delay_s: float = 0.0
+    reasoning: bool = False  # a vLLM reasoning parser's `reasoning_content` before the answer
+    cached_tokens: int = 0  # prompt tokens reported as served from the prompt cache
     faults: list[Behaviour] = field(default_factory=list)  # one drawn per request when set
 
 
@@ -109,6 +117,10 @@ class Upstream:
         if failed is not None:
             return failed
         usage = _usage(body, b.chunks)
+        if b.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": b.cached_tokens}
+        if body.get("tools") or b.reasoning:
+            return await self._agent(request, b, body, usage)
         if body.get("stream"):
             include = bool((body.get("stream_options") or {}).get("include_usage"))
             return await self._stream(request, b, body["model"], usage if include else None)
@@ -129,6 +141,84 @@ class Upstream:
                 "usage": usage,
             }
         )
+
+    async def _agent(
+        self, request: web.Request, b: Behaviour, body: dict, usage: dict
+    ) -> web.StreamResponse:
+        """The scripted coding model: a tool call, or the answer once its result is in."""
+        call = script(body)
+        text = None if call else f"{self.name}: done"
+        reasoning = "Let me think about it." if b.reasoning else None
+        base = {"id": f"chatcmpl-{self.name}", "created": CREATED, "model": body["model"]}
+        finish = "tool_calls" if call else "stop"
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if reasoning:
+                message["reasoning_content"] = reasoning
+            if call:
+                message["tool_calls"] = [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": call[0], "arguments": call[1]},
+                    }
+                ]
+            return _json(
+                {
+                    **base,
+                    "object": "chat.completion",
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                    "usage": usage,
+                }
+            )
+        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+        if reasoning:
+            deltas += [{"reasoning_content": w} for w in ("Let me ", "think about it.")]
+        if call:
+            name, args = call
+            deltas.append(
+                {
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": name, "arguments": ""},
+                        }
+                    ]
+                }
+            )
+            half = len(args) // 2
+            for part in (args[:half], args[half:]):
+                deltas.append({"tool_calls": [{"index": 0, "function": {"arguments": part}}]})
+        else:
+            deltas += [{"content": f"{self.name}: "}, {"content": "done"}]
+        events = [
+            {
+                **base,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": d, "finish_reason": None}],
+            }
+            for d in deltas
+        ]
+        events.append(
+            {
+                **base,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+            }
+        )
+        if (body.get("stream_options") or {}).get("include_usage"):
+            events.append(
+                {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+            )
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for e in events:
+            await resp.write(b"data: " + orjson.dumps(e) + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
 
     async def _stream(
         self, request: web.Request, b: Behaviour, model: str, usage: dict | None
@@ -212,6 +302,49 @@ def stream_events(name: str, model: str, chunks: int, usage: dict | None) -> lis
     if usage is not None:
         out.append({**base, "choices": [], "usage": usage})
     return [b"data: " + orjson.dumps(e) + b"\n\n" for e in out] + [b"data: [DONE]\n\n"]
+
+
+_CREATE = re.compile(r"\bcreate (\S+\.txt) containing (\w+)")
+_CALL = re.compile(r"\bcall (\w+) (\{.*?\})(?:\s|$)")
+
+
+def script(body: dict) -> tuple[str, str] | None:
+    """The scripted model's tool call for a chat request with tools: (name, JSON arguments), or
+    None when the conversation already holds a tool's result (time to answer in text)."""
+    messages = body.get("messages") or []
+    roles = [m.get("role") for m in messages]
+    last_user = max((i for i, r in enumerate(roles) if r == "user"), default=-1)
+    if any(r == "tool" for r in roles[last_user + 1 :]) or last_user < 0:
+        return None
+    content = messages[last_user].get("content")
+    text = content if isinstance(content, str) else _parts_text(content)
+    tools = {t.get("function", {}).get("name") for t in body.get("tools") or ()}
+    return tool_call_for(text, tools)
+
+
+def tool_call_for(text: str, tools: set) -> tuple[str, str] | None:
+    """The call a request's last user text scripts, given the tool names on offer (shared with
+    the scripted Anthropic upstream)."""
+    m = _CREATE.search(text)
+    if m:
+        path, content = m.groups()
+        if "Write" in tools:  # Claude Code
+            return "Write", orjson.dumps({"file_path": path, "content": content}).decode()
+        if "exec_command" in tools:  # Codex
+            return "exec_command", orjson.dumps({"cmd": f"printf %s {content} > {path}"}).decode()
+        if "shell" in tools:
+            cmd = ["bash", "-lc", f"printf %s {content} > {path}"]
+            return "shell", orjson.dumps({"command": cmd}).decode()
+    m = _CALL.search(text)
+    if m and m.group(1) in tools:
+        return m.group(1), m.group(2)
+    return None
+
+
+def _parts_text(content: Any) -> str:
+    if not isinstance(content, list):
+        return ""
+    return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
 
 
 def _prompt_chars(body: dict) -> int:

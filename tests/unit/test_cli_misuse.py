@@ -248,6 +248,25 @@ CASES = [
         2,
         ("--log-level",),
     ),
+    # --- assistants ---------------------------------------------------------------------------
+    Misuse(
+        "assistants-url-without-scheme",
+        ["assistants", "report", "--prometheus", "prometheus:9090"],
+        2,
+        ("prometheus:9090", "http://prometheus:9090"),
+    ),
+    Misuse(
+        "assistants-unreachable",
+        ["assistants", "report", "--prometheus", "http://127.0.0.1:{closed}", "--range", "30d"],
+        3,
+        ("cannot reach Prometheus", "127.0.0.1:{closed}", "is it running"),
+    ),
+    Misuse(
+        "assistants-bad-range",
+        ["assistants", "report", "--prometheus", "http://127.0.0.1:9", "--range", "a month"],
+        2,
+        ("--range", "a month"),
+    ),
     # --- finops -------------------------------------------------------------------------------
     Misuse(
         "finops-url-without-scheme",

@@ -254,3 +254,71 @@ def test_a_use_cases_route_cache_is_checked_with_the_use_case() -> None:
         [RouteTarget("uc", "t", UseCaseSpec.model_validate(spec).gateway, "http://uc/v1")]
     )
     assert "    cache:\n      mode: exact\n      ttl_s: 60.0\n" in routes.to_yaml()
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_both_stacks_route_coding_assistants_with_keys_audit_and_the_dashboard(
+    stack_resources, stack: str
+) -> None:
+    """`docs/assistants.md`'s roll-out, as the shipped stacks plan it."""
+    res = stack_resources[stack]
+    cm = res.one("kubernetes:core/v1:ConfigMap", "gateway-routes").inputs
+    routes = yaml.safe_load(cm["data"]["routes.yaml"])
+    cfg = parse_config({k: v for k, v in routes.items() if k != "keys_file"})
+    claude = cfg.backends["assistant-claude-sonnet-4-6"]
+    assert (claude.protocol, claude.url) == ("anthropic", "https://api.anthropic.com/v1")
+    assert claude.api_key_env == "TANDEM_PROVIDER_KEY_ANTHROPIC"
+    selfhosted = cfg.backends["assistant-selfhosted-8b"]
+    assert selfhosted.protocol == "openai" and selfhosted.url == cfg.backends["support-chatbot"].url
+    assert cfg.audit is not None and cfg.teams["ml-platform"].developer_budget is not None
+    keys = yaml.safe_load(
+        manifests.plain(res.one("kubernetes:core/v1:Secret", "gateway-keys").inputs)["stringData"][
+            "keys.yaml"
+        ]
+    )
+    assert any(k.get("developer") or k.get("developer_header") for k in keys)
+    env = res.one("kubernetes:apps/v1:Deployment", "gateway").inputs["spec"]["template"]["spec"][
+        "containers"
+    ][0]["env"]
+    assert "TANDEM_PROVIDER_KEY_ANTHROPIC" in {e["name"] for e in env}
+    boards = [r for r in res if r.name == "observability-dashboard-tandem-assistants"]
+    assert len(boards) == 1
+
+
+def test_assistant_routes_are_checked_against_the_stack() -> None:
+    from gateway.spec import with_assistants
+    from vocabulary.config import AssistantsConfig
+
+    routes = routes_from_use_cases(ENTRIES)
+    bad = AssistantsConfig.model_validate(
+        {
+            "routes": [
+                {"alias": "coder", "useCase": "nope"},
+                {"alias": "support-chat", "useCase": "support-lite"},
+            ]
+        }
+    )
+    with pytest.raises(ConfigError) as err:
+        with_assistants(routes, bad, ENTRIES, audit=True)
+    text = str(err.value)
+    assert "assistants.routes[0].useCase: 'nope' is not a use case" in text
+    assert "assistants.routes[1].alias: 'support-chat' is a use case's alias too" in text
+    clash = AssistantsConfig.model_validate(
+        {
+            "routes": [{"alias": "coder", "useCase": "support-lite"}],
+            "teams": {"customer-care": {"budget": {"usd": 1}}},
+        }
+    )
+    with pytest.raises(ConfigError) as err:
+        with_assistants(routes, clash, ENTRIES, audit=False)
+    assert "set it in one place" in str(err.value)
+    ok = with_assistants(
+        routes,
+        AssistantsConfig.model_validate(
+            {"routes": [{"alias": "coder", "useCase": "support-lite"}]}
+        ),
+        ENTRIES,
+        audit=False,
+    )
+    assert ok.audit is None and ok.routes["coder"].backends[0].backend == "assistant-coder"
+    assert ok.prices["assistant-coder"].output_per_mtok == 0.1  # the use case's price

@@ -35,6 +35,44 @@ def with_changes(**changes) -> dict:
 
 
 BAD_CONFIGS = {
+    "assistant route with both targets": (
+        with_changes(
+            gateway__assistants={
+                "routes": [
+                    {
+                        "alias": "coder",
+                        "useCase": "x",
+                        "provider": "anthropic",
+                        "url": "https://a/v1",
+                    }
+                ]
+            }
+        ),
+        ["gateway.assistants.routes[0]", "either provider + url", "or useCase"],
+    ),
+    "assistant fallback to nowhere": (
+        with_changes(
+            gateway__assistants={
+                "routes": [
+                    {
+                        "alias": "claude",
+                        "provider": "anthropic",
+                        "url": "https://a/v1",
+                        "fallbacks": ["nope"],
+                    }
+                ]
+            }
+        ),
+        ["gateway.assistants", "routes[0].fallbacks", "'nope' is not another assistant route"],
+    ),
+    "developer key that is also a proxy key": (
+        with_changes(
+            gateway__keys=[
+                {"id": "a", "team": "t", "developer": "a@x", "developerHeader": "X-User"}
+            ]
+        ),
+        ["gateway.keys[0]", "developer and developerHeader"],
+    ),
     "unknown instance type": (
         with_changes(gpuPools__0__instanceTypes=["g9.xlarge"]),
         ["gpuPools[0].instanceTypes[0]", "g9.xlarge", "allowed:", "g6.xlarge"],

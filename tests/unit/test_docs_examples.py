@@ -20,8 +20,8 @@ JSON blocks must parse. Python blocks must parse and their imports resolve. Shel
 `console` lines starting with `$ `): every `tandem` command line is parsed by the real argument
 parser and the cheap ones are run (`CHEAP`); `make` targets must exist; scripts must exist (and
 `bash -n` them); `python SCRIPT`/`-m MODULE` lines are checked against the program's `--help`
-(every flag shown must exist); `curl`, `pulumi` and `vllm` are named in EXTERNAL with why they
-are not run here. Inline `tandem ...` spans in the prose are parsed too.
+(every flag shown must exist); `curl`, `pulumi`, `vllm`, `claude` and `codex` are named in
+EXTERNAL with why they are not run here; TOML blocks must parse. Inline `tandem ...` spans in the prose are parsed too.
 """
 
 from __future__ import annotations
@@ -45,12 +45,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-LANGS = {"yaml", "json", "bash", "console", "python", "promql", "text"}
+LANGS = {"yaml", "json", "toml", "bash", "console", "python", "promql", "text"}
 # programs a doc may show that this test does not run, and why
 EXTERNAL = {
     "curl": "talks to a server the reader started (the LLM tier and integration tests send the same requests)",
     "pulumi": "the Pulumi CLI cannot be installed on the build machines (FIELD-NOTES)",
     "vllm": "vLLM's own CLI lives in .venv-llm; tests/llm runs `vllm --version` and `vllm bench serve`",
+    "claude": "Claude Code (npm); tests/integration/test_assistant_clients.py runs it through the gateway",
+    "codex": "Codex CLI (npm); tests/integration/test_assistant_clients.py runs it through the gateway",
 }
 # `tandem` commands fast and side-effect free enough to run for real, by their command words
 CHEAP = {("gate",), ("gateway", "hash-key"), ("serve",), ("policies",)}
@@ -225,6 +227,13 @@ def test_yaml_example_loads_through_the_validator(block: Block, tmp_path: Path) 
 @pytest.mark.parametrize("block", _of("json"), ids=lambda b: b.where)
 def test_json_example_parses(block: Block) -> None:
     json.loads(block.text)
+
+
+@pytest.mark.parametrize("block", _of("toml"), ids=lambda b: b.where)
+def test_toml_example_parses(block: Block) -> None:
+    import tomllib
+
+    tomllib.loads(block.text)
 
 
 @pytest.mark.parametrize("block", _of("python"), ids=lambda b: b.where)

@@ -188,3 +188,38 @@ def test_a_window_wider_than_the_data_is_noted() -> None:
     obs.requested_start = obs.start - 2 * 86400
     (note,) = report.window_notes(obs)
     assert "48 h after the requested start" in note and "24 h of the 72 h asked for" in note
+
+
+def test_assistants_report_per_active_developer_and_without_keys() -> None:
+    from finops.assistants import NoAssistantData, build_report
+
+    raw = {
+        "with_keys": [({"team": "a"}, 4.0)],
+        "requests": [
+            ({"team": "a", "developer": "x", "tool": "codex"}, 10.0),
+            ({"team": "b", "developer": "y", "tool": "cursor"}, 5.0),
+        ],
+        "weekly": [({"team": "a", "developer": "x"}, 3.0)],
+        "sessions": [({"team": "a", "developer": "x"}, 2.0)],
+        "tokens": [({"team": "a", "developer": "x", "direction": "in"}, 100.0)],
+        "cost": [({"team": "a", "developer": "x", "tool": "codex"}, 1.5)],
+        "saved": [],
+    }
+    rep = build_report(raw, 1_800_000_000, 86400, "http://p")
+    a, b = rep["teams"]
+    assert (
+        a["adoption"],
+        a["cost_per_active_developer_usd"],
+        a["sessions_per_active_developer"],
+    ) == (0.25, 1.5, 2.0)
+    assert b["adoption"] is None and b["developers_with_keys"] == 0  # no keys known for b
+    assert rep["tools"][0] == {
+        "tool": "codex",
+        "requests": 10,
+        "share": 0.6667,
+        "developers": 1,
+        "cost_usd": 1.5,
+    }
+    empty = {k: [] for k in raw}
+    with pytest.raises(NoAssistantData):
+        build_report(empty, 1_800_000_000, 86400, "http://p")

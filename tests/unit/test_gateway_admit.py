@@ -60,7 +60,7 @@ async def test_requests_and_tokens_per_minute() -> None:
     assert (err.value.status, err.value.code) == (429, "rate_limit_exceeded")
     assert 0 < err.value.retry_after <= 60
     fresh = Admission(Metrics(), COMPILED.budgets)
-    await fresh.charge(KEYS["l"], None, 100, 0.0)
+    await fresh.charge(call("l"), 100, 0.0)
     with pytest.raises(GatewayError) as err:
         await fresh.admit(call("l"))
     assert err.value.code == "tokens_per_minute_exceeded"
@@ -72,10 +72,10 @@ async def test_budget_degrades_past_the_soft_line_then_refuses() -> None:
     assert metric(metrics, "tandem_gateway_budget_remaining_usd", team="rich") == 1.0
     c = call("r")
     assert await admission.admit(c) is COMPILED.routes["chat"] and c.budget is not None
-    await admission.charge(KEYS["r"], c.budget, 1000, 0.6)
+    await admission.charge(c, 1000, 0.6)
     assert metric(metrics, "tandem_gateway_budget_remaining_usd", team="rich") == pytest.approx(0.4)
     assert (await admission.admit(call("r"))).alias == "lite"  # past 50 %: the cheaper route
-    await admission.charge(KEYS["r"], c.budget, 1000, 0.4)
+    await admission.charge(c, 1000, 0.4)
     with pytest.raises(GatewayError) as err:
         await admission.admit(call("r"))
     assert (err.value.status, err.value.code, err.value.err_type) == (
@@ -88,5 +88,47 @@ async def test_budget_degrades_past_the_soft_line_then_refuses() -> None:
 
 async def test_charges_only_what_a_limit_or_budget_reads() -> None:
     admission = Admission(Metrics(), COMPILED.budgets)
-    await admission.charge(KEYS["free"], None, 500, 1.0)
+    await admission.charge(call("free"), 500, 1.0)
     assert admission.usage._minute == {}  # type: ignore[attr-defined]
+
+
+DEV = compile_config(
+    parse_config(
+        {
+            "backends": {"big": {"url": "http://127.0.0.1:1/v1"}},
+            "routes": {"coder": {"backends": [{"backend": "big"}]}},
+            "prices": {"big": {"output_per_mtok": 10}},
+            "teams": {
+                "platform": {
+                    "budget": {"usd": 10.0, "period": "month"},
+                    "developer_budget": {"usd": 1.0, "period": "month"},
+                }
+            },
+            "keys": [
+                {"id": "a", "team": "platform", "sha256": hash_key("a"), "developer": "alice"},
+                {"id": "b", "team": "platform", "sha256": hash_key("b"), "developer": "bob"},
+            ],
+        }
+    )
+)
+
+
+def dev_call(key_id: str) -> Call:
+    key = next(k for k in DEV.keys.values() if k.id == key_id)
+    c = Call("messages", time.monotonic(), DEV)
+    c.key, c.route, c.developer = key, DEV.routes["coder"], key.developer
+    return c
+
+
+async def test_each_developer_has_their_own_budget_inside_the_team_s() -> None:
+    admission = Admission(Metrics(), DEV.budgets)
+    alice = dev_call("a")
+    await admission.admit(alice)
+    assert alice.developer_budget is not None and alice.developer_budget.usd == 1.0
+    await admission.charge(alice, 1000, 1.0)
+    with pytest.raises(GatewayError) as err:
+        await admission.admit(dev_call("a"))
+    assert (err.value.status, err.value.code) == (429, "developer_budget_exceeded")
+    assert "alice" in err.value.message
+    await admission.admit(dev_call("b"))  # bob's is untouched; the team has $9 left
+    assert await admission.usage.spend("platform", DEV.budgets["platform"]) == 1.0

@@ -219,3 +219,104 @@ def test_generated_files_may_leave_nulls_out() -> None:
                         check(arg)
 
     check(RoutesConfig)
+
+
+def test_an_anthropic_backend_serves_messages_only_and_routes_default_to_what_all_serve() -> None:
+    cfg = base(
+        backends={
+            "small": {"url": "http://127.0.0.1:1/v1"},
+            "claude": {"url": "https://api.anthropic.com/v1", "protocol": "anthropic"},
+        },
+        routes={
+            "coder": {"backends": [{"backend": "small"}]},
+            "claude": {"backends": [{"backend": "claude"}], "fallbacks": ["coder"]},
+        },
+    )
+    compiled = compile_config(parse_config(cfg))
+    assert compiled.routes["claude"].endpoints == {"messages"}
+    assert compiled.routes["coder"].endpoints == {
+        "chat.completions",
+        "completions",
+        "embeddings",
+        "messages",
+        "responses",
+    }
+    claude = compiled.backends["claude"]
+    assert claude.urls["messages"] == "https://api.anthropic.com/v1/messages"
+    assert claude.headers["anthropic-version"] == "2023-06-01"
+    cfg["routes"]["claude"]["endpoints"] = ["messages", "chat.completions"]
+    with pytest.raises(ConfigError) as err:
+        parse_config(cfg)
+    assert (
+        "routes.claude.endpoints: 'chat.completions' is not served by backend 'claude' "
+        "(protocol anthropic); allowed: ['messages']"
+    ) in str(err.value)
+
+
+def test_provider_keys_go_in_the_header_the_provider_reads(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TEST_ANTHROPIC_KEY", "sk-ant")
+    token = tmp_path / "vertex-token"
+    token.write_text("ya29.token\n")
+    backends = {
+        "claude": {
+            "url": "https://api.anthropic.com/v1",
+            "protocol": "anthropic",
+            "api_key_env": "TEST_ANTHROPIC_KEY",
+        },
+        "bedrock": {
+            "url": "https://bedrock-mantle.us-east-1.api.aws/anthropic/v1",
+            "protocol": "anthropic",
+            "api_key_env": "TEST_ANTHROPIC_KEY",
+            "auth": "bearer",
+        },
+        "vertex": {
+            "url": "https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5/publishers/anthropic/models",
+            "protocol": "anthropic",
+            "vertex": True,
+            "model": "claude-sonnet-4-5@20250929",
+            "api_key_file": str(token),
+        },
+    }
+    routes = {n: {"backends": [{"backend": n}]} for n in backends}
+    b = compile_config(parse_config({"backends": backends, "routes": routes})).backends
+    assert (
+        b["claude"].headers["x-api-key"] == "sk-ant" and "Authorization" not in b["claude"].headers
+    )
+    assert b["bedrock"].headers["Authorization"] == "Bearer sk-ant"
+    assert b["vertex"].headers["Authorization"] == "Bearer ya29.token"
+    assert "anthropic-version" not in b["vertex"].headers  # Vertex takes it in the body
+    assert (
+        b["vertex"].urls["messages.stream"].endswith("/claude-sonnet-4-5@20250929:streamRawPredict")
+    )
+    with pytest.raises(ConfigError) as err:
+        parse_config(
+            {
+                "backends": {"v": {"url": "https://x/v1", "vertex": True}},
+                "routes": {"v": {"backends": [{"backend": "v"}]}},
+            }
+        )
+    assert "vertex: only for protocol anthropic" in str(err.value)
+
+
+def test_developer_settings_are_checked() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(
+            base(
+                keys=[
+                    {
+                        "id": "a",
+                        "team": "t",
+                        "sha256": KEY,
+                        "developer": "a",
+                        "developer_header": "X-User",
+                    },
+                    {"id": "b", "team": "t", "sha256": KEY, "developer_header": "X User"},
+                ]
+            )
+        )
+    text = str(err.value)
+    assert "developer and developer_header" in text
+    assert "'X User' is not an HTTP header name" in text
+    with pytest.raises(ConfigError) as err:  # a developer budget needs prices, as a team's does
+        parse_config(base(teams={"t": {"developer_budget": {"usd": 5}}}))
+    assert "teams ['t'] have budgets but backends" in str(err.value)

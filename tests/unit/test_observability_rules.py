@@ -111,6 +111,7 @@ def test_dashboards_are_well_formed() -> None:
         "tandem-serving-slo.json",
         "tandem-gateway.json",
         "tandem-finops.json",
+        "tandem-assistants.json",
     }
     for board in boards.values():
         ids = [p["id"] for p in board["panels"]]
