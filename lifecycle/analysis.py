@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lifecycle.http import HttpError, call
-from observability.promql import GW_COST, GW_LATENCY, GW_REQUESTS, GW_TTFT
+from observability.promql import GW_BREAKER, GW_COST, GW_LATENCY, GW_REQUESTS, GW_TTFT
 from vocabulary.rollout import CANARY, STABLE, Analysis, PromqlCheck, Threshold
 
 GW_UPSTREAM_ERRORS = "tandem_gateway_upstream_errors_total"
@@ -112,6 +112,12 @@ def cost_per_request_query(arms: Arms, arm: str, window: str) -> str:
     return f"{cost} / {answered}"
 
 
+def breaker_query(arms: Arms, window: str) -> str:
+    """Whether the gateway's breaker on the canary backend left closed in the window (1 open, 2
+    half-open): a canary bad enough to trip it is shut out and gets no attempts to judge."""
+    return f'max_over_time({GW_BREAKER}{{backend="{arms.canary_backend}"}}[{window}])'
+
+
 def custom_query(check: PromqlCheck, arms: Arms, arm: str, window: str) -> str:
     return (
         check.query.replace("{{use_case}}", arms.use_case)
@@ -176,6 +182,10 @@ def analyse(prom: Prometheus, arms: Arms, analysis: Analysis, window_s: float) -
         ),
     ]
     checks: list[CheckResult] = []
+    bq = breaker_query(arms, w)
+    tripped = prom.scalar(bq)
+    if tripped is not None and tripped > 0:
+        checks.append(CheckResult("breaker", False, tripped, None, "closed", bq))
     for name, threshold, query in builtin:
         if threshold is not None:
             checks.append(_judge(prom, name, threshold, query))

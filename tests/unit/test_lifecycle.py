@@ -119,6 +119,8 @@ class Prom:
 
     def scalar(self, expr: str) -> float | None:
         arm = "canary" if 'rollout="canary"' in expr or 'backend="uc-canary"' in expr else "stable"
+        if "breaker_state" in expr:
+            return self.values.get("breaker")
         if "upstream_errors" in expr and " / " in expr:
             return self.values.get(f"errors_{arm}")
         if "histogram_quantile" in expr:
@@ -148,6 +150,8 @@ RULES = Analysis.model_validate(
         (dict(attempts_canary=100, errors_canary=0.0, latency_canary=100), INCONCLUSIVE, "no data"),
         # a breach is a breach even on little traffic: three errors in five attempts fail now
         (dict(attempts_canary=5, errors_canary=0.6, latency_canary=100, latency_stable=100), FAIL, "error_rate"),
+        # the gateway's breaker shut the canary out: no attempts to judge, and a failure
+        (dict(attempts_canary=0, breaker=1), FAIL, "breaker"),
     ],
 )  # fmt: skip
 def test_the_analysis_verdict(values, outcome, reason) -> None:

@@ -128,8 +128,26 @@ def test_a_mutated_stack_plans_or_names_the_field(case: tuple[str, dict, tuple])
         _assert_names_a_field(err)
 
 
-# without the chatbot, whose canary needs the gateway's Redis and Prometheus
+# without the chatbot, whose canary needs the gateway's Redis and Prometheus (and without the
+# coding-assistant route that serves it)
 EMBEDDINGS_ONLY = {"tandem:useCases": ["stacks/usecases/document-embeddings.yaml"]}
+
+
+def _without_chatbot(stack: str) -> dict:
+    gw = copy.deepcopy(STACKS[stack]["tandem:gateway"])
+    assistants = gw.get("assistants") or {}
+    gone = {
+        r["alias"] for r in assistants.get("routes", []) if r.get("useCase") == "support-chatbot"
+    }
+    if assistants:
+        assistants["routes"] = [r for r in assistants["routes"] if r["alias"] not in gone]
+        for r in assistants["routes"]:
+            if "fallbacks" in r:
+                r["fallbacks"] = [f for f in r["fallbacks"] if f not in gone]
+    for k in gw.get("keys", []):
+        if "models" in k:
+            k["models"] = [m for m in k["models"] if m not in gone]
+    return {**EMBEDDINGS_ONLY, "tandem:gateway": gw}
 
 
 @pytest.mark.parametrize(
@@ -142,7 +160,7 @@ EMBEDDINGS_ONLY = {"tandem:useCases": ["stacks/usecases/document-embeddings.yaml
             {"minReplicas": 2, "maxReplicas": 4, "redis": "none"},
             EMBEDDINGS_ONLY,
         ),
-        ("dev", "tandem:observability", {"enabled": False}, EMBEDDINGS_ONLY),
+        ("dev", "tandem:observability", {"enabled": False}, _without_chatbot("dev")),
         ("dev", "tandem:registry", {"enabled": True, "replicas": 3}, {}),
     ],
 )
