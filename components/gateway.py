@@ -68,6 +68,9 @@ class GatewayArgs:
     ingress_namespace: str = "ingress-nginx"
     elasticache: ElastiCacheArgs | None = None  # required when config.redis == "elasticache"
     monitoring: bool = True
+    # NetworkPolicy peers besides the gateway that may reach its in-cluster Redis (the rollout
+    # controller writes the routes' live splits there)
+    redis_clients: list[dict[str, Any]] = field(default_factory=list)
     # the feature store's online store (components.feature_store), when a route reads features
     feature_store_redis: pulumi.Input[str] | None = None
 
@@ -201,7 +204,7 @@ class Gateway(pulumi.ComponentResource):
             namespace=a.namespace,
             component="gateway-redis",
             object_labels=self._labels,
-            clients=[{"podSelector": {"matchLabels": self._selector}}],
+            clients=[{"podSelector": {"matchLabels": self._selector}}, *a.redis_clients],
             opts=self._child,
         )
 

@@ -23,6 +23,13 @@ from components.gpu_pools.gpu_software import GpuSoftware, GpuSoftwareArgs
 from components.gpu_pools.karpenter import Karpenter, KarpenterArgs
 from components.gpu_pools.node_pool import GpuNodePool, GpuNodePoolArgs
 from components.images import Images, ImagesArgs
+from components.lifecycle import (
+    AwsRegistryArgs,
+    ModelRegistry,
+    ModelRegistryArgs,
+    RolloutController,
+    RolloutControllerArgs,
+)
 from components.network import Network, NetworkArgs
 from components.observability import WORKLOAD_MONITORS, Observability, ObservabilityArgs
 from components.redis import ElastiCacheArgs, elasticache_redis, in_cluster_redis
@@ -59,6 +66,8 @@ class PlatformArgs:
     # assistant route apiKeySecret -> the provider's API key (a Pulumi secret, tandem:providerKey-*)
     provider_keys: dict[str, pulumi.Input[str]] = field(default_factory=dict)
     hf_token: pulumi.Input[str] | None = None  # tandem:huggingFaceToken, for gated Hub models
+    # tandem:registryDbPassword: the model registry's RDS master password (EKS mode)
+    registry_db_password: pulumi.Input[str] | None = None
     # the feature projects as Feast plans them and each use case's resolved `features:`
     # (tandem.stack.plan_features): the FeatureStore deploys the first, the gateway reads the
     # second
@@ -88,10 +97,15 @@ class Platform(pulumi.ComponentResource):
         self.images = self._images(image_services(cfg, args.use_cases))
         self.feature_store = self._feature_store(args)
         self.observability = self._observability(args.use_cases, with_gateway)
+        rollouts = any(uc.rollout is not None for uc in args.use_cases)
         self.gateway = (
-            self._gateway(routes, args.gateway_keys, args.provider_keys) if with_gateway else None
+            self._gateway(routes, args.gateway_keys, args.provider_keys, rollouts)
+            if with_gateway
+            else None
         )
+        self.registry = self._registry(args.registry_db_password) if cfg.registry.enabled else None
         self.use_cases = self._use_cases(args.use_cases, args.checks or {}, args.hf_token)
+        self.rollout_controller = self._rollout_controller() if rollouts else None
         self.register_outputs(
             {
                 "clusterName": self.cluster.name,
@@ -229,6 +243,7 @@ class Platform(pulumi.ComponentResource):
         routes: list,
         raw_keys: dict[str, pulumi.Input[str]],
         provider_keys: dict[str, pulumi.Input[str]],
+        rollouts: bool,
     ) -> Gateway:
         """The shared AI gateway, routing to every use case that has a `gateway:` section and to
         the coding assistants' models (`gateway.assistants`), with an audit record per request."""
@@ -260,11 +275,63 @@ class Platform(pulumi.ComponentResource):
                 elasticache=self._elasticache() if cfg.gateway.redis == "elasticache" else None,
                 monitoring=cfg.observability.enabled,
                 image=self.images.refs["gateway"],
+                redis_clients=[RolloutController.redis_client()] if rollouts else [],
                 feature_store_redis=(
                     self.feature_store.redis_url
                     if self.feature_store is not None and any(r.features for r in routes)
                     else None
                 ),
+            ),
+            opts=self._child(),
+        )
+
+    def _registry(self, db_password: pulumi.Input[str] | None) -> ModelRegistry:
+        """MLflow's tracking server with its Model Registry: on EKS with its own RDS Postgres and
+        S3 bucket (through IRSA); on an existing cluster with the DSN Secret and bucket given."""
+        cfg = self.config
+        aws_args = None
+        if self.network is not None:
+            assert db_password is not None
+            eks = self.cluster.eks_identity()
+            aws_args = AwsRegistryArgs(
+                subnet_ids=self.cluster.private_subnet_ids,
+                node_security_group_id=eks.security_group_id,
+                vpc_id=self.network.vpc_id,
+                oidc_provider_arn=eks.oidc_provider_arn,
+                oidc_issuer_url=eks.oidc_issuer_url,
+                db_password=db_password,
+                tags=self.tags,
+            )
+        return ModelRegistry(
+            "model-registry",
+            ModelRegistryArgs(
+                config=cfg.registry,
+                environment=cfg.environment,
+                cluster_name=cfg.cluster_name,
+                k8s_provider=self.cluster.provider,
+                aws=aws_args,
+                monitoring=cfg.observability.enabled,
+            ),
+            opts=self._child(),
+        )
+
+    def _rollout_controller(self) -> RolloutController:
+        """The controller that moves use cases' traffic between stable and canary versions
+        (config validation made sure the gateway has a Redis and Prometheus runs)."""
+        assert self.gateway is not None and self.gateway.redis_url is not None
+        assert self.observability is not None
+        return RolloutController(
+            "rollout-controller",
+            RolloutControllerArgs(
+                redis_url=self.gateway.redis_url,
+                prometheus_url=self.observability.prometheus_url,
+                image=self.images.refs["gateway"],
+                registry_url=self.registry.url if self.registry is not None else None,
+                k8s_provider=self.cluster.provider,
+                monitoring=self.config.observability.enabled,
+                depends_on=[
+                    r for r in (self.registry, getattr(self, "kuberay", None)) if r is not None
+                ],
             ),
             opts=self._child(),
         )

@@ -42,6 +42,7 @@ from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.proxy import OK, Upstreams
 from gateway.response_store import MemoryStore, RedisStore, ResponseStore
+from gateway.split import SplitWatcher, compile_splits, overlay, split_keys
 from gateway.stages.account import Accounting
 from gateway.stages.admit import Admission
 from gateway.stages.authenticate import authenticate, developer_of
@@ -107,8 +108,16 @@ class GatewayService:
         span_exporter: Any = None,
     ) -> None:
         self.cfg = cfg
+        split_routes = sorted(a for a, r in cfg.routes.items() if r.split is not None)
+        if split_routes and cfg.redis is None:
+            raise StartupError(
+                f"routes {split_routes} have a split: (a rollout) but the config has no redis: "
+                "section; the rollout controller writes the live split to Redis"
+            )
         self.config_path = Path(config_path) if config_path else None
+        self.splits: dict = {}  # alias -> the live TrafficSplit laid over the file (split.py)
         self.compiled: Compiled = compile_config(cfg)
+        self.split_watcher: SplitWatcher | None = None
         self.metrics = Metrics()
         self.max_body_bytes = cfg.server.max_body_bytes
         self.tracer = build_tracer(cfg.tracing, span_exporter)
@@ -174,6 +183,13 @@ class GatewayService:
         else:
             self.response_store = MemoryStore(keep.ttl_s, keep.max_entries)
         self.responses_exchange = ResponsesExchange(self.response_store)
+        if keys := split_keys(self.cfg):
+            assert self.cfg.redis is not None
+            self.split_watcher = SplitWatcher(
+                self.cfg.redis.url, keys, self.cfg.server.split_poll_s, self.apply_splits
+            )
+            await self.split_watcher.poll_once()  # serve the live split from the first request
+            self._spawn(self.split_watcher.run())
         if self.cfg.feature_store is not None:
             self.features = FeatureStage(self.cfg.feature_store, self.metrics)
         if self.cache is not None:
@@ -188,6 +204,8 @@ class GatewayService:
             t.cancel()
         if self.upstreams is not None:
             await self.upstreams.close()
+        if self.split_watcher is not None:
+            await self.split_watcher.close()
         await self.admission.close()
         await self.sessions.close()
         if self.response_store is not None:
@@ -261,7 +279,7 @@ class GatewayService:
         assert self.config_path is not None
         try:
             cfg = load_config(self.config_path)
-            compiled = compile_config(cfg)
+            compiled = compile_splits(compile_config(overlay(cfg, self.splits)), self.splits)
         except ConfigError as exc:
             log.error("config reload rejected, keeping the running config:\n%s", exc)
             return False
@@ -272,6 +290,8 @@ class GatewayService:
             self.upstreams.update(compiled)
         self.cfg = cfg.model_copy(update={s: getattr(self.cfg, s) for s in _RESTART_SECTIONS})
         self.compiled = compiled
+        if self.split_watcher is not None:
+            self.split_watcher.watch(split_keys(self.cfg))
         self._developers_gauge()
         log.info(
             "config reloaded: %d routes, %d backends, %d keys",
@@ -280,6 +300,23 @@ class GatewayService:
             len(compiled.keys),
         )
         return True
+
+    def apply_splits(self, splits: dict) -> None:
+        """Lay the routes' live traffic splits over the file's config and swap it in (requests
+        in flight keep the compiled config they started with)."""
+        try:
+            compiled = compile_splits(compile_config(overlay(self.cfg, splits)), splits)
+        except (ConfigError, ValueError) as exc:
+            log.error("traffic split rejected, keeping the running one: %s", exc)
+            return
+        if self.upstreams is not None:
+            self.upstreams.update(compiled)
+        self.splits = splits
+        self.compiled = compiled
+        log.info(
+            "traffic split applied: %s",
+            ", ".join(f"{a} canary {s.canary_weight:g}%" for a, s in splits.items()) or "none",
+        )
 
     # -- small endpoints --------------------------------------------------------------------
     async def healthz(self, _request: web.Request) -> web.Response:

@@ -148,6 +148,18 @@ class WeightedBackend(_Strict):
     weight: float = Field(1.0, gt=0)
 
 
+class RouteSplit(_Strict):
+    """A route under a rollout: its first backend is the stable version, `canary` the candidate.
+
+    The live weights come from Redis (`<redis.prefix>:split:<alias>`, a
+    vocabulary.rollout.TrafficSplit the rollout controller writes); without that key the route
+    serves as the file says (the stable backend only). An experiment's split names the request
+    attribute that keeps each caller on one arm (gateway/split.py).
+    """
+
+    canary: str = Field(description="backend serving the canary version")
+
+
 class Route(_Strict):
     # Field order: as Backend's
     backends: list[WeightedBackend] = Field(min_length=1)
@@ -162,6 +174,7 @@ class Route(_Strict):
     degrade_to: str | None = Field(None, description="cheaper alias used past the soft budget")
     hedge_after_s: float | None = Field(None, gt=0)
     cache: CachePolicy | None = Field(None, description="this route's cache policy keys")
+    split: RouteSplit | None = Field(None, description="stable/canary split under a rollout")
     features: FeatureRead | None = Field(
         None, description="the feature service read for each request (gateway/stages/features.py)"
     )
@@ -234,6 +247,7 @@ class Server(_Strict):
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     reload_interval_s: float = Field(2.0, ge=0, description="0 disables hot reload")
+    split_poll_s: float = Field(1.0, gt=0, description="how often routes' live splits are read")
 
 
 class Redis(_Strict):
@@ -312,6 +326,17 @@ class RoutesConfig(_Strict):
                     )
                 elif target == alias:
                     errors.append(f"routes.{alias}.{where}: a route cannot fall back to itself")
+        for alias, route in self.routes.items():
+            if route.split is None:
+                continue
+            where = f"routes.{alias}.split"
+            if route.split.canary not in self.backends:
+                errors.append(
+                    f"{where}.canary: unknown backend {route.split.canary!r}; "
+                    f"allowed: {sorted(self.backends)}"
+                )
+            elif any(wb.backend == route.split.canary for wb in route.backends):
+                errors.append(f"{where}.canary: the canary backend is not one of the route's own")
         for name in self.prices:
             if name not in self.backends:
                 errors.append(f"prices.{name}: unknown backend; allowed: {sorted(self.backends)}")
@@ -502,6 +527,9 @@ class CompiledRoute:
         "endpoints",
         "cache_policy",
         "windowed",
+        "split",
+        "sticky",
+        "arm_headers",
         "features",
     )
 
@@ -536,6 +564,16 @@ class CompiledRoute:
         self.cache_policy = spec.cache
         # a backend declares its context window: requests are checked against it before a call
         self.windowed = any(b.spec.context_window is not None for b in self.backends)
+        self.split = spec.split  # a rollout's stable/canary split (gateway/split.py)
+        self.sticky: tuple[str, str] | None = None  # (attribute, salt) of a live experiment
+        # per backend name: the X-Tandem-Rollout / X-Tandem-Model-Version an answer carries
+        self.arm_headers: dict[str, dict[str, str]] = {}
+        if spec.split is not None:
+            for b in self.backends:
+                self.arm_headers[b.name] = {
+                    "X-Tandem-Rollout": b.label_values[3],
+                    "X-Tandem-Model-Version": b.label_values[2] or "unknown",
+                }
         self.features = CompiledRead(spec.features) if spec.features is not None else None
 
 

@@ -139,6 +139,7 @@ class Upstreams:
         self.breakers: dict[str, CircuitBreaker] = {}
         self.limits: dict[str, AdaptiveLimit] = {}
         self._session_keys: dict[str, tuple] = {}
+        self._breaker_keys: dict[str, tuple] = {}
         self._retired: list[aiohttp.ClientSession] = []
         self.update(compiled)
 
@@ -164,11 +165,15 @@ class Upstreams:
                     skip_auto_headers=("User-Agent",),
                 )
                 self._session_keys[name] = skey
-            br = self.breakers.get(name)
-            if br is None or br.policy != b.spec.breaker:
+            # a breaker judges one model version: a rollout that puts another version behind the
+            # same backend (gateway/split.py labels it) starts it closed, so a rolled-back bad
+            # canary's open breaker does not keep the next candidate from any traffic
+            bkey = (b.spec.breaker, b.spec.labels.model_version)
+            if name not in self.breakers or self._breaker_keys.get(name) != bkey:
                 gauge = self.metrics.breaker_state.labels(name)
                 gauge.set(0)
                 self.breakers[name] = CircuitBreaker(b.spec.breaker, on_change=gauge.set)
+                self._breaker_keys[name] = bkey
             lim = self.limits.get(name)
             if (
                 lim is None
@@ -185,6 +190,7 @@ class Upstreams:
                 self._session_keys.pop(name, None)
                 self.breakers.pop(name, None)
                 self.limits.pop(name, None)
+                self._breaker_keys.pop(name, None)
 
     async def close(self) -> None:
         for s in list(self.sessions.values()) + self._retired:
@@ -193,12 +199,17 @@ class Upstreams:
         self._retired.clear()
 
     # -- choosing -------------------------------------------------------------------------
-    def pick(self, route: CompiledRoute, tried: set[str]) -> CompiledBackend | None:
+    def pick(
+        self, route: CompiledRoute, tried: set[str], bucket: float | None = None
+    ) -> CompiledBackend | None:
+        """A backend by weight among the usable ones; `bucket` (a caller's fixed point in
+        [0, 1), gateway/split.py) replaces the random draw for the first choice."""
         backends = route.backends
         if len(backends) == 1:
             b = backends[0]
             return b if b.name not in tried and self.breakers[b.name].available() else None
-        b = backends[bisect_right(route.cum_weights, random.random() * route.total_weight)]
+        x = random.random() if bucket is None else bucket
+        b = backends[bisect_right(route.cum_weights, x * route.total_weight)]
         if b.name not in tried and self.breakers[b.name].available():
             return b
         # Slow path: re-draw among the backends still usable.

@@ -25,6 +25,8 @@ TOKEN_USE_CASE = "tandem:use_case:UseCase"
 TOKEN_GATEWAY = "tandem:gateway:Gateway"
 TOKEN_OBSERVABILITY = "tandem:observability:Observability"
 TOKEN_IMAGES = "tandem:images:Images"
+TOKEN_MODEL_REGISTRY = "tandem:lifecycle:ModelRegistry"
+TOKEN_ROLLOUT_CONTROLLER = "tandem:lifecycle:RolloutController"
 TOKEN_FEATURE_STORE = "tandem:features:FeatureStore"
 
 # Kubernetes node / pod labels.
@@ -60,6 +62,7 @@ NS_KUBERAY = "kuberay-system"
 NS_MONITORING = "monitoring"
 NS_GATEWAY = "tandem-gateway"
 NS_SERVING = "tandem-serving"
+NS_LIFECYCLE = "tandem-lifecycle"  # the model registry and the rollout controller
 NS_FEATURES = "tandem-features"
 
 

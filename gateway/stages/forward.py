@@ -24,6 +24,7 @@ import orjson
 from gateway.config import CompiledBackend, CompiledRoute, Retries
 from gateway.errors import GatewayError
 from gateway.proxy import BUSY, CLIENT, CONTEXT, FAIL, OK, RATE, Attempt, Upstreams
+from gateway.split import sticky_bucket
 
 CHARS_PER_TOKEN = 4  # the pre-flight estimate of a prompt's tokens (a tokenizer is per model)
 _PROMPT_PARAM = {
@@ -75,7 +76,7 @@ class Forwarder:
                 continue
             if r is not route:
                 self.metrics.child(self.metrics.fallbacks, route.alias, r.alias).inc()
-            a = await self._try_route(r, stream, deadline, prep, need)
+            a = await self._try_route(r, stream, deadline, prep, need, body)
             if a is None:
                 continue
             if a.kind == OK or a.kind == CLIENT:
@@ -97,7 +98,13 @@ class Forwarder:
         raise _final_error(last, deadline, endpoint)
 
     async def _try_route(
-        self, r: CompiledRoute, stream: bool, deadline: float, prepare: Prepare, need: int
+        self,
+        r: CompiledRoute,
+        stream: bool,
+        deadline: float,
+        prepare: Prepare,
+        need: int,
+        body: dict,
     ) -> Attempt | None:
         """Up to 1 + `retries.attempts` calls on one route; None if no backend was usable.
         `need`: the request's estimated tokens, for backends that declare a context window."""
@@ -110,8 +117,11 @@ class Forwarder:
             return a
         tried = set(skip)  # ... and those that failed or throttled: others are preferred
         last: Attempt | None = None
+        # a route split by caller (an A/B experiment) sends this caller's first attempt to its
+        # arm; a retry after a failure may use the other arm (an answer beats stickiness)
+        bucket = sticky_bucket(r, body) if r.sticky is not None else None
         for n in range(retries.attempts + 1):
-            backend = self.up.pick(r, tried) or (
+            backend = self.up.pick(r, tried, bucket) or (
                 self.up.pick(r, skip) if len(tried) > len(skip) else None
             )
             if backend is None or not self.up.breakers[backend.name].allow():

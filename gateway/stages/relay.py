@@ -39,6 +39,10 @@ class Relay:
         the caller's API (`call.exchange`, for Messages and Responses)."""
         ex = call.exchange
         headers = {CACHE_HEADER: call.cache_status or BYPASS_OFF}
+        # under a rollout the caller learns which arm and version answered (A/B analytics)
+        arm = a.route.arm_headers.get(a.backend.name)
+        if arm:
+            headers.update(arm)
         if a.kind == CLIENT:
             self.accounting.refused_upstream(call, a.backend, a.status)
             body = a.body if ex is None else ex.client_error(call, a)
@@ -47,7 +51,7 @@ class Relay:
             )
         if a.resp is not None:
             try:
-                return await self._stream(request, call, a)
+                return await self._stream(request, call, a, arm)
             finally:
                 self.upstreams.finished(a)
         if ex is not None:
@@ -60,11 +64,14 @@ class Relay:
             self.cache.store(call.cache_request, a.obj)
         return web.Response(body=a.body, content_type="application/json", headers=headers)
 
-    async def _stream(self, request: web.Request, call: Call, a: Attempt) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, call: Call, a: Attempt, arm: dict[str, str] | None
+    ) -> web.StreamResponse:
         up = a.resp
         assert up is not None and call.key is not None
         out = web.StreamResponse(
-            status=200, headers={**SSE_HEADERS, CACHE_HEADER: call.cache_status or BYPASS_OFF}
+            status=200,
+            headers={**SSE_HEADERS, CACHE_HEADER: call.cache_status or BYPASS_OFF, **(arm or {})},
         )
         ex = call.exchange
         if ex is not None:  # passed through with its usage read, or translated

@@ -28,6 +28,9 @@ COMMAND_MODULES = {
     "tandem.cli.gateway": "gateway",  # gateway serve / hash-key
     "tandem.cli.cache": "gateway",  # cache replay
     "tandem.cli.finops": "finops",  # finops report / demo
+    "tandem.cli.deploy": "lifecycle",  # deploy
+    "tandem.cli.rollout": "lifecycle",  # rollout status / pause / resume / abort / controller
+    "tandem.cli.registry": "lifecycle",  # registry resolve
     "tandem.cli.assistants": "finops",  # assistants report
 }
 
@@ -134,6 +137,7 @@ _TANDEM_PACKAGES = {
     "observability",
     "gpu_pools",
     "embedding",
+    "lifecycle",
     "features",
     "vocabulary",
 }
