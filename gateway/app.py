@@ -161,12 +161,13 @@ class GatewayService:
         r.add_delete("/v1/responses/{id}", self.stored_response)
         r.add_get("/v1/responses/{id}/input_items", self.stored_response)
         r.add_get("/v1/models", self.models)
-        r.add_get("/v1/models/{model_id:.+}", self.model)
+        # [\s\S]: an id or path with a newline (%0A) still matches, and gets a JSON answer
+        r.add_get("/v1/models/{model_id:[\s\S]+}", self.model)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
         r.add_get("/metrics", self.prometheus)
         r.add_get("/openapi.json", self.openapi)
-        r.add_route("*", "/{tail:.*}", self.not_found)
+        r.add_route("*", "/{tail:[\s\S]*}", self.not_found)
         app.on_startup.append(self._startup)
         app.on_cleanup.append(self._cleanup)
         return app

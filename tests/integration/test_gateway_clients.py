@@ -193,6 +193,17 @@ def test_openapi_no_server_errors(case, stack) -> None:
     )
 
 
+def test_a_path_with_a_newline_gets_a_json_error(stack) -> None:
+    # schemathesis found it: aiohttp's `.` stops at %0A, so such a path matched no route and got
+    # aiohttp's own text/plain 404 instead of an OpenAI-style body
+    _, gw = stack
+    auth = {"Authorization": f"Bearer {KEY}"}
+    for path, status in (("/v1/models/a%0Ab", 404), ("/v1/nothing%0Ahere", 404)):
+        r = httpx.get(gw.url + path, headers=auth)
+        assert r.status_code == status and r.headers["content-type"].startswith("application/json")
+        assert r.json()["error"]["message"]
+
+
 def test_openapi_document_is_served(stack) -> None:
     _, gw = stack
     assert httpx.get(gw.url + "/openapi.json").json()["paths"].keys() >= {
