@@ -10,18 +10,18 @@ FEAST_VENV := .venv-feast
 SHARED ?= $(abspath ../shared)
 export TANDEM_CRD_DIR ?= $(SHARED)/crds
 export TANDEM_SHARED_DIR ?= $(SHARED)
-DEBIAN_PACKAGES := prometheus prometheus-alertmanager redis-server libgomp1
+DEBIAN_PACKAGES := prometheus prometheus-alertmanager redis-server libgomp1 postgresql
 # Type-checked in CI: every Tandem package, the gateway and serving runtime included.
-TYPED := tandem vocabulary gpu_pools observability finops policies components serving gateway pipelines embedding features
+TYPED := tandem vocabulary gpu_pools observability finops policies components serving gateway pipelines embedding lifecycle features
 
-.PHONY: setup feast-env feast-lock system-packages assistant-clients plan test lint hadolint typecheck imports unit integration llm-env llm gpu lock clean rehearsal
+.PHONY: setup feast-env feast-lock system-packages assistant-clients plan test lint hadolint typecheck imports unit integration llm-env llm gpu lock clean rehearsal mlflow-env
 
 ## The first command: set up and plan the dev stack offline.
 plan: setup
 	$(VENV)/bin/tandem plan --stack dev
 
 ## The second command: set up and run every test tier this machine can run.
-test: setup system-packages assistant-clients lint typecheck imports
+test: setup system-packages assistant-clients mlflow-env lint typecheck imports
 	$(PY) -m pytest -q tests --ignore=tests/llm --ignore=tests/gpu
 	$(MAKE) llm
 	$(VENV)/bin/tandem plan --stack dev > /dev/null
@@ -57,6 +57,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 ## Real servers the integration tier talks to (Debian packages; CI runs as root).
 system-packages:
 	missing=""; for bin in prometheus promtool amtool redis-server; do command -v $$bin >/dev/null || missing=1; done
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=1
 	if [ -n "$$missing" ]; then
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo )
 	  $$SUDO apt-get update -qq
@@ -86,8 +87,17 @@ imports: setup
 unit: setup
 	$(PY) -m pytest -q tests/unit tests/manifests
 
-integration: setup system-packages assistant-clients
+integration: setup system-packages assistant-clients mlflow-env
 	$(PY) -m pytest -q tests/integration
+
+## The model registry's server (MLflow) for the lifecycle tier and benchmark, in its own
+## environment: mlflow pulls pandas, pyarrow and scikit-learn, which Tandem does not use.
+mlflow-env: .venv-mlflow/.installed
+
+.venv-mlflow/.installed: lifecycle/mlflow-requirements.txt
+	test -d .venv-mlflow || $(PYTHON) -m venv .venv-mlflow
+	.venv-mlflow/bin/python -m pip install -q -r lifecycle/mlflow-requirements.txt
+	touch $@
 
 ## The LLM environment, .venv-llm: vLLM's CPU build, Ray Serve LLM and Tandem (~4 min, 3 GB, once).
 ## `tandem serve --local` runs LLM use cases from it: .venv-llm/bin/tandem serve --local FILE.
@@ -113,4 +123,4 @@ lock:
 	mv constraints.new constraints.txt && rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) $(FEAST_VENV) .venv-llm .pytest_cache .ruff_cache .mypy_cache tests/integration/assistants/node_modules
+	rm -rf $(VENV) $(FEAST_VENV) .venv-llm .venv-mlflow .pytest_cache .ruff_cache .mypy_cache tests/integration/assistants/node_modules

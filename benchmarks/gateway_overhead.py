@@ -443,8 +443,6 @@ def start_tandem(upstream: str, workdir: Path, profile: str = "tandem") -> Targe
     `tandem_messages_translated` from the same chat-completions backend as `tandem`."""
     import hashlib
 
-    import yaml
-
     port = free_port()
     key = {
         "id": "bench",
@@ -473,7 +471,21 @@ def start_tandem(upstream: str, workdir: Path, profile: str = "tandem") -> Targe
         cfg["cache"] = {"mode": "semantic", "redis_url": redis_url}
         if profile == "tandem_cache_cold":
             body_source = iter(questions())
-    path = workdir / f"routes-{profile}.yaml"
+    try:
+        target = launch_tandem(cfg, workdir / f"routes-{profile}.yaml", profile, KEY)
+    except RuntimeError:
+        if redis_proc is not None:
+            redis_proc.kill()
+        raise
+    target.helpers = [redis_proc] if redis_proc is not None else []
+    target.questions = body_source
+    return target
+
+
+def launch_tandem(cfg: dict[str, Any], path: Path, name: str, key: str | None) -> Target:
+    """`tandem gateway serve` on the routes config `cfg` (which names its port), once ready."""
+    import yaml
+
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
@@ -491,22 +503,19 @@ def start_tandem(upstream: str, workdir: Path, profile: str = "tandem") -> Targe
         cwd=ROOT,
         env=env,
     )
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{cfg['server']['port']}"
     try:
         wait_http(base + "/readyz", 60, proc)
     except RuntimeError:
         proc.kill()
-        if redis_proc is not None:
-            redis_proc.kill()
         raise
-    if profile in MESSAGES_TARGETS:  # as Claude Code sends it
-        target = Target(profile, base, proc, {"x-api-key": KEY, "anthropic-version": "2023-06-01"})
+    if name in MESSAGES_TARGETS:  # as Claude Code sends it
+        target = Target(
+            name, base, proc, {"x-api-key": key or "", "anthropic-version": "2023-06-01"}
+        )
         target.api = "messages"
-    else:
-        target = Target(profile, base, proc, {"Authorization": f"Bearer {KEY}"})
-    target.helpers = [redis_proc] if redis_proc is not None else []
-    target.questions = body_source
-    return target
+        return target
+    return Target(name, base, proc, {"Authorization": f"Bearer {key}"} if key else {})
 
 
 LITELLM_ENV = {
@@ -525,6 +534,22 @@ LITELLM_ENV = {
 
 
 def start_litellm(upstream: str, workdir: Path, venv: Path) -> Target:
+    model_list = [
+        {
+            "model_name": MODEL,
+            "litellm_params": {
+                "model": f"openai/{MODEL}",
+                "api_base": upstream + "/v1",
+                "api_key": "sk-upstream",
+            },
+        }
+    ]
+    return launch_litellm({"model_list": model_list}, workdir, venv)
+
+
+def launch_litellm(cfg: dict[str, Any], workdir: Path, venv: Path) -> Target:
+    """LiteLLM proxy, one worker, on `cfg` (its `model_list` and any `router_settings`) with no
+    cache, no telemetry and no way off this machine; once it answers."""
     import yaml
 
     exe = venv / "bin" / "litellm"
@@ -535,17 +560,8 @@ def start_litellm(upstream: str, workdir: Path, venv: Path) -> Target:
         free_port()
     )  # nothing listens: any outbound call fails fast instead of leaving the machine
     cfg = {
-        "model_list": [
-            {
-                "model_name": MODEL,
-                "litellm_params": {
-                    "model": f"openai/{MODEL}",
-                    "api_base": upstream + "/v1",
-                    "api_key": "sk-upstream",
-                },
-            }
-        ],
-        "litellm_settings": {"cache": False, "telemetry": False},
+        **cfg,
+        "litellm_settings": {"cache": False, "telemetry": False, **cfg.get("litellm_settings", {})},
         "general_settings": {"master_key": KEY},
     }
     path = workdir / "litellm.yaml"
@@ -577,7 +593,11 @@ def start_litellm(upstream: str, workdir: Path, venv: Path) -> Target:
         stderr=(workdir / "litellm.log").open("w"),
     )
     base = f"http://127.0.0.1:{port}"
-    wait_http(base + "/health/liveliness", 90, proc)
+    try:
+        wait_http(base + "/health/liveliness", 90, proc)
+    except RuntimeError:
+        proc.kill()
+        raise
     return Target("litellm", base, proc, {"Authorization": f"Bearer {KEY}"})
 
 

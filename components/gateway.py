@@ -77,7 +77,9 @@ class GatewayArgs:
     service_account: str | None = None
     service_account_role_arn: pulumi.Input[str] | None = None
     redis_volume_gib: int | None = None  # in-cluster Redis on a PersistentVolume (the queue)
-    redis_clients: list[dict[str, Any]] = field(default_factory=list)  # more pods reaching it
+    # NetworkPolicy peers besides the gateway that may reach its in-cluster Redis (the batch
+    # workers; the rollout controller writes the routes' live splits there)
+    redis_clients: list[dict[str, Any]] = field(default_factory=list)
     # the feature store's online store (components.feature_store), when a route reads features
     feature_store_redis: pulumi.Input[str] | None = None
 

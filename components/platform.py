@@ -23,6 +23,13 @@ from components.gpu_pools.gpu_software import GpuSoftware, GpuSoftwareArgs
 from components.gpu_pools.karpenter import Karpenter, KarpenterArgs
 from components.gpu_pools.node_pool import GpuNodePool, GpuNodePoolArgs
 from components.images import Images, ImagesArgs
+from components.lifecycle import (
+    AwsRegistryArgs,
+    ModelRegistry,
+    ModelRegistryArgs,
+    RolloutController,
+    RolloutControllerArgs,
+)
 from components.network import Network, NetworkArgs
 from components.observability import WORKLOAD_MONITORS, Observability, ObservabilityArgs
 from components.pipelines import (
@@ -74,6 +81,8 @@ class PlatformArgs:
     hf_token: pulumi.Input[str] | None = None  # tandem:huggingFaceToken, for gated Hub models
     # tandem:batchWebhookSecret (whsec_...): signs async jobs' webhooks; unset, none are sent
     batch_webhook_secret: pulumi.Input[str] | None = None
+    # tandem:registryDbPassword: the model registry's RDS master password (EKS mode)
+    registry_db_password: pulumi.Input[str] | None = None
     # the feature projects as Feast plans them and each use case's resolved `features:`
     # (tandem.stack.plan_features): the FeatureStore deploys the first, the gateway reads the
     # second
@@ -104,6 +113,7 @@ class Platform(pulumi.ComponentResource):
         self.images = self._images(image_services(cfg, args.use_cases))
         self.feature_store = self._feature_store(args)
         self.observability = self._observability(args.use_cases, with_gateway)
+        rollouts = any(uc.rollout is not None for uc in args.use_cases)
         with_batch = with_gateway and cfg.batch.enabled
         self.batch_storage = self._batch_storage() if with_batch else None
         self.gateway = (
@@ -111,6 +121,7 @@ class Platform(pulumi.ComponentResource):
                 routes,
                 args.gateway_keys,
                 args.provider_keys,
+                rollouts,
                 args.use_cases,
                 args.batch_webhook_secret,
             )
@@ -118,7 +129,9 @@ class Platform(pulumi.ComponentResource):
             else None
         )
         self.batch = self._batch_workers() if self.gateway and self.batch_storage else None
+        self.registry = self._registry(args.registry_db_password) if cfg.registry.enabled else None
         self.use_cases = self._use_cases(args.use_cases, args.checks or {}, args.hf_token)
+        self.rollout_controller = self._rollout_controller() if rollouts else None
         self.register_outputs(
             {
                 "clusterName": self.cluster.name,
@@ -295,6 +308,7 @@ class Platform(pulumi.ComponentResource):
         routes: list,
         raw_keys: dict[str, pulumi.Input[str]],
         provider_keys: dict[str, pulumi.Input[str]],
+        rollouts: bool,
         use_cases: list[UseCaseSpec],
         webhook_secret: pulumi.Input[str] | None,
     ) -> Gateway:
@@ -317,9 +331,13 @@ class Platform(pulumi.ComponentResource):
                 "service_account_role_arn": storage.role_arn,
                 # the queue must outlive the Redis pod: its append-only file on a volume
                 "redis_volume_gib": 10 if cfg.gateway.redis == "in-cluster" else None,
-                "redis_clients": [{"podSelector": {"matchLabels": WORKER_SELECTOR}}],
                 "client_namespaces": [labels.NS_SERVING, labels.NS_BATCH],
             }
+        # pods besides the gateway that reach its Redis: the rollout controller (live splits),
+        # the batch workers (the queue, the records)
+        redis_clients = [RolloutController.redis_client()] if rollouts else []
+        if storage is not None:
+            redis_clients.append({"podSelector": {"matchLabels": WORKER_SELECTOR}})
         # one Secret beside the gateway: the assistants' provider keys and the webhook secret
         secrets = {provider_key_env(name): key for name, key in provider_keys.items()}
         if self._webhooks and webhook_secret:
@@ -353,11 +371,63 @@ class Platform(pulumi.ComponentResource):
                 monitoring=cfg.observability.enabled,
                 image=self.images.refs["gateway"],
                 **batch_args,
+                redis_clients=redis_clients,
                 feature_store_redis=(
                     self.feature_store.redis_url
                     if self.feature_store is not None and any(r.features for r in routes)
                     else None
                 ),
+            ),
+            opts=self._child(),
+        )
+
+    def _registry(self, db_password: pulumi.Input[str] | None) -> ModelRegistry:
+        """MLflow's tracking server with its Model Registry: on EKS with its own RDS Postgres and
+        S3 bucket (through IRSA); on an existing cluster with the DSN Secret and bucket given."""
+        cfg = self.config
+        aws_args = None
+        if self.network is not None:
+            assert db_password is not None
+            eks = self.cluster.eks_identity()
+            aws_args = AwsRegistryArgs(
+                subnet_ids=self.cluster.private_subnet_ids,
+                node_security_group_id=eks.security_group_id,
+                vpc_id=self.network.vpc_id,
+                oidc_provider_arn=eks.oidc_provider_arn,
+                oidc_issuer_url=eks.oidc_issuer_url,
+                db_password=db_password,
+                tags=self.tags,
+            )
+        return ModelRegistry(
+            "model-registry",
+            ModelRegistryArgs(
+                config=cfg.registry,
+                environment=cfg.environment,
+                cluster_name=cfg.cluster_name,
+                k8s_provider=self.cluster.provider,
+                aws=aws_args,
+                monitoring=cfg.observability.enabled,
+            ),
+            opts=self._child(),
+        )
+
+    def _rollout_controller(self) -> RolloutController:
+        """The controller that moves use cases' traffic between stable and canary versions
+        (config validation made sure the gateway has a Redis and Prometheus runs)."""
+        assert self.gateway is not None and self.gateway.redis_url is not None
+        assert self.observability is not None
+        return RolloutController(
+            "rollout-controller",
+            RolloutControllerArgs(
+                redis_url=self.gateway.redis_url,
+                prometheus_url=self.observability.prometheus_url,
+                image=self.images.refs["gateway"],
+                registry_url=self.registry.url if self.registry is not None else None,
+                k8s_provider=self.cluster.provider,
+                monitoring=self.config.observability.enabled,
+                depends_on=[
+                    r for r in (self.registry, getattr(self, "kuberay", None)) if r is not None
+                ],
             ),
             opts=self._child(),
         )

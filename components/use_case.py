@@ -22,6 +22,7 @@ from serving import builder
 from serving.checks import CheckResult, run_checks
 from vocabulary import labels, review
 from vocabulary.features import FeatureRead
+from vocabulary.rollout import canary_name
 from vocabulary.usecase import UseCaseSpec
 
 
@@ -86,9 +87,21 @@ def gateway_entry(
     """
     if spec.gateway is None:
         return None
-    target = next((d for d in spec.deployments if d.kind == "llm"), spec.deployments[0])
-    url = (
-        f"http://{spec.name}-serve-svc.{namespace}.svc:{builder.SERVE_PORT}"
-        f"{builder.route_prefix(target)}/v1"
+    target = spec.rollout_deployment or next(
+        (d for d in spec.deployments if d.kind == "llm"), spec.deployments[0]
     )
-    return RouteTarget(spec.name, spec.team, spec.gateway, url, target.model, features)
+    base = f"http://{spec.name}-serve-svc.{namespace}.svc:{builder.SERVE_PORT}"
+    url = f"{base}{builder.route_prefix(target)}/v1"
+    canary_url = None
+    if spec.rollout is not None:  # the canary Serve app lives beside the stable one
+        canary_url = f"{base}/{canary_name(target.name)}/v1"
+    return RouteTarget(
+        spec.name,
+        spec.team,
+        spec.gateway,
+        url,
+        target.model,
+        model_version=target.model_version if target.registry is not None else "",
+        canary_url=canary_url,
+        features=features,
+    )

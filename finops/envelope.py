@@ -252,12 +252,48 @@ def _karpenter(config: PlatformConfig) -> list[ComponentCost]:
     ]
 
 
+def _registry(config: PlatformConfig) -> list[ComponentCost]:
+    """The model registry's RDS Postgres (two instances and volumes when Multi-AZ) and its
+    artifact bucket (components/lifecycle.py)."""
+    reg = config.registry
+    if not reg.enabled:
+        return []
+    costs = load_costs()
+    db = reg.database
+    copies = 2 if (db.multi_az if db.multi_az is not None else config.environment == "prod") else 1
+    rds = costs["rds"]
+    monthly = copies * (
+        rds["usd_per_hour"][db.instance_class] * HOURS_PER_MONTH
+        + db.storage_gib * rds["gp3_usd_per_gb_month"]
+    )
+    s3 = costs["s3"]
+    gb = s3["assume_registry_gb"]
+    return [
+        _line(
+            "rds-model-registry",
+            monthly,
+            monthly,
+            f"{db.instance_class} PostgreSQL, {db.storage_gib} GiB gp3"
+            + (", Multi-AZ (2 instances)" if copies == 2 else ", single-AZ"),
+            "rds",
+        ),
+        _line(
+            "s3-model-registry",
+            gb["min"] * s3["usd_per_gb_month"],
+            gb["max"] * s3["usd_per_gb_month"],
+            f"model versions in the artifact bucket, {gb['min']}-{gb['max']} GB stored",
+            "s3",
+        ),
+    ]
+
+
 def component_costs(config: PlatformConfig, use_cases: Sequence[Any] = ()) -> list[ComponentCost]:
     """Every billable resource of the stack besides GPU instances, by component."""
     lines: list[ComponentCost] = []
     if config.cluster.mode == "eks":
         lines += _cluster(config) + _network(config) + _gpu_volumes(config)
         lines += _redis(config, use_cases) + _ecr(config, use_cases) + _karpenter(config)
+        lines += _registry(config)
     lines += _observability(config)
     return lines
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from functools import partial
@@ -42,10 +43,11 @@ from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.proxy import OK, Upstreams
 from gateway.response_store import MemoryStore, RedisStore, ResponseStore
+from gateway.split import SplitWatcher, compile_splits, overlay, split_keys
 from gateway.stages.account import Accounting
 from gateway.stages.admit import Admission
 from gateway.stages.authenticate import authenticate, developer_of
-from gateway.stages.cache import CacheStage, answer_cost
+from gateway.stages.cache import BYPASS_OFF, CACHE_HEADER, CacheStage, answer_cost
 from gateway.stages.call import Call
 from gateway.stages.exchange import CountTokensExchange, MessagesExchange, ResponsesExchange
 from gateway.stages.features import FeatureStage
@@ -118,8 +120,16 @@ class GatewayService:
         span_exporter: Any = None,
     ) -> None:
         self.cfg = cfg
+        split_routes = sorted(a for a, r in cfg.routes.items() if r.split is not None)
+        if split_routes and cfg.redis is None:
+            raise StartupError(
+                f"routes {split_routes} have a split: (a rollout) but the config has no redis: "
+                "section; the rollout controller writes the live split to Redis"
+            )
         self.config_path = Path(config_path) if config_path else None
+        self.splits: dict = {}  # alias -> the live TrafficSplit laid over the file (split.py)
         self.compiled: Compiled = compile_config(cfg)
+        self.split_watcher: SplitWatcher | None = None
         self.metrics = Metrics()
         self.max_body_bytes = cfg.server.max_body_bytes
         self.tracer = build_tracer(cfg.tracing, span_exporter)
@@ -172,13 +182,15 @@ class GatewayService:
         r.add_delete("/v1/responses/{id}", self.stored_response)
         r.add_get("/v1/responses/{id}/input_items", self.stored_response)
         r.add_get("/v1/models", self.models)
+        # [\s\S]: an id or path with a newline (%0A) still matches, and gets a JSON answer
+        r.add_get(r"/v1/models/{model_id:[\s\S]+}", self.model)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
         r.add_get("/metrics", self.prometheus)
         r.add_get("/openapi.json", self.openapi)
         for extension in self.extensions:
             extension.add_routes(app)
-        r.add_route("*", "/{tail:.*}", self.not_found)
+        r.add_route("*", r"/{tail:[\s\S]*}", self.not_found)
         app.on_startup.append(self._startup)
         app.on_cleanup.append(self._cleanup)
         return app
@@ -210,6 +222,13 @@ class GatewayService:
         else:
             self.response_store = MemoryStore(keep.ttl_s, keep.max_entries)
         self.responses_exchange = ResponsesExchange(self.response_store)
+        if keys := split_keys(self.cfg):
+            assert self.cfg.redis is not None
+            self.split_watcher = SplitWatcher(
+                self.cfg.redis.url, keys, self.cfg.server.split_poll_s, self.apply_splits
+            )
+            await self.split_watcher.poll_once()  # serve the live split from the first request
+            self._spawn(self.split_watcher.run())
         if self.cfg.feature_store is not None:
             self.features = FeatureStage(self.cfg.feature_store, self.metrics)
         if self.cache is not None:
@@ -222,6 +241,8 @@ class GatewayService:
             t.cancel()
         if self.upstreams is not None:
             await self.upstreams.close()
+        if self.split_watcher is not None:
+            await self.split_watcher.close()
         await self.admission.close()
         await self.sessions.close()
         if self.response_store is not None:
@@ -302,7 +323,7 @@ class GatewayService:
         assert self.config_path is not None
         try:
             cfg = load_config(self.config_path)
-            compiled = compile_config(cfg)
+            compiled = compile_splits(compile_config(overlay(cfg, self.splits)), self.splits)
         except ConfigError as exc:
             log.error("config reload rejected, keeping the running config:\n%s", exc)
             return False
@@ -313,6 +334,8 @@ class GatewayService:
             self.upstreams.update(compiled)
         self.cfg = cfg.model_copy(update={s: getattr(self.cfg, s) for s in _RESTART_SECTIONS})
         self.compiled = compiled
+        if self.split_watcher is not None:
+            self.split_watcher.watch(split_keys(self.cfg))
         self._developers_gauge()
         log.info(
             "config reloaded: %d routes, %d backends, %d keys",
@@ -321,6 +344,23 @@ class GatewayService:
             len(compiled.keys),
         )
         return True
+
+    def apply_splits(self, splits: dict) -> None:
+        """Lay the routes' live traffic splits over the file's config and swap it in (requests
+        in flight keep the compiled config they started with)."""
+        try:
+            compiled = compile_splits(compile_config(overlay(self.cfg, splits)), splits)
+        except (ConfigError, ValueError) as exc:
+            log.error("traffic split rejected, keeping the running one: %s", exc)
+            return
+        if self.upstreams is not None:
+            self.upstreams.update(compiled)
+        self.splits = splits
+        self.compiled = compiled
+        log.info(
+            "traffic split applied: %s",
+            ", ".join(f"{a} canary {s.canary_weight:g}%" for a, s in splits.items()) or "none",
+        )
 
     # -- small endpoints --------------------------------------------------------------------
     async def healthz(self, _request: web.Request) -> web.Response:
@@ -341,7 +381,7 @@ class GatewayService:
         return web.Response(body=self._openapi, content_type=_JSON)
 
     async def not_found(self, request: web.Request) -> web.Response:
-        if request.path in _KNOWN_PATHS:
+        if request.path in _KNOWN_PATHS or request.path.startswith("/v1/models/"):
             return GatewayError(
                 405,
                 f"Method {request.method} is not allowed on {request.path}.",
@@ -361,6 +401,23 @@ class GatewayService:
                 "data": [m for m in payload["data"] if m["id"] in key.models],
             }
         return web.Response(body=orjson.dumps(payload), content_type=_JSON)
+
+    async def model(self, request: web.Request) -> web.Response:
+        """`GET /v1/models/{id}` (the SDKs' `models.retrieve`): one alias the key may use."""
+        model_id = request.match_info["model_id"]
+        try:
+            key = authenticate(self.compiled, request.headers.get("Authorization"))
+            entry = self.compiled.model_entries.get(model_id)
+            if entry is None or not (key.all_models or model_id in key.models):
+                raise GatewayError(  # as OpenAI: a model the key may not use does not exist
+                    404,
+                    f"The model '{model_id}' does not exist or you do not have access to it.",
+                    "model_not_found",
+                    param="model",
+                )
+        except GatewayError as exc:
+            return exc.response()
+        return web.Response(body=orjson.dumps(entry), content_type=_JSON)
 
     # -- the completion endpoints -----------------------------------------------------------
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
@@ -412,18 +469,24 @@ class GatewayService:
                 if hit is not None:
                     self.accounting.cache_hit(call, answer_cost(hit.response, call.route))
                     return await self.cache_stage.answer(request, call, hit)
+            else:
+                call.cache_status = BYPASS_OFF
+                m = self.metrics
+                m.child(m.cache_status, key.team, "bypass", "off").inc()
             attempt = await self.forwarder.forward(
                 call.route, endpoint, call.body, call.raw, call.stream, call.inject_usage
             )
             return await self.relay.respond(request, call, attempt)
         except GatewayError as exc:
             self.accounting.rejected(call, exc)
-            return exc.response() if exchange is None else exchange.error(exc)
+            resp = exc.response() if exchange is None else exchange.error(exc)
+            return _with_cache_status(resp, call)
         except Exception:
             log.exception("internal error on %s", request.path)
             err = GatewayError(500, "The gateway failed to process the request.", "internal_error")
             self.accounting.rejected(call, err)
-            return err.response() if exchange is None else exchange.error(err)
+            resp = err.response() if exchange is None else exchange.error(err)
+            return _with_cache_status(resp, call)
 
     def _authenticate(self, call: Call, headers: Mapping[str, str]) -> CompiledKey:
         """Stage 1: the key, and for developer traffic the developer, tool and session."""
@@ -504,6 +567,13 @@ class GatewayService:
         return web.Response(body=orjson.dumps(payload), content_type=_JSON)
 
 
+def _with_cache_status(resp: web.Response, call: Call) -> web.Response:
+    """An error from the cache stage on still says what the cache did."""
+    if call.cache_status is not None:
+        resp.headers[CACHE_HEADER] = call.cache_status
+    return resp
+
+
 def serve(
     cfg: RoutesConfig,
     config_path: str | Path | None = None,
@@ -511,21 +581,40 @@ def serve(
     port: int | None = None,
     extend: Callable[[GatewayService], None] | None = None,
 ) -> None:
-    """Serve `cfg` until stopped; `extend` mounts more API on the service first (the Batch API
-    when the routes file has a `batch:` section: tandem/cli/gateway.py)."""
+    """Run the gateway until SIGINT / SIGTERM. The socket is bound here, before anything else
+    starts, so the log line that says where it listens names the real port (`--port 0` asks the
+    system for a free one); OSError when it cannot be bound. `extend` mounts more API on the
+    service first (the Batch API when the routes file has a `batch:` section:
+    tandem/cli/gateway.py)."""
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is in the gateway extra
         pass
+    host = host or cfg.server.host
+    port = port if port is not None else cfg.server.port
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
     service = GatewayService(cfg, config_path)
     if extend is not None:
         extend(service)
-    web.run_app(
-        service.app(),
-        host=host or cfg.server.host,
-        port=port if port is not None else cfg.server.port,
-        access_log=None,
-        print=lambda *_: None,
-    )
+    routes = len(service.compiled.routes)
+
+    def listening(_message: str) -> None:  # aiohttp calls it once the server accepts
+        log.info(
+            "listening on http://%s:%d (%d route%s)",
+            shown,
+            bound,
+            routes,
+            "" if routes == 1 else "s",
+        )
+
+    web.run_app(service.app(), sock=sock, access_log=None, print=listening)

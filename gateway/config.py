@@ -50,8 +50,25 @@ class BreakerPolicy(_Strict):
     error_rate: float = Field(0.5, gt=0, le=1)
     consecutive_failures: int = Field(5, ge=1)
     slow_first_token_s: float | None = Field(None, gt=0)
-    open_s: float = Field(30.0, gt=0)
+    open_s: float = Field(30.0, gt=0, description="longest wait between probes while open")
     half_open_probes: int = Field(1, ge=1)
+    probe_share: float = Field(
+        0.02, ge=0, le=1, description="share of an open backend's requests let through as probes"
+    )
+    throttle_window: int = Field(10, ge=1, description="recent answers judged for a 429 storm")
+    throttle_share: float = Field(
+        0.8, gt=0, le=1, description="share of those that, as 429s, cool the whole backend"
+    )
+
+
+class ConcurrencyPolicy(_Strict):
+    """The backend's adaptive concurrency limit (AIMD; gateway/concurrency.py)."""
+
+    min_limit: int = Field(4, ge=1, description="the limit never falls below this")
+    backoff: float = Field(0.9, gt=0, lt=1, description="the limit is multiplied by this on a 429")
+    queue_s: float = Field(
+        0.25, ge=0, description="wait for a free slot before another backend takes the request"
+    )
 
 
 class MetricLabels(_Strict):
@@ -78,6 +95,7 @@ class Backend(_Strict):
     )
     max_connections: int = Field(256, ge=1)
     breaker: BreakerPolicy = BreakerPolicy()
+    concurrency: ConcurrencyPolicy = ConcurrencyPolicy()
     protocol: Protocol = Field(
         "openai",
         description="openai: an OpenAI-compatible server (Messages and Responses requests are "
@@ -116,10 +134,31 @@ class Backend(_Strict):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/")
 
+    @model_validator(mode="after")
+    def _limits(self) -> Backend:
+        if self.concurrency.min_limit > self.max_connections:
+            raise ValueError(
+                f"concurrency.min_limit ({self.concurrency.min_limit}) is above max_connections "
+                f"({self.max_connections}), the most the limit can grow to"
+            )
+        return self
+
 
 class WeightedBackend(_Strict):
     backend: str
     weight: float = Field(1.0, gt=0)
+
+
+class RouteSplit(_Strict):
+    """A route under a rollout: its first backend is the stable version, `canary` the candidate.
+
+    The live weights come from Redis (`<redis.prefix>:split:<alias>`, a
+    vocabulary.rollout.TrafficSplit the rollout controller writes); without that key the route
+    serves as the file says (the stable backend only). An experiment's split names the request
+    attribute that keeps each caller on one arm (gateway/split.py).
+    """
+
+    canary: str = Field(description="backend serving the canary version")
 
 
 class Route(_Strict):
@@ -139,6 +178,7 @@ class Route(_Strict):
     batch_discount: float = Field(
         0.0, ge=0, lt=1, description="share of the price a batch line is not charged"
     )
+    split: RouteSplit | None = Field(None, description="stable/canary split under a rollout")
     features: FeatureRead | None = Field(
         None, description="the feature service read for each request (gateway/stages/features.py)"
     )
@@ -211,6 +251,7 @@ class Server(_Strict):
     port: int = Field(8080, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     reload_interval_s: float = Field(2.0, ge=0, description="0 disables hot reload")
+    split_poll_s: float = Field(1.0, gt=0, description="how often routes' live splits are read")
 
 
 class Redis(_Strict):
@@ -290,6 +331,17 @@ class RoutesConfig(_Strict):
                     )
                 elif target == alias:
                     errors.append(f"routes.{alias}.{where}: a route cannot fall back to itself")
+        for alias, route in self.routes.items():
+            if route.split is None:
+                continue
+            where = f"routes.{alias}.split"
+            if route.split.canary not in self.backends:
+                errors.append(
+                    f"{where}.canary: unknown backend {route.split.canary!r}; "
+                    f"allowed: {sorted(self.backends)}"
+                )
+            elif any(wb.backend == route.split.canary for wb in route.backends):
+                errors.append(f"{where}.canary: the canary backend is not one of the route's own")
         for name in self.prices:
             if name not in self.backends:
                 errors.append(f"prices.{name}: unknown backend; allowed: {sorted(self.backends)}")
@@ -511,6 +563,10 @@ class CompiledRoute:
         "endpoints",
         "cache_policy",
         "batch_price_factor",
+        "windowed",
+        "split",
+        "sticky",
+        "arm_headers",
         "features",
     )
 
@@ -544,6 +600,18 @@ class CompiledRoute:
         )
         self.cache_policy = spec.cache
         self.batch_price_factor = 1.0 - spec.batch_discount  # what a batch line pays
+        # a backend declares its context window: requests are checked against it before a call
+        self.windowed = any(b.spec.context_window is not None for b in self.backends)
+        self.split = spec.split  # a rollout's stable/canary split (gateway/split.py)
+        self.sticky: tuple[str, str] | None = None  # (attribute, salt) of a live experiment
+        # per backend name: the X-Tandem-Rollout / X-Tandem-Model-Version an answer carries
+        self.arm_headers: dict[str, dict[str, str]] = {}
+        if spec.split is not None:
+            for b in self.backends:
+                self.arm_headers[b.name] = {
+                    "X-Tandem-Rollout": b.label_values[3],
+                    "X-Tandem-Model-Version": b.label_values[2] or "unknown",
+                }
         self.features = CompiledRead(spec.features) if spec.features is not None else None
 
 
@@ -593,6 +661,9 @@ class Compiled:
         self.keys = {k.digest: k for k in (CompiledKey(k) for k in cfg.keys)}
         self.auth_required = bool(self.keys)
         self.budgets = {t: team.budget for t, team in cfg.teams.items() if team.budget}
+        self.model_entries: dict[str, dict[str, Any]] = {
+            a: {"id": a, "object": "model", "created": 0, "owned_by": "tandem"} for a in self.routes
+        }
         self.developer_budgets = {
             t: team.developer_budget for t, team in cfg.teams.items() if team.developer_budget
         }
@@ -605,10 +676,7 @@ class Compiled:
         self.developers_with_keys = {t: len(d) for t, d in with_keys.items()}
         self.models_payload: dict[str, Any] = {
             "object": "list",
-            "data": [
-                {"id": a, "object": "model", "created": 0, "owned_by": "tandem"}
-                for a in self.routes
-            ],
+            "data": list(self.model_entries.values()),
         }
 
 

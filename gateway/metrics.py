@@ -64,6 +64,18 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.concurrency_limit = Gauge(
+            "tandem_gateway_concurrency_limit",
+            "Adaptive concurrency limit: requests the backend is sent at once (AIMD on its 429s)",
+            ["backend"],
+            registry=r,
+        )
+        self.shed = Counter(
+            "tandem_gateway_concurrency_shed",
+            "Requests that found the backend's concurrency limit full past queue_s",
+            ["backend"],
+            registry=r,
+        )
         self.budget_remaining = Gauge(
             "tandem_gateway_budget_remaining_usd",
             "Team budget left this period",
@@ -86,6 +98,13 @@ class Metrics:
             "tandem_gateway_cache_saved_usd",
             "Dollars the cache saved: the cached answer's usage at the route's expected price",
             ["team", "layer"],
+            registry=r,
+        )
+        self.cache_status = Counter(
+            "tandem_gateway_cache_status",
+            "Completion requests by what the response cache did (X-Tandem-Cache): hit, miss, "
+            "bypass; reason: the hit's layer or why the cache was bypassed",
+            ["team", "status", "reason"],
             registry=r,
         )
         # Coding-assistant traffic (keys that name a developer): per developer and tool, what

@@ -62,6 +62,16 @@ def _get(summary: str, schema: dict[str, Any], secured: bool = False) -> dict[st
     return {"get": op}
 
 
+def _model_get(schema: dict[str, Any]) -> dict[str, Any]:
+    """`GET /v1/models/{model}`: one alias (404 when unknown or not allowed for the key)."""
+    op = _get("One model this key may use", schema, secured=True)
+    op["get"]["parameters"] = [
+        {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+    ]
+    op["get"]["responses"].update(_error_responses(404))
+    return op
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     message = {
@@ -140,6 +150,7 @@ def openapi_document() -> dict[str, Any]:
             "/v1/completions": _post("Text completion", "CompletionRequest", "Completion", True),
             "/v1/embeddings": _post("Embeddings", "EmbeddingRequest", "EmbeddingList", False),
             "/v1/models": _get("Models this key may use", obj, secured=True),
+            "/v1/models/{model}": _model_get(obj),
             "/healthz": _get("Liveness", obj),
             "/readyz": _get("Readiness", obj),
         },

@@ -6,6 +6,14 @@ response whose first chunk already arrived (until that first chunk nothing has b
 caller, so every failure before it can still be retried or routed elsewhere: the forward stage,
 gateway/stages/forward.py, does that). Every failure is recorded here, on the backend's breaker,
 including a stream that breaks off later (`stream_failed`, called by the relay stage).
+
+A call first takes a slot of the backend's adaptive concurrency limit (gateway/concurrency.py),
+waiting up to `concurrency.queue_s`; a backend whose limit stays full answers BUSY and the
+forward stage moves on. A streamed answer keeps its slot until the relay stage calls `finished`.
+A 429 is classified here: provider-wide (the answer's `x-ratelimit-remaining-requests` or
+`-tokens` is 0, or most recent answers were 429s: the breaker decides) cools the backend for the
+provider's reset time; any other 429 lowers the backend's concurrency limit and is retried by the
+forward stage after its `Retry-After` (`retry-after-ms` when the provider sends it).
 """
 
 from __future__ import annotations
@@ -13,20 +21,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from bisect import bisect_right
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 
 from gateway.breaker import CircuitBreaker
+from gateway.concurrency import AdaptiveLimit
 from gateway.config import Compiled, CompiledBackend, CompiledRoute
 from gateway.metrics import Metrics
 from gateway.sse import loads_dict
 
 log = logging.getLogger("tandem.gateway")
 
-OK, CLIENT, CONTEXT, RATE, FAIL = range(5)
+OK, CLIENT, CONTEXT, RATE, FAIL, BUSY = range(6)
 _CONTEXT_MARKERS = (
     b"context_length_exceeded",
     b"maximum context length",
@@ -49,8 +60,10 @@ class Attempt:
         "ttft",
         "err",
         "retry_after",
+        "provider_wide",
         "backend",
         "route",
+        "slot",
     )
 
     def __init__(self, kind: int, backend: CompiledBackend, route: CompiledRoute) -> None:
@@ -64,16 +77,59 @@ class Attempt:
         self.first = b""
         self.ttft = 0.0
         self.err = ""
-        self.retry_after = 0.0
+        self.retry_after: float | None = None  # RATE: what the provider asked for, if it did
+        self.provider_wide = False  # RATE: the whole backend was cooled
+        self.slot: AdaptiveLimit | None = None  # a stream's concurrency slot, until `finished`
 
 
-def _retry_after(value: str | None) -> float:
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def retry_after_s(headers: Any) -> float | None:
+    """The wait a 429 asks for: `retry-after-ms` (OpenAI, Azure), else `Retry-After` in seconds
+    or as an HTTP date; None when the answer names none."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
     if not value:
-        return 1.0
+        return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        return 1.0  # an HTTP-date: not worth parsing for a cool-down
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def duration_s(value: str | None) -> float | None:
+    """A rate-limit reset time: seconds (`1.5`) or Go-style durations (`20ms`, `6m0s`)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    return sum(float(n) * _UNIT_S[u] for n, u in parts) if parts else None
+
+
+def provider_limit_s(headers: Any) -> float | None:
+    """Seconds until a provider-wide limit resets, when the answer says the key or account is
+    exhausted (`x-ratelimit-remaining-requests` or `-tokens` is 0); None when it does not."""
+    for dim in ("requests", "tokens"):
+        if headers.get(f"x-ratelimit-remaining-{dim}") == "0":
+            reset = duration_s(headers.get(f"x-ratelimit-reset-{dim}"))
+            if reset is None:
+                reset = retry_after_s(headers)
+            return 1.0 if reset is None else reset
+    return None
 
 
 class Upstreams:
@@ -81,13 +137,15 @@ class Upstreams:
         self.metrics = metrics
         self.sessions: dict[str, aiohttp.ClientSession] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
+        self.limits: dict[str, AdaptiveLimit] = {}
         self._session_keys: dict[str, tuple] = {}
+        self._breaker_keys: dict[str, tuple] = {}
         self._retired: list[aiohttp.ClientSession] = []
         self.update(compiled)
 
     # -- lifecycle --------------------------------------------------------------------------
     def update(self, compiled: Compiled) -> None:
-        """(Re)build sessions and breakers for a new config, keeping what did not change."""
+        """(Re)build sessions, breakers and limits for a new config, keeping what did not change."""
         self.compiled = compiled
         for name, b in compiled.backends.items():
             skey = (b.spec.url, b.spec.max_connections, b.spec.timeouts.connect_s)
@@ -107,16 +165,32 @@ class Upstreams:
                     skip_auto_headers=("User-Agent",),
                 )
                 self._session_keys[name] = skey
-            br = self.breakers.get(name)
-            if br is None or br.policy != b.spec.breaker:
+            # a breaker judges one model version: a rollout that puts another version behind the
+            # same backend (gateway/split.py labels it) starts it closed, so a rolled-back bad
+            # canary's open breaker does not keep the next candidate from any traffic
+            bkey = (b.spec.breaker, b.spec.labels.model_version)
+            if name not in self.breakers or self._breaker_keys.get(name) != bkey:
                 gauge = self.metrics.breaker_state.labels(name)
                 gauge.set(0)
                 self.breakers[name] = CircuitBreaker(b.spec.breaker, on_change=gauge.set)
+                self._breaker_keys[name] = bkey
+            lim = self.limits.get(name)
+            if (
+                lim is None
+                or lim.policy != b.spec.concurrency
+                or lim.max_limit != b.spec.max_connections
+            ):
+                gauge = self.metrics.concurrency_limit.labels(name)
+                self.limits[name] = AdaptiveLimit(
+                    b.spec.concurrency, b.spec.max_connections, on_change=gauge.set
+                )
         for name in list(self.sessions):
             if name not in compiled.backends:
                 self._retired.append(self.sessions.pop(name))
                 self._session_keys.pop(name, None)
                 self.breakers.pop(name, None)
+                self.limits.pop(name, None)
+                self._breaker_keys.pop(name, None)
 
     async def close(self) -> None:
         for s in list(self.sessions.values()) + self._retired:
@@ -125,12 +199,17 @@ class Upstreams:
         self._retired.clear()
 
     # -- choosing -------------------------------------------------------------------------
-    def pick(self, route: CompiledRoute, tried: set[str]) -> CompiledBackend | None:
+    def pick(
+        self, route: CompiledRoute, tried: set[str], bucket: float | None = None
+    ) -> CompiledBackend | None:
+        """A backend by weight among the usable ones; `bucket` (a caller's fixed point in
+        [0, 1), gateway/split.py) replaces the random draw for the first choice."""
         backends = route.backends
         if len(backends) == 1:
             b = backends[0]
             return b if b.name not in tried and self.breakers[b.name].available() else None
-        b = backends[bisect_right(route.cum_weights, random.random() * route.total_weight)]
+        x = random.random() if bucket is None else bucket
+        b = backends[bisect_right(route.cum_weights, x * route.total_weight)]
         if b.name not in tried and self.breakers[b.name].available():
             return b
         # Slow path: re-draw among the backends still usable.
@@ -159,12 +238,29 @@ class Upstreams:
         budget_s: float,
         headers: dict[str, str] | None = None,
     ) -> Attempt:
-        """One upstream call; the breaker slot taken by `allow()` is always settled here.
+        """One upstream call; the breaker slot taken by `allow()` is always settled here, and
+        the concurrency slot too (a stream's: by `finished`, once the relay is done with it).
         `endpoint` names the backend's URL; `headers` replace the backend's own when given."""
         br = self.breakers[backend.name]
+        lim = self.limits[backend.name]
         t = backend.spec.timeouts
         t0 = time.monotonic()
+        epoch = lim.try_acquire()
+        if epoch is None:
+            try:
+                epoch = await lim.acquire(min(backend.spec.concurrency.queue_s, budget_s))
+            except BaseException:
+                br.release()
+                raise
+            if epoch is None:
+                br.release()
+                self.metrics.child(self.metrics.shed, backend.name).inc()
+                a = Attempt(BUSY, backend, route)
+                a.err = "busy"
+                return a
+            budget_s -= time.monotonic() - t0
         resp = None
+        held = True  # the concurrency slot, until released here or handed to a stream
         phase = "first_token"
         try:
             async with asyncio.timeout(min(t.first_token_s, t.total_s, budget_s)):
@@ -182,6 +278,8 @@ class Upstreams:
                     a.status, a.resp, a.first = 200, resp, first
                     a.ttft = time.monotonic() - t0
                     br.record_success(a.ttft)
+                    lim.succeeded()
+                    a.slot, held = lim, False
                     resp = None  # handed over to the relay
                     return a
             phase = "total"
@@ -189,6 +287,7 @@ class Upstreams:
                 max(0.0, min(t.total_s, budget_s) - (time.monotonic() - t0))
             ):
                 body = await resp.read()
+            return self._classify(br, lim, epoch, backend, route, status, body, resp.headers)
         except TimeoutError:
             return self._failed(br, backend, route, f"timeout_{phase}")
         except (aiohttp.ClientConnectorError, ConnectionRefusedError) as exc:
@@ -203,7 +302,14 @@ class Upstreams:
         finally:
             if resp is not None:
                 resp.release()
-        return self._classify(br, backend, route, status, body, resp.headers)
+            if held:
+                lim.release()
+
+    def finished(self, a: Attempt) -> None:
+        """The relay is done with a streamed answer: its concurrency slot is free again."""
+        if a.slot is not None:
+            a.slot.release()
+            a.slot = None
 
     def stream_failed(self, backend: CompiledBackend, err: str) -> None:
         """A stream broke off after its first chunk (too late to retry): the backend's breaker
@@ -223,6 +329,8 @@ class Upstreams:
     def _classify(
         self,
         br: CircuitBreaker,
+        lim: AdaptiveLimit,
+        epoch: int,
         backend: CompiledBackend,
         route: CompiledRoute,
         status: int,
@@ -234,15 +342,22 @@ class Upstreams:
             if obj is None:
                 return self._failed(br, backend, route, "bad_response")
             br.record_success()
+            lim.succeeded()
             a = Attempt(OK, backend, route)
             a.obj = obj
         elif status == 429:
-            ra = _retry_after(headers.get("Retry-After"))
-            br.cool(ra)
-            self.metrics.child(self.metrics.upstream_errors, backend.name, "rate_limited").inc()
             a = Attempt(RATE, backend, route)
-            a.retry_after = ra
-            a.err = "rate_limited"
+            a.retry_after = retry_after_s(headers)
+            reset = provider_limit_s(headers)
+            cool_s = reset if reset is not None else (a.retry_after or 1.0)
+            a.provider_wide = br.record_throttle(reset is not None, cool_s)
+            if a.provider_wide:
+                a.retry_after = cool_s
+                a.err = "provider_limited"
+            else:
+                lim.throttled(epoch)
+                a.err = "rate_limited"
+            self.metrics.child(self.metrics.upstream_errors, backend.name, a.err).inc()
         elif status in _CLIENT_STATUSES:
             br.release()
             low = body[:2048].lower()

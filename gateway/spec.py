@@ -20,6 +20,7 @@ from gateway.config import (
     Retries,
     Route,
     RoutesConfig,
+    RouteSplit,
     Team,
     WeightedBackend,
 )
@@ -49,6 +50,9 @@ class RouteTarget:
     gateway: UseCaseGateway  # the use case's `gateway:` section
     url: str  # the backend's OpenAI-compatible base URL (ends in /v1)
     model: str | None = None  # the model name the backend serves (default: the alias)
+    model_version: str = ""  # the `model_version` label of the stable backend
+    # under a rollout: the canary Serve application's base URL (the controller sets the split)
+    canary_url: str | None = None
     features: FeatureRead | None = None  # the use case's `features:`, resolved (features.repo)
 
 
@@ -76,13 +80,28 @@ def routes_from_use_cases(targets: list[RouteTarget], *, batch: bool = False) ->
                 SOURCE,
             )
         owner[alias] = t.use_case
+        version = {"model_version": t.model_version} if t.model_version else {}
+        arm: dict = {"rollout": "stable"} if t.canary_url else {}
         backends[t.use_case] = Backend(
             url=t.url,
             timeouts=_written_out(gw.timeouts),
-            labels=MetricLabels(use_case=t.use_case, model=t.model or alias),
+            labels=MetricLabels(use_case=t.use_case, model=t.model or alias, **version, **arm),
             model=t.model,
             context_window=gw.context_window,
         )
+        split = None
+        if t.canary_url:
+            canary = f"{t.use_case}-canary"  # lifecycle.plan.backend_names
+            backends[canary] = Backend(
+                url=t.canary_url,
+                timeouts=_written_out(gw.timeouts),
+                labels=MetricLabels(use_case=t.use_case, model=t.model or alias, rollout="canary"),
+                model=t.model,
+                context_window=gw.context_window,
+            )
+            split = RouteSplit(canary=canary)
+            if gw.price is not None:
+                prices[canary] = _written_out(gw.price)
         routes[alias] = Route(
             backends=[WeightedBackend(backend=t.use_case)],
             endpoints=list(gw.endpoints),
@@ -95,6 +114,7 @@ def routes_from_use_cases(targets: list[RouteTarget], *, batch: bool = False) ->
             hedge_after_s=gw.hedge_after_s,
             cache=gw.cache,
             **({"batch_discount": gw.batch_discount} if batch and gw.batch_discount else {}),
+            split=split,
             features=t.features,
         )
         if gw.price is not None:

@@ -7,6 +7,7 @@ No I/O here: the relay stage (gateway/stages/relay.py) feeds chunks in and write
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -35,22 +36,56 @@ def wants_usage(body: dict) -> bool:
     return isinstance(opts, dict) and bool(opts.get("include_usage"))
 
 
+# An event ends at a blank line; a line ends in CRLF, LF or CR (the SSE grammar). A lone CR at the
+# end of what has arrived may be half of a CRLF: `split_events` leaves it for the next chunk.
+_EVENT_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r(?!\n))")
+
+
+def split_events(data: bytes) -> tuple[list[bytes], bytes]:
+    """The complete events in `data`, each with the blank line that ends it, byte for byte as
+    they came, and the unfinished rest."""
+    if b"\r" not in data:  # the common case: LF line ends
+        parts = data.split(b"\n\n")
+        rest = parts.pop()
+        return [p + b"\n\n" for p in parts], rest
+    events: list[bytes] = []
+    start = 0
+    for m in _EVENT_END.finditer(data):
+        if m.end() == len(data) and data.endswith(b"\r"):
+            break  # maybe the first half of CRLF
+        events.append(data[start : m.end()])
+        start = m.end()
+    return events, data[start:]
+
+
+def event_data(event: bytes) -> bytes | None:
+    """The data of one SSE event: its `data:` fields joined by newlines (None without any)."""
+    data = [ln[5:] for ln in event.splitlines() if ln.startswith(b"data:")]
+    if not data:
+        return None
+    return b"\n".join(d[1:] if d.startswith(b" ") else d for d in data)
+
+
+def event_json(event: bytes) -> dict | None:
+    """The JSON object an SSE event carries (None for `[DONE]`, comments, anything else)."""
+    data = event_data(event)
+    return None if data is None or data == b"[DONE]" else loads_dict(data)
+
+
 def event_usage(event: bytes) -> dict | None:
-    """The `usage` object of one SSE event, if it carries one (a cheap byte test first)."""
-    if b'"usage"' not in event or b'"usage":null' in event or b'"usage": null' in event:
+    """The `usage` object of one SSE event, if it carries one."""
+    if b"usage" not in event:  # cheap: an event whose bytes never say it cannot carry it
         return None
-    start = event.find(b"data:")
-    if start < 0:
-        return None
-    obj = loads_dict(event[start + 5 :])
+    obj = event_json(event)
     usage = obj.get("usage") if obj else None
     return usage if isinstance(usage, dict) else None
 
 
 class StripUsage:
     """Relays a stream whose usage event the gateway asked for: the usage is kept for accounting
-    and the usage-only event (`"choices":[]`) is not sent on. Works on whole events, so it holds
-    back a partial one until its end arrives."""
+    and the usage-only event (no choices, however the upstream spells or orders its JSON) is not
+    sent on, so a caller's `chunk.choices[0]` never meets it. Works on whole events, so it holds
+    back a partial one until its end arrives; everything else passes byte for byte."""
 
     __slots__ = ("_buf", "events", "usage")
 
@@ -61,25 +96,32 @@ class StripUsage:
 
     def feed(self, chunk: bytes) -> bytes:
         """What to send on now (possibly nothing)."""
-        parts = (self._buf + chunk).split(b"\n\n")
-        self._buf = parts.pop()
+        events, self._buf = split_events(self._buf + chunk)
         keep = []
-        for ev in parts:
-            if b'"usage"' in ev:  # the cheap test first: most events carry none
-                u = event_usage(ev)
-                if u is not None:
-                    self.usage = u
-                    if b'"choices":[]' in ev:
+        for ev in events:
+            if b"usage" in ev:  # the cheap test first: most events carry none
+                obj = event_json(ev)
+                if obj is not None and isinstance(obj.get("usage"), dict):
+                    self.usage = obj["usage"]
+                    if not obj.get("choices"):
                         continue
             keep.append(ev)
         if not keep:
             return b""
         self.events += len(keep)
-        return b"\n\n".join(keep) + b"\n\n"
+        return b"".join(keep)
 
     def rest(self) -> bytes:
-        """The unfinished event at the end of the stream, sent as it is."""
-        return self._buf
+        """The unfinished event at the end of the stream, sent as it is (unless it is the
+        usage-only event, its blank line cut off)."""
+        last, self._buf = self._buf, b""
+        if b"usage" in last:
+            obj = event_json(last)
+            if obj is not None and isinstance(obj.get("usage"), dict):
+                self.usage = obj["usage"]
+                if not obj.get("choices"):
+                    return b""
+        return last
 
 
 class KeepTail:
@@ -101,7 +143,8 @@ class KeepTail:
 
     @property
     def usage(self) -> dict | None:
-        for ev in reversed(self._tail.split(b"\n\n")):
+        events, rest = split_events(self._tail)
+        for ev in reversed([*events, rest]):
             usage = event_usage(ev)
             if usage is not None:
                 return usage
@@ -163,11 +206,11 @@ def assemble_stream(data: bytes, endpoint: str) -> dict | None:
     usage: dict | None = None
     choices: dict[int, dict] = {}
     done = False
-    for event in data.split(b"\n\n"):
-        lines = [ln[5:].strip() for ln in event.split(b"\n") if ln.startswith(b"data:")]
-        if not lines:
+    events, rest = split_events(data)
+    for event in [*events, rest]:
+        payload = event_data(event)
+        if payload is None:
             continue
-        payload = b"\n".join(lines)
         if payload == b"[DONE]":
             done = True
             continue
@@ -243,11 +286,3 @@ class EventSplitter:
         buf, self._buf = self._buf, b""
         data = event_data(buf)
         return [data] if data is not None else []
-
-
-def event_data(event: bytes) -> bytes | None:
-    """The `data:` payload of one SSE event (lines joined), None when it has none."""
-    lines = [
-        ln[5:].strip() for ln in event.replace(b"\r", b"").split(b"\n") if ln.startswith(b"data:")
-    ]
-    return b"\n".join(lines) if lines else None

@@ -167,7 +167,7 @@ def gateway() -> dict:
             _target(f"max by (team, model) ({q.GW_CACHE_WRONG_HIT}{{{TEAM}}})", "{{team}} {{model}} wrong-hit estimate")],
             0, 16),
         _panel(ids, "Open breakers", "stat", [
-            _target(f"count({q.GW_BREAKER} == 1) or vector(0)", "open")], 12, 16, w=6),
+            _target(f"count({q.GW_BREAKER} >= 1) or vector(0)", "open")], 12, 16, w=6),
         _panel(ids, "Gateway spend and cache savings $/h by team", "timeseries", [
             _target(f"sum by (team) (rate({q.GW_COST}{{{TEAM}}}[{r}])) * 3600", "{{team}} spent"),
             _target(f"sum by (team) (rate({q.GW_CACHE_SAVED}{{{TEAM}}}[{r}])) * 3600", "{{team}} saved by the cache")],

@@ -143,6 +143,11 @@ def unit_tests(rule_file_name: str) -> dict:
             [
                 {"series": _sel(q.GW_BREAKER, backend="vllm-a"), "values": "1x20"},
                 {"series": _sel(q.GW_BREAKER, backend="vllm-b"), "values": "0x20"},
+                # still down: open, and half-open while a probe is out
+                {
+                    "series": _sel(q.GW_BREAKER, backend="vllm-c"),
+                    "values": " ".join(["1", "2"] * 10),
+                },
                 # per route (team, model) on a replica. gw-a: 20 % wrong over 50 re-checks
                 # alerts; gw-b: 1 % stays quiet; gw-c: 50 % from 3 re-checks is noise; gw-d (3 %
                 # against its own 2 % threshold) alerts, gw-e (8 % against its own 10 %) does not:
@@ -201,7 +206,11 @@ def unit_tests(rule_file_name: str) -> dict:
             ],
             [
                 ("3m", "TandemGatewayBreakerOpen", []),
-                ("10m", "TandemGatewayBreakerOpen", [_alert("warning", backend="vllm-a")]),
+                (
+                    "10m",
+                    "TandemGatewayBreakerOpen",
+                    [_alert("warning", backend="vllm-a"), _alert("warning", backend="vllm-c")],
+                ),
                 (
                     "20m",
                     "TandemSemanticCacheWrongHitHigh",

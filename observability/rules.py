@@ -178,7 +178,9 @@ def alert_rules(s: RuleSettings) -> list[dict]:
         ),
         _alert(
             "TandemGatewayBreakerOpen",
-            f"max by (backend) ({q.GW_BREAKER}) == 1",
+            # open (1) or probing (2): an open breaker lets a share of requests through as
+            # probes, so a backend that stays down moves between the two
+            f"max by (backend) ({q.GW_BREAKER}) >= 1",
             "5m",
             "warning",
             "Gateway circuit breaker open",

@@ -264,6 +264,14 @@ def deployment_checks(
     return [CheckResult(use_case, n, ok, m, d.name) for n, ok, m in filter(None, raw)]
 
 
+def max_replicas(use_case: UseCaseSpec, d: ModelDeployment) -> int:
+    """Replicas a deployment may hold at peak: its max_replicas, twice for the deployment a
+    rollout moves (the stable and the canary version run side by side, each up to its max)."""
+    rolling = use_case.rollout_deployment
+    both = rolling is not None and rolling.name == d.name
+    return d.autoscaling.max_replicas * (2 if both else 1)
+
+
 def _replicas_per_node(d: ModelDeployment, c: SchedulingContract) -> int:
     return max(c.gpus_per_node // max(d.gpus_per_replica, 1), 1)
 
@@ -275,9 +283,10 @@ def _nodes(replicas: dict[str, int], use_case: UseCaseSpec, c: SchedulingContrac
 
 
 def peak_nodes(use_case: UseCaseSpec, c: SchedulingContract) -> int:
-    """Nodes the use case holds with every GPU deployment at max_replicas."""
+    """Nodes the use case holds with every GPU deployment at max_replicas (a rollout's two
+    versions both at theirs)."""
     return _nodes(
-        {d.name: d.autoscaling.max_replicas for d in use_case.gpu_deployments}, use_case, c
+        {d.name: max_replicas(use_case, d) for d in use_case.gpu_deployments}, use_case, c
     )
 
 
@@ -287,16 +296,16 @@ def run_checks(use_case: UseCaseSpec, contract: SchedulingContract | None) -> li
     ]
     if use_case.gpu_deployments and contract is not None:
         nodes = peak_nodes(use_case, contract)
-        gpus = sum(
-            d.autoscaling.max_replicas * d.gpus_per_replica for d in use_case.gpu_deployments
-        )
+        gpus = sum(max_replicas(use_case, d) * d.gpus_per_replica for d in use_case.gpu_deployments)
+        both = " (stable and canary versions both up)" if use_case.rollout else ""
         results.append(
             CheckResult(
                 use_case.name,
                 "pool_capacity",
                 nodes <= contract.max_nodes,
                 f"at max_replicas the use case needs {gpus} GPUs on {nodes} {contract.instance_type} "
-                f"node(s); pool {contract.pool} allows {contract.max_nodes} ({contract.max_gpus} GPUs)",
+                f"node(s){both}; pool {contract.pool} allows {contract.max_nodes} "
+                f"({contract.max_gpus} GPUs)",
             )
         )
     return results
@@ -336,6 +345,49 @@ def shared_pool_checks(
     return results
 
 
+@dataclass(frozen=True)
+class RolloutCost:
+    """What running a candidate beside the stable version adds while a rollout lasts."""
+
+    use_case: str
+    strategy: str
+    deployment: str
+    canary_gpus: int
+    canary_nodes: int
+    hourly_usd: float
+    message: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def rollout_cost(use_case: UseCaseSpec, contract: SchedulingContract | None) -> RolloutCost | None:
+    """The canary copy of the rolling deployment at its max_replicas, priced per hour (None
+    without a rollout)."""
+    d = use_case.rollout_deployment
+    if use_case.rollout is None or d is None:
+        return None
+    strategy = use_case.rollout.strategy
+    if not d.uses_gpu or contract is None:
+        return RolloutCost(
+            use_case.name, strategy, d.name, 0, 0, 0.0,
+            f"{d.name}: the canary runs {d.autoscaling.max_replicas} CPU replica(s) beside the stable",
+        )  # fmt: skip
+    gpus = d.autoscaling.max_replicas * d.gpus_per_replica
+    nodes = math.ceil(d.autoscaling.max_replicas / _replicas_per_node(d, contract))
+    hourly = round(nodes * contract.hourly_usd, 4)
+    return RolloutCost(
+        use_case.name,
+        strategy,
+        d.name,
+        gpus,
+        nodes,
+        hourly,
+        f"{d.name}: the candidate beside the stable version adds up to {gpus} GPUs on {nodes} "
+        f"{contract.instance_type} node(s) (${hourly:.2f}/h) while a {strategy} runs",
+    )
+
+
 def upgrade_surge(use_case: UseCaseSpec, contract: SchedulingContract | None) -> SurgeResult:
     """Extra GPUs while a RayService upgrade runs two clusters side by side.
 
@@ -349,7 +401,7 @@ def upgrade_surge(use_case: UseCaseSpec, contract: SchedulingContract | None) ->
         return SurgeResult(use_case.name, strategy, 0, 0, 0.0, True, "no GPU deployments")
     pct = use_case.upgrade.max_surge_percent if strategy == UPGRADE_INCREMENTAL else 100
     replicas = {
-        d.name: math.ceil(d.autoscaling.max_replicas * pct / 100) for d in use_case.gpu_deployments
+        d.name: math.ceil(max_replicas(use_case, d) * pct / 100) for d in use_case.gpu_deployments
     }
     gpus = sum(replicas[d.name] * d.gpus_per_replica for d in use_case.gpu_deployments)
     nodes = _nodes(replicas, use_case, contract)

@@ -31,6 +31,8 @@ class Plan:
     waived: list[dict[str, Any]] = field(default_factory=list)  # what the stack's waivers hide
     checks: list[dict[str, Any]] = field(default_factory=list)
     upgrade_surge: list[dict[str, Any]] = field(default_factory=list)
+    rollouts: list[dict[str, Any]] = field(default_factory=list)  # a candidate beside the stable
+    registry: list[dict[str, Any]] = field(default_factory=list)  # what each reference resolved to
     seconds: float = 0.0
 
     @property
@@ -48,6 +50,7 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         cost = self.cost.to_dict()
         cost["upgrade_surge"] = self.upgrade_surge
+        cost["rollouts"] = self.rollouts
         return {
             "schema_version": PLAN_SCHEMA_VERSION,
             "stack": self.stack,
@@ -62,6 +65,7 @@ class Plan:
             "violations": self.violations,
             "waived": self.waived,
             "checks": self.checks,
+            "registry": self.registry,
         }
 
 
@@ -117,7 +121,7 @@ def build_plan(stack: str) -> Plan:
     """
     from policies.harness import evaluate, evaluate_waived
     from policies.settings import PolicySettings
-    from serving.checks import upgrade_surge
+    from serving.checks import rollout_cost, upgrade_surge
 
     started = time.perf_counter()
     spec = load(stack)
@@ -133,6 +137,12 @@ def build_plan(stack: str) -> Plan:
             for uc in spec.use_cases
             if uc.gpu_deployments
         ],
+        rollouts=[
+            r.to_dict()
+            for uc in spec.use_cases
+            if (r := rollout_cost(uc, resolve_contract(uc, spec.contracts))) is not None
+        ],
+        registry=[r.to_dict() for r in spec.registry],
     )
     if all(c["ok"] for c in checks):
         plan.resources = run_program(spec)

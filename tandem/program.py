@@ -16,10 +16,18 @@ from pulumi.runtime.config import CONFIG, get_config_env
 from components.platform import Platform, PlatformArgs
 from gpu_pools.contract import scheduling_contract
 from serving.checks import CheckResult, shared_pool_checks
-from tandem.stack import FeaturePlan, Stack, check_stack, load_use_cases, plan_features
+from tandem.stack import (
+    FeaturePlan,
+    Stack,
+    check_stack,
+    load_use_cases,
+    plan_features,
+    resolve_use_cases,
+)
 from vocabulary.config import (
     BATCH_WEBHOOK_SECRET_KEY,
     HF_TOKEN_KEY,
+    REGISTRY_DB_PASSWORD_KEY,
     ConfigError,
     PlatformConfig,
     namespace_config,
@@ -93,6 +101,14 @@ def alerting_secrets(config: PlatformConfig) -> dict[str, pulumi.Input[str]]:
     )
 
 
+def registry_password(config: PlatformConfig) -> pulumi.Input[str] | None:
+    """The model registry's RDS master password (EKS mode only: an existing cluster's registry
+    reads its DSN from a Secret the stack names)."""
+    if not config.registry.enabled or config.cluster.mode != "eks":
+        return None
+    return _secrets({"registry": (REGISTRY_DB_PASSWORD_KEY, "registry")})["registry"]
+
+
 def build(
     config: PlatformConfig,
     use_cases: list[UseCaseSpec],
@@ -101,6 +117,7 @@ def build(
     alerting: dict[str, pulumi.Input[str]] | None = None,
     providers: dict[str, pulumi.Input[str]] | None = None,
     features: FeaturePlan | None = None,
+    registry_db_password: pulumi.Input[str] | None = None,
 ) -> Platform:
     """The platform for a validated config; `checks` are the use cases' plan-time checks when the
     caller already ran them (tandem plan), so the components do not run them a second time."""
@@ -117,6 +134,7 @@ def build(
             alerting or {},
             provider_keys=providers or {},
             hf_token=hf_token,
+            registry_db_password=registry_db_password,
             feature_repos=features.repos,
             feature_reads=features.reads,
             batch_webhook_secret=webhook_secret,
@@ -135,6 +153,7 @@ def main(stack: Stack | None = None) -> Platform:
             config = from_pulumi()
             use_cases, checks = load_use_cases(config), None
             check_stack(config, use_cases)
+            use_cases, _ = resolve_use_cases(use_cases, pulumi.get_stack())
             contracts = {p.name: scheduling_contract(p) for p in config.gpu_pools}
             failed = [r for r in shared_pool_checks(use_cases, contracts) if not r.ok]
             if failed:
@@ -149,9 +168,10 @@ def main(stack: Stack | None = None) -> Platform:
             features = stack.features
         keys = gateway_keys(config)
         receivers = alerting_secrets(config)
+        db_password = registry_password(config)
         providers = provider_keys(config)
         # bad input found while building (a use case's config_json, say) ends the same way: one
         # message naming the file, and nothing registered after it
-        return build(config, use_cases, keys, checks, receivers, providers, features)
+        return build(config, use_cases, keys, checks, receivers, providers, features, db_password)
     except (InputError, UnavailableError) as exc:  # ConfigError included
         raise pulumi.RunError(str(exc)) from None

@@ -7,7 +7,7 @@ resource is registered. No pulumi import: `tandem plan` loads a stack before it 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from serving.checks import (
     shared_pool_checks,
 )
 from vocabulary.config import (
+    REGISTRY_DB_PASSWORD_KEY,
     PlatformConfig,
     image_errors,
     namespace_config,
@@ -32,7 +33,8 @@ from vocabulary.config import (
 )
 from vocabulary.errors import ConfigError, InputError, format_validation_error
 from vocabulary.features import FEATURES_DIR, FeatureRead
-from vocabulary.usecase import UseCaseSpec, load_use_case
+from vocabulary.registry import Resolved, load_resolutions, resolution_path
+from vocabulary.usecase import UseCaseSpec, load_use_case, resolve_registry
 from vocabulary.yamlfile import load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +91,55 @@ def load_use_cases(config: PlatformConfig) -> list[UseCaseSpec]:
     return specs
 
 
+def resolve_use_cases(
+    use_cases: list[UseCaseSpec], stack: str
+) -> tuple[list[UseCaseSpec], list[Resolved]]:
+    """Every `registry:` reference resolved from the stack's recorded resolution file
+    (`stacks/registry/<stack>.yaml`): ConfigError naming the reference when one is missing."""
+    path = resolution_path(REPO_ROOT, stack)
+    if not any(d.registry is not None for uc in use_cases for d in uc.deployments):
+        return use_cases, []
+    resolutions = load_resolutions(path)
+    where = str(path.relative_to(REPO_ROOT))
+    out, found, errors = [], [], []
+    for uc in use_cases:
+        try:
+            resolved, refs = resolve_registry(uc, resolutions, where)
+        except ConfigError as exc:
+            errors += exc.errors
+            continue
+        out.append(resolved)
+        found += refs
+    if errors:
+        raise ConfigError(errors, where)
+    return out, found
+
+
+def lifecycle_errors(config: PlatformConfig, use_cases: list[UseCaseSpec]) -> list[str]:
+    """What a registry reference or a rollout needs from the stack."""
+    errors = []
+    for uc in use_cases:
+        refs = [d.name for d in uc.deployments if d.registry is not None]
+        if refs and not config.registry.enabled:
+            errors.append(
+                f"registry.enabled: use case {uc.name!r} ({', '.join(refs)}) takes its model from "
+                "the model registry; enable tandem:registry"
+            )
+        if uc.rollout is None:
+            continue
+        if not config.gateway.enabled or config.gateway.redis == "none":
+            errors.append(
+                f"gateway.redis: use case {uc.name!r} has a rollout: the rollout controller moves "
+                "traffic through the gateway's Redis; allowed: in-cluster, elasticache"
+            )
+        if not config.observability.enabled:
+            errors.append(
+                f"observability.enabled: use case {uc.name!r} has a rollout, whose analysis asks "
+                "Prometheus every interval; enable observability"
+            )
+    return errors
+
+
 def policy_errors(config: PlatformConfig) -> list[str]:
     """`tandem:policies` names real policies, and every waiver is complete: an override of a
     misspelt rule would silently do nothing, and a malformed waiver would stop the policy pack."""
@@ -141,6 +192,7 @@ def feature_errors(config: PlatformConfig, use_cases: list[UseCaseSpec]) -> list
 def check_stack(config: PlatformConfig, use_cases: list[UseCaseSpec]) -> None:
     """What only the whole stack can tell (config + use cases): raises ConfigError."""
     problems = image_errors(config, use_cases) + policy_errors(config)
+    problems += lifecycle_errors(config, use_cases)
     if problems := problems + feature_errors(config, use_cases):
         raise ConfigError(problems, "stack config")
 
@@ -214,6 +266,7 @@ class Stack:
     flat: dict[str, Any]  # the stack file's `config:` block, as Pulumi hands it to the program
     config: PlatformConfig
     use_cases: list[UseCaseSpec]
+    registry: list[Resolved] = field(default_factory=list)  # what each registry: reference names
 
     @cached_property
     def contracts(self) -> dict[str, SchedulingContract]:
@@ -252,6 +305,8 @@ class Stack:
             for r in self.config.alerting.receivers
             if r.needs_secret
         ]
+        if self.config.registry.enabled and self.config.cluster.mode == "eks":
+            secret_keys.append(f"tandem:{REGISTRY_DB_PASSWORD_KEY}")
         assistants = self.config.gateway.assistants
         secret_keys += [
             f"tandem:{r.secret_config_key}"
@@ -268,7 +323,8 @@ def from_flat(name: str, flat: dict[str, Any], source: str | None = None) -> Sta
     config = parse_config(namespace_config(flat), source or f"config of stack {name!r}")
     use_cases = load_use_cases(config)
     check_stack(config, use_cases)
-    return Stack(name, flat, config, use_cases)
+    use_cases, resolved = resolve_use_cases(use_cases, name)
+    return Stack(name, flat, config, use_cases, resolved)
 
 
 def load(stack: str) -> Stack:

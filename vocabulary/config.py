@@ -48,6 +48,8 @@ HF_TOKEN_KEY = "huggingFaceToken"
 # tandem:batchWebhookSecret (optional secret, whsec_...): signs async jobs' webhooks
 BATCH_WEBHOOK_SECRET_KEY = "batchWebhookSecret"
 OPTIONAL_SECRET_KEYS = (HF_TOKEN_KEY, BATCH_WEBHOOK_SECRET_KEY)
+# tandem:registryDbPassword (secret): the model registry's Postgres password on EKS (RDS)
+REGISTRY_DB_PASSWORD_KEY = "registryDbPassword"
 GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA")
 K8S_VERSIONS = ("1.30", "1.31", "1.32", "1.33", "1.34", "1.35")
 
@@ -758,6 +760,54 @@ class BatchConfig(Model):
         return self
 
 
+class SecretRef(Model):
+    """A Kubernetes Secret key the platform reads (it never sees the value)."""
+
+    name: str
+    key: str = "dsn"
+
+
+class RegistryDatabase(Model):
+    """The registry's Postgres on EKS: an RDS instance, encrypted, in the private subnets."""
+
+    instance_class: str = "db.t4g.small"
+    storage_gib: int = Field(20, ge=20, le=1000)
+    multi_az: bool | None = None  # default: on in prod
+    backup_retention_days: int = Field(7, ge=1, le=35)
+
+    @field_validator("instance_class")
+    @classmethod
+    def _priced(cls, v: str) -> str:
+        from vocabulary.costs import load_costs
+
+        known = sorted(load_costs()["rds"]["usd_per_hour"])
+        if v not in known:
+            raise ValueError(
+                f"{v!r} is not an instance class the cost envelope can price "
+                f"(vocabulary/costs.yaml rds); allowed: {', '.join(known)}"
+            )
+        return v
+
+
+class RegistryConfig(Model):
+    """The model registry (MLflow tracking server with its Model Registry).
+
+    On EKS Tandem creates its Postgres (RDS) and artifact bucket (S3, read and written through
+    IRSA). On an existing cluster the stack names a Secret holding the database DSN
+    (`dsnSecret`) and the artifact location (`artifactBucket`, s3://...).
+    """
+
+    enabled: bool = False
+    replicas: int = Field(1, ge=1, le=5)
+    database: RegistryDatabase = RegistryDatabase()
+    dsn_secret: SecretRef | None = None
+    artifact_bucket: str | None = None  # eks: the bucket's name (default: generated)
+    artifacts_role_arn: str | None = None  # existing: the IAM role the server's SA assumes
+    clients: list[str] = Field(
+        default_factory=list, description="namespaces (beyond the controller's) that may call it"
+    )
+
+
 class PolicyConfig(Model):
     """How the policy pack treats this stack (see docs/policies.md)."""
 
@@ -840,6 +890,7 @@ class PlatformConfig(Model):
     images: ImagesConfig = ImagesConfig()
     batch: BatchConfig = BatchConfig()
     policies: PolicyConfig = PolicyConfig()
+    registry: RegistryConfig = RegistryConfig()
     use_cases: list[str] = Field(default_factory=list)
 
     @field_validator("region")
@@ -901,7 +952,32 @@ class PlatformConfig(Model):
         self._check_alerting()
         self._check_batch()
         self._check_production()
+        self._check_registry()
         return self
+
+    def _check_registry(self) -> None:
+        reg = self.registry
+        if not reg.enabled:
+            return
+        if self.cluster.mode == "existing":
+            missing = [k for k in ("dsn_secret", "artifact_bucket") if getattr(reg, k) is None]
+            if missing:
+                raise ValueError(
+                    "registry: on an existing cluster Tandem creates no database or bucket; set "
+                    + " and ".join(f"registry.{to_camel(k)}" for k in missing)
+                    + " (a Secret with the Postgres DSN, and an s3:// artifact location)"
+                )
+            if "database" in reg.model_fields_set:
+                raise ValueError("registry.database: applies to cluster.mode eks (RDS); remove it")
+            if not str(reg.artifact_bucket).startswith("s3://"):
+                raise ValueError("registry.artifactBucket: on an existing cluster, an s3:// URI")
+        else:
+            for key in ("dsn_secret", "artifacts_role_arn"):
+                if getattr(reg, key) is not None:
+                    raise ValueError(
+                        f"registry.{to_camel(key)}: applies to an existing cluster; on EKS Tandem "
+                        "creates the database and the artifact bucket's role"
+                    )
 
     def _check_gpu_software(self) -> None:
         if self.gpu_software.mig_strategy == "none":

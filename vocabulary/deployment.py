@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vocabulary.labels import dns_label
+from vocabulary.rollout import RegistryRef
 
 # The engine fields the `batch` kind reads: the memory fit of its model on the GPU.
 BATCH_ENGINE_FIELDS = frozenset({"gpu_memory_utilization", "dtype"})
@@ -122,7 +123,13 @@ class ModelDeployment(_Strict):
 
     name: str
     model: str  # the id callers use (OpenAI `model` field)
-    source: str  # s3://..., a Hugging Face id (org/name), or a local path
+    # s3://..., a Hugging Face id (org/name), or a local path; with `registry:` the registered
+    # version's source, filled in when the stack resolves the reference (vocabulary.registry)
+    source: str = ""
+    registry: RegistryRef | None = None
+    # the model version the metrics' `model_version` label carries: the registry version when
+    # resolved from the registry, else this (default: `revision`, else "main")
+    version: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,63}$")
     kind: Literal["llm", "batch"] = "llm"
     gpu: str = "cpu"  # GPU class from the catalog (L4, L40S, A100, H100...) or "cpu"
     size: str | None = None  # key in gpu_pools/model_sizes.yaml when the id does not match one
@@ -159,9 +166,22 @@ class ModelDeployment(_Strict):
     @field_validator("source")
     @classmethod
     def _source(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("source must be an s3:// URI, a Hugging Face id or a local path")
         return value.strip()
+
+    @model_validator(mode="after")
+    def _where_from(self) -> ModelDeployment:
+        if self.registry is None and not self.source:
+            raise ValueError(
+                "source must be an s3:// URI, a Hugging Face id or a local path (or take the "
+                "model from the registry: registry: {name: ..., alias: champion})"
+            )
+        if self.registry is not None and (self.source or self.version):
+            which = "source" if self.source else "version"
+            raise ValueError(
+                f"{which}: a deployment with registry: takes its source and version from the "
+                f"registered version ({self.registry.pointer}); remove {which}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelDeployment:
@@ -189,6 +209,11 @@ class ModelDeployment(_Strict):
                 "cache from the spec); set gpu to a GPU class or remove it"
             )
         return self
+
+    @property
+    def model_version(self) -> str:
+        """The `model_version` label value: the registry version, `version`, `revision`, main."""
+        return self.version or self.revision or "main"
 
     @property
     def source_kind(self) -> Literal["s3", "hf", "local"]:

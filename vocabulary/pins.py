@@ -204,6 +204,23 @@ PYTHON_IMAGE = Image(  # the gateway image's base (gateway/Dockerfile)
     ),
 )
 
+# The model registry: MLflow's official image, the `-full` variant (MLflow with its extras: the
+# Postgres drivers, boto3 for S3 artifacts, prometheus-flask-exporter for --expose-prometheus; the
+# plain `v<version>` image lacks all three). The local tier runs the same MLflow from PyPI
+# (lifecycle/mlflow-requirements.txt; tests/unit/test_pins.py checks they agree).
+MLFLOW_VERSION = "3.17.0"
+MLFLOW_IMAGE = Image(
+    f"ghcr.io/mlflow/mlflow:v{MLFLOW_VERSION}-full",
+    Verified(
+        "github.com/mlflow/mlflow docker/README.md (the `VERSION-full` variant exists from v3.9.0; "
+        "images tagged v<version> by .github/workflows/push-images.yml on release) and "
+        "docker/Dockerfile.full (mlflow[extras,azure,db,gateway,genai,auth]); a public Dockerfile "
+        "builds FROM ghcr.io/mlflow/mlflow:v3.17.0-full and asserts psycopg2-binary and boto3 "
+        "import in it; mlflow 3.17.0 on PyPI (3.18.0 is newer, but no public use of a "
+        "v3.18.0-full tag could be found)"
+    ),
+)
+
 # Tandem's own images. `pulumi up` builds them from the repository (gateway/Dockerfile,
 # serving/Dockerfile) into the stack's ECR repositories (components/images.py), tagged
 # <version>-<content hash> because the repositories refuse to overwrite a tag; a stack can point
@@ -311,7 +328,14 @@ def all_pins() -> dict[str, Verified]:
         FEAST_FEATURE_SERVER,
     ):
         out[f"chart {chart.name} {chart.version}"] = chart.verified
-    for image in (VLLM_IMAGE, RAY_LLM_SAMPLE_IMAGE, REDIS_IMAGE, PYTHON_IMAGE, FEAST_IMAGE):
+    for image in (
+        VLLM_IMAGE,
+        RAY_LLM_SAMPLE_IMAGE,
+        REDIS_IMAGE,
+        PYTHON_IMAGE,
+        MLFLOW_IMAGE,
+        FEAST_IMAGE,
+    ):
         out[f"image {image.ref}"] = image.verified
     for ami, alias in KARPENTER_AMI_ALIAS.items():
         out[f"ami {alias} ({ami})"] = AMI_VERIFIED[ami]

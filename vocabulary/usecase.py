@@ -27,7 +27,9 @@ from vocabulary.errors import ConfigError, format_validation_error
 from vocabulary.features import UseCaseFeatures
 from vocabulary.gateway import UseCaseGateway
 from vocabulary.labels import dns_label
+from vocabulary.registry import Resolutions, Resolved, resolve
 from vocabulary.review import ReviewGate
+from vocabulary.rollout import Rollout, canary_name
 from vocabulary.yamlfile import load_yaml
 
 UpgradeStrategy = Literal["NewCluster", "NewClusterWithIncrementalUpgrade"]
@@ -76,6 +78,7 @@ class UseCaseSpec(BaseModel):
     # the Feast feature service the gateway reads for each request (vocabulary/features.py)
     features: UseCaseFeatures | None = None
     review: ReviewGate | None = None
+    rollout: Rollout | None = None  # how a new registry version reaches production
 
     @model_validator(mode="before")
     @classmethod
@@ -99,6 +102,11 @@ class UseCaseSpec(BaseModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"deployment names must be unique in a use case: {dupes}")
+        clash = sorted({canary_name(n) for n in names} & set(names))
+        if clash:
+            raise ValueError(f"deployment names {clash} are reserved for canary copies")
+        if self.rollout is not None:
+            self._check_rollout()
         if self.features is not None and self.gateway is None:
             raise ValueError(
                 "features: the gateway reads a use case's features for each request, so a use "
@@ -106,9 +114,75 @@ class UseCaseSpec(BaseModel):
             )
         return self
 
+    def _check_rollout(self) -> None:
+        ro = self.rollout
+        assert ro is not None
+        names = [d.name for d in self.deployments]
+        if ro.deployment is not None and ro.deployment not in names:
+            raise ValueError(
+                f"rollout.deployment: {ro.deployment!r} is not a deployment; allowed: {names}"
+            )
+        d = self.rollout_deployment
+        if d is None or d.registry is None:
+            raise ValueError(
+                "rollout: the deployment that rolls takes its model from the registry "
+                "(registry: {name: ..., alias: champion}); a rollout moves between registered "
+                "versions"
+            )
+        if self.gateway is None:
+            raise ValueError(
+                "rollout: needs a gateway: section (the gateway splits traffic between the "
+                "stable and canary versions)"
+            )
+        if len(canary_name(d.name)) > 40:
+            raise ValueError(f"rollout: deployment name {d.name!r} is too long for its canary copy")
+
+    @property
+    def rollout_deployment(self) -> ModelDeployment | None:
+        """The deployment a rollout moves: `rollout.deployment`, else the one with registry:."""
+        if self.rollout is None:
+            return None
+        if self.rollout.deployment is not None:
+            return next(d for d in self.deployments if d.name == self.rollout.deployment)
+        registered = [d for d in self.deployments if d.registry is not None]
+        return registered[0] if len(registered) == 1 else None
+
     @property
     def gpu_deployments(self) -> list[ModelDeployment]:
         return [d for d in self.deployments if d.uses_gpu]
+
+
+def resolve_registry(
+    spec: UseCaseSpec, resolutions: Resolutions, where: str
+) -> tuple[UseCaseSpec, list[Resolved]]:
+    """The use case with every `registry:` deployment's source and version filled in from the
+    recorded resolutions (ConfigError when one is not recorded), and what each resolved to."""
+    found: list[Resolved] = []
+    deployments = []
+    for i, d in enumerate(spec.deployments):
+        if d.registry is None or d.source:
+            deployments.append(d)
+            continue
+        r = resolve(spec.name, d.name, d.registry, resolutions, where, f"deployments[{i}].registry")
+        found.append(r)
+        deployments.append(d.model_copy(update={"source": r.source, "version": r.version}))
+    if not found:
+        return spec, []
+    return spec.model_copy(update={"deployments": deployments}), found
+
+
+def with_version(spec: UseCaseSpec, deployment: str, version: str, source: str) -> UseCaseSpec:
+    """The use case with one deployment at another registry version (a canary's candidate)."""
+    return spec.model_copy(
+        update={
+            "deployments": [
+                d.model_copy(update={"source": source, "version": version})
+                if d.name == deployment
+                else d
+                for d in spec.deployments
+            ]
+        }
+    )
 
 
 def _validated(model: type[BaseModel], data: Any, path: str | Path) -> Any:

@@ -21,6 +21,7 @@ import pulumi_kubernetes as k8s
 
 from gpu_pools.contract import SchedulingContract
 from serving import builder
+from serving.checks import max_replicas
 from vocabulary import labels, pins
 from vocabulary.deployment import ModelDeployment
 from vocabulary.usecase import UPGRADE_INCREMENTAL, UseCaseSpec
@@ -273,7 +274,7 @@ class InferenceCluster(pulumi.ComponentResource):
         if d is not None:
             extra |= {
                 labels.LABEL_MODEL: label_value(d.model),
-                labels.LABEL_MODEL_VERSION: label_value(d.revision or "main"),
+                labels.LABEL_MODEL_VERSION: label_value(d.model_version),
             }
             if d.uses_gpu and self._args.contract is not None:
                 extra[labels.LABEL_POOL] = self._args.contract.pool
@@ -409,7 +410,9 @@ class InferenceCluster(pulumi.ComponentResource):
             "groupName": d.name,
             "replicas": max(auto.min_replicas, auto.initial_replicas or 0),
             "minReplicas": auto.min_replicas,
-            "maxReplicas": auto.max_replicas,
+            # a rollout's canary application runs on this group too: room for both versions,
+            # so adding the canary never changes the cluster spec (a blue-green upgrade)
+            "maxReplicas": max_replicas(a.use_case, d),
             "rayStartParams": start,
             "template": {
                 "metadata": {"labels": {**self._pod_labels(d), **WORKER_LABEL}},

@@ -203,6 +203,9 @@ class SemanticCache:
             self._route_policies[id(route)] = cached
         return cached[1]
 
+    def bypass_reason(self, request: CacheRequest) -> str | None:
+        return request_exclusion(request, self.policy_for(request))
+
     async def lookup(self, request: CacheRequest) -> CacheHit | None:
         t0 = time.perf_counter()
         policy = self.policy_for(request)

@@ -5,7 +5,8 @@ The cache itself is gateway/cache/ (scoping, exact and semantic layers, Redis sh
 is its seam with the request path. A cache that fails is logged and skipped: the request is
 answered from the backends, never refused because of the cache. A hit is served with
 `X-Tandem-Cache: hit`, replayed as SSE when the caller asked for a stream, and counted with the
-dollars it saved at the route's expected price.
+dollars it saved at the route's expected price. Every other answer says `miss` or why the cache
+was bypassed (`BYPASS_REASONS`), in the same header and in `tandem_gateway_cache_status_total`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,20 @@ from gateway.stages.call import Call
 log = logging.getLogger("tandem.gateway")
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
-_HIT = {"X-Tandem-Cache": "hit"}
+# What the cache did, on every completion response from the forward stage on (docs/gateway.md):
+# `hit`, `miss`, or `bypass; reason=R` with R one of BYPASS_REASONS.
+CACHE_HEADER = "X-Tandem-Cache"
+BYPASS_REASONS = {
+    "off": "the gateway has no `cache:` section",
+    "disabled": "the route's cache is off (`mode: off` or `enabled: false`)",
+    "sampled": "the request samples: temperature unset (OpenAI's default is 1) or above "
+    "max_temperature, or n > 1, and the route does not set allow_sampled",
+    "error": "the cache failed; the backends answered",
+}
+HIT, MISS = "hit", "miss"
+BYPASS = {reason: f"bypass; reason={reason}" for reason in BYPASS_REASONS}
+BYPASS_OFF = BYPASS["off"]
+_HIT = {CACHE_HEADER: HIT}
 _SSE_HIT = {**SSE_HEADERS, **_HIT}
 
 
@@ -38,7 +52,8 @@ class CacheStage:
         self._spawn = spawn  # stores run after the answer, off the request's path
 
     async def lookup(self, call: Call) -> CacheHit | None:
-        """The cached answer for this call, or None (also when the cache fails)."""
+        """The cached answer for this call, or None (also when the cache fails); what happened
+        is left in `call.cache_status` and counted."""
         assert call.key is not None and call.route is not None
         creq = call.cache_request = CacheRequest(
             tenant=call.key.team,
@@ -48,11 +63,23 @@ class CacheStage:
             stream=call.stream,
             route_policy=call.route.cache_policy,
         )
+        m = self.metrics
         try:
-            return await self.cache.lookup(creq)
+            reason = self.cache.bypass_reason(creq)
+            hit = None if reason is not None else await self.cache.lookup(creq)
         except Exception:
             log.warning("cache lookup failed; answering from the backend", exc_info=True)
-            return None
+            reason, hit = "error", None
+        if reason is not None:
+            call.cache_status = BYPASS[reason]
+            m.child(m.cache_status, call.key.team, "bypass", reason).inc()
+        elif hit is None:
+            call.cache_status = MISS
+            m.child(m.cache_status, call.key.team, MISS, "").inc()
+        else:
+            call.cache_status = HIT
+            m.child(m.cache_status, call.key.team, HIT, hit.layer).inc()
+        return hit
 
     async def answer(self, request: web.Request, call: Call, hit: CacheHit) -> web.StreamResponse:
         """Serve a hit: counted, traced, and shaped the way the caller asked (JSON or SSE)."""

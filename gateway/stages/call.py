@@ -32,6 +32,8 @@ class Call:
     developer_budget: Budget | None = None  # admit: the developer's, if the team sets one
     span: Any = None  # the trace span, when tracing is on
     cache_request: CacheRequest | None = None  # cache: set when the cache was asked
+    # cache: what it did, sent as X-Tandem-Cache (None until the request gets that far)
+    cache_status: str | None = None
     exchange: Any = None  # exchange: how a Messages / Responses request meets each backend
     headers: dict[str, str] | None = None  # exchange: caller headers passed upstream
     translated: dict[str, Any] | None = None  # exchange: the chat-completions request, built once

@@ -17,10 +17,10 @@ import time
 from aiohttp import web
 
 from gateway.errors import sse_error_event
-from gateway.proxy import CLIENT, CONTEXT, Attempt, Upstreams
+from gateway.proxy import CLIENT, Attempt, Upstreams
 from gateway.sse import SSE_HEADERS, KeepTail, StripUsage, assemble_stream
 from gateway.stages.account import Accounting
-from gateway.stages.cache import CacheStage
+from gateway.stages.cache import BYPASS_OFF, CACHE_HEADER, CacheStage
 from gateway.stages.call import Call
 
 STREAM_KEEP_MAX = 1 << 20  # a streamed answer larger than this is relayed but not cached
@@ -38,26 +38,41 @@ class Relay:
         """The caller's answer for this attempt (OK, or a client error the backend gave), in
         the caller's API (`call.exchange`, for Messages and Responses)."""
         ex = call.exchange
-        if a.kind == CLIENT or a.kind == CONTEXT:
+        headers = {CACHE_HEADER: call.cache_status or BYPASS_OFF}
+        # under a rollout the caller learns which arm and version answered (A/B analytics)
+        arm = a.route.arm_headers.get(a.backend.name)
+        if arm:
+            headers.update(arm)
+        if a.kind == CLIENT:
             self.accounting.refused_upstream(call, a.backend, a.status)
             body = a.body if ex is None else ex.client_error(call, a)
-            return web.Response(status=a.status, body=body, content_type="application/json")
+            return web.Response(
+                status=a.status, body=body, content_type="application/json", headers=headers
+            )
         if a.resp is not None:
-            return await self._stream(request, call, a)
+            try:
+                return await self._stream(request, call, a, arm)
+            finally:
+                self.upstreams.finished(a)
         if ex is not None:
             body, normalized = await ex.answer(call, a)
             await self.accounting.answered(call, a.backend, normalized)
-            return web.Response(body=body, content_type="application/json")
+            return web.Response(body=body, content_type="application/json", headers=headers)
         usage = a.obj.get("usage") if a.obj is not None else None
         await self.accounting.answered(call, a.backend, usage if isinstance(usage, dict) else None)
         if self.cache is not None and call.cache_request is not None and a.obj is not None:
             self.cache.store(call.cache_request, a.obj)
-        return web.Response(body=a.body, content_type="application/json")
+        return web.Response(body=a.body, content_type="application/json", headers=headers)
 
-    async def _stream(self, request: web.Request, call: Call, a: Attempt) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, call: Call, a: Attempt, arm: dict[str, str] | None
+    ) -> web.StreamResponse:
         up = a.resp
         assert up is not None and call.key is not None
-        out = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        out = web.StreamResponse(
+            status=200,
+            headers={**SSE_HEADERS, CACHE_HEADER: call.cache_status or BYPASS_OFF, **(arm or {})},
+        )
         ex = call.exchange
         if ex is not None:  # passed through with its usage read, or translated
             tap = ex.tap(call, a)
@@ -109,7 +124,13 @@ class Relay:
                 await out.write(
                     sse_error_event(message, err) if ex is None else tap.fail(message, err)
                 )
-            await out.write_eof()
+            try:
+                await out.write_eof()
+            except ConnectionResetError:
+                if not complete:
+                    raise
+                # the caller had the whole stream, [DONE] included, and hung up before the
+                # chunked encoding's last bytes (the openai SDK does): an answer, charged as one
         except (ConnectionResetError, asyncio.CancelledError):
             up.close()
             raise

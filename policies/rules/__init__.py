@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from policies.framework import Rule
-from policies.rules import cluster, features, gateway, gpu_pools, serving, stack, workloads
+from policies.rules import (
+    cluster,
+    features,
+    gateway,
+    gpu_pools,
+    lifecycle,
+    serving,
+    stack,
+    workloads,
+)
 
 ALL_RULES: list[Rule] = [
     *gpu_pools.RULES,
@@ -11,6 +20,7 @@ ALL_RULES: list[Rule] = [
     *workloads.RULES,
     *serving.RULES,
     *gateway.RULES,
+    *lifecycle.RULES,
     *features.RULES,
     *stack.RULES,
 ]

@@ -29,6 +29,9 @@ COMMAND_MODULES = {
     "tandem.cli.cache": "gateway",  # cache replay
     "tandem.cli.batch": "pipelines",  # batch worker / submit
     "tandem.cli.finops": "finops",  # finops report / demo
+    "tandem.cli.deploy": "lifecycle",  # deploy
+    "tandem.cli.rollout": "lifecycle",  # rollout status / pause / resume / abort / controller
+    "tandem.cli.registry": "lifecycle",  # registry resolve
     "tandem.cli.assistants": "finops",  # assistants report
 }
 
@@ -136,6 +139,7 @@ _TANDEM_PACKAGES = {
     "observability",
     "gpu_pools",
     "embedding",
+    "lifecycle",
     "features",
     "vocabulary",
 }

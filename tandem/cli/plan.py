@@ -141,6 +141,37 @@ def render(plan: Any) -> None:
             if not s["fits_in_pool"]:
                 console.print(f"[yellow]warning:[/] {s['use_case']}: {s['message']}")
 
+    if plan.rollouts:
+        ro = Table(
+            title="Rollouts: a candidate version beside the stable one (extra while it runs)"
+        )
+        for col in ("use case", "strategy", "deployment", "GPUs", "nodes", "$/h"):
+            ro.add_column(col)
+        for r in plan.rollouts:
+            ro.add_row(
+                r["use_case"],
+                r["strategy"],
+                r["deployment"],
+                str(r["canary_gpus"]),
+                str(r["canary_nodes"]),
+                f"${r['hourly_usd']:,.2f}",
+            )
+        console.print(ro)
+    if plan.registry:
+        reg = Table(title="Model registry references (recorded resolutions; never 'latest')")
+        for col in ("use case", "deployment", "reference", "version", "source", "recorded"):
+            reg.add_column(col)
+        for r in plan.registry:
+            reg.add_row(
+                r["use_case"],
+                r["deployment"],
+                r["reference"],
+                r["version"],
+                r["source"],
+                r["recorded"],
+            )
+        console.print(reg)
+
     if plan.checks:
         checks = Table(title="Plan-time checks")
         for col in ("use case", "check", "ok", "message"):

@@ -74,7 +74,7 @@ def test_a_cached_answer_streams_back_like_the_upstream_would(up, upstream: Upst
     cfg = config(up[1], {"mode": "semantic", "decision": "threshold", "threshold": 0.9})
     with RunningGateway(cfg) as gw:
         first = ask(gw.url, Q)
-        assert first.status_code == 200 and "X-Tandem-Cache" not in first.headers
+        assert first.status_code == 200 and first.headers["X-Tandem-Cache"] == "miss"
         assert until(lambda: len(gw.gateway.cache.local) == 1), "the answer was not stored"
         body = {
             "model": "chat",
@@ -100,8 +100,13 @@ def test_a_cached_answer_streams_back_like_the_upstream_would(up, upstream: Upst
             json={"model": "chat", "messages": [{"role": "user", "content": Q}]},
             timeout=20,
         )
-        assert unset.status_code == 200 and "X-Tandem-Cache" not in unset.headers
+        assert unset.status_code == 200
+        assert unset.headers["X-Tandem-Cache"] == "bypass; reason=sampled"
         assert upstream.requests == 2
+        assert gw.metric("tandem_gateway_cache_status_total", status="miss") == 1
+        assert gw.metric("tandem_gateway_cache_status_total", status="hit", reason="semantic") == 1
+        sampled = gw.metric("tandem_gateway_cache_status_total", status="bypass", reason="sampled")
+        assert sampled == 1
 
 
 def stream(url: str, question: str) -> tuple[httpx.Response, bytes]:
@@ -120,7 +125,7 @@ def test_a_streamed_answer_is_stored_for_later_callers(up, upstream: Upstream) -
     cfg = config(up[1], {"mode": "semantic", "decision": "threshold", "threshold": 0.9})
     with RunningGateway(cfg) as gw:
         r, data = stream(gw.url, Q)
-        assert r.status_code == 200 and "X-Tandem-Cache" not in r.headers
+        assert r.status_code == 200 and r.headers["X-Tandem-Cache"] == "miss"
         assert data.endswith(b"data: [DONE]\n\n")  # relayed as the upstream sent it
         assert until(lambda: len(gw.gateway.cache.local) == 1), "the streamed answer was not stored"
         plain = ask(gw.url, Q)
@@ -155,7 +160,7 @@ def test_a_broken_stream_is_not_stored(up, upstream: Upstream) -> None:
         assert r.status_code == 200 and b"stream_broken" in data  # the caller is told
         time.sleep(0.5)
         assert len(gw.gateway.cache.local) == 0
-        assert "X-Tandem-Cache" not in ask(gw.url, Q).headers
+        assert ask(gw.url, Q).headers["X-Tandem-Cache"] == "miss"
 
 
 def test_gateway_wires_the_recheck_and_exposes_cache_metrics(up, upstream: Upstream) -> None:

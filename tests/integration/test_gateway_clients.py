@@ -95,6 +95,42 @@ def test_openai_sdk_error_classes(stack) -> None:
         up.set()
 
 
+def test_openai_sdk_retrieves_a_model_and_gets_openai_errors_for_api_edges(stack) -> None:
+    up, gw = stack
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
+    m = client.models.retrieve("chat")
+    assert (m.id, m.object, m.owned_by) == ("chat", "model", "tandem")
+    for hidden in ("gpt-9", "limited"):  # unknown, and not allowed for this key: both "not found"
+        with pytest.raises(openai.NotFoundError) as nf:
+            client.models.retrieve(hidden)
+        assert nf.value.code == "model_not_found"
+    up.set(context_limit=10)
+    try:
+        with pytest.raises(openai.BadRequestError) as too_long:
+            client.chat.completions.create(
+                model="chat", messages=[{"role": "user", "content": "x" * 100}]
+            )
+        assert too_long.value.code == "context_length_exceeded"
+        assert too_long.value.body["type"] == "invalid_request_error"  # ours, not the backend's
+    finally:
+        up.set()
+
+
+def test_every_completion_response_says_what_the_cache_did(stack) -> None:
+    """This gateway has no cache: a plain answer, a stream and an upstream failure all say so."""
+    _, gw = stack
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+    url = gw.url + "/v1/chat/completions"
+    plain = httpx.post(url, json=body, headers=headers)
+    streamed = httpx.post(url, json={**body, "stream": True}, headers=headers)
+    failed = httpx.post(url, json={**body, "model": "down"}, headers=headers)
+    assert (plain.status_code, streamed.status_code, failed.status_code) == (200, 200, 502)
+    for r in (plain, streamed, failed):
+        assert r.headers["X-Tandem-Cache"] == "bypass; reason=off"
+    assert gw.metric("tandem_gateway_cache_status_total", status="bypass", reason="off") >= 3
+
+
 async def test_openai_sdk_async(stack) -> None:
     up, gw = stack
     client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
@@ -155,6 +191,17 @@ def test_openapi_no_server_errors(case, stack) -> None:
         headers={"Authorization": f"Bearer {KEY}"},
         checks=[not_a_server_error, status_code_conformance, content_type_conformance],
     )
+
+
+def test_a_path_with_a_newline_gets_a_json_error(stack) -> None:
+    # schemathesis found it: aiohttp's `.` stops at %0A, so such a path matched no route and got
+    # aiohttp's own text/plain 404 instead of an OpenAI-style body
+    _, gw = stack
+    auth = {"Authorization": f"Bearer {KEY}"}
+    for path, status in (("/v1/models/a%0Ab", 404), ("/v1/nothing%0Ahere", 404)):
+        r = httpx.get(gw.url + path, headers=auth)
+        assert r.status_code == status and r.headers["content-type"].startswith("application/json")
+        assert r.json()["error"]["message"]
 
 
 def test_openapi_document_is_served(stack) -> None:

@@ -13,7 +13,7 @@ import pytest
 from gateway.config import compile_config, parse_config
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
-from gateway.proxy import CONTEXT, OK, Upstreams
+from gateway.proxy import OK, Upstreams
 from gateway.stages.forward import Forwarder
 from tests.support.gateway_harness import chat, fresh_upstreams, upstream_servers
 
@@ -82,8 +82,55 @@ async def test_a_prompt_too_long_goes_to_the_context_fallback(proxy) -> None:
     a = await forward(fw, env["compiled"], chat("chat", "x" * 100))
     assert a.kind == OK and a.backend.name == "long"
     env["long"].set(context_limit=10)
-    a = await forward(fw, env["compiled"], chat("chat", "x" * 100))
-    assert a.kind == CONTEXT and a.status == 400
+    with pytest.raises(GatewayError) as err:  # OpenAI's shape, not the last backend's body
+        await forward(fw, env["compiled"], chat("chat", "x" * 100))
+    e = err.value
+    assert (e.status, e.code, e.err_type, e.param) == (
+        400,
+        "context_length_exceeded",
+        "invalid_request_error",
+        "messages",
+    )
+
+
+async def test_a_declared_context_window_routes_before_any_call(ups) -> None:
+    """Backends that declare `context_window` are skipped for a request estimated not to fit
+    (prompt characters / 4 + max_tokens): no wasted call, and the same error shape."""
+    env = fresh_upstreams(ups)
+    url = {n: ups[n][1].url + "/v1" for n in ups}
+    cfg = parse_config(
+        {
+            "backends": {
+                "a": {"url": url["a"], "context_window": 20},
+                "long": {"url": url["long"], "context_window": 1000},
+            },
+            "routes": {
+                "chat": {"backends": [{"backend": "a"}], "context_fallback": "long"},
+                "tight": {"backends": [{"backend": "a"}]},
+                "long": {"backends": [{"backend": "long"}]},
+            },
+        }
+    )
+    compiled = compile_config(cfg)
+    up = Upstreams(compiled, Metrics())
+    fw = Forwarder(up)
+
+    async def go(alias: str, body: dict):
+        return await fw.forward(
+            compiled.routes[alias], "chat.completions", body, orjson.dumps(body), False, False
+        )
+
+    try:
+        assert (await go("chat", chat("chat", "short"))).backend.name == "a"
+        assert (await go("chat", chat("chat", "x" * 100))).backend.name == "long"  # ~25 tokens
+        room = chat("chat", "short", max_tokens=30)  # the answer needs room too
+        assert (await go("chat", room)).backend.name == "long"
+        with pytest.raises(GatewayError) as err:
+            await go("tight", chat("tight", "x" * 100))
+        assert err.value.code == "context_length_exceeded"
+        assert env["a"].requests == 1  # only the short prompt reached it
+    finally:
+        await up.close()
 
 
 async def test_open_breakers_everywhere_is_503_with_retry_after(proxy) -> None:

@@ -171,20 +171,22 @@ def breaker_cfg(ups, **policy) -> dict:
 
 
 def test_breaker_closed_open_half_open_closed_and_reopen(ups, upstreams) -> None:
-    with RunningGateway(breaker_cfg(ups)) as gw:
+    # probes by the clock only (probe_share 0; probes that follow the traffic are pinned in
+    # test_gateway_resilience), and an open_s that a few requests on a busy machine cannot span
+    with RunningGateway(breaker_cfg(ups, open_s=1.0, probe_share=0)) as gw:
         state = lambda: gw.metric("tandem_gateway_breaker_state", backend="a")  # noqa: E731
         upstreams["a"].set(status=500)
         for _ in range(3):
             assert served_by(post(gw, chat("chat"))) == "b"
         assert state() == 1  # open
-        for _ in range(5):
+        for _ in range(3):
             assert served_by(post(gw, chat("chat"))) == "b"
         assert upstreams["a"].requests == 3  # open: no traffic
-        time.sleep(0.35)
+        time.sleep(1.05)
         # half-open probe fails -> open again
         assert served_by(post(gw, chat("chat"))) == "b"
         assert upstreams["a"].requests == 4 and state() == 1
-        time.sleep(0.35)
+        time.sleep(1.05)
         upstreams["a"].set()
         assert served_by(post(gw, chat("chat"))) == "a"  # the probe
         assert state() == 0
@@ -211,8 +213,11 @@ def test_half_open_admits_a_bounded_number_of_probes(ups, upstreams) -> None:
 def test_error_rate_trips_over_minimum_requests(ups, upstreams) -> None:
     import asyncio
 
-    # two failures in three: the share crosses 0.5 soon after the 20th request
-    cfg = breaker_cfg(ups, consecutive_failures=1000, min_requests=20, error_rate=0.5, open_s=30)
+    # two failures in three: the share crosses 0.5 soon after the 20th request. No probes by
+    # share: one that met the upstream's success in three would close it again before the end
+    cfg = breaker_cfg(
+        ups, consecutive_failures=1000, min_requests=20, error_rate=0.5, open_s=30, probe_share=0
+    )
     upstreams["a"].set(faults=[Behaviour(status=500), Behaviour(status=500), Behaviour()])
     with RunningGateway(cfg) as gw:
         asyncio.run(blast(gw.url, [chat("chat")] * 200, concurrency=4))
@@ -229,31 +234,6 @@ def test_slow_first_tokens_trip_the_breaker(ups, upstreams) -> None:
             assert r.status_code == 200 and b"tok0" in r.content  # the callers still got answers
         assert gw.metric("tandem_gateway_breaker_state", backend="a") == 1
         assert b"b" in post(gw, chat("chat", stream=True)).content.split(b'"id":"chatcmpl-')[1][:1]
-
-
-def test_429_cools_the_backend_for_retry_after(ups, upstreams) -> None:
-    upstreams["a"].set(status=429, retry_after="1")
-    with RunningGateway(breaker_cfg(ups)) as gw:
-        assert served_by(post(gw, chat("chat"))) == "b"
-        assert upstreams["a"].requests == 1
-        for _ in range(3):
-            assert served_by(post(gw, chat("chat"))) == "b"
-        assert upstreams["a"].requests == 1  # cooled
-        upstreams["a"].set()
-        assert wait_until(lambda: served_by(post(gw, chat("chat"))) == "a", timeout=2.0)
-        assert gw.metric("tandem_gateway_upstream_errors_total", backend="a") == 1
-
-
-def test_429_without_fallback_is_503_with_retry_after(ups, upstreams) -> None:
-    upstreams["a"].set(status=429, retry_after="3")
-    cfg = breaker_cfg(ups)
-    cfg["routes"]["chat"]["fallbacks"] = []
-    with RunningGateway(cfg) as gw:
-        r = post(gw, chat("chat"))
-        assert r.status_code == 503 and r.headers["Retry-After"] == "3"
-        r = post(gw, chat("chat"))
-        assert r.status_code == 503 and r.json()["error"]["code"] == "backend_unavailable"
-        assert int(r.headers["Retry-After"]) in (2, 3)
 
 
 def test_client_errors_pass_through_and_never_count(ups, upstreams) -> None:

@@ -12,7 +12,14 @@ import gateway.cache
 from gateway.app import StartupError
 from gateway.sse import replay_as_sse
 from tests.support.gateway_harness import RunningGateway, chat
-from tests.support.upstream import ServerThread, Upstream, stream_events, wait_until
+from tests.support.upstream import (
+    ServerThread,
+    Upstream,
+    raw_stream_app,
+    stream_events,
+    styled,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +72,47 @@ def test_gateway_asks_for_usage_and_hides_the_extra_chunk(up, upstream) -> None:
         assert gw.metric("tandem_gateway_tokens_total", direction="out") == 6
 
 
+HEAD = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+EVENTS = [
+    {**HEAD, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+    {**HEAD, "choices": [{"index": 0, "delta": {"content": "Paris"}, "finish_reason": None}]},
+    {**HEAD, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    {**HEAD, "choices": [], "usage": USAGE},
+]
+
+
+@pytest.mark.parametrize(
+    "style",
+    [
+        pytest.param({"spaces": True, "reverse_keys": False, "line_end": b"\n"}, id="spaced"),
+        pytest.param({"spaces": False, "reverse_keys": True, "line_end": b"\n"}, id="key-order"),
+        pytest.param({"spaces": True, "reverse_keys": True, "line_end": b"\r\n"}, id="crlf"),
+    ],
+)
+def test_usage_chunk_of_any_upstream_style_is_read_and_hidden(style: dict) -> None:
+    """Whatever the upstream's JSON and line ends look like, the usage event the gateway asked
+    for is charged and dropped: the openai SDK's `chunk.choices[0]` loop never meets it."""
+    import openai
+
+    with ServerThread(lambda: raw_stream_app(lambda: styled(EVENTS, **style))) as raw:
+        config = {
+            "backends": {"raw": {"url": raw.url + "/v1"}},
+            "routes": {"chat": {"backends": [{"backend": "raw"}]}},
+        }
+        with RunningGateway(config) as gw:
+            client = openai.OpenAI(base_url=gw.url + "/v1", api_key="none", max_retries=0)
+            chunks = client.chat.completions.create(
+                model="chat", messages=[{"role": "user", "content": "capital?"}], stream=True
+            )
+            text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
+            assert text == "Paris"
+            assert wait_until(lambda: gw.metric("tandem_gateway_tokens_total", direction="in") == 7)
+            assert gw.metric("tandem_gateway_tokens_total", direction="out") == 3
+            asked = chat("chat", "capital?", stream=True, stream_options={"include_usage": True})
+            assert stream(gw.url, asked) == styled(EVENTS, **style)  # asked for: byte for byte
+
+
 def test_a_stream_broken_mid_way_ends_with_an_error_event(up, upstream) -> None:
     upstream.set(reset_mid_stream=True)
     with RunningGateway(cfg(up)) as gw:
@@ -98,6 +146,9 @@ class FakeCache:
 
     async def start(self) -> None:
         self.started = True
+
+    def bypass_reason(self, request):
+        return None
 
     async def lookup(self, request):
         from gateway.cache.api import CacheHit

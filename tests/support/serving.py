@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from gpu_pools.contract import SchedulingContract, default_gpu_tolerations
 from vocabulary import labels
 from vocabulary.catalog import load_catalog
@@ -61,3 +63,21 @@ def embedder(**overrides: object) -> ModelDeployment:
     }
     data.update(overrides)
     return ModelDeployment.model_validate(data)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def shipped_use_case(name: str, stack: str = "dev"):
+    """A shipped use case (stacks/usecases/<name>.yaml) with its registry references resolved
+    the way `stack`'s plan resolves them (stacks/registry/<stack>.yaml)."""
+    from vocabulary.registry import load_resolutions, resolution_path
+    from vocabulary.usecase import load_use_case, resolve_registry
+
+    path = resolution_path(REPO, stack)
+    spec, _ = resolve_registry(
+        load_use_case(REPO / "stacks" / "usecases" / f"{name}.yaml"),
+        load_resolutions(path),
+        str(path),
+    )
+    return spec

@@ -38,6 +38,7 @@ class Behaviour:
     first_token_s: float = 0.0  # before the first stream chunk (after headers)
     status: int = 200
     retry_after: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # on an error answer (rate-limit ones)
     reset: bool = False  # drop the connection without answering
     reset_mid_stream: bool = False  # drop it after the first chunk
     context_limit: int | None = None  # 400 context_length_exceeded above this many prompt chars
@@ -54,14 +55,21 @@ class Upstream:
     def __init__(self, name: str = "upstream", **behaviour: Any) -> None:
         self.name = name
         self.behaviour = Behaviour(**behaviour)
+        self.script: list[Behaviour] = []  # taken in order before `behaviour` (see `then`)
         self.requests = 0
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
         self._lock = threading.Lock()
 
     def set(self, **changes: Any) -> None:
-        """Replace the behaviour (fields not named go back to their defaults)."""
+        """Replace the behaviour (fields not named go back to their defaults), script included."""
         self.behaviour = Behaviour(**changes)
+        self.script.clear()
+
+    def then(self, *behaviours: Behaviour) -> None:
+        """The next requests behave like these, in order; the ones after them as before."""
+        with self._lock:
+            self.script.extend(behaviours)
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -84,7 +92,7 @@ class Upstream:
             if len(self.bodies) < 10_000:
                 self.bodies.append(body)
                 self.headers.append(dict(request.headers))
-        b = self.behaviour
+            b = self.script.pop(0) if self.script else self.behaviour
         if b.faults:
             b = random.choice(b.faults)
         if b.latency_s:
@@ -108,7 +116,9 @@ class Upstream:
         if b.garbage:
             return web.Response(body=b"<html>proxy error page</html>", content_type="text/html")
         if b.status != 200:
-            headers = {"Retry-After": b.retry_after} if b.retry_after is not None else None
+            headers = dict(b.headers)
+            if b.retry_after is not None:
+                headers["Retry-After"] = b.retry_after
             return _error(
                 b.status, f"upstream {self.name} says {b.status}", f"http_{b.status}", headers
             )
@@ -305,6 +315,37 @@ def stream_events(name: str, model: str, chunks: int, usage: dict | None) -> lis
     if usage is not None:
         out.append({**base, "choices": [], "usage": usage})
     return [b"data: " + orjson.dumps(e) + b"\n\n" for e in out] + [b"data: [DONE]\n\n"]
+
+
+def styled(events: list[dict], *, spaces: bool, reverse_keys: bool, line_end: bytes) -> bytes:
+    """A stream as other upstreams write it: with or without spaces after `:` and `,`, keys in
+    another order, LF, CRLF or CR line ends; `data: [DONE]` last."""
+    out = []
+    for ev in events:
+        if reverse_keys:
+            ev = dict(reversed(list(ev.items())))
+        text = orjson.dumps(ev).decode()
+        if spaces:
+            text = text.replace('":', '": ').replace(',"', ', "')
+        out.append(b"data: " + text.encode() + line_end + line_end)
+    out.append(b"data: [DONE]" + line_end + line_end)
+    return b"".join(out)
+
+
+def raw_stream_app(data: Callable[[], bytes]) -> web.Application:
+    """An upstream whose every chat completion is the SSE bytes `data()` returns, as they are."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(data())
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    return app
 
 
 _CREATE = re.compile(r"\bcreate (\S+\.txt) containing (\w+)")

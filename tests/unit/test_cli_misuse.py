@@ -43,7 +43,47 @@ class Misuse:
 CASES = [
     # --- no command, unknown command --------------------------------------------------------
     Misuse("no-command", [], 2, ()),
-    Misuse("unknown-command", ["deploy"], 2, ("invalid choice: 'deploy'",)),
+    Misuse("unknown-command", ["launch"], 2, ("invalid choice: 'launch'",)),
+    # --- deploy, rollout, registry ------------------------------------------------------------
+    Misuse(
+        "deploy-no-rollout",
+        ["deploy", str(EMBEDDINGS), "--version", "2", "--stack", "dev"],
+        2,
+        ("document-embeddings.yaml", "no rollout: section"),
+    ),
+    Misuse(
+        "deploy-registry-unreachable",
+        [
+            "deploy",
+            str(CHATBOT),
+            "--version",
+            "4",
+            "--stack",
+            "dev",
+            "--registry",
+            "http://127.0.0.1:{closed}",
+        ],
+        3,
+        ("127.0.0.1:{closed}", "cannot connect"),
+    ),
+    Misuse(
+        "deploy-registry-without-scheme",
+        ["deploy", str(CHATBOT), "--version", "4", "--stack", "dev", "--registry", "mlflow:5000"],
+        2,
+        ("--registry", "http://mlflow:5000"),
+    ),
+    Misuse(
+        "rollout-controller-unreachable",
+        ["rollout", "status", "--controller", "http://127.0.0.1:{closed}"],
+        3,
+        ("127.0.0.1:{closed}", "tandem rollout controller"),
+    ),
+    Misuse(
+        "registry-resolve-unknown-stack",
+        ["registry", "resolve", "--stack", "nope", "--registry", "http://127.0.0.1:{closed}"],
+        2,
+        ("no stack 'nope'",),
+    ),
     # --- plan ---------------------------------------------------------------------------------
     Misuse("plan-unknown-stack", ["plan", "--stack", "nope"], 2, ("no stack 'nope'", "dev, prod")),
     Misuse(

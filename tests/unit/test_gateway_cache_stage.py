@@ -41,6 +41,9 @@ class DictCache:
 
     async def start(self) -> None: ...
 
+    def bypass_reason(self, request: CacheRequest) -> str | None:
+        return "sampled" if request.body.get("temperature", 0) > 0.5 else None
+
     async def lookup(self, request: CacheRequest) -> CacheHit | None:
         self.requests.append(request)
         if self.fail:

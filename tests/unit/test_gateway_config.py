@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
-from gateway.config import BreakerPolicy, compile_config, hash_key, load_config, parse_config
+from gateway.config import compile_config, hash_key, load_config, parse_config
 from vocabulary.errors import ConfigError
 
 KEY = hash_key("sk-test")
@@ -101,63 +100,6 @@ def test_keys_file_is_merged(tmp_path) -> None:
     (tmp_path / "routes.yaml").write_text(yaml.safe_dump(base(keys_file="keys.yaml")))
     c = compile_config(load_config(tmp_path / "routes.yaml"))
     assert c.auth_required and len(c.keys) == 1
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def test_breaker_transitions_with_bounded_probes() -> None:
-    clock = Clock()
-    changes: list[int] = []
-    br = CircuitBreaker(
-        BreakerPolicy(consecutive_failures=3, open_s=10, half_open_probes=2), clock, changes.append
-    )
-    for _ in range(3):
-        assert br.allow()
-        br.record_failure()
-    assert br.state == OPEN and not br.allow()
-    clock.t += 10
-    assert br.allow() and br.state == HALF_OPEN
-    assert br.allow()
-    assert not br.allow()  # only two probes at once
-    br.record_success()
-    br.record_success()
-    assert br.state == CLOSED
-    assert changes == [OPEN, HALF_OPEN, CLOSED]
-
-
-def test_breaker_error_rate_needs_min_requests_and_probe_failure_reopens() -> None:
-    clock = Clock()
-    br = CircuitBreaker(
-        BreakerPolicy(min_requests=10, error_rate=0.5, consecutive_failures=100, open_s=5), clock
-    )
-    for i in range(9):
-        br.record_failure() if i % 2 else br.record_success()
-    assert br.state == CLOSED  # 4/9 failures, under the minimum count
-    br.record_failure()
-    assert br.state == OPEN  # 5/10
-    clock.t += 5
-    assert br.allow()
-    br.record_failure()
-    assert br.state == OPEN
-
-
-def test_slow_first_token_counts_as_failure_and_429_cools() -> None:
-    clock = Clock()
-    br = CircuitBreaker(BreakerPolicy(consecutive_failures=2, slow_first_token_s=1.0), clock)
-    br.record_success(ttft_s=2.0)
-    br.record_success(ttft_s=2.0)
-    assert br.state == OPEN
-    br2 = CircuitBreaker(BreakerPolicy(), clock)
-    br2.cool(7)
-    assert br2.state == OPEN and br2.retry_after() == pytest.approx(7)
-    clock.t += 7
-    assert br2.available()
 
 
 def test_route_cache_policy_is_checked_when_the_file_loads() -> None:

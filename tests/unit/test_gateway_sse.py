@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from gateway.sse import KeepTail, StripUsage, assemble_stream, replay_as_sse
-from tests.support.upstream import stream_events
+from tests.support.upstream import stream_events, styled
 
 CHAT = {
     "id": "chatcmpl-1",
@@ -98,3 +98,39 @@ def test_a_partial_event_at_the_end_is_sent_as_it_is() -> None:
     tap = StripUsage()
     assert tap.feed(b'data: {"choices": []') == b""
     assert tap.rest() == b'data: {"choices": []'
+
+
+HEAD = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+STREAM = [
+    {**HEAD, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+    {**HEAD, "choices": [{"index": 0, "delta": {"content": "Paris"}, "finish_reason": None}]},
+    {**HEAD, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None},
+    {**HEAD, "choices": [], "usage": USAGE},
+]
+STYLES = [
+    pytest.param(dict(spaces=s, reverse_keys=r, line_end=e), id=f"{n}-{'rev' if r else 'fwd'}-{i}")
+    for s, n in ((False, "compact"), (True, "spaced"))
+    for r in (False, True)
+    for e, i in ((b"\n", "lf"), (b"\r\n", "crlf"), (b"\r", "cr"))
+]
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("size", [1, 5, 100_000])
+def test_the_usage_event_is_found_by_parsing_whatever_the_upstream_writes(
+    style: dict, size: int
+) -> None:
+    """Parsed, not matched: `"choices": []` (a space), keys in any order, CRLF line ends, each
+    split across reads anywhere. The usage-only event the caller did not ask for is dropped (a
+    `chunk.choices[0]` loop never meets it); every other byte passes as it came."""
+    asked = styled(STREAM, **style)
+    expected = styled(STREAM[:-1], **style)
+    tap = StripUsage()
+    out = relay(tap, asked, size)
+    assert out == expected and tap.usage == USAGE
+    for event in out.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n\n"):
+        if event.startswith(b"data: {"):
+            assert orjson.loads(event[6:])["choices"], event  # choices[0] exists in every chunk
+    kept = KeepTail()
+    assert relay(kept, asked, size) == asked and kept.usage == USAGE
+    assert assemble_stream(asked, "chat.completions")["usage"] == USAGE  # type: ignore[index]

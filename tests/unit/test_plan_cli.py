@@ -101,7 +101,7 @@ def test_plan_table_shows_tree_and_cost(capsys) -> None:
     assert main(["plan", "--stack", "dev"]) == 0
     out = capsys.readouterr().out
     assert "stack dev" in out and "pool-l4-spot" in out
-    assert "GPU cost envelope" in out and "l4-spot" in out and "$2,855" in out
+    assert "GPU cost envelope" in out and "l4-spot" in out and "$5,709" in out
     assert "Everything else the stack bills" in out and "eks-control-plane" in out
     assert "nat-gateways" in out and "stack total" in out
     assert "within budget" in out

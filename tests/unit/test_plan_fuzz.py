@@ -128,29 +128,51 @@ def test_a_mutated_stack_plans_or_names_the_field(case: tuple[str, dict, tuple])
         _assert_names_a_field(err)
 
 
+# without the chatbot, whose canary needs the gateway's Redis and Prometheus (and without the
+# coding-assistant route that serves it)
+EMBEDDINGS_ONLY = {"tandem:useCases": ["stacks/usecases/document-embeddings.yaml"]}
+
+
+def _without_chatbot(stack: str) -> dict:
+    gw = copy.deepcopy(STACKS[stack]["tandem:gateway"])
+    assistants = gw.get("assistants") or {}
+    gone = {
+        r["alias"] for r in assistants.get("routes", []) if r.get("useCase") == "support-chatbot"
+    }
+    if assistants:
+        assistants["routes"] = [r for r in assistants["routes"] if r["alias"] not in gone]
+        for r in assistants["routes"]:
+            if "fallbacks" in r:
+                r["fallbacks"] = [f for f in r["fallbacks"] if f not in gone]
+    for k in gw.get("keys", []):
+        if "models" in k:
+            k["models"] = [m for m in k["models"] if m not in gone]
+    return {**EMBEDDINGS_ONLY, "tandem:gateway": gw}
+
+
 @pytest.mark.parametrize(
-    ("stack", "changes"),
+    ("stack", "key", "value", "extra"),
     [
-        ("dev", {"tandem:gpuSoftware": {"mode": "device-plugin"}}),  # valid: plans
-        # without the gateway's Redis there is no queue: the Batch API goes too
+        ("dev", "tandem:gpuSoftware", {"mode": "device-plugin"}, {}),  # valid: plans
         (
             "prod",
-            {
-                "tandem:gateway": {"minReplicas": 2, "maxReplicas": 4, "redis": "none"},
-                "tandem:batch": {"enabled": False},
-            },
+            "tandem:gateway",
+            {"minReplicas": 2, "maxReplicas": 4, "redis": "none"},
+            # without the gateway's Redis there is no queue: the Batch API goes too
+            {**EMBEDDINGS_ONLY, "tandem:batch": {"enabled": False}},
         ),
-        ("dev", {"tandem:observability": {"enabled": False}}),
+        ("dev", "tandem:observability", {"enabled": False}, _without_chatbot("dev")),
+        ("dev", "tandem:registry", {"enabled": True, "replicas": 3}, {}),
     ],
 )
 def test_mutated_stacks_run_through_the_engine(
-    stack: str, changes: dict[str, Any], monkeypatch
+    stack: str, key: str, value: Any, extra: dict, monkeypatch
 ) -> None:
     """The engine run itself (mock engine, policy pack) on stacks whose config is valid but
     unlike the shipped ones: it must end in a plan, not a traceback."""
     import tandem.plan as plan_module
 
-    flat = {**STACKS[stack], **changes}
+    flat = {**STACKS[stack], key: value, **extra}
     monkeypatch.setattr(plan_module, "load", lambda name: from_flat(name, flat))
     plan = build_plan(stack)
     assert plan.resources and isinstance(plan.to_dict()["cost"]["by_component"], list)
@@ -176,6 +198,9 @@ def test_mutated_stacks_run_through_the_engine(
         ),
         ("tandem:tags", {"team": 7}, "tags.team"),
         ("tandem:gpuPools", [{"name": "x"}], "gpuPools[0]"),
+        ("tandem:gateway", {"redis": "none"}, "gateway.redis"),
+        ("tandem:observability", {"enabled": False}, "observability.enabled"),
+        ("tandem:registry", {"enabled": False}, "registry.enabled"),
     ],
 )
 def test_values_that_used_to_crash_the_plan_name_their_field(

@@ -231,7 +231,7 @@ def test_checks_and_surge_cover_both_examples_on_the_dev_pool() -> None:
     ucs = [
         load_use_case(usecases / f) for f in ("support-chatbot.yaml", "document-embeddings.yaml")
     ]
-    pool = contract("g6.xlarge", max_nodes=2)
+    pool = contract("g6.xlarge", max_nodes=4)  # 2 replicas, and 2 more while a canary runs
     checks = [
         r.to_dict() for uc in ucs for r in run_checks(uc, resolve_contract(uc, {"l4-spot": pool}))
     ]
@@ -240,6 +240,11 @@ def test_checks_and_surge_cover_both_examples_on_the_dev_pool() -> None:
     assert {c["use_case"] for c in checks} == {"support-chatbot", "document-embeddings"}
     (surge,) = surges  # the CPU-only use case has none
     assert surge["use_case"] == "support-chatbot" and surge["fits_in_pool"] is False
+    capacity = next(c for c in checks if c["check"] == "pool_capacity")
+    assert "4 GPUs on 4 g6.xlarge" in capacity["message"] and "canary" in capacity["message"]
+    small = contract("g6.xlarge", max_nodes=3)
+    (failed,) = [r for r in run_checks(ucs[0], small) if not r.ok]
+    assert failed.check == "pool_capacity"  # 2 stable + 2 canary replicas do not fit 3 nodes
 
 
 def test_overhead_is_the_cuda_context_plus_one_prefill_step() -> None:

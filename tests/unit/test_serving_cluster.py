@@ -19,12 +19,12 @@ from components.use_case import UseCase, UseCaseArgs, UseCaseCheckError
 from serving import builder
 from tandem import manifests
 from tandem.engine import run_under_mocks
-from tests.support.serving import contract
+from tests.support.serving import contract, shipped_use_case
 from vocabulary import labels, pins
 from vocabulary.usecase import load_use_case
 
 USECASES = Path(__file__).resolve().parents[2] / "stacks" / "usecases"
-CHATBOT = load_use_case(USECASES / "support-chatbot.yaml")
+CHATBOT = shipped_use_case("support-chatbot")  # its registry version resolved as dev's plan does
 EMBEDDINGS = load_use_case(USECASES / "document-embeddings.yaml")
 RAY_SERVICE = "kubernetes:ray.io/v1:RayService"
 
@@ -107,6 +107,10 @@ def test_serve_config_is_the_builders_output(resources) -> None:
     assert spec["upgradeStrategy"] == {"type": "NewCluster"}
 
 
+def pod_labels_version(group: dict) -> str:
+    return group["template"]["metadata"]["labels"][labels.LABEL_MODEL_VERSION]
+
+
 def test_head_has_no_gpus_and_workers_follow_the_pool(resources) -> None:
     cluster = _spec(resources, "chatbot")["rayClusterConfig"]
     assert cluster["enableInTreeAutoscaling"] is True and "autoscalerOptions" in cluster
@@ -121,7 +125,9 @@ def test_head_has_no_gpus_and_workers_follow_the_pool(resources) -> None:
     assert pod["tolerations"] == [labels.gpu_toleration()]
     res = pod["containers"][0]["resources"]
     assert res["limits"][labels.GPU_RESOURCE] == "1" and res["limits"]["memory"] == "28Gi"
-    assert (worker["minReplicas"], worker["maxReplicas"]) == (1, 2)
+    # max_replicas 2, doubled: the chatbot's canary runs on the same worker group
+    assert (worker["minReplicas"], worker["maxReplicas"]) == (1, 4)
+    assert pod_labels_version(worker) == "3"  # the registry version dev's resolution records
     shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
     assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
 
