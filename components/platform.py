@@ -32,6 +32,19 @@ from components.lifecycle import (
 )
 from components.network import Network, NetworkArgs
 from components.observability import WORKLOAD_MONITORS, Observability, ObservabilityArgs
+from components.pipelines import (
+    FILES_SERVICE_ACCOUNT,
+    WEBHOOK_SECRET_ENV,
+    WORKER_SELECTOR,
+    BatchStorage,
+    BatchStorageArgs,
+    BatchWorkers,
+    BatchWorkersArgs,
+    EksIdentity,
+    Keda,
+    KedaArgs,
+    batch_section,
+)
 from components.redis import ElastiCacheArgs, elasticache_redis, in_cluster_redis
 from components.serving.inference_cluster import (
     HF_TOKEN_KEY,
@@ -66,6 +79,8 @@ class PlatformArgs:
     # assistant route apiKeySecret -> the provider's API key (a Pulumi secret, tandem:providerKey-*)
     provider_keys: dict[str, pulumi.Input[str]] = field(default_factory=dict)
     hf_token: pulumi.Input[str] | None = None  # tandem:huggingFaceToken, for gated Hub models
+    # tandem:batchWebhookSecret (whsec_...): signs async jobs' webhooks; unset, none are sent
+    batch_webhook_secret: pulumi.Input[str] | None = None
     # tandem:registryDbPassword: the model registry's RDS master password (EKS mode)
     registry_db_password: pulumi.Input[str] | None = None
     # the feature projects as Feast plans them and each use case's resolved `features:`
@@ -82,6 +97,7 @@ class Platform(pulumi.ComponentResource):
         super().__init__(labels.TOKEN_PLATFORM, name, None, opts)
         self.config = cfg = args.config
         self.tags = cfg.base_tags()
+        self._webhooks = False  # set by _gateway: async jobs' webhooks are signed and sent
         self._alerting_secrets = args.alerting_secrets
         self.network = self._network()
         self.cluster = self._cluster()
@@ -98,11 +114,21 @@ class Platform(pulumi.ComponentResource):
         self.feature_store = self._feature_store(args)
         self.observability = self._observability(args.use_cases, with_gateway)
         rollouts = any(uc.rollout is not None for uc in args.use_cases)
+        with_batch = with_gateway and cfg.batch.enabled
+        self.batch_storage = self._batch_storage() if with_batch else None
         self.gateway = (
-            self._gateway(routes, args.gateway_keys, args.provider_keys, rollouts)
+            self._gateway(
+                routes,
+                args.gateway_keys,
+                args.provider_keys,
+                rollouts,
+                args.use_cases,
+                args.batch_webhook_secret,
+            )
             if with_gateway
             else None
         )
+        self.batch = self._batch_workers() if self.gateway and self.batch_storage else None
         self.registry = self._registry(args.registry_db_password) if cfg.registry.enabled else None
         self.use_cases = self._use_cases(args.use_cases, args.checks or {}, args.hf_token)
         self.rollout_controller = self._rollout_controller() if rollouts else None
@@ -238,21 +264,92 @@ class Platform(pulumi.ComponentResource):
             opts=self._child(),
         )
 
+    def _batch_storage(self) -> BatchStorage:
+        """The batch files' bucket (and its IAM roles) before the gateway: its name goes into
+        the routes file the gateway and the workers read."""
+        cfg = self.config
+        eks = None
+        if self.network is not None:
+            identity = self.cluster.eks_identity()
+            eks = EksIdentity(identity.oidc_provider_arn, identity.oidc_issuer_url)
+        return BatchStorage(
+            "batch-files",
+            BatchStorageArgs(
+                config=cfg.batch, cluster_name=cfg.cluster_name, tags=self.tags, eks=eks
+            ),
+            opts=self._child(),
+        )
+
+    def _batch_workers(self) -> BatchWorkers:
+        """The workers beside the gateway, KEDA scaling them on the gateway Redis' queue."""
+        assert self.gateway is not None and self.gateway.redis_url is not None
+        assert self.batch_storage is not None
+        keda = Keda("keda", KedaArgs(k8s_provider=self.cluster.provider), opts=self._child())
+        return BatchWorkers(
+            "batch-workers",
+            BatchWorkersArgs(
+                config=self.config.batch,
+                gateway=self.gateway,
+                redis_url=self.gateway.redis_url,
+                keda=keda,
+                image=self.images.refs["gateway"],
+                k8s_provider=self.cluster.provider,
+                rayjob_role_arn=self.batch_storage.rayjob_role_arn,
+                webhook_secret_name=(
+                    self.gateway.providers_secret_name if self._webhooks else None
+                ),
+                monitoring=self.config.observability.enabled,
+            ),
+            opts=self._child(),
+        )
+
     def _gateway(
         self,
         routes: list,
         raw_keys: dict[str, pulumi.Input[str]],
         provider_keys: dict[str, pulumi.Input[str]],
         rollouts: bool,
+        use_cases: list[UseCaseSpec],
+        webhook_secret: pulumi.Input[str] | None,
     ) -> Gateway:
         """The shared AI gateway, routing to every use case that has a `gateway:` section and to
-        the coding assistants' models (`gateway.assistants`), with an audit record per request."""
+        the coding assistants' models (`gateway.assistants`), with an audit record per request
+        (and, with tandem:batch, serving the Batch API)."""
         cfg = self.config
+        storage = self.batch_storage
+        self._webhooks = storage is not None and webhook_secret is not None
+        batch_args: dict = {}
+        if storage is not None:
+            slo = route_slos(use_cases)
+            batch_args = {
+                "batch": storage.bucket.apply(
+                    lambda bucket: batch_section(
+                        cfg.batch, bucket, cfg.region, slo, webhooks=self._webhooks
+                    )
+                ),
+                "service_account": FILES_SERVICE_ACCOUNT,
+                "service_account_role_arn": storage.role_arn,
+                # the queue must outlive the Redis pod: its append-only file on a volume
+                "redis_volume_gib": 10 if cfg.gateway.redis == "in-cluster" else None,
+                "client_namespaces": [labels.NS_SERVING, labels.NS_BATCH],
+            }
+        # pods besides the gateway that reach its Redis: the rollout controller (live splits),
+        # the batch workers (the queue, the records)
+        redis_clients = [RolloutController.redis_client()] if rollouts else []
+        if storage is not None:
+            redis_clients.append({"podSelector": {"matchLabels": WORKER_SELECTOR}})
+        # one Secret beside the gateway: the assistants' provider keys and the webhook secret
+        secrets = {provider_key_env(name): key for name, key in provider_keys.items()}
+        if self._webhooks and webhook_secret:
+            secrets[WEBHOOK_SECRET_ENV] = webhook_secret
         return Gateway(
             "gateway",
             GatewayArgs(
                 routes=with_assistants(
-                    routes_from_use_cases(routes), cfg.gateway.assistants, routes, cfg.gateway.audit
+                    routes_from_use_cases(routes, batch=storage is not None),
+                    cfg.gateway.assistants,
+                    routes,
+                    cfg.gateway.audit,
                 ),
                 config=cfg.gateway,
                 keys=[
@@ -268,14 +365,13 @@ class Platform(pulumi.ComponentResource):
                     )
                     for k in cfg.gateway.keys
                 ],
-                provider_secrets={
-                    provider_key_env(name): key for name, key in provider_keys.items()
-                },
+                provider_secrets=secrets,
                 k8s_provider=self.cluster.provider,
                 elasticache=self._elasticache() if cfg.gateway.redis == "elasticache" else None,
                 monitoring=cfg.observability.enabled,
                 image=self.images.refs["gateway"],
-                redis_clients=[RolloutController.redis_client()] if rollouts else [],
+                **batch_args,
+                redis_clients=redis_clients,
                 feature_store_redis=(
                     self.feature_store.redis_url
                     if self.feature_store is not None and any(r.features for r in routes)
@@ -491,6 +587,20 @@ class Platform(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=role),
         )
         return ModelCache(kind="s3", role_arn=role.arn)
+
+
+def route_slos(use_cases: list[UseCaseSpec]) -> dict[str, float]:
+    """Each gateway alias' online p95 promise in ms (its deployment's TTFT SLO, or the whole
+    request's for non-LLM deployments): what batch work yields to (pipelines/limiter.py)."""
+    out = {}
+    for uc in use_cases:
+        if uc.gateway is None:
+            continue
+        d = next((d for d in uc.deployments if d.kind == "llm"), uc.deployments[0])
+        ms = d.slo.ttft_p95_ms or d.slo.latency_p95_ms
+        if ms:
+            out[uc.gateway.alias or uc.name] = ms
+    return out
 
 
 def deployment_slos(use_cases: list[UseCaseSpec]) -> list[DeploymentSlo]:

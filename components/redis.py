@@ -46,13 +46,31 @@ def in_cluster_redis(
     object_labels: dict[str, str],
     clients: list[dict[str, Any]],
     opts: pulumi.ResourceOptions,
+    volume_gib: int | None = None,
     eviction: str = "volatile-lru",
 ) -> pulumi.Output[str]:
     """A single-replica Redis Deployment + Service reachable only from `clients` (NetworkPolicy
     peers). Returns its `redis://` URL. `eviction` is its maxmemory policy: volatile-lru for
-    caches and counters (above); a store whose data must not vanish (Feast's online store)
-    passes "noeviction", so a full Redis refuses writes loudly instead."""
+    caches and counters (above; the batch queue's streams carry no TTL, so they are never
+    evicted); a store whose data must not vanish (Feast's online store) passes "noeviction", so
+    a full Redis refuses writes loudly instead.
+
+    Its append-only file (every write, fsynced every second) lives in an emptyDir by default: it
+    survives a container restart, not the pod's rescheduling. With `volume_gib` (the batch
+    queue's Redis) it lives on a PersistentVolumeClaim and survives both."""
     selector = {"app.kubernetes.io/name": name, labels.LABEL_COMPONENT: component}
+    data: dict[str, Any] = {"name": "data", "emptyDir": {}}
+    if volume_gib is not None:
+        k8s.core.v1.PersistentVolumeClaim(
+            f"{name}-data",
+            metadata={"name": f"{name}-data", "namespace": namespace, "labels": object_labels},
+            spec={
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": f"{volume_gib}Gi"}},
+            },
+            opts=opts,
+        )
+        data = {"name": "data", "persistentVolumeClaim": {"claimName": f"{name}-data"}}
     k8s.apps.v1.Deployment(
         name,
         metadata={"name": name, "namespace": namespace, "labels": object_labels},
@@ -94,7 +112,7 @@ def in_cluster_redis(
                             "volumeMounts": [{"name": "data", "mountPath": "/data"}],
                         }
                     ],
-                    "volumes": [{"name": "data", "emptyDir": {}}],
+                    "volumes": [data],
                 },
             },
         },

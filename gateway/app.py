@@ -16,10 +16,10 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -38,6 +38,7 @@ from gateway.config import (
     resolve_keys_file,
 )
 from gateway.errors import GatewayError
+from gateway.internal import Answer, call_route
 from gateway.metrics import Metrics
 from gateway.openapi import openapi_document
 from gateway.proxy import OK, Upstreams
@@ -81,6 +82,17 @@ _RESTART_SECTIONS = ("server", "redis", "cache", "tracing", "feature_store", "au
 
 class StartupError(RuntimeError):
     """The gateway cannot start with this configuration (message says why)."""
+
+
+class Extension(Protocol):
+    """More API on the gateway's server (the Batch API, pipelines/api.py): its routes are added
+    before the catch-all, and it starts and stops with the gateway."""
+
+    def add_routes(self, app: web.Application) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 def build_cache(section: CacheSection) -> ResponseCache:
@@ -143,12 +155,21 @@ class GatewayService:
         self.response_store: ResponseStore | None = None
         self.responses_exchange: ResponsesExchange | None = None
         self.ready = False
+        self.extensions: list[Extension] = []
         self._tasks: set[asyncio.Task] = set()
         self._mtimes = self._watch_mtimes()
         self._openapi = orjson.dumps(openapi_document())
 
     # -- lifecycle --------------------------------------------------------------------------
+    def extend(self, extension: Extension) -> None:
+        self.extensions.append(extension)
+
     def app(self) -> web.Application:
+        if self.cfg.batch is not None and not self.extensions:
+            raise StartupError(
+                "the routes file has a `batch:` section but the Batch API is not mounted: "
+                "serve it with `tandem gateway serve` (pip install 'tandem[pipelines]')"
+            )
         app = web.Application(client_max_size=self.cfg.server.max_body_bytes)
         r = app.router
         r.add_post("/v1/chat/completions", self.chat_completions)
@@ -162,17 +183,34 @@ class GatewayService:
         r.add_get("/v1/responses/{id}/input_items", self.stored_response)
         r.add_get("/v1/models", self.models)
         # [\s\S]: an id or path with a newline (%0A) still matches, and gets a JSON answer
-        r.add_get("/v1/models/{model_id:[\s\S]+}", self.model)
+        r.add_get(r"/v1/models/{model_id:[\s\S]+}", self.model)
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
         r.add_get("/metrics", self.prometheus)
         r.add_get("/openapi.json", self.openapi)
-        r.add_route("*", "/{tail:[\s\S]*}", self.not_found)
+        for extension in self.extensions:
+            extension.add_routes(app)
+        r.add_route("*", r"/{tail:[\s\S]*}", self.not_found)
         app.on_startup.append(self._startup)
         app.on_cleanup.append(self._cleanup)
         return app
 
     async def _startup(self, _app: web.Application) -> None:
+        await self.start()
+        for extension in self.extensions:
+            await extension.start()
+        self.ready = True
+
+    async def _cleanup(self, _app: web.Application) -> None:
+        self.ready = False
+        for extension in self.extensions:
+            await extension.close()
+        await self.close()
+
+    async def start(self) -> None:
+        """Build what lives on the event loop (HTTP sessions, Redis clients, the cache); the
+        server calls it at start-up, and a process that calls the routes without serving them
+        (a batch worker) calls it itself."""
         self.upstreams = Upstreams(self.compiled, self.metrics)
         self.forwarder = Forwarder(self.upstreams)
         self.relay = Relay(self.upstreams, self.accounting, self.cache_stage)
@@ -197,10 +235,8 @@ class GatewayService:
             await self._start_cache(self.cache)
         if self.config_path is not None and self.cfg.server.reload_interval_s > 0:
             self._spawn(self._watch())
-        self.ready = True
 
-    async def _cleanup(self, _app: web.Application) -> None:
-        self.ready = False
+    async def close(self) -> None:
         for t in list(self._tasks):
             t.cancel()
         if self.upstreams is not None:
@@ -237,6 +273,13 @@ class GatewayService:
             route, creq.endpoint, body, orjson.dumps(body), False, False
         )
         return a.obj if a.kind == OK else None
+
+    async def call_route(
+        self, key: CompiledKey, endpoint: str, body: dict[str, Any], *, batch: bool
+    ) -> Answer:
+        """`body` through the stages for `key`, without an HTTP caller (gateway/internal.py):
+        how batch lines and async jobs reach the routes."""
+        return await call_route(self, key, endpoint, body, batch=batch)
 
     def _developers_gauge(self) -> None:
         """Adoption's denominator, per team, from the config (developer keys and rosters)."""
@@ -536,10 +579,13 @@ def serve(
     config_path: str | Path | None = None,
     host: str | None = None,
     port: int | None = None,
+    extend: Callable[[GatewayService], None] | None = None,
 ) -> None:
     """Run the gateway until SIGINT / SIGTERM. The socket is bound here, before anything else
     starts, so the log line that says where it listens names the real port (`--port 0` asks the
-    system for a free one); OSError when it cannot be bound."""
+    system for a free one); OSError when it cannot be bound. `extend` mounts more API on the
+    service first (the Batch API when the routes file has a `batch:` section:
+    tandem/cli/gateway.py)."""
     try:
         import uvloop
 
@@ -558,6 +604,8 @@ def serve(
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     service = GatewayService(cfg, config_path)
+    if extend is not None:
+        extend(service)
     routes = len(service.compiled.routes)
 
     def listening(_message: str) -> None:  # aiohttp calls it once the server accepts

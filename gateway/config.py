@@ -29,6 +29,7 @@ from vocabulary.gateway import (
     Protocol,
     Timeouts,
 )
+from vocabulary.pipelines import BatchSection
 from vocabulary.yamlfile import load_yaml
 
 
@@ -174,6 +175,9 @@ class Route(_Strict):
     degrade_to: str | None = Field(None, description="cheaper alias used past the soft budget")
     hedge_after_s: float | None = Field(None, gt=0)
     cache: CachePolicy | None = Field(None, description="this route's cache policy keys")
+    batch_discount: float = Field(
+        0.0, ge=0, lt=1, description="share of the price a batch line is not charged"
+    )
     split: RouteSplit | None = Field(None, description="stable/canary split under a rollout")
     features: FeatureRead | None = Field(
         None, description="the feature service read for each request (gateway/stages/features.py)"
@@ -292,6 +296,7 @@ class RoutesConfig(_Strict):
     cache: CacheSection | None = None
     redis: Redis | None = None
     tracing: Tracing = Tracing()
+    batch: BatchSection | None = Field(None, description="the Batch API and async jobs")
     audit: Audit | None = Field(None, description="an audit record per request; omit for none")
     responses: ResponsesStore = ResponsesStore()
     feature_store: FeatureStoreSection | None = None
@@ -350,6 +355,7 @@ class RoutesConfig(_Strict):
                     errors.append(
                         f"keys[{i}].models: unknown route {m!r}; allowed: ['*'] + {sorted(self.routes)}"
                     )
+        errors += self._batch_references()
         budgeted = [t for t, team in self.teams.items() if team.budget or team.developer_budget]
         unpriced = sorted(set(self.backends) - set(self.prices))
         if budgeted and unpriced:
@@ -359,6 +365,25 @@ class RoutesConfig(_Strict):
         if errors:
             raise ValueError("\n".join(errors))
         return self
+
+    def _batch_references(self) -> list[str]:
+        """The batch section needs the shared Redis (its queue, and the budgets its lines are
+        charged to), and names routes that exist."""
+        if self.batch is None:
+            return []
+        errors = []
+        if self.redis is None:
+            errors.append(
+                "batch: needs the `redis:` section (the queue, the batch records and the budgets "
+                "the lines are charged to live there)"
+            )
+        for alias in self.batch.workers.yield_to_online.slo_p95_ms:
+            if alias not in self.routes:
+                errors.append(
+                    f"batch.workers.yield_to_online.slo_p95_ms.{alias}: unknown route; "
+                    f"allowed: {sorted(self.routes)}"
+                )
+        return errors
 
     def to_yaml(self) -> str:
         """The file as written: the fields that were set, in field order, without nulls (every
@@ -384,6 +409,17 @@ def parse_config(data: Any, source: str = "<config>") -> RoutesConfig:
         cfg = RoutesConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, RoutesConfig), source) from None
+    # A file the gateway serves must be whole: a batch discount prices nothing without the
+    # Batch API. (Routes generated from use cases get their `batch:` later, in the component.)
+    if cfg.batch is None:
+        inert = [
+            f"routes.{alias}.batch_discount: applies to batch lines only; add a `batch:` "
+            "section or remove it"
+            for alias, route in cfg.routes.items()
+            if route.batch_discount
+        ]
+        if inert:
+            raise ConfigError(inert, source)
     # a file the gateway serves must say where the features are (the routes generated from
     # use cases get the feature store's address from the Gateway component)
     featured = sorted(a for a, r in cfg.routes.items() if r.features is not None)
@@ -526,6 +562,7 @@ class CompiledRoute:
         "degrade_to",
         "endpoints",
         "cache_policy",
+        "batch_price_factor",
         "windowed",
         "split",
         "sticky",
@@ -562,6 +599,7 @@ class CompiledRoute:
             )
         )
         self.cache_policy = spec.cache
+        self.batch_price_factor = 1.0 - spec.batch_discount  # what a batch line pays
         # a backend declares its context window: requests are checked against it before a call
         self.windowed = any(b.spec.context_window is not None for b in self.backends)
         self.split = spec.split  # a rollout's stable/canary split (gateway/split.py)

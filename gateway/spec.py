@@ -56,8 +56,9 @@ class RouteTarget:
     features: FeatureRead | None = None  # the use case's `features:`, resolved (features.repo)
 
 
-def routes_from_use_cases(targets: list[RouteTarget]) -> RoutesConfig:
-    """The routes config for these use cases.
+def routes_from_use_cases(targets: list[RouteTarget], *, batch: bool = False) -> RoutesConfig:
+    """The routes config for these use cases; `batch`: the stack runs the Batch API, so each
+    use case's `batch_discount` is written into its route (elsewhere it would price nothing).
 
     Raises ConfigError naming the use case or the field when the result would not load (unknown
     fallback alias, budget without a price, two use cases claiming one alias...).
@@ -112,6 +113,7 @@ def routes_from_use_cases(targets: list[RouteTarget]) -> RoutesConfig:
             degrade_to=gw.degrade_to,
             hedge_after_s=gw.hedge_after_s,
             cache=gw.cache,
+            **({"batch_discount": gw.batch_discount} if batch and gw.batch_discount else {}),
             split=split,
             features=t.features,
         )

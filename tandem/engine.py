@@ -107,6 +107,8 @@ def _fake_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]
             registryId=MOCK_ACCOUNT,
             repositoryUrl=f"{MOCK_ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{repo}",
         )
+    elif typ == "aws:s3/bucket:Bucket":  # a bucket_prefix gets a generated suffix
+        out.update(bucket=inputs.get("bucket") or f"{inputs.get('bucketPrefix', name)}{digest}")
     elif typ == "docker-build:index:Image":
         # what the provider reports after a push: the first tag, pinned by its digest
         image_digest = "sha256:" + hashlib.sha256(f"{typ}/{name}".encode()).hexdigest()

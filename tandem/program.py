@@ -25,6 +25,7 @@ from tandem.stack import (
     resolve_use_cases,
 )
 from vocabulary.config import (
+    BATCH_WEBHOOK_SECRET_KEY,
     HF_TOKEN_KEY,
     REGISTRY_DB_PASSWORD_KEY,
     ConfigError,
@@ -121,6 +122,7 @@ def build(
     """The platform for a validated config; `checks` are the use cases' plan-time checks when the
     caller already ran them (tandem plan), so the components do not run them a second time."""
     hf_token = pulumi.Config("tandem").get_secret(HF_TOKEN_KEY)  # optional: gated Hub models
+    webhook_secret = pulumi.Config("tandem").get_secret(BATCH_WEBHOOK_SECRET_KEY)  # optional
     features = features or plan_features(config, use_cases)
     platform = Platform(
         "tandem",
@@ -135,6 +137,7 @@ def build(
             registry_db_password=registry_db_password,
             feature_repos=features.repos,
             feature_reads=features.reads,
+            batch_webhook_secret=webhook_secret,
         ),
     )
     pulumi.export("clusterName", platform.cluster.name)

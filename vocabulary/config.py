@@ -45,6 +45,9 @@ PROVIDER_KEY_PREFIX = "providerKey-"  # tandem:providerKey-<name>: an external p
 SECRET_PREFIXES = (SECRET_KEY_PREFIX, ALERTING_SECRET_PREFIX, PROVIDER_KEY_PREFIX)
 # tandem:huggingFaceToken (optional secret): the Hub token workers of Hub-sourced models read
 HF_TOKEN_KEY = "huggingFaceToken"
+# tandem:batchWebhookSecret (optional secret, whsec_...): signs async jobs' webhooks
+BATCH_WEBHOOK_SECRET_KEY = "batchWebhookSecret"
+OPTIONAL_SECRET_KEYS = (HF_TOKEN_KEY, BATCH_WEBHOOK_SECRET_KEY)
 # tandem:registryDbPassword (secret): the model registry's Postgres password on EKS (RDS)
 REGISTRY_DB_PASSWORD_KEY = "registryDbPassword"
 GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA")
@@ -716,6 +719,47 @@ class GatewayConfig(Model):
         return self
 
 
+class BatchConfig(Model):
+    """`tandem:batch`: the Batch API, async jobs and their workers (docs/async.md). The workers
+    scale with the queue (KEDA, to zero when idle) and run on the system nodes beside the
+    gateway; the files live in an S3 bucket Tandem creates on EKS (or `filesBucket`)."""
+
+    enabled: bool = False
+    min_replicas: int = Field(0, ge=0, description="0: scale to zero when the queue is empty")
+    max_replicas: int = Field(10, ge=1)
+    lines_per_replica: int = Field(
+        200, ge=1, description="queued lines per worker replica (KEDA's lagCount target)"
+    )
+    concurrency: int = Field(32, ge=1, le=1024, description="lines in flight per worker")
+    min_concurrency: int = Field(1, ge=1, description="kept however busy online traffic is")
+    yield_at_fraction: float = Field(
+        0.8, gt=0, le=1, description="online p95 / SLO at which batch work starts yielding"
+    )
+    max_attempts: int = Field(3, ge=1, le=20)
+    claim_idle_s: float = Field(60.0, gt=0)
+    cooldown_s: int = Field(300, ge=0, description="KEDA cooldownPeriod before scaling to zero")
+    files_bucket: str | None = Field(None, description="existing bucket (required on existing)")
+    files_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO)")
+    file_retention_days: int = Field(30, ge=1, description="files expire from S3 after this")
+    cpu_request: str = "250m"
+    cpu_limit: str = "1"
+    memory_request: str = "256Mi"
+    memory_limit: str = "1Gi"
+
+    @model_validator(mode="after")
+    def _bounds(self) -> BatchConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})"
+            )
+        if self.min_concurrency > self.concurrency:
+            raise ValueError(
+                f"minConcurrency ({self.min_concurrency}) must be <= concurrency "
+                f"({self.concurrency})"
+            )
+        return self
+
+
 class SecretRef(Model):
     """A Kubernetes Secret key the platform reads (it never sees the value)."""
 
@@ -844,6 +888,7 @@ class PlatformConfig(Model):
     gateway: GatewayConfig = GatewayConfig()
     feature_store: FeatureStoreConfig | None = None  # Feast (docs/feature-store.md)
     images: ImagesConfig = ImagesConfig()
+    batch: BatchConfig = BatchConfig()
     policies: PolicyConfig = PolicyConfig()
     registry: RegistryConfig = RegistryConfig()
     use_cases: list[str] = Field(default_factory=list)
@@ -905,6 +950,7 @@ class PlatformConfig(Model):
             )
         self._check_gpu_software()
         self._check_alerting()
+        self._check_batch()
         self._check_production()
         self._check_registry()
         return self
@@ -948,6 +994,22 @@ class PlatformConfig(Model):
                 f"that support MIG, but pools {', '.join(no_mig)} run GPUs without MIG (it would "
                 "do nothing there); allowed: 'none', or MIG-capable GPUs only: "
                 + ", ".join(sorted(n for n, g in catalog.gpus.items() if g.mig))
+            )
+
+    def _check_batch(self) -> None:
+        b = self.batch
+        if not b.enabled:
+            return
+        if not self.gateway.enabled or self.gateway.redis == "none":
+            raise ValueError(
+                "batch.enabled: the Batch API runs on the gateway and queues its work in the "
+                "gateway's Redis; set gateway.enabled: true and gateway.redis to 'in-cluster' or "
+                "'elasticache'"
+            )
+        if self.cluster.mode == "existing" and not b.files_bucket:
+            raise ValueError(
+                "batch.filesBucket: on an existing cluster Tandem creates no S3 bucket; name the "
+                "bucket the batch files go to (its access is granted to the pods by the cluster)"
             )
 
     def _check_alerting(self) -> None:
@@ -1061,7 +1123,9 @@ def namespace_config(flat: dict[str, Any]) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     for key, value in flat.items():
         ns, _, name = key.partition(":")
-        if ns == CONFIG_NAMESPACE and (name.startswith(SECRET_PREFIXES) or name == HF_TOKEN_KEY):
+        if ns == CONFIG_NAMESPACE and (
+            name.startswith(SECRET_PREFIXES) or name in OPTIONAL_SECRET_KEYS
+        ):
             continue
         if ns == CONFIG_NAMESPACE:
             raw[name] = value

@@ -77,3 +77,6 @@ class UseCaseGateway(_Strict):
     price: Price | None = None
     cache: CachePolicy | None = Field(None, description="this route's cache policy keys")
     context_window: int | None = Field(None, ge=1)
+    batch_discount: float = Field(
+        0.0, ge=0, lt=1, description="share of the price batch lines are not charged (tandem:batch)"
+    )

@@ -25,6 +25,8 @@ TOKEN_USE_CASE = "tandem:use_case:UseCase"
 TOKEN_GATEWAY = "tandem:gateway:Gateway"
 TOKEN_OBSERVABILITY = "tandem:observability:Observability"
 TOKEN_IMAGES = "tandem:images:Images"
+TOKEN_BATCH_WORKERS = "tandem:pipelines:BatchWorkers"
+TOKEN_KEDA = "tandem:pipelines:Keda"
 TOKEN_MODEL_REGISTRY = "tandem:lifecycle:ModelRegistry"
 TOKEN_ROLLOUT_CONTROLLER = "tandem:lifecycle:RolloutController"
 TOKEN_FEATURE_STORE = "tandem:features:FeatureStore"
@@ -62,6 +64,8 @@ NS_KUBERAY = "kuberay-system"
 NS_MONITORING = "monitoring"
 NS_GATEWAY = "tandem-gateway"
 NS_SERVING = "tandem-serving"
+NS_BATCH = "tandem-batch"  # RayJobs (big offline batches)
+NS_KEDA = "keda"
 NS_LIFECYCLE = "tandem-lifecycle"  # the model registry and the rollout controller
 NS_FEATURES = "tandem-features"
 

@@ -111,6 +111,21 @@ DCGM_EXPORTER = Chart(
     ),
 )
 
+# KEDA scales the batch workers on the queue (components/pipelines.py). Chart and operator are
+# both 2.20.2, the newest release; the ScaledObject CRD in $TANDEM_CRD_DIR comes from a later
+# commit whose schema is v2.20.2's byte for byte apart from one annotation (CRD_SNAPSHOTS).
+KEDA = Chart(
+    "keda",
+    "2.20.2",
+    "https://kedacore.github.io/charts",
+    Verified(
+        "github.com/kedacore/charts tag v2.20.2 (2026-07-31): keda/Chart.yaml version 2.20.2, "
+        "appVersion 2.20.2; README `helm repo add kedacore https://kedacore.github.io/charts`; "
+        "github.com/kedacore/keda tag v2.20.2 is the newest tag"
+    ),
+    app_version="2.20.2",
+)
+
 # Feast: one version everywhere, like Ray: the feature-server chart and image the cluster runs,
 # and the Feast environment (.venv-feast, features/setup-env.sh) that plans the feature
 # repositories and runs the feature-store tests. PyPI has 0.67.0 (2026-10), but no 0.67.0 chart
@@ -274,6 +289,15 @@ CRD_SNAPSHOTS: dict[str, tuple[str, str]] = {
         "b423c3225b18489ca7bbc5091f38f7003c4bf3fc",
         f"kube-prometheus-stack {KUBE_PROMETHEUS_STACK.version} (prometheus-operator 0.93.0)",
     ),
+    # keda @ 8b4f083c differs from tag v2.20.2's file (blob f0302424) only in the
+    # controller-gen.kubebuilder.io/version annotation (v0.20.1 vs v0.21.0): same schema. The
+    # keda 2.20.2 chart installs that schema plus minimum 0 / maximum 3600 on the HPA behavior's
+    # stabilizationWindowSeconds (a kustomize patch upstream); Tandem's ScaledObject sets no
+    # behavior, and tests/unit/test_pipelines_component.py checks it keeps not setting one.
+    "keda.sh_scaledobjects.yaml": (
+        "0c31aa3f0ddbc9f833753be303329eda9ca0bc6f",
+        f"keda chart {KEDA.version} (keda v2.20.2's schema; annotation differs, see above)",
+    ),
     # Karpenter's files come from karpenter-provider-aws 1d927085 (2026-08-21), four CRD commits
     # after v1.14.1 (kubelet fields widened, the nitro-sandbox label key). No release ships them;
     # for the fields Tandem sets the two schemas agree, and the test asserts Tandem's NodePools and
@@ -300,6 +324,7 @@ def all_pins() -> dict[str, Verified]:
         KUBERAY_OPERATOR,
         KUBE_PROMETHEUS_STACK,
         DCGM_EXPORTER,
+        KEDA,
         FEAST_FEATURE_SERVER,
     ):
         out[f"chart {chart.name} {chart.version}"] = chart.verified

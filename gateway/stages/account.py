@@ -12,6 +12,9 @@ audit record (gateway/audit.py): who, which tool, model, tokens, cost, never pro
 
 Input tokens the provider served from its prompt cache are priced at the backend's
 `cached_input_per_mtok` when it has one; the difference to the input price is the saving.
+A call the asynchronous pipelines make (gateway/internal.py) is priced the same way, times its
+`price_factor` (a batch line's route discount), and charged to the same budgets by the pipeline
+when it records the result (pipelines/state.py), so a line that runs twice is charged once.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from gateway.assistants import Sessions
 from gateway.audit import AuditLog
 from gateway.config import CompiledBackend
 from gateway.errors import GatewayError
+from gateway.load import OnlineLatency
 from gateway.metrics import Metrics
 from gateway.stages.admit import Admission
 from gateway.stages.call import Call
@@ -46,6 +50,9 @@ class Accounting:
         self.sessions = sessions or Sessions()
         self.audit = audit
         self._spawn = spawn
+        # online answers' latency per route, when something reads it (the batch workers' yield
+        # rule, pipelines/); None costs nothing per request
+        self.online: OnlineLatency | None = None
 
     async def answered(self, call: Call, backend: CompiledBackend, usage: dict | None) -> None:
         """A 200 from `backend` with this `usage` (None: the backend sent none)."""
@@ -56,16 +63,21 @@ class Accounting:
         tin, tout = usage_tokens(usage)
         cached = usage_cached(usage)
         cost = (tin - cached) * backend.price_in + cached * backend.price_cached
-        cost += tout * backend.price_out
+        cost = (cost + tout * backend.price_out) * call.price_factor
+        elapsed = time.monotonic() - call.t0
         m.child(m.requests, *labels, call.endpoint, "200").inc()
-        m.child(m.latency, *labels, call.endpoint).observe(time.monotonic() - call.t0)
+        m.child(m.latency, *labels, call.endpoint).observe(elapsed)
         m.child(m.tokens, *labels, "in").inc(tin)
         m.child(m.tokens, *labels, "out").inc(tout)
         if cost:
             m.child(m.cost, *labels).inc(cost)
-        await self.admission.charge(call, tin + tout, cost)
+        call.cost, call.usage = cost, (tin, tout)
+        if not call.deferred:  # a deferred call is charged by the pipeline, with its result
+            if self.online is not None and call.route is not None:
+                self.online.observe(call.route.alias, call.ttft if call.stream else elapsed)
+            await self.admission.charge(call, tin + tout, cost)
         if call.developer is not None:
-            saved = cached * (backend.price_in - backend.price_cached)
+            saved = cached * (backend.price_in - backend.price_cached) * call.price_factor
             self._developer(call, "200", tin, tout, cached, cost, saved)
         if self.audit is not None:
             self._audit(call, backend.name, 200, None, tin, tout, cached, cost)

@@ -114,11 +114,22 @@ def period_id(budget: Budget, now: float) -> int:
     return int(now // PERIOD_SECONDS[budget.period])
 
 
+def spend_key(prefix: str, team: str, budget: Budget, now: float) -> str:
+    """The Redis key of a team's spend this period (the asynchronous pipelines charge it too)."""
+    return f"{prefix}:spend:{team}:{period_id(budget, now)}"
+
+
 DevBudget = tuple[str, Budget]  # (developer, the team's per-developer budget)
 
 
 def dev_slot(team: str, dev: DevBudget, now: float) -> str:
     return f"{team}:{dev[0]}:{period_id(dev[1], now)}"
+
+
+def dev_spend_key(prefix: str, team: str, dev: DevBudget, now: float) -> str:
+    """The Redis key of a developer's spend this period (the asynchronous pipelines charge it
+    too)."""
+    return f"{prefix}:devspend:{dev_slot(team, dev, now)}"
 
 
 class UsageStore(Protocol):
@@ -223,7 +234,7 @@ class RedisUsage:
         minute = int(now // 60)
         rk = f"{self._p}:rpm:{key.id}:{minute}"
         tk = f"{self._p}:tpm:{key.id}:{minute}"
-        sk = f"{self._p}:spend:{key.team}:{period_id(team_budget, now)}" if team_budget else None
+        sk = spend_key(self._p, key.team, team_budget, now) if team_budget else None
         return rk, tk, sk
 
     async def admit(
@@ -238,7 +249,7 @@ class RedisUsage:
         if sk:
             pipe.get(sk)
         if dev:
-            pipe.get(f"{self._p}:devspend:{dev_slot(key.team, dev, now)}")
+            pipe.get(dev_spend_key(self._p, key.team, dev, now))
         try:
             res = await pipe.execute()
         except self._errors as exc:
@@ -267,7 +278,7 @@ class RedisUsage:
             # team per period (~100 bytes) is what that costs.
             pipe.incrbyfloat(sk, usd)
         if dev and usd:  # no TTL either: the developer's spend for one period
-            pipe.incrbyfloat(f"{self._p}:devspend:{dev_slot(key.team, dev, now)}", usd)
+            pipe.incrbyfloat(dev_spend_key(self._p, key.team, dev, now), usd)
         try:
             await pipe.execute()
         except self._errors as exc:
@@ -275,7 +286,7 @@ class RedisUsage:
 
     async def spend(self, team: str, team_budget: Budget) -> float:
         try:
-            val = await self._r.get(f"{self._p}:spend:{team}:{period_id(team_budget, time.time())}")
+            val = await self._r.get(spend_key(self._p, team, team_budget, time.time()))
         except self._errors as exc:
             self._failed(exc)
             return 0.0

@@ -83,15 +83,7 @@ class CacheStage:
 
     async def answer(self, request: web.Request, call: Call, hit: CacheHit) -> web.StreamResponse:
         """Serve a hit: counted, traced, and shaped the way the caller asked (JSON or SSE)."""
-        assert call.key is not None and call.route is not None
-        m = self.metrics
-        m.child(m.cache_hits, call.key.team, hit.layer).inc()
-        saved = answer_cost(hit.response, call.route)
-        if saved:
-            m.child(m.cache_saved, call.key.team, hit.layer).inc(saved)
-        if call.span is not None:
-            call.span.set_attribute("tandem.cache", hit.layer)
-            call.span.end()
+        self.counted(call, hit)
         if not call.stream:
             return web.Response(
                 body=orjson.dumps(hit.response), content_type="application/json", headers=_HIT
@@ -101,6 +93,18 @@ class CacheStage:
         await out.write(replay_as_sse(hit.response, call.endpoint, wants_usage(call.body)))
         await out.write_eof()
         return out
+
+    def counted(self, call: Call, hit: CacheHit) -> None:
+        """A hit's metrics (hits, dollars saved) and the end of its trace span."""
+        assert call.key is not None and call.route is not None
+        m = self.metrics
+        m.child(m.cache_hits, call.key.team, hit.layer).inc()
+        saved = answer_cost(hit.response, call.route)
+        if saved:
+            m.child(m.cache_saved, call.key.team, hit.layer).inc(saved)
+        if call.span is not None:
+            call.span.set_attribute("tandem.cache", hit.layer)
+            call.span.end()
 
     def store(self, creq: CacheRequest, response: dict) -> None:
         """Remember an upstream answer, in the background (the caller already has it)."""

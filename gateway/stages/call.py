@@ -39,3 +39,11 @@ class Call:
     translated: dict[str, Any] | None = None  # exchange: the chat-completions request, built once
     items: list[dict[str, Any]] | None = None  # exchange: a Responses conversation, in full
     response_id: str = ""  # exchange: the Responses id the gateway gives the answer
+    ttft: float = 0.0  # relay: seconds to a stream's first byte
+    # A call the asynchronous pipelines make (gateway/internal.py), not a caller's: its cost is
+    # computed (at the route's batch discount for a batch line) but charged by the pipeline when
+    # it records the result, exactly once however often the line ran; it is not online traffic.
+    deferred: bool = False
+    price_factor: float = 1.0
+    cost: float = 0.0  # account: what the answer cost (a deferred call's charge)
+    usage: tuple[int, int] = (0, 0)  # account: (prompt, completion) tokens

@@ -87,9 +87,8 @@ class Relay:
         try:
             await out.prepare(request)
             m = self.accounting.metrics
-            m.child(m.ttft, call.key.team, *a.backend.label_values).observe(
-                time.monotonic() - call.t0
-            )
+            call.ttft = time.monotonic() - call.t0
+            m.child(m.ttft, call.key.team, *a.backend.label_values).observe(call.ttft)
             t = a.backend.spec.timeouts
             deadline = call.t0 + min(t.total_s, a.route.spec.deadline_s)
             chunk = a.first

@@ -27,6 +27,7 @@ COMMAND_MODULES = {
     "tandem.cli.serve": "serving",  # serve
     "tandem.cli.gateway": "gateway",  # gateway serve / hash-key
     "tandem.cli.cache": "gateway",  # cache replay
+    "tandem.cli.batch": "pipelines",  # batch worker / submit
     "tandem.cli.finops": "finops",  # finops report / demo
     "tandem.cli.deploy": "lifecycle",  # deploy
     "tandem.cli.rollout": "lifecycle",  # rollout status / pause / resume / abort / controller
@@ -132,6 +133,7 @@ _TANDEM_PACKAGES = {
     "components",
     "policies",
     "gateway",
+    "pipelines",
     "serving",
     "finops",
     "observability",

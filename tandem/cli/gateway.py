@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from tandem.cli.errors import (
     EXIT_UNAVAILABLE,
@@ -63,8 +65,18 @@ def _serve(args: argparse.Namespace) -> int:
     fix = "pass --port N (or set server.port in the routes file), or stop what holds it"
     # checked before the gateway builds anything: a taken port is one line, not a traceback
     require_free_port(host, port, "the gateway", fix)
+    extend: Callable[[Any], None] | None = None
+    if cfg.batch is not None:  # the Batch API, async jobs (pipelines/api.py)
+        try:
+            from pipelines.api import mount as extend
+        except ImportError as exc:
+            raise CommandError(
+                f"the routes file's `batch:` section needs the Python package {exc.name!r}, "
+                "which this install lacks: pip install 'tandem[pipelines]'",
+                EXIT_UNAVAILABLE,
+            ) from None
     try:
-        serve(cfg, args.config, host=args.host, port=args.port)
+        serve(cfg, args.config, host=args.host, port=args.port, extend=extend)
     except StartupError as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:  # the port was taken between the check and the bind

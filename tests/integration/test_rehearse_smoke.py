@@ -28,13 +28,16 @@ def _local(routes: dict, upstream_url: str) -> dict:
     """The deployed routes file with cluster-only parts swapped for loopback ones (a route's live
     `split:` goes with the Redis it is read from: without it the route serves its stable backend,
     as a deployed gateway does before any rollout)."""
-    cfg = {k: v for k, v in routes.items() if k not in ("redis", "cache", "keys_file", "server")}
+    drop = ("redis", "cache", "keys_file", "server", "batch")  # batch: its queue is in the Redis
+    cfg = {k: v for k, v in routes.items() if k not in drop}
     cfg["routes"] = {
         alias: {k: v for k, v in route.items() if k != "split"}
         for alias, route in cfg["routes"].items()
     }
     for backend in cfg["backends"].values():
         backend["url"] = f"{upstream_url}/v1"
+    for route in cfg["routes"].values():
+        route.pop("batch_discount", None)  # prices batch lines only
     cfg["keys"] = [
         {"id": "smoke", "team": "platform", "sha256": hashlib.sha256(KEY.encode()).hexdigest()}
     ]

@@ -48,6 +48,7 @@ class Behaviour:
     reasoning: bool = False  # a vLLM reasoning parser's `reasoning_content` before the answer
     cached_tokens: int = 0  # prompt tokens reported as served from the prompt cache
     faults: list[Behaviour] = field(default_factory=list)  # one drawn per request when set
+    poison: str | None = None  # a prompt containing this always gets a 500 (a poison line)
 
 
 class Upstream:
@@ -110,6 +111,8 @@ class Upstream:
                 f"This model's maximum context length is {b.context_limit} tokens.",
                 "context_length_exceeded",
             )
+        if b.poison is not None and b.poison in str(body.get("messages", body.get("prompt"))):
+            return _error(500, f"upstream {self.name} cannot answer this", "poisoned")
         if b.garbage:
             return web.Response(body=b"<html>proxy error page</html>", content_type="text/html")
         if b.status != 200:

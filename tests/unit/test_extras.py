@@ -38,9 +38,12 @@ def _closure(requirements: list[str]) -> set[str]:
     while todo:
         req = todo.pop()  # its marker (if any) was already evaluated where it was found
         name = _norm(req.name)
-        if name in seen:
+        # one package asked for with different extras (ray[serve], ray[data]) brings each
+        # extra's requirements: follow every (package, extras) pair once
+        key = f"{name}{sorted(req.extras)}"
+        if key in seen:
             continue
-        seen.add(name)
+        seen.add(key)
         try:
             children = requires(name) or []
         except PackageNotFoundError:
@@ -51,7 +54,9 @@ def _closure(requirements: list[str]) -> set[str]:
             )
             if wanted:
                 todo.append(child)
-    return seen
+    # an extra that names another (`tandem[gateway]`) installs that extra's packages, not the
+    # project again: the project itself is not a package of the extra
+    return {k.split("[", 1)[0] for k in seen} - {"tandem"}
 
 
 def _modules_of(dists: set[str]) -> set[str]:

@@ -158,7 +158,8 @@ def _without_chatbot(stack: str) -> dict:
             "prod",
             "tandem:gateway",
             {"minReplicas": 2, "maxReplicas": 4, "redis": "none"},
-            EMBEDDINGS_ONLY,
+            # without the gateway's Redis there is no queue: the Batch API goes too
+            {**EMBEDDINGS_ONLY, "tandem:batch": {"enabled": False}},
         ),
         ("dev", "tandem:observability", {"enabled": False}, _without_chatbot("dev")),
         ("dev", "tandem:registry", {"enabled": True, "replicas": 3}, {}),
