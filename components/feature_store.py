@@ -36,6 +36,7 @@ import pulumi_kubernetes as k8s
 
 from components.aws_common import irsa_role
 from components.helm import pinned_release
+from components.pod_security import container_security, pod_security
 from components.redis import ElastiCacheArgs, elasticache_redis, in_cluster_redis
 from features import rules
 from features.repo import Repo, project_dir
@@ -321,7 +322,7 @@ class FeatureStore(pulumi.ComponentResource):
         return {
             "serviceAccountName": SERVICE_ACCOUNT,
             "restartPolicy": restart,
-            "securityContext": _pod_security(),
+            "securityContext": pod_security(FEAST_UID, FEAST_UID),
             "containers": [
                 {
                     "name": "feast",
@@ -332,7 +333,7 @@ class FeatureStore(pulumi.ComponentResource):
                         "requests": {"cpu": "250m", "memory": "512Mi"},
                         "limits": {"cpu": "2", "memory": "2Gi"},
                     },
-                    "securityContext": _container_security(),
+                    "securityContext": container_security(),
                     "volumeMounts": [
                         {"name": "repo", "mountPath": REPO_MOUNT, "readOnly": True},
                         {"name": "work", "mountPath": WORK_DIR},
@@ -410,8 +411,8 @@ class FeatureStore(pulumi.ComponentResource):
             "service": {"type": "ClusterIP", "port": 80},
             "serviceAccount": {"name": SERVICE_ACCOUNT},
             "podAnnotations": {"prometheus.io/port": str(METRICS_PORT)},
-            "podSecurityContext": _pod_security(),
-            "securityContext": _container_security(),
+            "podSecurityContext": pod_security(FEAST_UID, FEAST_UID),
+            "securityContext": container_security(),
             "extraEnvs": [{"name": "TANDEM_FEATURES_OFFLINE", "value": offline}, *FEAST_ENV],
             "resources": {
                 "requests": {"cpu": "500m", "memory": "512Mi"},
@@ -533,22 +534,4 @@ def _chart_selector(server: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": pins.FEAST_FEATURE_SERVER.name,
         "app.kubernetes.io/instance": server,
-    }
-
-
-def _pod_security() -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": FEAST_UID,
-        "runAsGroup": FEAST_UID,
-        "fsGroup": FEAST_UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def _container_security() -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
     }

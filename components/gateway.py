@@ -17,6 +17,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from components.pod_security import container_security, pod_security
 from components.redis import ElastiCacheArgs, elasticache_redis, in_cluster_redis
 from gateway.cache.sizing import (
     MODEL_RUNTIME_BYTES,
@@ -366,11 +367,7 @@ class Gateway(pulumi.ComponentResource):
                 "periodSeconds": 5,
                 "timeoutSeconds": 2,
             },
-            "securityContext": {
-                "allowPrivilegeEscalation": False,
-                "readOnlyRootFilesystem": True,
-                "capabilities": {"drop": ["ALL"]},
-            },
+            "securityContext": container_security(),
             "volumeMounts": mounts,
         }
 
@@ -403,13 +400,7 @@ class Gateway(pulumi.ComponentResource):
                             if self._args.service_account
                             else {}
                         ),
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": RUN_AS,
-                            "runAsGroup": RUN_AS,
-                            "fsGroup": RUN_AS,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
+                        "securityContext": pod_security(RUN_AS, RUN_AS),
                         "topologySpreadConstraints": [
                             {
                                 "maxSkew": 1,

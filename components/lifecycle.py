@@ -25,6 +25,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.aws_common import irsa_role
+from components.pod_security import container_security, pod_security
 from vocabulary import labels, pins
 from vocabulary.config import RegistryConfig
 
@@ -40,24 +41,6 @@ DB_SECRET_KEY = "dsn"
 # RDS PostgreSQL major version; RDS picks its default minor and applies minor upgrades.
 POSTGRES_MAJOR = "16"
 NON_ROOT = 10001
-
-
-def _pod_security() -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": NON_ROOT,
-        "runAsGroup": NON_ROOT,
-        "fsGroup": NON_ROOT,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def _container_security() -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
 
 
 def _from_namespaces(namespaces: list[str]) -> list[dict[str, Any]]:
@@ -355,7 +338,7 @@ class ModelRegistry(pulumi.ComponentResource):
                     "metadata": {"labels": {**self._labels, **self._selector}},
                     "spec": {
                         "serviceAccountName": REGISTRY_NAME,
-                        "securityContext": _pod_security(),
+                        "securityContext": pod_security(NON_ROOT, NON_ROOT),
                         "containers": [
                             {
                                 "name": "mlflow",
@@ -385,7 +368,7 @@ class ModelRegistry(pulumi.ComponentResource):
                                     "initialDelaySeconds": 60,
                                     "periodSeconds": 20,
                                 },
-                                "securityContext": _container_security(),
+                                "securityContext": container_security(),
                                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                             }
                         ],
@@ -499,7 +482,7 @@ class RolloutController(pulumi.ComponentResource):
                     "metadata": {"labels": {**lab, **self.SELECTOR}},
                     "spec": {
                         "serviceAccountName": CONTROLLER_NAME,
-                        "securityContext": _pod_security(),
+                        "securityContext": pod_security(NON_ROOT, NON_ROOT),
                         "containers": [
                             {
                                 "name": "controller",
@@ -519,7 +502,7 @@ class RolloutController(pulumi.ComponentResource):
                                     "httpGet": {"path": "/healthz", "port": "http"},
                                     "periodSeconds": 20,
                                 },
-                                "securityContext": _container_security(),
+                                "securityContext": container_security(),
                             }
                         ],
                     },

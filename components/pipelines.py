@@ -25,6 +25,7 @@ import pulumi_kubernetes as k8s
 from components.aws_common import irsa_role
 from components.gateway import CONFIG_DIR, KEYS_DIR, RUN_AS, Gateway, memory_for_cache
 from components.helm import pinned_release
+from components.pod_security import container_security, pod_security
 from pipelines.rayjob import SERVICE_ACCOUNT as RAYJOB_SERVICE_ACCOUNT
 from vocabulary import labels, pins
 from vocabulary.config import BatchConfig
@@ -374,11 +375,7 @@ class BatchWorkers(pulumi.ComponentResource):
             },
             "startupProbe": {**probe, "periodSeconds": 2, "failureThreshold": 30},
             "livenessProbe": {**probe, "failureThreshold": 3},
-            "securityContext": {
-                "allowPrivilegeEscalation": False,
-                "readOnlyRootFilesystem": True,
-                "capabilities": {"drop": ["ALL"]},
-            },
+            "securityContext": container_security(),
             "volumeMounts": [
                 {"name": "routes", "mountPath": CONFIG_DIR, "readOnly": True},
                 {"name": "tmp", "mountPath": "/tmp"},
@@ -416,13 +413,7 @@ class BatchWorkers(pulumi.ComponentResource):
                         "serviceAccountName": FILES_SERVICE_ACCOUNT,
                         "automountServiceAccountToken": False,
                         "terminationGracePeriodSeconds": 40,
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": RUN_AS,
-                            "runAsGroup": RUN_AS,
-                            "fsGroup": RUN_AS,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
+                        "securityContext": pod_security(RUN_AS, RUN_AS),
                         "containers": [self._container()],
                         "volumes": [
                             {"name": "routes", "configMap": {"name": gw.routes_config_map_name}},

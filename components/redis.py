@@ -14,6 +14,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.pod_security import container_security, pod_security
 from vocabulary import labels, pins
 
 REDIS_PORT = 6379
@@ -82,12 +83,7 @@ def in_cluster_redis(
                 "metadata": {"labels": {**object_labels, **selector}},
                 "spec": {
                     "automountServiceAccountToken": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 999,
-                        "fsGroup": 999,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": pod_security(999),
                     "containers": [
                         {
                             "name": "redis",
@@ -104,11 +100,7 @@ def in_cluster_redis(
                             },
                             "readinessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 5},
                             "livenessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 10},
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
+                            "securityContext": container_security(),
                             "volumeMounts": [{"name": "data", "mountPath": "/data"}],
                         }
                     ],
