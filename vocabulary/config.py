@@ -47,9 +47,11 @@ SECRET_PREFIXES = (SECRET_KEY_PREFIX, ALERTING_SECRET_PREFIX, PROVIDER_KEY_PREFI
 HF_TOKEN_KEY = "huggingFaceToken"
 # tandem:batchWebhookSecret (optional secret, whsec_...): signs async jobs' webhooks
 BATCH_WEBHOOK_SECRET_KEY = "batchWebhookSecret"
-OPTIONAL_SECRET_KEYS = (HF_TOKEN_KEY, BATCH_WEBHOOK_SECRET_KEY)
 # tandem:registryDbPassword (secret): the model registry's Postgres password on EKS (RDS)
 REGISTRY_DB_PASSWORD_KEY = "registryDbPassword"
+# secrets with a name of their own (no prefix): the program reads them as Pulumi secrets, so the
+# schema never sees them (a set one must not be refused as an unknown key)
+NAMED_SECRET_KEYS = (HF_TOKEN_KEY, BATCH_WEBHOOK_SECRET_KEY, REGISTRY_DB_PASSWORD_KEY)
 GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA")
 K8S_VERSIONS = ("1.30", "1.31", "1.32", "1.33", "1.34", "1.35")
 
@@ -1124,7 +1126,7 @@ def namespace_config(flat: dict[str, Any]) -> dict[str, Any]:
     for key, value in flat.items():
         ns, _, name = key.partition(":")
         if ns == CONFIG_NAMESPACE and (
-            name.startswith(SECRET_PREFIXES) or name in OPTIONAL_SECRET_KEYS
+            name.startswith(SECRET_PREFIXES) or name in NAMED_SECRET_KEYS
         ):
             continue
         if ns == CONFIG_NAMESPACE:

@@ -369,6 +369,16 @@ def test_aws_region_seeds_platform_region() -> None:
     assert namespace_config(read_stack_file("dev"))["environment"] == "dev"
 
 
+@pytest.mark.parametrize("secret", ["registryDbPassword", "huggingFaceToken", "batchWebhookSecret"])
+def test_a_set_named_secret_is_read_by_the_program_not_refused_by_the_schema(secret) -> None:
+    # `pulumi config set --secret tandem:registryDbPassword ...` is how the lifecycle docs say to
+    # give RDS its password; the schema used to refuse it as an unknown key
+    flat = {**read_stack_file("prod"), f"tandem:{secret}": {"secure": "v1:AAAA"}}
+    raw = namespace_config(flat)
+    assert secret not in raw
+    parse_config(raw)
+
+
 @pytest.mark.parametrize("name", ["8b-chat", "Chat", "chat_bot", "-chat", "chat-", "x" * 41])
 def test_object_names_are_rfc1035_labels(name: str) -> None:
     """Pools, use cases, deployments and key ids become Service names: start with a letter."""
