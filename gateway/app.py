@@ -47,7 +47,13 @@ from gateway.split import SplitWatcher, compile_splits, overlay, split_keys
 from gateway.stages.account import Accounting
 from gateway.stages.admit import Admission
 from gateway.stages.authenticate import authenticate, developer_of
-from gateway.stages.cache import BYPASS_OFF, CACHE_HEADER, CacheStage, answer_cost
+from gateway.stages.cache import (
+    BYPASS_ENDPOINT,
+    BYPASS_OFF,
+    CACHE_HEADER,
+    CacheStage,
+    answer_cost,
+)
 from gateway.stages.call import Call
 from gateway.stages.exchange import CountTokensExchange, MessagesExchange, ResponsesExchange
 from gateway.stages.features import FeatureStage
@@ -451,6 +457,9 @@ class GatewayService:
                 call.span = start_span(self.tracer, endpoint, call.body["model"], key.team)
             assert self.forwarder is not None and self.relay is not None
             if exchange is not None:  # Messages, Responses: no features, no response cache
+                call.cache_status = BYPASS_ENDPOINT
+                m = self.metrics
+                m.child(m.cache_status, key.team, "bypass", "endpoint").inc()
                 await exchange.begin(call, request.headers)
                 attempt = await self.forwarder.forward(
                     call.route,

@@ -37,10 +37,13 @@ BYPASS_REASONS = {
     "sampled": "the request samples: temperature unset (OpenAI's default is 1) or above "
     "max_temperature, or n > 1, and the route does not set allow_sampled",
     "error": "the cache failed; the backends answered",
+    "endpoint": "Anthropic Messages and OpenAI Responses calls are not cached (their answers "
+    "carry tool use and stored state the cache does not key on)",
 }
 HIT, MISS = "hit", "miss"
 BYPASS = {reason: f"bypass; reason={reason}" for reason in BYPASS_REASONS}
 BYPASS_OFF = BYPASS["off"]
+BYPASS_ENDPOINT = BYPASS["endpoint"]
 _HIT = {CACHE_HEADER: HIT}
 _SSE_HIT = {**SSE_HEADERS, **_HIT}
 

@@ -142,6 +142,20 @@ def test_a_message_through_pass_through_and_translation(fresh, model: str, text:
     assert msg.stop_reason == "end_turn" and msg.usage.output_tokens > 0
 
 
+def test_messages_say_the_cache_was_bypassed_for_their_endpoint(fresh) -> None:
+    gw = fresh["gw"]
+    before = gw.metric("tandem_gateway_cache_status_total", status="bypass", reason="endpoint")
+    r = httpx.post(
+        gw.url + "/v1/messages",
+        json={"model": "coder", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-api-key": KEY, "anthropic-version": "2023-06-01"},
+        timeout=10,
+    )
+    assert r.status_code == 200 and r.headers["X-Tandem-Cache"] == "bypass; reason=endpoint"
+    after = gw.metric("tandem_gateway_cache_status_total", status="bypass", reason="endpoint")
+    assert after == before + 1
+
+
 def test_pass_through_is_byte_for_byte_with_the_provider_s_key_and_the_caller_s_betas(
     fresh,
 ) -> None:
