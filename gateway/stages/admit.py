@@ -162,14 +162,17 @@ class MemoryUsage:
         self._spend: dict[tuple[str, int], float] = {}
         self._dev_spend: dict[str, float] = {}
 
+    def _this_minute(self, key_id: str, now: float) -> tuple[int, int, int]:
+        """(minute, requests, tokens) of the key's current minute: last minute's counts lapse."""
+        minute = int(now // 60)
+        m, req, tok = self._minute.get(key_id, (minute, 0, 0))
+        return (minute, req, tok) if m == minute else (minute, 0, 0)
+
     async def admit(
         self, key: CompiledKey, team_budget: Budget | None, dev: DevBudget | None = None
     ) -> tuple[int, int, float, float]:
         now = time.time()
-        minute = int(now // 60)
-        m, req, tok = self._minute.get(key.id, (minute, 0, 0))
-        if m != minute:
-            req, tok = 0, 0
+        minute, req, tok = self._this_minute(key.id, now)
         req += 1
         self._minute[key.id] = (minute, req, tok)
         spent = (
@@ -187,10 +190,7 @@ class MemoryUsage:
         dev: DevBudget | None = None,
     ) -> None:
         now = time.time()
-        minute = int(now // 60)
-        m, req, tok = self._minute.get(key.id, (minute, 0, 0))
-        if m != minute:
-            req, tok = 0, 0
+        minute, req, tok = self._this_minute(key.id, now)
         self._minute[key.id] = (minute, req, tok + tokens)
         if team_budget is not None and usd:
             slot = (key.team, period_id(team_budget, now))
