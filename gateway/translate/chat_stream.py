@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
-from gateway.sse import EventSplitter
+from gateway.sse import EventSplitter, loads_dict
 
 
 def chat_usage(u: Any) -> dict | None:
@@ -66,11 +64,8 @@ class ChatStreamTranslator:
         if data == b"[DONE]":
             self._finish(out)
             return
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(obj, dict):
+        obj = loads_dict(data)
+        if obj is None:
             return
         if "error" in obj:
             err = obj["error"] if isinstance(obj["error"], dict) else {}

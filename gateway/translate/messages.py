@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from gateway.sse import event_data, named_event
+from gateway.sse import event_data, loads_dict, named_event
 from gateway.translate.chat_stream import ChatStreamTranslator, chat_usage
 
 # chat `finish_reason` -> Messages `stop_reason`
@@ -137,13 +137,8 @@ class MessagesUsageTap:
         return b""
 
     def _read(self, data: bytes | None) -> None:
-        if not data:
-            return
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(obj, dict):
+        obj = loads_dict(data) if data else None
+        if obj is None:
             return
         u = obj.get("usage") or (obj.get("message") or {}).get("usage")
         if isinstance(u, dict):
