@@ -59,8 +59,9 @@ from gateway.stages.exchange import CountTokensExchange, MessagesExchange, Respo
 from gateway.stages.features import FeatureStage
 from gateway.stages.forward import Forwarder
 from gateway.stages.parse import parse
+from gateway.stages.prompt import PromptStage
 from gateway.stages.relay import Relay
-from gateway.tracing import build_tracer, start_span
+from gateway.tracing import build_tracer, set_prompt, start_span
 from gateway.translate.messages import count_tokens_estimate
 from vocabulary.cache import CacheSection
 
@@ -150,6 +151,7 @@ class GatewayService:
         self.messages_exchange = MessagesExchange()
         self.count_tokens_exchange = CountTokensExchange()
         self.cache: ResponseCache | None = build_cache(cfg.cache) if cfg.cache is not None else None
+        self.prompt_stage = PromptStage(self.metrics)
         self.cache_stage = (
             CacheStage(self.cache, self.metrics, self._spawn) if self.cache is not None else None
         )
@@ -455,6 +457,8 @@ class GatewayService:
             call.route = await self.admission.admit(call)
             if self.tracer is not None:
                 call.span = start_span(self.tracer, endpoint, call.body["model"], key.team)
+                if call.prompt is not None:
+                    set_prompt(call.span, *call.prompt_labels)
             assert self.forwarder is not None and self.relay is not None
             if exchange is not None:  # Messages, Responses: no features, no response cache
                 call.cache_status = BYPASS_ENDPOINT
@@ -473,6 +477,9 @@ class GatewayService:
                 return await self.relay.respond(request, call, attempt)
             if self.features is not None:
                 await self.features.enrich(request, call)
+            if call.prompt is not None:
+                self.prompt_stage.render(call)
+            self.prompt_stage.budget(call)
             if self.cache_stage is not None:
                 hit = await self.cache_stage.lookup(call)
                 if hit is not None:
@@ -483,7 +490,13 @@ class GatewayService:
                 m = self.metrics
                 m.child(m.cache_status, key.team, "bypass", "off").inc()
             attempt = await self.forwarder.forward(
-                call.route, endpoint, call.body, call.raw, call.stream, call.inject_usage
+                call.route,
+                endpoint,
+                call.body,
+                call.raw,
+                call.stream,
+                call.inject_usage,
+                need=call.need,
             )
             return await self.relay.respond(request, call, attempt)
         except GatewayError as exc:
