@@ -33,6 +33,7 @@ from vocabulary.config import (
 )
 from vocabulary.errors import ConfigError, InputError, format_validation_error
 from vocabulary.features import FEATURES_DIR, FeatureRead
+from vocabulary.prompts import PROMPTS_ROOT, load_prompts
 from vocabulary.registry import Resolved, load_resolutions, resolution_path
 from vocabulary.usecase import UseCaseSpec, load_use_case, resolve_registry
 from vocabulary.yamlfile import load_yaml
@@ -189,10 +190,31 @@ def feature_errors(config: PlatformConfig, use_cases: list[UseCaseSpec]) -> list
     return errors
 
 
+def prompt_errors(use_cases: list[UseCaseSpec]) -> list[str]:
+    """Each prompt a use case lists exists, loads, and is written for the use case's alias."""
+    errors = []
+    for uc in use_cases:
+        if not uc.prompts:
+            continue
+        try:
+            found = load_prompts(PROMPTS_ROOT, uc.prompts)
+        except ConfigError as exc:
+            errors += [f"use case {uc.name!r}: prompts: {line}" for line in exc.errors]
+            continue
+        alias = (uc.gateway.alias if uc.gateway else None) or uc.name
+        errors += [
+            f"use case {uc.name!r}: prompts: {name!r} is written for the model {p.model!r}, "
+            f"not this use case's alias {alias!r}"
+            for name, p in found.items()
+            if p.model != alias
+        ]
+    return errors
+
+
 def check_stack(config: PlatformConfig, use_cases: list[UseCaseSpec]) -> None:
     """What only the whole stack can tell (config + use cases): raises ConfigError."""
     problems = image_errors(config, use_cases) + policy_errors(config)
-    problems += lifecycle_errors(config, use_cases)
+    problems += lifecycle_errors(config, use_cases) + prompt_errors(use_cases)
     if problems := problems + feature_errors(config, use_cases):
         raise ConfigError(problems, "stack config")
 

@@ -24,6 +24,7 @@ from vocabulary.errors import ConfigError, format_validation_error
 from vocabulary.yamlfile import load_yaml
 
 PROMPTS_DIR = "stacks/prompts"
+PROMPTS_ROOT = Path(__file__).resolve().parent.parent / PROMPTS_DIR  # the repository's
 DEFAULT_LABEL = "production"  # what a reference without `@` means
 VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 # `<namespace>/<name>`: the folder under stacks/prompts/ and the file's stem
