@@ -21,6 +21,7 @@ import difflib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from tandem.cli.errors import EXIT_UNAVAILABLE, CommandError
 
@@ -76,7 +77,7 @@ def _prompts(args: argparse.Namespace, names: list[str] | None = None) -> dict:
     return load_prompts(root, names)
 
 
-def _version(args: argparse.Namespace, text: str):  # -> (PromptFile, CompiledVersion)
+def _version(args: argparse.Namespace, text: str) -> tuple[Any, Any]:
     from prompts.registry import CompiledPrompts, PromptNotFound
     from vocabulary.prompts import PromptRef
 
@@ -126,7 +127,7 @@ def list_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _as_text(version) -> list[str]:  # type: ignore[no-untyped-def]
+def _as_text(version: Any) -> list[str]:
     """A version as diffable lines: each message under its role, then the parameters."""
     lines = []
     for m in version.spec.messages:
