@@ -150,15 +150,18 @@ def test_bad_prompt_requests_are_refused_naming_the_fault(
 
 
 def test_a_prompt_version_rolls_out_through_the_live_split(ups, upstreams) -> None:
+    """`tandem prompts split` writes the record a model's rollout writes; the gateway applies it."""
+    from tandem.cli import main
+
     with redis_server("the prompt rollout test") as url:
         cfg = _config(ups, redis={"url": url, "prefix": "t"}, server={"split_poll_s": 0.05})
-        client = redis.Redis.from_url(url)
-        key = split_key("t", "prompt:support/answer")
+        split = ["prompts", "split", "support/answer", "--redis", url, "--prefix", "t"]
         body = {"prompt": "support/answer", "variables": {"question": "q", **FACTS}}
         with RunningGateway(cfg) as gw:
             assert _post(gw, body).headers["X-Tandem-Prompt"] == "support/answer@2"
-            split = TrafficSplit(canary_weight=100, stable_version="2", canary_version="3")
-            client.set(key, split.model_dump_json())
+            assert main([*split, "--version", "3", "--weight", "100"]) == 0
+            record = redis.Redis.from_url(url).get(split_key("t", "prompt:support/answer"))
+            assert TrafficSplit.model_validate_json(record).canary_version == "3"
             assert wait_until(
                 lambda: _post(gw, body).headers["X-Tandem-Prompt"] == "support/answer@3",
                 timeout=30,
@@ -169,12 +172,10 @@ def test_a_prompt_version_rolls_out_through_the_live_split(ups, upstreams) -> No
             assert gw.metric("tandem_gateway_prompt_renders_total", arm="canary") >= 1
 
             # an experiment: each caller keeps one version; both versions are served
-            experiment = TrafficSplit(
-                canary_weight=50, stable_version="2", canary_version="3", salt="e1",
-                sticky_by="user", epoch=2,
-            )  # fmt: skip
-            client.set(key, experiment.model_dump_json())
-            assert wait_until(lambda: gw.gateway.compiled.prompts.by_name["support/answer"].sticky)
+            sticky = ["--version", "3", "--weight", "50", "--sticky-by", "user"]
+            assert main([*split, *sticky]) == 0
+            prompts = lambda: gw.gateway.compiled.prompts.by_name["support/answer"]  # noqa: E731
+            assert wait_until(lambda: prompts().sticky is not None, timeout=30)
             seen: dict[str, set[str]] = {}
             for i in range(40):
                 for _ in range(2):
@@ -183,12 +184,12 @@ def test_a_prompt_version_rolls_out_through_the_live_split(ups, upstreams) -> No
             assert all(len(v) == 1 for v in seen.values())
             assert {v for s in seen.values() for v in s} == {"support/answer@2", "support/answer@3"}
 
-            client.delete(key)  # the split removed: back to the production label
+            assert main([*split, "--version", "3", "--weight", "0"]) == 0  # ended
             assert wait_until(
                 lambda: _post(gw, body).headers["X-Tandem-Prompt"] == "support/answer@2",
                 timeout=30,
             )
-        client.close()
+        assert main([*split, "--version", "9", "--weight", "10"]) == 2  # no such version
 
 
 @pytest.fixture(scope="module")
