@@ -8,10 +8,12 @@
   counted with `--tokenizer` (a tokenizer.json) or the gateway's estimate;
 - `split NAME --version V --weight W --redis URL`: the live canary of a prompt version, the
   record the gateway reads from its Redis (`--weight 0` ends it), the same one a model's
-  rollout writes.
+  rollout writes;
+- `publish [NAME ...] --registry URL`: the files mirrored to MLflow's prompt registry (versions
+  and labels as aliases; lifecycle/prompts.py), for teams who browse prompts there.
 
-Exit codes: 0 done; 2 bad input (an unknown prompt, label or version, bad variables); 3 Redis
-cannot be reached.
+Exit codes: 0 done; 2 bad input (an unknown prompt, label or version, bad variables, a version
+MLflow holds with other text); 3 Redis or MLflow cannot be reached.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--prefix", default="tandem:gw", help="the gateway's redis.prefix")
     common(s)
     s.set_defaults(func=split)
+
+    pub = ops.add_parser("publish", help="mirror the prompt files to MLflow's prompt registry")
+    pub.add_argument("names", nargs="*", help="prompts to publish (default: all)")
+    pub.add_argument(
+        "--registry",
+        default=os.environ.get("TANDEM_REGISTRY_URL"),
+        help="MLflow tracking server URL (default $TANDEM_REGISTRY_URL)",
+    )
+    common(pub)
+    pub.set_defaults(func=publish)
 
 
 def _prompts(args: argparse.Namespace, names: list[str] | None = None) -> dict:
@@ -226,4 +239,32 @@ def split(args: argparse.Namespace) -> int:
         f"{args.name}: {args.weight:g} % of `production` references to version {version.label} "
         f"(stable: {prompt.labels['production']}); the gateways apply it within split_poll_s"
     )
+    return 0
+
+
+def publish(args: argparse.Namespace) -> int:
+    from lifecycle.prompts import PublishError
+    from lifecycle.prompts import publish as mirror
+    from lifecycle.registry import Registry, RegistryError
+
+    if not args.registry:
+        raise CommandError("no registry: give --registry URL or set TANDEM_REGISTRY_URL")
+    try:
+        registry = Registry(args.registry)
+    except ValueError as exc:
+        raise CommandError(f"--registry: {exc}") from None
+    found = _prompts(args, args.names or None)
+    try:
+        for name, prompt in found.items():
+            done = mirror(registry, name, prompt)
+            labels = " ".join(f"{k}={v}" for k, v in done.aliases.items())
+            print(
+                f"{name} -> MLflow prompt {done.name}: created versions {done.created or '-'}, "
+                f"unchanged {done.unchanged or '-'}; aliases {labels}"
+            )
+    except PublishError as exc:
+        raise CommandError(str(exc)) from None
+    except RegistryError as exc:
+        unreachable = "cannot be reached" in str(exc) or "cannot connect" in str(exc)
+        raise CommandError(str(exc), EXIT_UNAVAILABLE if unreachable else 2) from None
     return 0
