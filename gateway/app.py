@@ -61,7 +61,7 @@ from gateway.stages.forward import Forwarder
 from gateway.stages.parse import parse
 from gateway.stages.prompt import PromptStage
 from gateway.stages.relay import Relay
-from gateway.tracing import build_tracer, set_prompt, start_span
+from gateway.tracing import build_tracer, start_span
 from gateway.translate.messages import count_tokens_estimate
 from vocabulary.cache import CacheSection
 
@@ -457,8 +457,6 @@ class GatewayService:
             call.route = await self.admission.admit(call)
             if self.tracer is not None:
                 call.span = start_span(self.tracer, endpoint, call.body["model"], key.team)
-                if call.prompt is not None:
-                    set_prompt(call.span, *call.prompt_labels)
             assert self.forwarder is not None and self.relay is not None
             if exchange is not None:  # Messages, Responses: no features, no response cache
                 call.cache_status = BYPASS_ENDPOINT

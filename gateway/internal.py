@@ -29,7 +29,7 @@ from gateway.stages.cache import answer_cost
 from gateway.stages.call import Call
 from gateway.stages.parse import check_body, resolve_route
 from gateway.stages.prompt import resolve as resolve_prompt
-from gateway.tracing import set_prompt, start_span
+from gateway.tracing import start_span
 
 if TYPE_CHECKING:
     from gateway.app import GatewayService
@@ -99,8 +99,6 @@ async def call_route(
             call.price_factor = call.route.batch_price_factor
         if svc.tracer is not None:
             call.span = start_span(svc.tracer, endpoint, call.body["model"], key.team)
-            if call.prompt is not None:
-                set_prompt(call.span, *call.prompt_labels)
         if call.prompt is not None:
             svc.prompt_stage.render(call)
         svc.prompt_stage.budget(call)

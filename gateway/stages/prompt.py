@@ -37,6 +37,7 @@ import orjson
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.stages.call import Call
+from gateway.tracing import set_prompt
 from prompts.registry import PromptNotFound
 from prompts.template import as_text
 from prompts.tokens import drop_oldest, fit_oldest, message_tokens
@@ -111,6 +112,8 @@ class PromptStage:
         variables when they do not match the version's."""
         version = call.prompt
         assert version is not None and call.route is not None
+        if call.span is not None:
+            set_prompt(call.span, *call.prompt_labels)
         t0 = time.perf_counter()
         body = call.body
         given = body.get("variables") or {}

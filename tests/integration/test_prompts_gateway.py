@@ -267,6 +267,22 @@ def test_overflow_goes_to_the_long_context_route(ups, upstreams) -> None:
         assert gw.metric("tandem_gateway_context_overflow_total", action="fallback") == 1
 
 
+def test_the_span_names_the_prompt_and_its_version(ups, upstreams) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    with RunningGateway(_config(ups), span_exporter=exporter) as gw:
+        body = {"prompt": "support/answer@1", "variables": {"question": "Hi"}}
+        assert _post(gw, body).status_code == 200
+        bad = {"prompt": "support/answer@1", "variables": {}}
+        assert _post(gw, bad).status_code == 400
+        assert wait_until(lambda: len(exporter.get_finished_spans()) == 2, timeout=30)
+    for span in exporter.get_finished_spans():
+        assert span.attributes["tandem.prompt.name"] == "support/answer"
+        assert span.attributes["tandem.prompt.version"] == "1"
+        assert "Hi" not in str(dict(span.attributes))  # no text, only the name and version
+
+
 def test_a_batch_line_may_name_a_prompt(ups, upstreams) -> None:
     import asyncio
 
