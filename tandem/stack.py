@@ -87,6 +87,7 @@ def load_use_cases(config: PlatformConfig) -> list[UseCaseSpec]:
         for n in sorted(set(names))
         if names.count(n) > 1
     ]
+    errors += prompt_errors(specs)
     if errors:
         raise ConfigError(errors, "use cases")
     return specs
@@ -214,7 +215,7 @@ def prompt_errors(use_cases: list[UseCaseSpec]) -> list[str]:
 def check_stack(config: PlatformConfig, use_cases: list[UseCaseSpec]) -> None:
     """What only the whole stack can tell (config + use cases): raises ConfigError."""
     problems = image_errors(config, use_cases) + policy_errors(config)
-    problems += lifecycle_errors(config, use_cases) + prompt_errors(use_cases)
+    problems += lifecycle_errors(config, use_cases)
     if problems := problems + feature_errors(config, use_cases):
         raise ConfigError(problems, "stack config")
 
