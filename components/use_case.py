@@ -22,6 +22,7 @@ from serving import builder
 from serving.checks import CheckResult, run_checks
 from vocabulary import labels, review
 from vocabulary.features import FeatureRead
+from vocabulary.prompts import PROMPTS_ROOT, load_prompts
 from vocabulary.rollout import canary_name
 from vocabulary.usecase import UseCaseSpec
 
@@ -104,4 +105,5 @@ def gateway_entry(
         model_version=target.model_version if target.registry is not None else "",
         canary_url=canary_url,
         features=features,
+        prompts=load_prompts(PROMPTS_ROOT, spec.prompts) if spec.prompts else {},
     )

@@ -1,8 +1,9 @@
 """Features as model input: how a request's features reach the model, per endpoint.
 
 - chat completions: one system message, placed after the caller's own system messages (the
-  caller's instructions stay first), holding a block the prompt registry will later template in
-  as variables; until then this block is the documented contract (docs/feature-store.md):
+  caller's instructions stay first), holding this block, the documented contract
+  (docs/feature-store.md); a request that names a prompt gets the values as the prompt's
+  variables instead (gateway/stages/prompt.py):
 
       Known facts about this request's customer_id (feature service support_chat_context,
       from the feature store; "unknown" = no value):

@@ -59,6 +59,7 @@ from gateway.stages.exchange import CountTokensExchange, MessagesExchange, Respo
 from gateway.stages.features import FeatureStage
 from gateway.stages.forward import Forwarder
 from gateway.stages.parse import parse
+from gateway.stages.prompt import PromptStage
 from gateway.stages.relay import Relay
 from gateway.tracing import build_tracer, start_span
 from gateway.translate.messages import count_tokens_estimate
@@ -150,6 +151,7 @@ class GatewayService:
         self.messages_exchange = MessagesExchange()
         self.count_tokens_exchange = CountTokensExchange()
         self.cache: ResponseCache | None = build_cache(cfg.cache) if cfg.cache is not None else None
+        self.prompt_stage = PromptStage(self.metrics)
         self.cache_stage = (
             CacheStage(self.cache, self.metrics, self._spawn) if self.cache is not None else None
         )
@@ -473,6 +475,9 @@ class GatewayService:
                 return await self.relay.respond(request, call, attempt)
             if self.features is not None:
                 await self.features.enrich(request, call)
+            if call.prompt is not None:
+                self.prompt_stage.render(call)
+            self.prompt_stage.budget(call)
             if self.cache_stage is not None:
                 hit = await self.cache_stage.lookup(call)
                 if hit is not None:
@@ -483,7 +488,13 @@ class GatewayService:
                 m = self.metrics
                 m.child(m.cache_status, key.team, "bypass", "off").inc()
             attempt = await self.forwarder.forward(
-                call.route, endpoint, call.body, call.raw, call.stream, call.inject_usage
+                call.route,
+                endpoint,
+                call.body,
+                call.raw,
+                call.stream,
+                call.inject_usage,
+                need=call.need,
             )
             return await self.relay.respond(request, call, attempt)
         except GatewayError as exc:

@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from features.online import CompiledRead
+from prompts import tokens
+from prompts.registry import CompiledPrompts
 from vocabulary.cache import CachePolicy, CacheSection
 from vocabulary.errors import ConfigError, InputError, format_validation_error
 from vocabulary.features import FeatureRead
@@ -30,6 +32,7 @@ from vocabulary.gateway import (
     Timeouts,
 )
 from vocabulary.pipelines import BatchSection
+from vocabulary.prompts import PROMPT_NAME, ContextPolicy, PromptFile
 from vocabulary.yamlfile import load_yaml
 
 
@@ -182,6 +185,11 @@ class Route(_Strict):
     features: FeatureRead | None = Field(
         None, description="the feature service read for each request (gateway/stages/features.py)"
     )
+    context: ContextPolicy | None = Field(
+        None,
+        description="counting and overflow of the context window (gateway/stages/prompt.py); "
+        "default: estimated, overflow to context_fallback",
+    )
 
 
 class ApiKey(_Strict):
@@ -300,11 +308,26 @@ class RoutesConfig(_Strict):
     audit: Audit | None = Field(None, description="an audit record per request; omit for none")
     responses: ResponsesStore = ResponsesStore()
     feature_store: FeatureStoreSection | None = None
+    prompts: dict[str, PromptFile] = Field(
+        default_factory=dict,
+        description="prompt templates callers name (`prompt: support/answer@production`), "
+        "by <namespace>/<name> (stacks/prompts/; docs/prompts.md)",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> RoutesConfig:
         """Names that point elsewhere in the file must exist: one line per dangling one."""
         errors: list[str] = []
+        for name, prompt in self.prompts.items():
+            if not PROMPT_NAME.match(name):
+                errors.append(
+                    f"prompts.{name}: a prompt name is <namespace>/<name>, e.g. support/answer"
+                )
+            if prompt.model not in self.routes:
+                errors.append(
+                    f"prompts.{name}.model: unknown route {prompt.model!r}; "
+                    f"allowed: {sorted(self.routes)}"
+                )
         for alias, route in self.routes.items():
             for i, wb in enumerate(route.backends):
                 if wb.backend not in self.backends:
@@ -568,6 +591,9 @@ class CompiledRoute:
         "sticky",
         "arm_headers",
         "features",
+        "window",
+        "counter",
+        "overflow",
     )
 
     def __init__(self, alias: str, spec: Route, backends: dict[str, CompiledBackend]) -> None:
@@ -613,6 +639,15 @@ class CompiledRoute:
                     "X-Tandem-Model-Version": b.label_values[2] or "unknown",
                 }
         self.features = CompiledRead(spec.features) if spec.features is not None else None
+        # the context budget: the smallest window a backend declares, the counter, the strategy
+        windows = [b.spec.context_window for b in self.backends if b.spec.context_window]
+        self.window = min(windows) if windows else None
+        policy = spec.context or ContextPolicy()
+        try:
+            self.counter = tokens.counter(policy.tokenizer)
+        except ValueError as exc:
+            raise ConfigError([f"routes.{alias}.context.tokenizer: {exc}"], "routes") from None
+        self.overflow = policy.overflow
 
 
 class CompiledKey:
@@ -678,6 +713,7 @@ class Compiled:
             "object": "list",
             "data": list(self.model_entries.values()),
         }
+        self.prompts = CompiledPrompts(cfg.prompts)
 
 
 def _first_alias(cfg: RoutesConfig, backend: str) -> str:

@@ -28,6 +28,7 @@ from gateway.stages.account import usage_tokens
 from gateway.stages.cache import answer_cost
 from gateway.stages.call import Call
 from gateway.stages.parse import check_body, resolve_route
+from gateway.stages.prompt import resolve as resolve_prompt
 from gateway.tracing import start_span
 
 if TYPE_CHECKING:
@@ -90,12 +91,17 @@ async def call_route(
             )
         call.raw = orjson.dumps(body)
         call.body = check_body(call.raw, endpoint)
+        if "prompt" in call.body and endpoint == "chat.completions":
+            resolve_prompt(call)  # a line may name a prompt (gateway/stages/prompt.py)
         call.route = resolve_route(call.compiled, key, call.body["model"], endpoint)
         call.route = await svc.admission.admit(call)
         if batch:
             call.price_factor = call.route.batch_price_factor
         if svc.tracer is not None:
             call.span = start_span(svc.tracer, endpoint, call.body["model"], key.team)
+        if call.prompt is not None:
+            svc.prompt_stage.render(call)
+        svc.prompt_stage.budget(call)
         if svc.cache_stage is not None:
             hit = await svc.cache_stage.lookup(call)
             if hit is not None:
@@ -104,7 +110,9 @@ async def call_route(
                 svc.accounting.cache_hit(call, saved)  # a developer's metrics, the audit record
                 return Answer(200, hit.response, cached=True)
         assert svc.forwarder is not None
-        a = await svc.forwarder.forward(call.route, endpoint, call.body, call.raw, False, False)
+        a = await svc.forwarder.forward(
+            call.route, endpoint, call.body, call.raw, False, False, need=call.need
+        )
         if a.kind != OK:  # the backend's own client error, passed on
             svc.accounting.refused_upstream(call, a.backend, a.status)
             return Answer(a.status, _json_or_error(a.body, a.status))

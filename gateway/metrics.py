@@ -1,7 +1,9 @@
 """Prometheus metrics with the platform label set (`vocabulary.labels.METRIC_LABELS`).
 
 `team` is the caller's team (from its key); the other five come from the backend that answered,
-so FinOps can join gateway cost with GPU cost on the same labels. Label children are cached per
+so FinOps can join gateway cost with GPU cost on the same labels. `prompt` and `prompt_version`
+name the prompt a request named (gateway/stages/prompt.py; empty for a request that sent its own
+messages), so a prompt version's canary is analysed on the same series. Label children are cached per
 (team, backend) so a request does one dictionary lookup instead of prometheus_client's locking
 `labels()` call. Prompt and completion text never reach a metric.
 """
@@ -22,7 +24,8 @@ class Metrics:
     def __init__(self) -> None:
         disable_created_metrics()  # halves the /metrics payload; nothing reads `_created`
         self.registry = r = CollectorRegistry()
-        base = list(METRIC_LABELS)
+        # the platform labels, and the prompt a request named and its version ("" for none)
+        base = [*METRIC_LABELS, "prompt", "prompt_version"]
         self.requests = Counter(
             "tandem_gateway_requests", "Requests answered", base + ["endpoint", "code"], registry=r
         )
@@ -157,6 +160,27 @@ class Metrics:
             "Time to read a request's features from the online store",
             ["service"],
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
+            registry=r,
+        )
+        self.prompt_renders = Counter(
+            "tandem_gateway_prompt_renders",
+            "Requests that named a prompt, by version, rollout arm (stable, canary; '' outside a "
+            "split) and outcome (rendered, invalid)",
+            ["prompt", "prompt_version", "arm", "outcome"],
+            registry=r,
+        )
+        self.prompt_render = Histogram(
+            "tandem_gateway_prompt_render_seconds",
+            "Time to render a prompt version with its variables",
+            ["prompt", "prompt_version"],
+            buckets=(0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005),
+            registry=r,
+        )
+        self.context_overflow = Counter(
+            "tandem_gateway_context_overflow",
+            "Requests over their route's context window, by what the gateway did (truncated, "
+            "fallback, refused)",
+            ["route", "action"],
             registry=r,
         )
         self._children: dict[tuple, Any] = {}

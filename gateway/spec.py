@@ -8,7 +8,7 @@ file `tandem gateway serve` loads, so the ConfigMap the cluster gets is a file t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -28,6 +28,7 @@ from vocabulary.config import AssistantsConfig
 from vocabulary.errors import ConfigError, format_validation_error
 from vocabulary.features import FeatureRead
 from vocabulary.gateway import Budget, Price, Timeouts, UseCaseGateway
+from vocabulary.prompts import PromptFile
 
 __all__ = [
     "RouteTarget",
@@ -54,6 +55,7 @@ class RouteTarget:
     # under a rollout: the canary Serve application's base URL (the controller sets the split)
     canary_url: str | None = None
     features: FeatureRead | None = None  # the use case's `features:`, resolved (features.repo)
+    prompts: dict[str, PromptFile] = field(default_factory=dict)  # the use case's `prompts:`
 
 
 def routes_from_use_cases(targets: list[RouteTarget], *, batch: bool = False) -> RoutesConfig:
@@ -67,8 +69,10 @@ def routes_from_use_cases(targets: list[RouteTarget], *, batch: bool = False) ->
     routes: dict[str, Route] = {}
     prices: dict[str, Price] = {}
     teams: dict[str, Team] = {}
+    prompts: dict[str, PromptFile] = {}
     owner: dict[str, str] = {}
     for t in targets:
+        prompts.update(t.prompts)
         gw = t.gateway
         alias = gw.alias or t.use_case
         if alias in routes:
@@ -116,13 +120,14 @@ def routes_from_use_cases(targets: list[RouteTarget], *, batch: bool = False) ->
             **({"batch_discount": gw.batch_discount} if batch and gw.batch_discount else {}),
             split=split,
             features=t.features,
+            context=gw.context,
         )
         if gw.price is not None:
             prices[t.use_case] = _written_out(gw.price)
         if gw.budget is not None:
             team = teams.get(t.team)
             teams[t.team] = Team(budget=_team_budget(t, team.budget if team else None))
-    sections = {"prices": prices, "teams": teams}
+    sections = {"prices": prices, "teams": teams, "prompts": prompts}
     try:
         return RoutesConfig(
             backends=backends, routes=routes, **{k: v for k, v in sections.items() if v}

@@ -31,20 +31,25 @@ from typing import Any
 import orjson
 
 from gateway.config import Backend, MetricLabels, RoutesConfig, WeightedBackend
+from prompts.registry import SPLIT_PREFIX
 from vocabulary.rollout import CANARY, STABLE, TrafficSplit, split_key
 
 log = logging.getLogger("tandem.gateway")
 
 
 def split_keys(cfg: RoutesConfig) -> dict[str, str]:
-    """alias -> the Redis key of its live split, for every route that has a `split:`."""
+    """alias -> the Redis key of its live split, for every route that has a `split:`, and
+    `prompt:<name>` -> its key for every prompt (a prompt version's canary: prompts/registry.py)."""
     if cfg.redis is None:
         return {}
-    return {
+    keys = {
         alias: split_key(cfg.redis.prefix, alias)
         for alias, r in cfg.routes.items()
         if r.split is not None
     }
+    for name in cfg.prompts:
+        keys[SPLIT_PREFIX + name] = split_key(cfg.redis.prefix, SPLIT_PREFIX + name)
+    return keys
 
 
 def parse_split(raw: bytes | str | None) -> TrafficSplit | None:
@@ -111,7 +116,9 @@ def sticky_bucket(route: Any, body: dict[str, Any]) -> float | None:
 
 
 def compile_splits(compiled: Any, splits: dict[str, TrafficSplit]) -> Any:
-    """Mark the compiled routes of live experiments sticky (attribute and salt)."""
+    """Mark the compiled routes of live experiments sticky (attribute and salt), and lay the
+    prompts' splits over their compiled prompts."""
+    compiled.prompts.apply_splits(splits)
     for alias, split in splits.items():
         route = compiled.routes.get(alias)
         if route is not None and route.split is not None and split.sticky_by:

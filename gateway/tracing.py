@@ -53,6 +53,11 @@ def start_span(tracer: Any, endpoint: str, alias: str, team: str) -> Any:
     return span
 
 
+def set_prompt(span: Any, name: str, version: str) -> None:
+    """The prompt a request named (gateway/stages/prompt.py): its name and the version served."""
+    span.set_attributes({"tandem.prompt.name": name, "tandem.prompt.version": version})
+
+
 def end_answered(span: Any, backend: CompiledBackend, tokens_in: int, tokens_out: int) -> None:
     span.set_attribute("gen_ai.response.model", backend.model or backend.label_values[1])
     span.set_attribute("gen_ai.usage.input_tokens", tokens_in)

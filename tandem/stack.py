@@ -33,6 +33,7 @@ from vocabulary.config import (
 )
 from vocabulary.errors import ConfigError, InputError, format_validation_error
 from vocabulary.features import FEATURES_DIR, FeatureRead
+from vocabulary.prompts import PROMPTS_ROOT, load_prompts
 from vocabulary.registry import Resolved, load_resolutions, resolution_path
 from vocabulary.usecase import UseCaseSpec, load_use_case, resolve_registry
 from vocabulary.yamlfile import load_yaml
@@ -86,6 +87,7 @@ def load_use_cases(config: PlatformConfig) -> list[UseCaseSpec]:
         for n in sorted(set(names))
         if names.count(n) > 1
     ]
+    errors += prompt_errors(specs)
     if errors:
         raise ConfigError(errors, "use cases")
     return specs
@@ -186,6 +188,27 @@ def feature_errors(config: PlatformConfig, use_cases: list[UseCaseSpec]) -> list
                 f"use case {uc.name!r}: features.project {uc.features.project!r} is not a "
                 f"project of tandem:featureStore.projects; allowed: {', '.join(projects)}"
             )
+    return errors
+
+
+def prompt_errors(use_cases: list[UseCaseSpec]) -> list[str]:
+    """Each prompt a use case lists exists, loads, and is written for the use case's alias."""
+    errors = []
+    for uc in use_cases:
+        if not uc.prompts:
+            continue
+        try:
+            found = load_prompts(PROMPTS_ROOT, uc.prompts)
+        except ConfigError as exc:
+            errors += [f"use case {uc.name!r}: prompts: {line}" for line in exc.errors]
+            continue
+        alias = (uc.gateway.alias if uc.gateway else None) or uc.name
+        errors += [
+            f"use case {uc.name!r}: prompts: {name!r} is written for the model {p.model!r}, "
+            f"not this use case's alias {alias!r}"
+            for name, p in found.items()
+            if p.model != alias
+        ]
     return errors
 
 

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from vocabulary.cache import CachePolicy
+from vocabulary.prompts import ContextPolicy
 
 # The APIs the gateway speaks: OpenAI's chat completions, completions, embeddings and Responses,
 # and Anthropic's Messages (coding assistants: Claude Code speaks Messages, Codex Responses).
@@ -77,6 +78,9 @@ class UseCaseGateway(_Strict):
     price: Price | None = None
     cache: CachePolicy | None = Field(None, description="this route's cache policy keys")
     context_window: int | None = Field(None, ge=1)
+    context: ContextPolicy | None = Field(
+        None, description="overflow strategy and tokenizer of the context budget (docs/prompts.md)"
+    )
     batch_discount: float = Field(
         0.0, ge=0, lt=1, description="share of the price batch lines are not charged (tandem:batch)"
     )

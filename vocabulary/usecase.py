@@ -79,6 +79,9 @@ class UseCaseSpec(BaseModel):
     features: UseCaseFeatures | None = None
     review: ReviewGate | None = None
     rollout: Rollout | None = None  # how a new registry version reaches production
+    # prompt templates callers of this use case name (stacks/prompts/<namespace>/<name>.yaml),
+    # shipped to the gateway with its route (docs/prompts.md)
+    prompts: list[str] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -107,6 +110,11 @@ class UseCaseSpec(BaseModel):
             raise ValueError(f"deployment names {clash} are reserved for canary copies")
         if self.rollout is not None:
             self._check_rollout()
+        if self.prompts and self.gateway is None:
+            raise ValueError(
+                "prompts: the gateway renders a use case's prompts, so a use case with "
+                "`prompts:` needs a `gateway:` section too"
+            )
         if self.features is not None and self.gateway is None:
             raise ValueError(
                 "features: the gateway reads a use case's features for each request, so a use "

@@ -59,7 +59,7 @@ class Accounting:
         key = call.key
         assert key is not None
         m = self.metrics
-        labels = (key.team, *backend.label_values)
+        labels = (key.team, *backend.label_values, *call.prompt_labels)
         tin, tout = usage_tokens(usage)
         cached = usage_cached(usage)
         cost = (tin - cached) * backend.price_in + cached * backend.price_cached
@@ -119,7 +119,7 @@ class Accounting:
     def _count(self, call: Call, backend: CompiledBackend, code: str) -> None:
         assert call.key is not None
         m = self.metrics
-        labels = (call.key.team, *backend.label_values)
+        labels = (call.key.team, *backend.label_values, *call.prompt_labels)
         m.child(m.requests, *labels, call.endpoint, code).inc()
         m.child(m.latency, *labels, call.endpoint).observe(time.monotonic() - call.t0)
 

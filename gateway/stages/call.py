@@ -40,6 +40,14 @@ class Call:
     items: list[dict[str, Any]] | None = None  # exchange: a Responses conversation, in full
     response_id: str = ""  # exchange: the Responses id the gateway gives the answer
     ttft: float = 0.0  # relay: seconds to a stream's first byte
+    # prompt (gateway/stages/prompt.py): the version a `prompt` reference resolved to, its arm
+    # under a live split, the feature values it may use as variables, and the metric labels
+    prompt: Any = None  # prompts.template.CompiledVersion
+    prompt_arm: str = ""
+    feature_values: dict[str, str] | None = None  # features: values for the prompt's variables
+    prompt_labels: tuple[str, str] = ("", "")  # (prompt, prompt_version) on every metric
+    need: int | None = None  # context: the request's counted tokens (None: not counted)
+    context_note: str | None = None  # context: X-Tandem-Context (what the budget did)
     # A call the asynchronous pipelines make (gateway/internal.py), not a caller's: its cost is
     # computed (at the route's batch discount for a batch line) but charged by the pipeline when
     # it records the result, exactly once however often the line ran; it is not online traffic.

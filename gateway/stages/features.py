@@ -2,7 +2,8 @@
 
 Runs after admit (a refused request costs no feature read) and before the cache (a cached
 answer was produced with some customer's features; the cache must key on the enriched request,
-so one customer's answer never serves another). Only routes whose use case declares `features:`
+so one customer's answer never serves another). A request that names a prompt gets the values
+as the prompt's variables instead of a system message (gateway/stages/prompt.py). Only routes whose use case declares `features:`
 pay for it: one HMGET on Feast's Redis online store (features/online.py), bounded by the routes
 file's `feature_store.timeout_ms`.
 
@@ -28,7 +29,7 @@ import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from features.context import enrich
+from features.context import enrich, render_value
 from features.online import CompiledRead, OnlineReader
 from gateway.config import FeatureStoreSection
 from gateway.errors import GatewayError
@@ -121,8 +122,11 @@ class FeatureStage:
                 ),
             )
         m.child(m.feature_lookups, use_case, read.service, "found", "enriched").inc()
-        call.body = enrich(call.endpoint, call.body, read, row.values)
-        call.raw = orjson.dumps(call.body)
+        if call.prompt is not None:  # the prompt's variables (gateway/stages/prompt.py)
+            call.feature_values = {k: render_value(v) for k, v in row.values.items()}
+        else:
+            call.body = enrich(call.endpoint, call.body, read, row.values)
+            call.raw = orjson.dumps(call.body)
         if call.span is not None:
             call.span.set_attribute("tandem.features", read.service)
 

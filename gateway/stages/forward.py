@@ -56,15 +56,19 @@ class Forwarder:
         stream: bool,
         inject_usage: bool,
         prepare: Prepare | None = None,
+        *,
+        need: int | None = None,
     ) -> Attempt:
         """An answer (OK) or the backend's own client error (CLIENT) to pass on; GatewayError
         400 `context_length_exceeded` when no backend could take the prompt, 502 / 503 / 504
         when no answer came. Without `prepare` the body goes to each backend's `endpoint` as
-        sent (model swapped)."""
+        sent (model swapped). `need`: the request's tokens as the context budget counted them
+        (gateway/stages/prompt.py); estimated here when not given."""
         prep: Prepare = prepare or (
             lambda r, b: (endpoint, _payload(body, raw, r, b, inject_usage), None)
         )
-        need = estimate_tokens(body, endpoint) if any(r.windowed for r in route.chain) else 0
+        if need is None:
+            need = estimate_tokens(body, endpoint) if any(r.windowed for r in route.chain) else 0
         deadline = time.monotonic() + route.spec.deadline_s
         chain = route.chain
         last: Attempt | None = None

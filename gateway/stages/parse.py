@@ -16,6 +16,8 @@ from gateway.config import Compiled, CompiledKey, CompiledRoute
 from gateway.errors import GatewayError
 from gateway.sse import wants_usage
 from gateway.stages.call import Call
+from gateway.stages.prompt import check_prompt_body
+from gateway.stages.prompt import resolve as resolve_prompt
 
 # the field each endpoint cannot do without
 _REQUIRED = {
@@ -37,6 +39,8 @@ async def parse(request: web.Request, call: Call, max_body_bytes: int) -> None:
     assert call.key is not None
     call.raw = await read_raw(request, max_body_bytes)
     call.body = check_body(call.raw, call.endpoint)
+    if "prompt" in call.body and call.endpoint == "chat.completions":
+        resolve_prompt(call)  # fills in `model` when the caller left it to the prompt
     endpoint = _ROUTE_ENDPOINT.get(call.endpoint, call.endpoint)
     call.route = resolve_route(call.compiled, call.key, call.body["model"], endpoint)
     call.stream = call.body.get("stream") is True
@@ -89,6 +93,10 @@ def check_body(raw: bytes, endpoint: str) -> dict[str, Any]:
         raise GatewayError(400, "The request body is not valid JSON.", "invalid_json") from None
     if not isinstance(body, dict):
         raise GatewayError(400, "The request body must be a JSON object.", "invalid_request")
+    if endpoint == "chat.completions" and "prompt" in body:  # names a prompt (stages/prompt.py)
+        check_prompt_body(body)
+        _check_stream(body, endpoint)
+        return body
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise GatewayError(
             400, "'model' is required and must be a string.", "invalid_request", param="model"
@@ -129,9 +137,13 @@ def check_body(raw: bytes, endpoint: str) -> dict[str, Any]:
             "invalid_request",
             param=field,
         )
+    _check_stream(body, endpoint)
+    return body
+
+
+def _check_stream(body: dict[str, Any], endpoint: str) -> None:
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise GatewayError(400, "'stream' must be a boolean.", "invalid_request", param="stream")
     if stream and endpoint == "embeddings":
         raise GatewayError(400, "Embeddings cannot be streamed.", "invalid_request", param="stream")
-    return body

@@ -22,6 +22,7 @@ from gateway.sse import SSE_HEADERS, KeepTail, StripUsage, assemble_stream
 from gateway.stages.account import Accounting
 from gateway.stages.cache import BYPASS_OFF, CACHE_HEADER, CacheStage
 from gateway.stages.call import Call
+from gateway.stages.prompt import prompt_headers
 
 STREAM_KEEP_MAX = 1 << 20  # a streamed answer larger than this is relayed but not cached
 
@@ -41,6 +42,8 @@ class Relay:
         headers = {CACHE_HEADER: call.cache_status or BYPASS_OFF}
         # under a rollout the caller learns which arm and version answered (A/B analytics)
         arm = a.route.arm_headers.get(a.backend.name)
+        if call.prompt is not None or call.context_note is not None:
+            arm = {**(arm or {}), **prompt_headers(call)}
         if arm:
             headers.update(arm)
         if a.kind == CLIENT:
@@ -88,7 +91,8 @@ class Relay:
             await out.prepare(request)
             m = self.accounting.metrics
             call.ttft = time.monotonic() - call.t0
-            m.child(m.ttft, call.key.team, *a.backend.label_values).observe(call.ttft)
+            labels = (call.key.team, *a.backend.label_values, *call.prompt_labels)
+            m.child(m.ttft, *labels).observe(call.ttft)
             t = a.backend.spec.timeouts
             deadline = call.t0 + min(t.total_s, a.route.spec.deadline_s)
             chunk = a.first

@@ -9,6 +9,7 @@ from policies.rules import (
     gateway,
     gpu_pools,
     lifecycle,
+    prompts,
     serving,
     stack,
     workloads,
@@ -22,6 +23,7 @@ ALL_RULES: list[Rule] = [
     *gateway.RULES,
     *lifecycle.RULES,
     *features.RULES,
+    *prompts.RULES,
     *stack.RULES,
 ]
 

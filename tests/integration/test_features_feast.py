@@ -215,6 +215,55 @@ async def test_gateway_enriches_requests_with_the_entitys_features(feast: LocalF
         )
 
 
+async def test_the_support_chatbot_names_its_prompt_and_features_fill_its_variables(
+    feast: LocalFeast,
+) -> None:
+    """The shipped use case's call: `support/answer` by name, the customer in `user`; the
+    feature store's values become the prompt's variables (no feature block), and a customer the
+    store does not know still gets an answer (on_missing: skip -> "unknown")."""
+    from gateway.spec import RouteTarget, routes_from_use_cases
+    from tandem.stack import REPO_ROOT
+    from vocabulary.prompts import PROMPTS_ROOT, load_prompts
+    from vocabulary.usecase import load_use_case
+
+    spec = load_use_case(REPO_ROOT / "stacks/usecases/support-chatbot.yaml")
+    assert spec.prompts == ["support/answer"] and spec.features is not None
+    read, problems = feature_read(inspect(PROJECT), spec.name, spec.features)
+    assert read is not None, problems
+    upstream = Upstream()
+    with ServerThread(upstream.app) as up:
+        assert spec.gateway is not None
+        target = RouteTarget(
+            spec.name, spec.team, spec.gateway, up.url + "/v1", "support-chat-8b",
+            features=read, prompts=load_prompts(PROMPTS_ROOT, spec.prompts),
+        )  # fmt: skip
+        routes = routes_from_use_cases([target]).model_dump(mode="json", exclude_none=True)
+        routes["feature_store"] = {"redis_url": feast.redis_url, "timeout_ms": 200}
+        with RunningGateway(routes) as gw:
+            body = {"prompt": "support/answer", "variables": {"question": "Where is my refund?"}}
+            status, _ = await _post(gw.url, {**body, "user": "C1"})
+            assert status == 200
+            sent = upstream.bodies[-1]
+            assert sent["model"] == "support-chat-8b" and sent["user"] == "C1"
+            system, question = sent["messages"]
+            assert "on the enterprise plan (customer for 4 months)" in system["content"]
+            assert "has 5 open tickets" in system["content"]
+            assert "Known facts" not in system["content"]  # variables, not the feature block
+            assert question == {"role": "user", "content": "Where is my refund?"}
+
+            status, _ = await _post(gw.url, {**body, "user": "C404"})
+            assert status == 200
+            assert "on the unknown plan" in upstream.bodies[-1]["messages"][0]["content"]
+
+            # a caller cannot pass a feature off as its own variable
+            spoof = {**body, "variables": {"question": "q", "plan_tier": "enterprise"}}
+            status, err = await _post(gw.url, {**spoof, "user": "C2"})
+            assert status == 400 and err["error"]["code"] == "prompt_variables_invalid"
+            assert "'plan_tier'" in err["error"]["message"]
+            renders = "tandem_gateway_prompt_renders_total"
+            assert gw.metric(renders, prompt="support/answer", outcome="rendered") == 2
+
+
 async def test_unreadable_feature_store_follows_on_missing_never_500() -> None:
     """A feature store that does not answer (a listener that never replies) is `unavailable`:
     503 with a Retry-After on a `fail` route, a plain forward on a `skip` route."""

@@ -13,6 +13,7 @@ the line before the fence:
 | `deployment` | one ModelDeployment file (what `tandem serve --local` also accepts) |
 | `routes` / `routes-fragment` | a gateway routes file; a fragment's sections are merged into a minimal one (a route given only `cache:` gets a backend) |
 | `prices` | a `finops report --prices` file |
+| `prompt` | a prompt file (`stacks/prompts/<namespace>/<name>.yaml`), validated as `tandem plan` loads it |
 | `alert-rule` | a Prometheus alert; its expression must be the one observability/rules.py generates |
 | `illustration reason=...` | abridged on purpose (`...` inside); only the reason is required |
 
@@ -55,7 +56,15 @@ EXTERNAL = {
     "codex": "Codex CLI (npm); tests/integration/test_assistant_clients.py runs it through the gateway",
 }
 # `tandem` commands fast and side-effect free enough to run for real, by their command words
-CHEAP = {("gate",), ("gateway", "hash-key"), ("serve",), ("policies",)}
+CHEAP = {
+    ("gate",),
+    ("gateway", "hash-key"),
+    ("serve",),
+    ("policies",),
+    ("prompts", "list"),
+    ("prompts", "diff"),
+    ("prompts", "render"),
+}
 # placeholders in prose spans -> a value the parser accepts
 PLACEHOLDERS = {
     "<name>": "support-chatbot",
@@ -197,6 +206,7 @@ YAML_KINDS = {
     "routes",
     "routes-fragment",
     "prices",
+    "prompt",
     "alert-rule",
     "illustration",
 }
@@ -220,6 +230,10 @@ def test_yaml_example_loads_through_the_validator(block: Block, tmp_path: Path) 
         _routes(data, block.kind.endswith("fragment"))
     elif block.kind == "prices":
         _prices(block.text, tmp_path)
+    elif block.kind == "prompt":
+        from vocabulary.prompts import PromptFile
+
+        PromptFile.model_validate(data)
     else:
         _alert_rule(data)
 

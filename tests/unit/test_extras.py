@@ -153,3 +153,13 @@ def test_a_command_without_its_extra_names_the_extra_to_install() -> None:
     done = run_with_only("finops", code)
     assert done.returncode == 3 and "Traceback" not in done.stderr, done.stderr  # the environment
     assert "pip install 'tandem[gateway]'" in done.stderr
+
+
+def test_gateway_extra_runs_tandem_prompts() -> None:
+    code = (
+        "from tandem.cli import main; "
+        "raise SystemExit(main(['prompts', 'render', 'support/answer@1', '--var', 'question=hi']))"
+    )
+    done = run_with_only("gateway", code)
+    assert done.returncode == 0, done.stderr
+    assert '"content": "hi"' in done.stdout

@@ -48,7 +48,7 @@ async def test_an_answer_is_counted_priced_and_charged() -> None:
     c.span = start_span(build_tracer(Tracing(), exporter), "chat.completions", "chat", "t")
     await accounting.answered(c, BACKEND, {"prompt_tokens": 1000, "completion_tokens": 500})
     labels = {"team": "t", "use_case": "uc", "model": "chat", "model_version": ""}
-    labels |= {"rollout": "stable", "pool": ""}
+    labels |= {"rollout": "stable", "pool": "", "prompt": "", "prompt_version": ""}
     assert (
         sample(
             metrics,
