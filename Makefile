@@ -12,7 +12,7 @@ export TANDEM_CRD_DIR ?= $(SHARED)/crds
 export TANDEM_SHARED_DIR ?= $(SHARED)
 DEBIAN_PACKAGES := prometheus prometheus-alertmanager redis-server libgomp1 postgresql
 # Type-checked in CI: every Tandem package, the gateway and serving runtime included.
-TYPED := tandem vocabulary gpu_pools observability finops policies components serving gateway pipelines embedding lifecycle features
+TYPED := tandem vocabulary gpu_pools observability finops policies components serving gateway pipelines embedding lifecycle features drift
 
 .PHONY: setup feast-env feast-lock system-packages assistant-clients plan test lint hadolint typecheck imports unit integration llm-env llm gpu lock clean rehearsal mlflow-env
 

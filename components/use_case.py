@@ -104,4 +104,5 @@ def gateway_entry(
         model_version=target.model_version if target.registry is not None else "",
         canary_url=canary_url,
         features=features,
+        monitoring=spec.monitoring,
     )

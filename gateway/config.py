@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from drift.signals import RouteMonitor
 from features.online import CompiledRead
 from vocabulary.cache import CachePolicy, CacheSection
 from vocabulary.errors import ConfigError, InputError, format_validation_error
@@ -29,6 +30,7 @@ from vocabulary.gateway import (
     Protocol,
     Timeouts,
 )
+from vocabulary.monitoring import RouteMonitoring
 from vocabulary.pipelines import BatchSection
 from vocabulary.yamlfile import load_yaml
 
@@ -182,6 +184,9 @@ class Route(_Strict):
     features: FeatureRead | None = Field(
         None, description="the feature service read for each request (gateway/stages/features.py)"
     )
+    monitoring: RouteMonitoring | None = Field(
+        None, description="drift signals sampled on this route (drift/signals.py)"
+    )
 
 
 class ApiKey(_Strict):
@@ -252,6 +257,9 @@ class Server(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     reload_interval_s: float = Field(2.0, ge=0, description="0 disables hot reload")
     split_poll_s: float = Field(1.0, gt=0, description="how often routes' live splits are read")
+    signal_log_events: int = Field(
+        20_000, ge=100, description="drift samples kept for the drift service (GET /drift/signals)"
+    )
 
 
 class Redis(_Strict):
@@ -568,6 +576,7 @@ class CompiledRoute:
         "sticky",
         "arm_headers",
         "features",
+        "monitor",
     )
 
     def __init__(self, alias: str, spec: Route, backends: dict[str, CompiledBackend]) -> None:
@@ -613,6 +622,14 @@ class CompiledRoute:
                     "X-Tandem-Model-Version": b.label_values[2] or "unknown",
                 }
         self.features = CompiledRead(spec.features) if spec.features is not None else None
+        m = spec.monitoring
+        self.monitor = (
+            RouteMonitor(
+                spec.use_case or alias, m.sample_rate, frozenset(m.signals), tuple(m.features)
+            )
+            if m is not None
+            else None
+        )
 
 
 class CompiledKey:

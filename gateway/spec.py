@@ -28,6 +28,7 @@ from vocabulary.config import AssistantsConfig
 from vocabulary.errors import ConfigError, format_validation_error
 from vocabulary.features import FeatureRead
 from vocabulary.gateway import Budget, Price, Timeouts, UseCaseGateway
+from vocabulary.monitoring import Monitoring
 
 __all__ = [
     "RouteTarget",
@@ -54,6 +55,7 @@ class RouteTarget:
     # under a rollout: the canary Serve application's base URL (the controller sets the split)
     canary_url: str | None = None
     features: FeatureRead | None = None  # the use case's `features:`, resolved (features.repo)
+    monitoring: Monitoring | None = None  # the use case's `monitoring:` (drift signals)
 
 
 def routes_from_use_cases(targets: list[RouteTarget], *, batch: bool = False) -> RoutesConfig:
@@ -116,6 +118,7 @@ def routes_from_use_cases(targets: list[RouteTarget], *, batch: bool = False) ->
             **({"batch_discount": gw.batch_discount} if batch and gw.batch_discount else {}),
             split=split,
             features=t.features,
+            monitoring=t.monitoring.route() if t.monitoring is not None else None,
         )
         if gw.price is not None:
             prices[t.use_case] = _written_out(gw.price)

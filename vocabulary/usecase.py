@@ -27,6 +27,7 @@ from vocabulary.errors import ConfigError, format_validation_error
 from vocabulary.features import UseCaseFeatures
 from vocabulary.gateway import UseCaseGateway
 from vocabulary.labels import dns_label
+from vocabulary.monitoring import Monitoring
 from vocabulary.registry import Resolutions, Resolved, resolve
 from vocabulary.review import ReviewGate
 from vocabulary.rollout import Rollout, canary_name
@@ -79,6 +80,8 @@ class UseCaseSpec(BaseModel):
     features: UseCaseFeatures | None = None
     review: ReviewGate | None = None
     rollout: Rollout | None = None  # how a new registry version reaches production
+    # drift signals, tests and receivers (vocabulary/monitoring.py, docs/drift.md)
+    monitoring: Monitoring | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -107,6 +110,11 @@ class UseCaseSpec(BaseModel):
             raise ValueError(f"deployment names {clash} are reserved for canary copies")
         if self.rollout is not None:
             self._check_rollout()
+        if self.monitoring is not None and self.gateway is None:
+            raise ValueError(
+                "monitoring: the gateway samples a use case's drift signals, so a use case "
+                "with `monitoring:` needs a `gateway:` section too"
+            )
         if self.features is not None and self.gateway is None:
             raise ValueError(
                 "features: the gateway reads a use case's features for each request, so a use "

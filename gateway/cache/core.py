@@ -282,6 +282,7 @@ class SemanticCache:
     ) -> CacheHit | None:
         assert self._embedder is not None and self.verifier is not None and keys.text is not None
         vector, tokens = await self._embedder.embed(keys.text)
+        request.embedding = vector  # the drift sample's prompt embedding: never computed twice
         self._remember(keys.exact, vector, tokens)  # store() after a miss reuses the embedding
         # the runner-up counts even below the floor: a far one is what makes the nearest unambiguous
         neighbours = self.local.nearest(keys.scope, vector, int(policy.candidates), now)
