@@ -34,9 +34,9 @@ def alert_rules(for_: str = "1m", job: str = JOB) -> list[dict[str, Any]]:
         "annotations": {
             "summary": "{{ $labels.use_case }} version {{ $labels.model_version }}: "
             "{{ $labels.signal }} drifts from the pinned reference",
-            "description": "Score {{ with printf `max(tandem_drift_score{use_case=\"%s\","
-            "model_version=\"%s\",signal=\"%s\"})` $labels.use_case $labels.model_version "
-            "$labels.signal | query }}{{ . | first | value | printf \"%.2f\" }}{{ end }} of the "
+            "description": 'Score {{ with printf `max(tandem_drift_score{use_case="%s",'
+            'model_version="%s",signal="%s"})` $labels.use_case $labels.model_version '
+            '$labels.signal | query }}{{ . | first | value | printf "%.2f" }}{{ end }} of the '
             "calibrated line. A canary or recently promoted version is rolled back by the drift "
             "service; a champion needs a person: `tandem drift report {{ $labels.use_case }} "
             "--output html` (docs/drift.md, when the alert fires).",
@@ -97,14 +97,21 @@ def unit_tests(rule_file_name: str, for_: str = "1m", job: str = JOB) -> dict[st
             {
                 "interval": "1m",
                 "input_series": [
-                    {"series": f'tandem_drift_detected{{{lab},signal="embedding"}}',
-                     "values": "0 0 1 1 1 1"},
-                    {"series": f'tandem_drift_detected{{{lab},signal="prompt_length"}}',
-                     "values": "0 0 0 0 0 0"},
+                    {
+                        "series": f'tandem_drift_detected{{{lab},signal="embedding"}}',
+                        "values": "0 0 1 1 1 1",
+                    },
+                    {
+                        "series": f'tandem_drift_detected{{{lab},signal="prompt_length"}}',
+                        "values": "0 0 0 0 0 0",
+                    },
                     {"series": f'up{{job="{job}"}}', "values": "1x100"},
-                    {"series": f'tandem_drift_samples_total{{{lab}}}', "values": "0+10x200"},
-                    {"series": f'tandem_drift_reference_pinned_timestamp_seconds{{{lab},'
-                               'source="auto"}', "values": "100x200"},
+                    {"series": f"tandem_drift_samples_total{{{lab}}}", "values": "0+10x200"},
+                    {
+                        "series": f"tandem_drift_reference_pinned_timestamp_seconds{{{lab},"
+                        'source="auto"}',
+                        "values": "100x200",
+                    },
                 ],  # fmt: skip
                 "alert_rule_test": [
                     {"eval_time": "1m", "alertname": DETECTED, "exp_alerts": []},
@@ -131,7 +138,7 @@ def unit_tests(rule_file_name: str, for_: str = "1m", job: str = JOB) -> dict[st
             {
                 "interval": "1m",
                 "input_series": [
-                    {"series": f'tandem_drift_samples_total{{{lab}}}', "values": "0+10x200"},
+                    {"series": f"tandem_drift_samples_total{{{lab}}}", "values": "0+10x200"},
                     {"series": f'up{{job="{job}"}}', "values": "1x10 0x100"},
                 ],  # fmt: skip
                 "alert_rule_test": [

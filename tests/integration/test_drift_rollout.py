@@ -26,7 +26,6 @@ import time
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 import yaml
@@ -163,7 +162,6 @@ def test_a_drifting_canary_fires_the_alert_and_is_rolled_back(tier):
         lambda: _status(tier)["use_cases"][USE_CASE]["reference"],
         timeout=180,
     )
-    stable = ref["version"]
     assert ref["source"] == "auto" and ref["events"] >= 200
     assert "prompt_length" in ref["signals"]
     code, out = tier.deploy(
@@ -210,9 +208,7 @@ def test_a_drifting_champion_alerts_with_evidence_and_is_not_rolled_back(tier, t
         alert = _wait(
             "the team's receiver gets the champion's drift alert",
             lambda: [
-                b
-                for b in tier.receiver.bodies("/alert")[n_alerts:]
-                if b["model_version"] == stable
+                b for b in tier.receiver.bodies("/alert")[n_alerts:] if b["model_version"] == stable
             ],
         )[0]
         assert alert["role"] == "champion" and alert["signal"] == "prompt_length"
