@@ -5,9 +5,10 @@ false alarms per 30 days: see `alpha_for`).
 - `EmbeddingMMD`: maximum mean discrepancy between the window's prompt embeddings and the
   reference's, Gaussian kernel with the median-distance bandwidth. Calibration: the reference is
   split in two; windows drawn from one half are tested against the other (a bootstrap of the
-  statistic under no drift), a gamma distribution is fitted to those statistics by moments (the
-  classic approximation of MMD's null) and the threshold is its 1 - alpha quantile, never below
-  the largest bootstrap value. All pool-vs-reference kernel values are computed once, so each
+  statistic under no drift), a gamma distribution is fitted to those statistics by their mean,
+  variance (with the finite-population correction) and skewness (MMD's null is a weighted sum of
+  chi-squares, skewed right) and the threshold is its 1 - alpha quantile, never below the largest
+  bootstrap value. All pool-vs-reference kernel values are computed once, so each
   bootstrap draw is an index gather.
 - `NumericKS`: Kolmogorov-Smirnov distance, threshold from KS's asymptotic distribution at
   alpha; PSI and the Wasserstein distance are reported beside it as evidence (how far, in the
@@ -101,9 +102,9 @@ class EmbeddingMMD:
         window: int,
         alpha: float,
         *,
-        boot: int = 200,
+        boot: int = 1000,
         max_reference: int = 400,
-        max_pool: int = 1600,
+        max_pool: int = 4000,
         seed: int = 0,
     ) -> None:
         ref = np.asarray(reference, dtype=np.float32)
@@ -126,12 +127,24 @@ class EmbeddingMMD:
         stats = np.empty(boot)
         m = min(window, len(pool))
         for i in range(boot):
-            idx = rng.choice(len(pool), m, replace=m > len(pool) // 2)
+            idx = rng.choice(len(pool), m, replace=False)
             stats[i] = self.k_aa + k_pp[np.ix_(idx, idx)].mean() - 2 * k_pa[idx].mean()
-        mean, var = float(stats.mean()), float(stats.var()) + 1e-18
-        shape, scale = mean * mean / var, var / mean
-        self.null_mean, self.null_sd = mean, math.sqrt(var)
-        self.threshold = max(gamma_quantile(shape, scale, 1.0 - alpha), float(stats.max()))
+        # windows drawn without replacement from a finite pool vary less than fresh traffic's:
+        # the finite-population correction gives the variance back
+        fpc = max(0.05, 1.0 - m / len(pool))
+        mean, sd = float(stats.mean()), float(stats.std()) / math.sqrt(fpc) + 1e-12
+        skew = float(np.mean(((stats - stats.mean()) / (stats.std() + 1e-18)) ** 3))
+        # the null is skewed to the right (a weighted sum of chi-squares): a gamma with the
+        # bootstrap's mean, variance and skewness (Pearson type III), never less skewed than
+        # the two-moment gamma
+        skew = min(2.0, max(skew, 2.0 * sd / mean if mean > 0 else 0.3, 0.3))
+        shape = 4.0 / (skew * skew)
+        scale = sd / math.sqrt(shape)
+        loc = mean - shape * scale
+        self.null_mean, self.null_sd, self.null_skew = mean, sd, skew
+        self.threshold = max(
+            loc + gamma_quantile(shape, scale, 1.0 - alpha), float(stats.max())
+        )
 
     @staticmethod
     def _d2(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -149,10 +162,57 @@ class EmbeddingMMD:
         return mmd2, witness
 
     def test(self, window: Sequence[Any]) -> Result:
+        """The whole window at once (the monitor keeps an MMDTracker instead: same statistic)."""
         x = np.asarray(window, dtype=np.float32)
         stat, witness = self.statistic(x)
         top = [int(i) for i in np.argsort(-witness)[:3]]
         return Result(stat, self.threshold, {"mmd2": round(stat, 6), "examples": top})
+
+
+class MMDTracker:
+    """A sliding window's MMD kept up to date as samples arrive: each new sample's kernel row
+    against the reference and the window is computed once (not the whole window's at every
+    test), so a test costs one mean over the window's kernel matrix. Slots are a ring."""
+
+    def __init__(self, det: EmbeddingMMD) -> None:
+        m, dim = det.window, det.a.shape[1]
+        self.det = det
+        self.x = np.zeros((m, dim), dtype=np.float32)
+        self.kxx = np.zeros((m, m), dtype=np.float64)
+        self.kxa = np.zeros(m, dtype=np.float64)
+        self.tags: list[Any] = [None] * m  # what each slot holds (the monitor: id and time)
+        self.n = 0
+        self.pos = 0
+
+    def add(self, vectors: np.ndarray, tags: Sequence[Any] | None = None) -> None:
+        det, m = self.det, self.det.window
+        vectors = np.asarray(vectors, dtype=np.float32)[-m:]
+        s = len(vectors)
+        if s == 0:
+            return
+        idx = (self.pos + np.arange(s)) % m
+        self.x[idx] = vectors
+        self.kxa[idx] = det._k(vectors, det.a).mean(axis=1)
+        self.n = min(m, self.n + s)
+        valid = np.arange(m) if self.n == m else np.arange(self.n)
+        k = det._k(vectors, self.x[valid])
+        self.kxx[np.ix_(idx, valid)] = k
+        self.kxx[np.ix_(valid, idx)] = k.T
+        if tags is not None:
+            for i, tag in zip(idx, list(tags)[-s:], strict=True):
+                self.tags[int(i)] = tag
+        self.pos = int((self.pos + s) % m)
+
+    @property
+    def full(self) -> bool:
+        return self.n == self.det.window
+
+    def test(self) -> Result:
+        det = self.det
+        stat = det.k_aa + float(self.kxx.mean()) - 2.0 * float(self.kxa.mean())
+        witness = self.kxx.mean(axis=1) - self.kxa
+        top = [int(i) for i in np.argsort(-witness)[:3]]
+        return Result(stat, det.threshold, {"mmd2": round(stat, 6), "examples": top})
 
 
 def ks_distance(a: np.ndarray, b: np.ndarray) -> float:

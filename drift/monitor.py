@@ -27,7 +27,15 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
 
-from drift.detectors import SECONDS_30D, EmbeddingMMD, NumericKS, RateTest, Result, alpha_for
+from drift.detectors import (
+    SECONDS_30D,
+    EmbeddingMMD,
+    MMDTracker,
+    NumericKS,
+    RateTest,
+    Result,
+    alpha_for,
+)
 from vocabulary.monitoring import Monitoring
 
 KINDS = {
@@ -155,6 +163,7 @@ class Window:
         self.times: deque[float] = deque(maxlen=size)
         self.ids: deque[str | None] = deque(maxlen=size)
         self.new = 0
+        self.tracker: MMDTracker | None = None  # embeddings: the window's MMD, kept up to date
 
     def add(self, t: float, value: Any, rid: str | None) -> None:
         self.values.append(value)
@@ -330,12 +339,33 @@ class Monitor:
                 continue
             tested = w.new
             w.new = 0
-            result: Result = ref.detectors[signal].test(list(w.values))
+            det = ref.detectors[signal]
+            if isinstance(det, EmbeddingMMD):
+                result = self._mmd(w, det, tested)
+            else:
+                result = det.test(list(w.values))
             d = self._record(use_case, version, signal, w, result, tested, ref)
             if d is not None:
                 began.append(d)
         self._cpu(time.process_time() - t0)
         return began
+
+    @staticmethod
+    def _mmd(w: Window, det: EmbeddingMMD, new: int) -> Result:
+        if w.tracker is None or w.tracker.det is not det:  # first test against this reference
+            w.tracker = MMDTracker(det)
+            new = len(w.values)
+        k = min(new, len(w.values))
+        values, ids, times = (list(d)[-k:] for d in (w.values, w.ids, w.times))
+        w.tracker.add(np.asarray(values, dtype=np.float32), list(zip(ids, times, strict=True)))
+        result = w.tracker.test()
+        tags = w.tracker.tags
+        result.evidence["examples"] = [
+            {"response_id": tags[i][0], "t": tags[i][1]}
+            for i in result.evidence.pop("examples")
+            if tags[i] is not None
+        ]
+        return result
 
     def _record(
         self,
@@ -356,11 +386,6 @@ class Monitor:
         ep.score = result.score
         ep.scores.append((now, result.score))
         evidence = dict(result.evidence)
-        if "examples" in evidence:  # window positions -> the samples' answer ids and times
-            idx = evidence.pop("examples")
-            evidence["examples"] = [
-                {"response_id": w.ids[i], "t": w.times[i]} for i in idx if i < len(w.ids)
-            ]
         ep.evidence = evidence
         labels = (uc.team, use_case, version, signal)
         self.m_score.labels(*labels).set(result.score)

@@ -69,6 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def serve(args: argparse.Namespace) -> int:
     import logging
 
+    # one BLAS thread: the tests are small matrix products, and idle BLAS threads spin on CPU
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
     from drift.monitor import Monitor
     from drift.service import DriftService, load_use_cases
 
