@@ -142,9 +142,7 @@ class EmbeddingMMD:
         scale = sd / math.sqrt(shape)
         loc = mean - shape * scale
         self.null_mean, self.null_sd, self.null_skew = mean, sd, skew
-        self.threshold = max(
-            loc + gamma_quantile(shape, scale, 1.0 - alpha), float(stats.max())
-        )
+        self.threshold = max(loc + gamma_quantile(shape, scale, 1.0 - alpha), float(stats.max()))
 
     @staticmethod
     def _d2(x: np.ndarray, y: np.ndarray) -> np.ndarray:

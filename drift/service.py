@@ -368,7 +368,9 @@ class DriftService:
 def load_use_cases(path: str) -> list[UseCase]:
     """The drift service's config file: {use_cases: [{name, team, monitoring: {...}}]} (what the
     DriftMonitor component writes into its ConfigMap from the use cases' `monitoring:`)."""
-    from vocabulary.errors import ConfigError
+    from pydantic import ValidationError
+
+    from vocabulary.errors import ConfigError, format_validation_error
     from vocabulary.monitoring import Monitoring
     from vocabulary.yamlfile import load_yaml
 
@@ -376,14 +378,21 @@ def load_use_cases(path: str) -> list[UseCase]:
     items = data.get("use_cases") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise ConfigError(["use_cases: a list of {name, team, monitoring}"], str(path))
-    out, errors = [], []
+    out: list[UseCase] = []
+    errors: list[str] = []
     for i, item in enumerate(items):
+        where = f"use_cases[{i}]"
+        if not isinstance(item, dict) or not all(k in item for k in ("name", "team", "monitoring")):
+            errors.append(f"{where}: needs name, team and monitoring")
+            continue
         try:
             out.append(
                 UseCase(str(item["name"]), str(item["team"]), Monitoring(**item["monitoring"]))
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            errors.append(f"use_cases[{i}]: {exc}".splitlines()[0])
+        except ValidationError as exc:
+            errors += format_validation_error(exc, Monitoring, f"{where}.monitoring")
+        except TypeError:
+            errors.append(f"{where}.monitoring: a mapping of the monitoring: keys")
     if errors:
         raise ConfigError(errors, str(path))
     return out
