@@ -5,6 +5,7 @@ from __future__ import annotations
 from policies.framework import Rule
 from policies.rules import (
     cluster,
+    drift,
     features,
     gateway,
     gpu_pools,
@@ -21,6 +22,7 @@ ALL_RULES: list[Rule] = [
     *serving.RULES,
     *gateway.RULES,
     *lifecycle.RULES,
+    *drift.RULES,
     *features.RULES,
     *stack.RULES,
 ]
