@@ -10,9 +10,10 @@ false alarms per 30 days: see `alpha_for`).
   chi-squares, skewed right) and the threshold is its 1 - alpha quantile, never below the largest
   bootstrap value. All pool-vs-reference kernel values are computed once, so each
   bootstrap draw is an index gather.
-- `NumericKS`: Kolmogorov-Smirnov distance, threshold from KS's asymptotic distribution at
-  alpha; PSI and the Wasserstein distance are reported beside it as evidence (how far, in the
-  feature's own units).
+- `NumericKS`: Kolmogorov-Smirnov distance on the values and on their distance from the
+  reference median (a grown spread), threshold from KS's asymptotic distribution at alpha / 2
+  each; PSI, the Wasserstein distance, medians and standard deviations are reported beside it as
+  evidence (how far, in the feature's own units).
 - `RateTest`: chi-square of the window's category counts against the reference's proportions,
   threshold the chi-square quantile at alpha (Wilson-Hilferty), with the moved category named.
 
@@ -237,6 +238,10 @@ def wasserstein(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class NumericKS:
+    """KS on the values and KS on their distance from the reference's median: the first sees a
+    moved location or shape, the second a spread that grew or shrank around the same centre
+    (which plain KS is slow to see). Each runs at alpha / 2; the statistic is the larger."""
+
     kind = "numeric"
 
     def __init__(self, reference: Sequence[float], window: int, alpha: float) -> None:
@@ -246,22 +251,27 @@ class NumericKS:
         self.window = window
         self.alpha = alpha
         n, m = len(self.ref), window
-        c = math.sqrt(-math.log(alpha / 2.0) / 2.0)
+        c = math.sqrt(-math.log(alpha / 4.0) / 2.0)  # two tests at alpha / 2, two-sided
         self.threshold = c * math.sqrt((n + m) / (n * m))
         self.ref_median = float(np.median(self.ref))
+        self.ref_spread = np.abs(self.ref - self.ref_median)
 
     def test(self, window: Sequence[Any]) -> Result:
         w = np.asarray(window, dtype=np.float64)
         d = ks_distance(self.ref, w)
+        d_spread = ks_distance(self.ref_spread, np.abs(w - self.ref_median))
         return Result(
-            d,
+            max(d, d_spread),
             self.threshold,
             {
                 "ks": round(d, 4),
+                "ks_spread": round(d_spread, 4),
                 "psi": round(psi(self.ref, w), 4),
                 "wasserstein": round(wasserstein(self.ref, w), 4),
                 "reference_median": round(self.ref_median, 4),
                 "window_median": round(float(np.median(w)), 4),
+                "reference_sd": round(float(self.ref.std()), 4),
+                "window_sd": round(float(w.std()), 4),
             },
         )
 
