@@ -371,3 +371,14 @@ def test_the_drift_alerts_under_promtool(tmp_path) -> None:
     ):
         proc = subprocess.run([promtool, *args], cwd=tmp_path, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(("stack", "embedding"), [("dev", True), ("prod", False)])
+def test_the_plan_says_what_is_sampled_and_that_embeddings_need_a_semantic_cache(
+    stack, embedding
+) -> None:
+    from tandem.stack import load
+
+    (check,) = [c for c in load(stack).checks["support-chatbot"] if c.check == "monitoring"]
+    assert check.ok and "samples 10% of answers" in check.message
+    assert ("embedding not sampled" not in check.message) == embedding
