@@ -141,6 +141,7 @@ class Detection:
     detected_at: float
     evidence: dict[str, Any]
     reference: dict[str, Any]
+    vectors: list[list[float]] = field(default_factory=list)  # embeddings: the examples'
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -360,6 +361,10 @@ class Monitor:
         w.tracker.add(np.asarray(values, dtype=np.float32), list(zip(ids, times, strict=True)))
         result = w.tracker.test()
         tags = w.tracker.tags
+        slots = list(result.evidence["examples"])
+        result.evidence["_vectors"] = [
+            w.tracker.x[i].tolist() for i in slots if tags[i] is not None
+        ]
         result.evidence["examples"] = [
             {"response_id": tags[i][0], "t": tags[i][1]}
             for i in result.evidence.pop("examples")
@@ -386,6 +391,7 @@ class Monitor:
         ep.score = result.score
         ep.scores.append((now, result.score))
         evidence = dict(result.evidence)
+        vectors = evidence.pop("_vectors", None)  # kept out of the status and the alert
         ep.evidence = evidence
         labels = (uc.team, use_case, version, signal)
         self.m_score.labels(*labels).set(result.score)
@@ -401,7 +407,7 @@ class Monitor:
                 ep.since = ep.since or now
                 began = Detection(
                     use_case, uc.team, version, self.arms.get((use_case, version), "stable"),
-                    signal, result.score, ep.since, now, evidence, ref.to_dict(),
+                    signal, result.score, ep.since, now, evidence, ref.to_dict(), vectors or [],
                 )  # fmt: skip
         elif ep.detected:
             ep.clean += tested

@@ -214,8 +214,28 @@ class DriftService:
                 return "recent"
         return "champion"
 
+    def nearest_questions(self, d: Detection) -> list[list[dict[str, Any]]]:
+        """The cached questions nearest to the drifting examples' embeddings, from the first
+        gateway replica that has any (the semantic cache is per replica, shared via Redis)."""
+        if not d.vectors:
+            return []
+        body = {"use_case": d.use_case, "vectors": d.vectors, "k": 3}
+        for gw in self.gateways:
+            for url in replica_urls(gw):
+                try:
+                    found = http_json("POST", f"{url}/drift/nearest", body)["nearest"]
+                except (OSError, HttpError, ValueError, KeyError, TypeError):
+                    continue
+                if any(found):
+                    return found
+        return []
+
     def act(self, d: Detection) -> dict[str, Any]:
         role = self.role(d)
+        if d.signal == "embedding":
+            near = self.nearest_questions(d)
+            if near:
+                d.evidence["nearest_cached_questions"] = near
         uc = self.monitor.use_cases[d.use_case]
         receivers = uc.monitoring.receivers
         record: dict[str, Any] = {"t": self.clock(), "role": role, **d.to_dict(), "actions": []}

@@ -79,6 +79,7 @@ _KNOWN_PATHS = frozenset(
         "/v1/models",
         "/v1/feedback",
         "/drift/signals",
+        "/drift/nearest",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -150,10 +151,12 @@ class GatewayService:
         )
         self.tools = ToolClassifier()
         self.signals = Signals(self.metrics, cfg.server.signal_log_events)
+        self.signals.routes = lambda: self.compiled.routes
         self._developers_gauge()
         self.messages_exchange = MessagesExchange()
         self.count_tokens_exchange = CountTokensExchange()
         self.cache: ResponseCache | None = build_cache(cfg.cache) if cfg.cache is not None else None
+        self.signals.cache = self.cache
         self.cache_stage = (
             CacheStage(self.cache, self.metrics, self._spawn) if self.cache is not None else None
         )
@@ -193,6 +196,7 @@ class GatewayService:
         r.add_get("/v1/responses/{id}/input_items", self.stored_response)
         r.add_post("/v1/feedback", self.feedback)
         r.add_get("/drift/signals", self.signals.export)
+        r.add_post("/drift/nearest", self.signals.nearest)
         r.add_get("/v1/models", self.models)
         # [\s\S]: an id or path with a newline (%0A) still matches, and gets a JSON answer
         r.add_get(r"/v1/models/{model_id:[\s\S]+}", self.model)

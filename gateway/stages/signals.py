@@ -28,6 +28,8 @@ from gateway.stages.call import Call
 class Signals:
     def __init__(self, metrics: Metrics, max_events: int) -> None:
         self.metrics = metrics
+        self.cache: Any = None  # the semantic cache, when the gateway has one (nearest questions)
+        self.routes: Any = None  # () -> {alias: CompiledRoute}, the live config's routes
         self.log = SignalLog(max_events)
         self.sampler = Sampler(self.log)
         self.feedback = Feedback()
@@ -93,6 +95,30 @@ class Signals:
             }
         )
         return web.json_response({"response_id": rid, "rating": rating, "recorded": True})
+
+    async def nearest(self, request: web.Request) -> web.Response:
+        """POST /drift/nearest {use_case, vectors, k}: per vector, the nearest cached questions
+        of the use case's routes (the drift alert's evidence; internal, like /drift/signals)."""
+        try:
+            body = orjson.loads(await request.read() or b"{}")
+            use_case, vectors = str(body["use_case"]), body["vectors"]
+            k = min(10, int(body.get("k", 3)))
+            import numpy as np
+
+            arr = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return GatewayError(
+                400, "body: {use_case, vectors: [[float, ...]], k}", "invalid_request_error"
+            ).response()
+        out: list[list[dict[str, Any]]] = [[] for _ in range(len(arr))]
+        cache = self.cache
+        if cache is not None and hasattr(cache, "nearest_questions") and self.routes is not None:
+            aliases = [a for a, r in self.routes().items() if r.spec.use_case == use_case]
+            for i, v in enumerate(arr):
+                found = [q for a in aliases for q in cache.nearest_questions(a, v, k)]
+                found.sort(key=lambda x: -x[1])
+                out[i] = [{"question": t, "similarity": round(s, 4)} for t, s in found[:k]]
+        return web.Response(body=orjson.dumps({"nearest": out}), content_type="application/json")
 
     async def export(self, request: web.Request) -> web.Response:
         """GET /drift/signals?after=SEQ&limit=N: the samples after SEQ, for the drift service."""

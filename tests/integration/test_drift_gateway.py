@@ -87,3 +87,17 @@ def test_feedback_is_attributed_counted_and_logged(gw) -> None:
     assert unknown.status_code == 404 and "response_id" in unknown.text
     bad = httpx.post(gw.url + "/v1/feedback", json={"response_id": rid, "rating": "meh"})
     assert bad.status_code == 400 and "allowed: up, down" in bad.text
+
+
+def test_the_drift_evidence_names_the_nearest_cached_questions(gw) -> None:
+    cache = gw.gateway.cache
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(cache.local) < len(QUESTIONS):  # stores: background
+        time.sleep(0.1)
+    sample = next(e for e in signals(gw.url)["events"] if e.get("embedding"))
+    body = {"use_case": "support", "vectors": [sample["embedding"]], "k": 2}
+    (near,) = httpx.post(gw.url + "/drift/nearest", json=body, timeout=10).json()["nearest"]
+    assert near[0]["question"] == QUESTIONS[0] and near[0]["similarity"] > 0.99
+    other = {**body, "use_case": "other"}  # another use case's route: only its own questions
+    (theirs,) = httpx.post(gw.url + "/drift/nearest", json=other, timeout=10).json()["nearest"]
+    assert [q["question"] for q in theirs] == ["an unmonitored question"]

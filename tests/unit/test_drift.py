@@ -382,3 +382,34 @@ def test_the_plan_says_what_is_sampled_and_that_embeddings_need_a_semantic_cache
     (check,) = [c for c in load(stack).checks["support-chatbot"] if c.check == "monitoring"]
     assert check.ok and "samples 10% of answers" in check.message
     assert ("embedding not sampled" not in check.message) == embedding
+
+
+def test_an_embedding_drift_alert_carries_the_nearest_cached_questions(monkeypatch) -> None:
+    import drift.service as service
+
+    rng = np.random.default_rng(5)
+    centres, new = rng.normal(size=(6, 32)), rng.normal(size=(1, 32))
+    m = Monitoring(signals=["embedding"], window_events=50, reference_events=200,
+                   receivers={"webhook": "http://hooks/alert"})  # fmt: skip
+    posts: list[tuple[str, dict]] = []
+    svc = DriftService(Monitor([UseCase("uc", "t", m)]), ["http://gw:8080"], None,
+                       post=lambda url, body: posts.append((url, body)))  # fmt: skip
+    asked = []
+
+    def fake_http(method, url, body=None, timeout=10.0):
+        asked.append((url, body))
+        return {"nearest": [[{"question": "how do I bake bread", "similarity": 0.8}]]}
+
+    monkeypatch.setattr(service, "http_json", fake_http)
+    for i, v in enumerate(_topics(rng, 400, centres)):
+        svc.monitor.ingest({"t": i, "use_case": "uc", "model_version": "1", "embedding": v})
+    svc.monitor.pin("uc", "1")
+    found = []
+    for i, v in enumerate(_topics(rng, 100, new), start=400):
+        svc.monitor.ingest({"t": i, "use_case": "uc", "model_version": "1", "embedding": v})
+        found += svc.monitor.evaluate()
+    assert found and found[0].signal == "embedding" and len(found[0].vectors) == 3
+    record = svc.act(found[0])
+    assert asked[0][0] == "http://gw:8080/drift/nearest" and len(asked[0][1]["vectors"]) == 3
+    assert record["evidence"]["nearest_cached_questions"][0][0]["question"] == "how do I bake bread"
+    assert "_vectors" not in record["evidence"] and "vectors" not in posts[0][1]
