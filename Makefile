@@ -12,9 +12,9 @@ export TANDEM_CRD_DIR ?= $(SHARED)/crds
 export TANDEM_SHARED_DIR ?= $(SHARED)
 DEBIAN_PACKAGES := prometheus prometheus-alertmanager redis-server libgomp1 postgresql
 # Type-checked in CI: every Tandem package, the gateway and serving runtime included.
-TYPED := tandem vocabulary gpu_pools observability finops policies components serving gateway pipelines embedding lifecycle features prompts
+TYPED := tandem vocabulary gpu_pools observability finops policies components serving gateway pipelines embedding lifecycle features drift prompts
 
-.PHONY: setup feast-env feast-lock system-packages assistant-clients plan test lint hadolint typecheck imports unit integration llm-env llm gpu lock clean rehearsal mlflow-env
+.PHONY: setup feast-env feast-lock system-packages assistant-clients plan test lint hadolint typecheck imports unit integration llm-env llm gpu lock clean rehearsal mlflow-env drift-peers-env
 
 ## The first command: set up and plan the dev stack offline.
 plan: setup
@@ -97,6 +97,15 @@ mlflow-env: .venv-mlflow/.installed
 .venv-mlflow/.installed: lifecycle/mlflow-requirements.txt
 	test -d .venv-mlflow || $(PYTHON) -m venv .venv-mlflow
 	.venv-mlflow/bin/python -m pip install -q -r lifecycle/mlflow-requirements.txt
+	touch $@
+
+## The drift benchmark's peers (Evidently, alibi-detect on CPU PyTorch) in their own environment,
+## .venv-drift-peers: `python benchmarks/drift_detection.py --peers`. Not needed by `make test`.
+drift-peers-env: .venv-drift-peers/.installed
+
+.venv-drift-peers/.installed: benchmarks/drift-peers-requirements.txt
+	test -d .venv-drift-peers || $(PYTHON) -m venv .venv-drift-peers
+	.venv-drift-peers/bin/python -m pip install -q -r benchmarks/drift-peers-requirements.txt
 	touch $@
 
 ## The LLM environment, .venv-llm: vLLM's CPU build, Ray Serve LLM and Tandem (~4 min, 3 GB, once).

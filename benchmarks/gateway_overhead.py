@@ -63,8 +63,10 @@ CACHE_TARGETS = ("tandem_cache_cold", "tandem_cache_warm")
 MESSAGES_TARGETS = ("tandem_messages", "tandem_messages_translated")
 # finer steps where chat completions and Messages are compared (10 % and 25 % targets)
 FINE_STEPS = (875, 1125, 1375, 1750)
-FINE_TARGETS = ("tandem", *MESSAGES_TARGETS)
-ALL_TARGETS = ("direct", "minimal", "tandem", *MESSAGES_TARGETS, "litellm", *CACHE_TARGETS)
+FINE_TARGETS = ("tandem", "tandem_drift", *MESSAGES_TARGETS)
+ALL_TARGETS = (
+    "direct", "minimal", "tandem", "tandem_drift", *MESSAGES_TARGETS, "litellm", *CACHE_TARGETS,
+)  # fmt: skip
 P99_LIMIT_MS = 100.0
 STREAM_RPS = 10
 MIN_SAMPLES = 500  # per load, so that p99 is not decided by one or two stalls of a shared machine
@@ -441,7 +443,8 @@ def questions() -> list[str]:
 
 
 def start_tandem(upstream: str, workdir: Path, profile: str = "tandem") -> Target:
-    """`tandem` is the pass-through profile; `tandem_cache_cold` / `tandem_cache_warm` add Redis
+    """`tandem` is the pass-through profile (`tandem_drift`: with drift sampling on the route);
+    `tandem_cache_cold` / `tandem_cache_warm` add Redis
     (limits, budget, shared cache entries) and the semantic cache; `tandem_messages` serves
     /v1/messages from an Anthropic-compatible backend (passed through), and
     `tandem_messages_translated` from the same chat-completions backend as `tandem`."""
@@ -465,6 +468,8 @@ def start_tandem(upstream: str, workdir: Path, profile: str = "tandem") -> Targe
     }
     if profile == "tandem_messages":
         cfg["backends"]["fast"]["protocol"] = "anthropic"
+    if profile == "tandem_drift":  # drift signals sampled on a tenth of the answers (drift/)
+        cfg["routes"][MODEL]["monitoring"] = {"sample_rate": 0.1}
     redis_proc = None
     body_source = None
     if profile in CACHE_TARGETS:
@@ -905,6 +910,7 @@ async def main_async(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         "direct": lambda: Target("direct", upstream, None, {}),
         "minimal": lambda: start_minimal(upstream),
         "tandem": lambda: start_tandem(upstream, workdir),
+        "tandem_drift": lambda: start_tandem(upstream, workdir, "tandem_drift"),
         "tandem_cache_cold": lambda: start_tandem(upstream, workdir, "tandem_cache_cold"),
         "tandem_cache_warm": lambda: start_tandem(upstream, workdir, "tandem_cache_warm"),
         "tandem_messages": lambda: start_tandem(upstream, workdir, "tandem_messages"),

@@ -160,6 +160,7 @@ class Gateway(pulumi.ComponentResource):
         self._opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider)
         self._labels = labels.platform_labels(**{labels.LABEL_COMPONENT: "gateway"})
         self._selector = {"app.kubernetes.io/name": name, labels.LABEL_COMPONENT: "gateway"}
+        self.selector = self._selector  # the pods' labels (the drift monitor's headless Service)
 
         self._child = self._namespace()
         self.cache_section = args.config.cache

@@ -17,6 +17,7 @@ import pulumi_kubernetes as k8s
 
 from components.aws_common import irsa_role
 from components.cluster import Cluster, ClusterArgs
+from components.drift import DriftMonitor, DriftMonitorArgs
 from components.feature_store import FeatureStore, FeatureStoreArgs
 from components.gateway import Gateway, GatewayArgs, GatewayKey
 from components.gpu_pools.gpu_software import GpuSoftware, GpuSoftwareArgs
@@ -132,6 +133,8 @@ class Platform(pulumi.ComponentResource):
         self.registry = self._registry(args.registry_db_password) if cfg.registry.enabled else None
         self.use_cases = self._use_cases(args.use_cases, args.checks or {}, args.hf_token)
         self.rollout_controller = self._rollout_controller() if rollouts else None
+        monitored = [uc for uc in args.use_cases if uc.monitoring is not None]
+        self.drift = self._drift_monitor(monitored) if monitored and self.gateway else None
         self.register_outputs(
             {
                 "clusterName": self.cluster.name,
@@ -333,6 +336,9 @@ class Platform(pulumi.ComponentResource):
                 "redis_volume_gib": 10 if cfg.gateway.redis == "in-cluster" else None,
                 "client_namespaces": [labels.NS_SERVING, labels.NS_BATCH],
             }
+        if any(uc.monitoring is not None for uc in use_cases):  # the drift monitor polls it
+            clients = batch_args.get("client_namespaces", [labels.NS_SERVING])
+            batch_args["client_namespaces"] = [*clients, labels.NS_LIFECYCLE]
         # pods besides the gateway that reach its Redis: the rollout controller (live splits),
         # the batch workers (the queue, the records)
         redis_clients = [RolloutController.redis_client()] if rollouts else []
@@ -428,6 +434,26 @@ class Platform(pulumi.ComponentResource):
                 depends_on=[
                     r for r in (self.registry, getattr(self, "kuberay", None)) if r is not None
                 ],
+            ),
+            opts=self._child(),
+        )
+
+    def _drift_monitor(self, use_cases: list[UseCaseSpec]) -> DriftMonitor:
+        """The drift service for the use cases with `monitoring:` (docs/drift.md): it polls the
+        gateway pods' signal logs and rolls back through the rollout controller."""
+        assert self.gateway is not None
+        return DriftMonitor(
+            "drift-monitor",
+            DriftMonitorArgs(
+                use_cases=use_cases,
+                image=self.images.refs["gateway"],
+                gateway_selector=self.gateway.selector,
+                controller_url=(
+                    self.rollout_controller.url if self.rollout_controller is not None else None
+                ),
+                k8s_provider=self.cluster.provider,
+                monitoring=self.config.observability.enabled,
+                depends_on=[self.gateway],
             ),
             opts=self._child(),
         )

@@ -105,5 +105,6 @@ def gateway_entry(
         model_version=target.model_version if target.registry is not None else "",
         canary_url=canary_url,
         features=features,
+        monitoring=spec.monitoring,
         prompts=load_prompts(PROMPTS_ROOT, spec.prompts) if spec.prompts else {},
     )

@@ -61,6 +61,7 @@ from gateway.stages.forward import Forwarder
 from gateway.stages.parse import parse
 from gateway.stages.prompt import PromptStage
 from gateway.stages.relay import Relay
+from gateway.stages.signals import Signals
 from gateway.tracing import build_tracer, start_span
 from gateway.translate.messages import count_tokens_estimate
 from vocabulary.cache import CacheSection
@@ -77,6 +78,9 @@ _KNOWN_PATHS = frozenset(
         "/v1/messages/count_tokens",
         "/v1/responses",
         "/v1/models",
+        "/v1/feedback",
+        "/drift/signals",
+        "/drift/nearest",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -147,11 +151,14 @@ class GatewayService:
             self.metrics, self.admission, self.sessions, self.audit, self._spawn
         )
         self.tools = ToolClassifier()
+        self.signals = Signals(self.metrics, cfg.server.signal_log_events)
+        self.signals.routes = lambda: self.compiled.routes
         self._developers_gauge()
         self.messages_exchange = MessagesExchange()
         self.count_tokens_exchange = CountTokensExchange()
         self.cache: ResponseCache | None = build_cache(cfg.cache) if cfg.cache is not None else None
         self.prompt_stage = PromptStage(self.metrics)
+        self.signals.cache = self.cache
         self.cache_stage = (
             CacheStage(self.cache, self.metrics, self._spawn) if self.cache is not None else None
         )
@@ -189,6 +196,9 @@ class GatewayService:
         r.add_get("/v1/responses/{id}", self.stored_response)
         r.add_delete("/v1/responses/{id}", self.stored_response)
         r.add_get("/v1/responses/{id}/input_items", self.stored_response)
+        r.add_post("/v1/feedback", self.feedback)
+        r.add_get("/drift/signals", self.signals.export)
+        r.add_post("/drift/nearest", self.signals.nearest)
         r.add_get("/v1/models", self.models)
         # [\s\S]: an id or path with a newline (%0A) still matches, and gets a JSON answer
         r.add_get(r"/v1/models/{model_id:[\s\S]+}", self.model)
@@ -221,7 +231,7 @@ class GatewayService:
         (a batch worker) calls it itself."""
         self.upstreams = Upstreams(self.compiled, self.metrics)
         self.forwarder = Forwarder(self.upstreams)
-        self.relay = Relay(self.upstreams, self.accounting, self.cache_stage)
+        self.relay = Relay(self.upstreams, self.accounting, self.cache_stage, self.signals)
         keep = self.cfg.responses
         if self.cfg.redis is not None:
             self.admission.share(self.cfg.redis)
@@ -396,6 +406,14 @@ class GatewayService:
                 "method_not_allowed",
             ).response()
         return GatewayError(404, f"Unknown path {request.path}.", "unknown_url").response()
+
+    async def feedback(self, request: web.Request) -> web.Response:
+        """`POST /v1/feedback`: a caller rates an answer by its id (gateway/stages/signals.py)."""
+        try:
+            authenticate(self.compiled, request.headers.get("Authorization"))
+            return await self.signals.rate(request)
+        except GatewayError as exc:
+            return exc.response()
 
     async def models(self, request: web.Request) -> web.Response:
         try:

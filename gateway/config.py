@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from drift.signals import RouteMonitor
 from features.online import CompiledRead
 from prompts import tokens
 from prompts.registry import CompiledPrompts
@@ -31,6 +32,7 @@ from vocabulary.gateway import (
     Protocol,
     Timeouts,
 )
+from vocabulary.monitoring import RouteMonitoring
 from vocabulary.pipelines import BatchSection
 from vocabulary.prompts import PROMPT_NAME, ContextPolicy, PromptFile
 from vocabulary.yamlfile import load_yaml
@@ -185,6 +187,9 @@ class Route(_Strict):
     features: FeatureRead | None = Field(
         None, description="the feature service read for each request (gateway/stages/features.py)"
     )
+    monitoring: RouteMonitoring | None = Field(
+        None, description="drift signals sampled on this route (drift/signals.py)"
+    )
     context: ContextPolicy | None = Field(
         None,
         description="counting and overflow of the context window (gateway/stages/prompt.py); "
@@ -260,6 +265,9 @@ class Server(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     reload_interval_s: float = Field(2.0, ge=0, description="0 disables hot reload")
     split_poll_s: float = Field(1.0, gt=0, description="how often routes' live splits are read")
+    signal_log_events: int = Field(
+        20_000, ge=100, description="drift samples kept for the drift service (GET /drift/signals)"
+    )
 
 
 class Redis(_Strict):
@@ -591,6 +599,7 @@ class CompiledRoute:
         "sticky",
         "arm_headers",
         "features",
+        "monitor",
         "window",
         "counter",
         "overflow",
@@ -639,6 +648,14 @@ class CompiledRoute:
                     "X-Tandem-Model-Version": b.label_values[2] or "unknown",
                 }
         self.features = CompiledRead(spec.features) if spec.features is not None else None
+        m = spec.monitoring
+        self.monitor = (
+            RouteMonitor(
+                spec.use_case or alias, m.sample_rate, frozenset(m.signals), tuple(m.features)
+            )
+            if m is not None
+            else None
+        )
         # the context budget: the smallest window a backend declares, the counter, the strategy
         windows = [b.spec.context_window for b in self.backends if b.spec.context_window]
         self.window = min(windows) if windows else None

@@ -162,6 +162,18 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
             registry=r,
         )
+        self.drift_samples = Counter(
+            "tandem_gateway_drift_samples",
+            "Answers sampled into the drift signal log (GET /drift/signals)",
+            ["use_case"],
+            registry=r,
+        )
+        self.feedback = Counter(
+            "tandem_gateway_feedback",
+            "Explicit user feedback (POST /v1/feedback) by the use case and version that answered",
+            ["use_case", "model_version", "rating"],
+            registry=r,
+        )
         self.prompt_renders = Counter(
             "tandem_gateway_prompt_renders",
             "Requests that named a prompt, by version, rollout arm (stable, canary; '' outside a "

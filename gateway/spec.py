@@ -28,6 +28,7 @@ from vocabulary.config import AssistantsConfig
 from vocabulary.errors import ConfigError, format_validation_error
 from vocabulary.features import FeatureRead
 from vocabulary.gateway import Budget, Price, Timeouts, UseCaseGateway
+from vocabulary.monitoring import Monitoring
 from vocabulary.prompts import PromptFile
 
 __all__ = [
@@ -55,6 +56,7 @@ class RouteTarget:
     # under a rollout: the canary Serve application's base URL (the controller sets the split)
     canary_url: str | None = None
     features: FeatureRead | None = None  # the use case's `features:`, resolved (features.repo)
+    monitoring: Monitoring | None = None  # the use case's `monitoring:` (drift signals)
     prompts: dict[str, PromptFile] = field(default_factory=dict)  # the use case's `prompts:`
 
 
@@ -120,6 +122,7 @@ def routes_from_use_cases(targets: list[RouteTarget], *, batch: bool = False) ->
             **({"batch_discount": gw.batch_discount} if batch and gw.batch_discount else {}),
             split=split,
             features=t.features,
+            monitoring=t.monitoring.route() if t.monitoring is not None else None,
             context=gw.context,
         )
         if gw.price is not None:

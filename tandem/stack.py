@@ -279,6 +279,31 @@ def plan_features(config: PlatformConfig, use_cases: list[UseCaseSpec]) -> Featu
     return FeaturePlan(repos, reads, checks)
 
 
+def monitoring_check(config: PlatformConfig, uc: UseCaseSpec) -> CheckResult:
+    """What the gateway will sample for the use case's `monitoring:` on this stack. The prompt
+    embedding is the semantic cache's (never computed for drift alone): without a semantic cache
+    on the route the embedding signal is not sampled, which the plan says."""
+    m = uc.monitoring
+    assert m is not None
+    stack_cache = config.gateway.cache
+    route_cache = uc.gateway.cache if uc.gateway is not None else None
+    mode = (route_cache.mode if route_cache is not None else None) or (
+        stack_cache.mode if stack_cache is not None else None
+    )
+    off = route_cache is not None and route_cache.enabled is False
+    signals = [s for s in m.signals if s != "embedding" or (mode == "semantic" and not off)]
+    skipped = "" if len(signals) == len(m.signals) else (
+        "; embedding not sampled: no semantic cache on this stack's route (gateway.cache)"
+    )  # fmt: skip
+    return CheckResult(
+        uc.name,
+        "monitoring",
+        True,
+        f"samples {m.sample_rate:.0%} of answers: {', '.join(signals + [f'feature:{f}' for f in m.features])}"
+        f"{skipped}; thresholds for {m.false_alarms_per_30d:g} false alarm(s) per 30 days",
+    )
+
+
 @dataclass(frozen=True)
 class Stack:
     """One stack, parsed once: what `tandem plan`, the program under mocks and the policy harness
@@ -307,6 +332,9 @@ class Stack:
             checks[SHARED_POOLS] = shared
         for result in self.features.checks:
             checks.setdefault(result.use_case, []).append(result)
+        for uc in self.use_cases:
+            if uc.monitoring is not None:
+                checks.setdefault(uc.name, []).append(monitoring_check(self.config, uc))
         return checks
 
     @cached_property

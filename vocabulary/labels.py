@@ -30,6 +30,7 @@ TOKEN_KEDA = "tandem:pipelines:Keda"
 TOKEN_MODEL_REGISTRY = "tandem:lifecycle:ModelRegistry"
 TOKEN_ROLLOUT_CONTROLLER = "tandem:lifecycle:RolloutController"
 TOKEN_FEATURE_STORE = "tandem:features:FeatureStore"
+TOKEN_DRIFT_MONITOR = "tandem:drift:DriftMonitor"
 
 # Kubernetes node / pod labels.
 LABEL_POOL = f"{DOMAIN}/pool"

@@ -27,6 +27,7 @@ from vocabulary.errors import ConfigError, format_validation_error
 from vocabulary.features import UseCaseFeatures
 from vocabulary.gateway import UseCaseGateway
 from vocabulary.labels import dns_label
+from vocabulary.monitoring import Monitoring
 from vocabulary.registry import Resolutions, Resolved, resolve
 from vocabulary.review import ReviewGate
 from vocabulary.rollout import Rollout, canary_name
@@ -65,6 +66,14 @@ class Upgrade(BaseModel):
         return self
 
 
+# sections the gateway carries out, each with what it does for the use case (said when missing)
+_GATEWAY_SECTIONS = (
+    ("features", "reads a use case's features for each request"),
+    ("monitoring", "samples a use case's drift signals"),
+    ("prompts", "renders a use case's prompts"),
+)
+
+
 class UseCaseSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -79,6 +88,8 @@ class UseCaseSpec(BaseModel):
     features: UseCaseFeatures | None = None
     review: ReviewGate | None = None
     rollout: Rollout | None = None  # how a new registry version reaches production
+    # drift signals, tests and receivers (vocabulary/monitoring.py, docs/drift.md)
+    monitoring: Monitoring | None = None
     # prompt templates callers of this use case name (stacks/prompts/<namespace>/<name>.yaml),
     # shipped to the gateway with its route (docs/prompts.md)
     prompts: list[str] = Field(default_factory=list)
@@ -110,16 +121,14 @@ class UseCaseSpec(BaseModel):
             raise ValueError(f"deployment names {clash} are reserved for canary copies")
         if self.rollout is not None:
             self._check_rollout()
-        if self.prompts and self.gateway is None:
-            raise ValueError(
-                "prompts: the gateway renders a use case's prompts, so a use case with "
-                "`prompts:` needs a `gateway:` section too"
-            )
-        if self.features is not None and self.gateway is None:
-            raise ValueError(
-                "features: the gateway reads a use case's features for each request, so a use "
-                "case with `features:` needs a `gateway:` section too"
-            )
+        if self.gateway is None:
+            needs = [
+                f"{k}: the gateway {why}, so a use case with `{k}:` needs a `gateway:` section too"
+                for k, why in _GATEWAY_SECTIONS
+                if getattr(self, k)
+            ]
+            if needs:
+                raise ValueError("; ".join(needs))
         return self
 
     def _check_rollout(self) -> None:

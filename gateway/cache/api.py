@@ -27,6 +27,8 @@ class CacheRequest:
     body: dict[str, Any]  # the parsed request body
     stream: bool = False
     route_policy: CachePolicy | None = None  # the route's `cache:` block, if it has one
+    # set by the cache when it embedded the prompt (semantic lookup): the drift sample reuses it
+    embedding: Any = None
 
 
 @dataclass(slots=True)

@@ -138,6 +138,8 @@ class SemanticCache:
         )
         self._tasks: set[asyncio.Task] = set()
         self._route_policies: dict[int, tuple[CachePolicy, Policy]] = {}
+        # which model alias each scope's entries answer (drift evidence: nearest cached questions)
+        self._scope_models: dict[str, str] = {}
         if settings.policy.mode == "semantic" or settings.recheck.fraction > 0:
             self._load_models()
 
@@ -249,6 +251,8 @@ class SemanticCache:
             return
         await self.start()
         keys = derive_keys(request)
+        if len(self._scope_models) < 100_000:
+            self._scope_models[keys.scope] = request.model
         await self._put(keys, policy, response)
         self.metrics.stores.labels("stored").inc()
 
@@ -282,6 +286,7 @@ class SemanticCache:
     ) -> CacheHit | None:
         assert self._embedder is not None and self.verifier is not None and keys.text is not None
         vector, tokens = await self._embedder.embed(keys.text)
+        request.embedding = vector  # the drift sample's prompt embedding: never computed twice
         self._remember(keys.exact, vector, tokens)  # store() after a miss reuses the embedding
         # the runner-up counts even below the floor: a far one is what makes the nearest unambiguous
         neighbours = self.local.nearest(keys.scope, vector, int(policy.candidates), now)
@@ -308,6 +313,19 @@ class SemanticCache:
             entry, sim = neighbours[pick]
         self.local.touch(entry)
         return CacheHit("semantic", entry.response, sim, entry.text)
+
+    def nearest_questions(
+        self, model: str, vector: np.ndarray, k: int = 3
+    ) -> list[tuple[str, float]]:
+        """The cached questions of `model`'s scopes nearest to `vector` (drift evidence: what
+        the drifting prompts resemble), best first."""
+        now = time.time()
+        found: list[tuple[str, float]] = []
+        for scope, m in list(self._scope_models.items()):
+            if m != model:
+                continue
+            found += [(e.text, s) for e, s in self.local.nearest(scope, vector, k, now) if e.text]
+        return sorted(found, key=lambda x: -x[1])[:k]
 
     def _remember(self, key: str, vector: np.ndarray, tokens: TokenEmbeddings) -> None:
         """Keep a missed request's embedding until its answer is stored (bounded: a long prompt's

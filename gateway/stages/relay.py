@@ -23,17 +23,23 @@ from gateway.stages.account import Accounting
 from gateway.stages.cache import BYPASS_OFF, CACHE_HEADER, CacheStage
 from gateway.stages.call import Call
 from gateway.stages.prompt import prompt_headers
+from gateway.stages.signals import Signals
 
 STREAM_KEEP_MAX = 1 << 20  # a streamed answer larger than this is relayed but not cached
 
 
 class Relay:
     def __init__(
-        self, upstreams: Upstreams, accounting: Accounting, cache: CacheStage | None
+        self,
+        upstreams: Upstreams,
+        accounting: Accounting,
+        cache: CacheStage | None,
+        signals: Signals | None = None,
     ) -> None:
         self.upstreams = upstreams
         self.accounting = accounting
         self.cache = cache
+        self.signals = signals
 
     async def respond(self, request: web.Request, call: Call, a: Attempt) -> web.StreamResponse:
         """The caller's answer for this attempt (OK, or a client error the backend gave), in
@@ -63,6 +69,8 @@ class Relay:
             return web.Response(body=body, content_type="application/json", headers=headers)
         usage = a.obj.get("usage") if a.obj is not None else None
         await self.accounting.answered(call, a.backend, usage if isinstance(usage, dict) else None)
+        if self.signals is not None:
+            self.signals.answered(call, a.backend, a.obj)
         if self.cache is not None and call.cache_request is not None and a.obj is not None:
             self.cache.store(call.cache_request, a.obj)
         return web.Response(body=a.body, content_type="application/json", headers=headers)
@@ -147,6 +155,8 @@ class Relay:
                 "completion_tokens": max(0, tap.events - 1),
             }
         await self.accounting.answered(call, a.backend, usage)
+        if self.signals is not None:
+            self.signals.answered(call, a.backend, None)
         if complete and kept and self.cache is not None and call.cache_request is not None:
             answer = assemble_stream(b"".join(kept), call.endpoint)
             if answer is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from policies.framework import Rule
 from policies.rules import (
     cluster,
+    drift,
     features,
     gateway,
     gpu_pools,
@@ -22,6 +23,7 @@ ALL_RULES: list[Rule] = [
     *serving.RULES,
     *gateway.RULES,
     *lifecycle.RULES,
+    *drift.RULES,
     *features.RULES,
     *prompts.RULES,
     *stack.RULES,

@@ -33,6 +33,7 @@ COMMAND_MODULES = {
     "tandem.cli.rollout": "lifecycle",  # rollout status / pause / resume / abort / controller
     "tandem.cli.registry": "lifecycle",  # registry resolve
     "tandem.cli.assistants": "finops",  # assistants report
+    "tandem.cli.drift": "drift",  # drift serve / report / pin
     "tandem.cli.prompts": "gateway",  # prompts list / diff / render / split
 }
 

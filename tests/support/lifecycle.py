@@ -166,8 +166,11 @@ def _stop(proc: subprocess.Popen, timeout: float = 20) -> None:
 
 
 @contextlib.contextmanager
-def prometheus(targets: dict[str, str], tmp: Path, scrape_s: float = 1.0) -> Iterator[str]:
-    """A Prometheus scraping {job: host:port} (path /metrics) every `scrape_s`."""
+def prometheus(
+    targets: dict[str, str], tmp: Path, scrape_s: float = 1.0, rules: str | None = None
+) -> Iterator[str]:
+    """A Prometheus scraping {job: host:port} (path /metrics) every `scrape_s`, evaluating the
+    rule file text `rules` when given."""
     exe = shutil.which("prometheus")
     if exe is None:
         _fail("prometheus is required: apt-get install -y prometheus")
@@ -178,9 +181,13 @@ def prometheus(targets: dict[str, str], tmp: Path, scrape_s: float = 1.0) -> Ite
         f"  - job_name: {job}\n    static_configs: [{{targets: ['{t}']}}]\n"
         for job, t in targets.items()
     )
+    rule_files = ""
+    if rules is not None:
+        (base / "rules.yml").write_text(rules)
+        rule_files = f"rule_files: ['{base / 'rules.yml'}']\n"
     (base / "prometheus.yml").write_text(
         f"global:\n  scrape_interval: {scrape_s:g}s\n  evaluation_interval: {scrape_s:g}s\n"
-        f"scrape_configs:\n{jobs}"
+        f"{rule_files}scrape_configs:\n{jobs}"
     )
     log = base / "prometheus.log"
     with open(log, "wb") as out:
@@ -348,9 +355,9 @@ REVIEW = {
 }
 
 
-def use_case_doc(rollout: dict) -> dict:
+def use_case_doc(rollout: dict, monitoring: dict | None = None) -> dict:
     """The local tier's use case: the packaged MiniLM as a batch app on CPU, from the registry."""
-    return {
+    doc = {
         "name": USE_CASE,
         "team": "search",
         "pool": "cpu",
@@ -377,6 +384,9 @@ def use_case_doc(rollout: dict) -> dict:
         "rollout": rollout,
         "review": REVIEW,
     }
+    if monitoring is not None:
+        doc["monitoring"] = monitoring
+    return doc
 
 
 def canary_rollout(interval_s: float = 4, steps: tuple = (20, 50, 80), **analysis: object) -> dict:
@@ -414,6 +424,7 @@ class Tier:
     resolutions: Path
     controller: subprocess.Popen | None = None
     models: dict[str, Path] = field(default_factory=dict)
+    monitoring: dict | None = None  # the use case's `monitoring:` (the drift tier)
 
     @property
     def controller_url(self) -> str:
@@ -449,7 +460,7 @@ class Tier:
         import yaml
 
         path = self.tmp / name
-        path.write_text(yaml.safe_dump(use_case_doc(rollout), sort_keys=False))
+        path.write_text(yaml.safe_dump(use_case_doc(rollout, self.monitoring), sort_keys=False))
         return path
 
     def deploy(self, use_case: Path, *args: str, timeout: float = 300) -> tuple[int, dict]:
@@ -476,8 +487,17 @@ class Tier:
 
 
 @contextlib.contextmanager
-def local_tier(tmp: Path, initial_rollout: dict) -> Iterator[Tier]:
-    """Everything up, the stable version (v1, a good model) registered, aliased and serving."""
+def local_tier(
+    tmp: Path,
+    initial_rollout: dict,
+    *,
+    monitoring: dict | None = None,
+    scrape: dict[str, str] | None = None,
+    rules: str | None = None,
+) -> Iterator[Tier]:
+    """Everything up, the stable version (v1, a good model) registered, aliased and serving.
+    `monitoring`: the use case's `monitoring:` section (the gateway samples drift signals);
+    `scrape`: more Prometheus jobs {job: host:port}; `rules`: a rule file Prometheus evaluates."""
     import yaml
 
     from gateway.spec import RouteTarget, routes_from_use_cases
@@ -509,7 +529,9 @@ def local_tier(tmp: Path, initial_rollout: dict) -> Iterator[Tier]:
         save_resolutions(resolutions_path, "local", res)
 
         uc_path = tmp / "stable-use-case.yaml"
-        uc_path.write_text(yaml.safe_dump(use_case_doc(initial_rollout), sort_keys=False))
+        uc_path.write_text(
+            yaml.safe_dump(use_case_doc(initial_rollout, monitoring), sort_keys=False)
+        )
         spec, _ = resolve_registry(load_use_case(uc_path), res, str(resolutions_path))
         serve_port = free_port()
         config = builder.serve_config(spec.deployments, host="127.0.0.1", port=serve_port)
@@ -521,6 +543,7 @@ def local_tier(tmp: Path, initial_rollout: dict) -> Iterator[Tier]:
         target = RouteTarget(
             USE_CASE, spec.team, spec.gateway, f"{base}/embed/v1", "minilm",
             model_version=v1.version, canary_url=f"{base}/embed-canary/v1",
+            monitoring=spec.monitoring,
         )  # fmt: skip
         routes = routes_from_use_cases([target]).model_dump(
             mode="json", exclude_unset=True, exclude_none=True
@@ -544,7 +567,13 @@ def local_tier(tmp: Path, initial_rollout: dict) -> Iterator[Tier]:
         _wait_http(f"http://127.0.0.1:{gw_port}/readyz", 60, gw, gw_log)
         prom = stack.enter_context(
             prometheus(
-                {"gateway": f"127.0.0.1:{gw_port}", "controller": f"127.0.0.1:{ctl_port}"}, tmp
+                {
+                    "gateway": f"127.0.0.1:{gw_port}",
+                    "controller": f"127.0.0.1:{ctl_port}",
+                    **(scrape or {}),
+                },
+                tmp,
+                rules=rules,
             )
         )
         tier = Tier(
@@ -552,6 +581,7 @@ def local_tier(tmp: Path, initial_rollout: dict) -> Iterator[Tier]:
             f"http://127.0.0.1:{gw_port}", ctl_port, resolutions_path,
         )  # fmt: skip
         tier.models["good"] = tmp / "models" / "v1"
+        tier.monitoring = monitoring
         tier.start_controller()
         stack.callback(lambda: tier.controller and _stop(tier.controller))
         yield tier

@@ -78,6 +78,36 @@ CASES = [
         3,
         ("127.0.0.1:{closed}", "tandem rollout controller"),
     ),
+    # --- drift ---------------------------------------------------------------------------------
+    Misuse(
+        "drift-report-service-unreachable",
+        ["drift", "report", "support-chatbot", "--service", "http://127.0.0.1:{closed}"],
+        3,
+        ("drift service", "127.0.0.1:{closed}"),
+    ),
+    Misuse(
+        "drift-serve-bad-monitoring",
+        ["drift", "serve", "--config", "{tmp}/drift.yaml", "--gateway", "http://127.0.0.1:9"],
+        2,
+        ("drift.yaml", "use_cases[0].monitoring.window_events"),
+        (("drift.yaml", "use_cases: [{name: a, team: t, monitoring: {window_events: 10}}]\n"),),
+    ),
+    Misuse(
+        "drift-serve-port-in-use",
+        [
+            "drift",
+            "serve",
+            "--config",
+            "{tmp}/drift.yaml",
+            "--gateway",
+            "http://127.0.0.1:9",
+            "--port",
+            "{port}",
+        ],
+        3,
+        ("drift service", "127.0.0.1:{port}"),
+        (("drift.yaml", "use_cases: [{name: a, team: t, monitoring: {}}]\n"),),
+    ),  # fmt: skip
     Misuse(
         "registry-resolve-unknown-stack",
         ["registry", "resolve", "--stack", "nope", "--registry", "http://127.0.0.1:{closed}"],
