@@ -1,14 +1,39 @@
 """OpenTelemetry GenAI spans for the request path (off unless the routes file's `tracing:` says).
 
-One span per request, named like the GenAI conventions (`chat <alias>`), with the team, the
-backend that answered and the token counts; never prompt or completion text.
+One CLIENT span per request, named and attributed after the OpenTelemetry GenAI semantic
+conventions (`chat <alias>`; `gen_ai.operation.name`, `gen_ai.provider.name`,
+`gen_ai.request.model`, `gen_ai.response.model`, `gen_ai.usage.input_tokens` / `output_tokens`,
+`gen_ai.request.max_tokens` / `temperature` / `top_p`, `server.address`, `error.type`), plus what
+only the gateway knows, on every span whatever its outcome:
+
+    tandem.team, tandem.route (the alias asked for), tandem.route.answered (the route that
+    answered), tandem.fallback (whether that was a fallback), tandem.backend,
+    tandem.backends.tried (in order, retries and fallbacks included), tandem.breaker.state (of
+    the backend that answered or last failed; of the route's first backend for a cache hit),
+    tandem.cache.status (hit | miss | bypass), tandem.cache.layer, tandem.cost_usd,
+    tandem.cache.saved_usd, tandem.stream
+
+The span's duration is the request's latency. Prompt and response text are recorded only for the
+routes `tracing.capture.routes` names, redacted first (gateway/redact.py), as the conventions'
+opt-in `gen_ai.input.messages` / `gen_ai.output.messages` (JSON, `{"role", "parts": [{"type":
+"text", "content"}]}`); for every other route no text is ever put on a span. The upstream call
+carries the span's `traceparent`, so Ray Serve's spans join the gateway's trace.
+
+Sampling is parent-based: a caller's `traceparent` decides; otherwise `tracing.sampling` of the
+requests are traced. Spans leave through a BatchSpanProcessor (export off the request path).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from gateway.config import CompiledBackend, Tracing
+from gateway.redact import Redactor
+
+if TYPE_CHECKING:
+    from gateway.stages.call import Call
 
 # the GenAI operation name of each endpoint
 _OPERATIONS = {
@@ -19,49 +44,237 @@ _OPERATIONS = {
     "messages.count_tokens": "chat",
     "responses": "chat",
 }
+_BREAKER_STATES = ("closed", "open", "half_open")  # gateway/breaker.py's CLOSED, OPEN, HALF_OPEN
+_REQUEST_PARAMS = (
+    ("max_tokens", "gen_ai.request.max_tokens"),
+    ("max_completion_tokens", "gen_ai.request.max_tokens"),
+    ("temperature", "gen_ai.request.temperature"),
+    ("top_p", "gen_ai.request.top_p"),
+)
 
 
-def build_tracer(cfg: Tracing, exporter: Any = None) -> Any:
+class GatewayTracer:
+    """The gateway's tracer, its sampling, and what it captures (built once per config)."""
+
+    def __init__(self, cfg: Tracing, exporter: Any = None, batch: bool | None = None) -> None:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.trace import SpanKind
+
+        sampler = ParentBased(TraceIdRatioBased(cfg.sampling))
+        self.provider = TracerProvider(
+            resource=Resource.create({"service.name": cfg.service_name}), sampler=sampler
+        )
+        if exporter is None:
+            if cfg.exporter == "console":
+                from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+                exporter = ConsoleSpanExporter()
+            else:
+                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+                    OTLPSpanExporter,
+                )
+
+                exporter = OTLPSpanExporter(endpoint=cfg.endpoint)
+            batch = True if batch is None else batch
+        # an exporter handed in (tests) sees each span as it ends unless asked to batch
+        processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
+        self.provider.add_span_processor(processor)
+        self.tracer = self.provider.get_tracer("tandem.gateway")
+        self.kind = SpanKind.CLIENT
+        self.capture = frozenset(cfg.capture.routes)
+        self.redactor = Redactor(cfg.capture.redact, cfg.capture.patterns) if self.capture else None
+        self.max_chars = cfg.capture.max_chars
+        self.breakers: dict[str, Any] = {}  # the upstreams' breakers, set when they exist
+
+    def captures(self, alias: str) -> bool:
+        return alias in self.capture
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+
+def build_tracer(cfg: Tracing, exporter: Any = None) -> GatewayTracer | None:
     """A tracer for `cfg` (None when tracing is off); `exporter` replaces the configured one."""
     if exporter is None and cfg.exporter == "none":
         return None
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-
-    provider = TracerProvider(resource=Resource.create({"service.name": cfg.service_name}))
-    if exporter is not None:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-    elif cfg.exporter == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    else:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=cfg.endpoint)))
-    return provider.get_tracer("tandem.gateway")
+    return GatewayTracer(cfg, exporter)
 
 
-def start_span(tracer: Any, endpoint: str, alias: str, team: str) -> Any:
+def start_span(tracer: GatewayTracer, endpoint: str, alias: str, team: str) -> Any:
     op = _OPERATIONS[endpoint]
-    span = tracer.start_span(f"{op} {alias}")
+    span = tracer.tracer.start_span(f"{op} {alias}", kind=tracer.kind)
     span.set_attribute("gen_ai.operation.name", op)
-    span.set_attribute("gen_ai.system", "openai")
     span.set_attribute("gen_ai.request.model", alias)
     span.set_attribute("tandem.team", team)
+    span.set_attribute("tandem.route", alias)
+    span.set_attribute("openinference.span.kind", "LLM")  # Phoenix lists it as an LLM call
     return span
 
 
-def end_answered(span: Any, backend: CompiledBackend, tokens_in: int, tokens_out: int) -> None:
+def begin(call: Call, tracer: GatewayTracer, endpoint: str, alias: str, team: str) -> None:
+    """Open the call's span (when sampled): what the forward stage records into is set up."""
+    span = start_span(tracer, endpoint, alias, team)
+    if not span.is_recording():
+        return  # not sampled: nothing more is spent on this request
+    call.span, call.trace, call.tried = span, tracer, []
+    body = call.body
+    for param, attribute in _REQUEST_PARAMS:
+        value = body.get(param)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            span.set_attribute(attribute, value)
+    ctx = span.get_span_context()
+    call.traceparent = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+
+
+def end_answered(call: Call, backend: CompiledBackend, tokens_in: int, tokens_out: int) -> None:
+    span = call.span
+    span.set_attribute("gen_ai.provider.name", backend.protocol)
     span.set_attribute("gen_ai.response.model", backend.model or backend.label_values[1])
     span.set_attribute("gen_ai.usage.input_tokens", tokens_in)
     span.set_attribute("gen_ai.usage.output_tokens", tokens_out)
     span.set_attribute("server.address", backend.spec.url)
     span.set_attribute("tandem.backend", backend.name)
+    span.set_attribute("tandem.cost_usd", call.cost)
+    a = call.attempt
+    answered = a.route.alias if a is not None else _alias(call)
+    _common(call, backend.name)
+    span.set_attribute("tandem.route.answered", answered)
+    span.set_attribute("tandem.fallback", answered != _alias(call))
+    if call.trace.redactor is not None and call.trace.captures(_alias(call)):
+        _capture(call, call.answer)
     span.end()
 
 
-def end_failed(span: Any, error_type: str) -> None:
+def end_cached(call: Call, layer: str, response: dict, saved: float) -> None:
+    """A response-cache hit: no backend was called; the cached answer's tokens and saving."""
+    span = call.span
+    usage = response.get("usage") if isinstance(response, dict) else None
+    if isinstance(usage, dict):
+        span.set_attribute("gen_ai.usage.input_tokens", int(usage.get("prompt_tokens") or 0))
+        span.set_attribute("gen_ai.usage.output_tokens", int(usage.get("completion_tokens") or 0))
+    span.set_attribute("tandem.cache.layer", layer)
+    span.set_attribute("tandem.cache.saved_usd", saved)
+    span.set_attribute("tandem.cost_usd", 0.0)
+    route = call.route
+    _common(call, route.backends[0].name if route is not None else None)
+    span.set_attribute("tandem.route.answered", _alias(call))
+    span.set_attribute("tandem.fallback", False)
+    if call.trace.redactor is not None and call.trace.captures(_alias(call)):
+        _capture(call, response)
+    span.end()
+
+
+def end_failed(call: Call, error_type: str) -> None:
+    span = call.span
     span.set_attribute("error.type", error_type)
+    span.set_attribute("tandem.cost_usd", call.cost)
+    tried = call.tried
+    _common(call, tried[-1] if tried else None)
+    span.set_attribute("tandem.fallback", False)
+    from opentelemetry.trace import Status, StatusCode
+
+    span.set_status(Status(StatusCode.ERROR, error_type))
+    if call.trace.redactor is not None and call.trace.captures(_alias(call)):
+        _capture(call, None)
     span.end()
+
+
+def _alias(call: Call) -> str:
+    model = call.body.get("model")
+    return model if isinstance(model, str) else ""
+
+
+def _common(call: Call, breaker_of: str | None) -> None:
+    span = call.span
+    span.set_attribute("tandem.backends.tried", call.tried or [])
+    span.set_attribute("tandem.stream", call.stream)
+    status = call.cache_status
+    if status is not None:
+        span.set_attribute("tandem.cache.status", status.split(";", 1)[0])
+    breaker = call.trace.breakers.get(breaker_of) if breaker_of else None
+    span.set_attribute(
+        "tandem.breaker.state", _BREAKER_STATES[breaker.state] if breaker is not None else "none"
+    )
+
+
+# -- captured text (opted-in routes only) --------------------------------------------------
+
+
+def _capture(call: Call, answer: dict | None) -> None:
+    tracer: GatewayTracer = call.trace
+    redact = tracer.redactor.redact  # type: ignore[union-attr]
+    cut = tracer.max_chars
+
+    def msg(role: str, text: str, **extra: Any) -> dict:
+        return {"role": role, "parts": [{"type": "text", "content": redact(text[:cut])}], **extra}
+
+    inputs = [msg(role, text) for role, text in input_texts(call.endpoint, call.body)]
+    call.span.set_attribute("gen_ai.input.messages", orjson.dumps(inputs).decode())
+    if answer is not None:
+        outputs = [
+            msg("assistant", text, finish_reason=reason)
+            for text, reason in output_texts(call.endpoint, answer)
+        ]
+        call.span.set_attribute("gen_ai.output.messages", orjson.dumps(outputs).decode())
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
+        return "".join(p.get("text") or "" for p in content if isinstance(p, dict) and "text" in p)
+    return ""
+
+
+def input_texts(endpoint: str, body: dict) -> list[tuple[str, str]]:
+    """(role, text) of a request's prompt, in the caller's API."""
+    out: list[tuple[str, str]] = []
+    if endpoint in ("chat.completions", "messages", "messages.count_tokens"):
+        if "system" in body:  # Anthropic Messages keep the system prompt apart
+            out.append(("system", _text(body["system"])))
+        for m in body.get("messages") or ():
+            if isinstance(m, dict):
+                out.append((str(m.get("role") or "user"), _text(m.get("content"))))
+    elif endpoint == "responses":
+        if isinstance(body.get("instructions"), str):
+            out.append(("system", body["instructions"]))
+        items = body.get("input")
+        if isinstance(items, str):
+            out.append(("user", items))
+        elif isinstance(items, list):
+            for m in items:
+                if isinstance(m, dict) and "content" in m:
+                    out.append((str(m.get("role") or "user"), _text(m.get("content"))))
+    else:  # completions: prompt; embeddings: input (a string or a list of strings)
+        prompt = body.get("prompt" if endpoint == "completions" else "input")
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        for p in prompts if isinstance(prompts, list) else ():
+            if isinstance(p, str):
+                out.append(("user", p))
+    return out
+
+
+def output_texts(endpoint: str, answer: dict) -> list[tuple[str, str]]:
+    """(text, finish reason) of an answer, in the caller's API; none for embeddings."""
+    out: list[tuple[str, str]] = []
+    if endpoint in ("chat.completions", "completions"):
+        for c in answer.get("choices") or ():
+            if not isinstance(c, dict):
+                continue
+            message = c.get("message")
+            text = _text(message.get("content")) if isinstance(message, dict) else c.get("text")
+            out.append((text if isinstance(text, str) else "", str(c.get("finish_reason") or "")))
+    elif endpoint == "messages":
+        out.append((_text(answer.get("content")), str(answer.get("stop_reason") or "")))
+    elif endpoint == "responses":
+        for item in answer.get("output") or ():
+            if isinstance(item, dict) and item.get("type") == "message":
+                parts = item.get("content") or ()
+                text = "".join(
+                    p.get("text") or "" for p in parts if isinstance(p, dict) and "text" in p
+                )
+                out.append((text, str(answer.get("status") or "")))
+    return out
