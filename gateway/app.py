@@ -459,7 +459,14 @@ class GatewayService:
             await parse(request, call, self.max_body_bytes)
             call.route = await self.admission.admit(call)
             if self.tracer is not None:
-                tracing.begin(call, self.tracer, endpoint, call.body["model"], key.team)
+                tracing.begin(
+                    call,
+                    self.tracer,
+                    endpoint,
+                    call.body["model"],
+                    key.team,
+                    request.headers.get("traceparent"),
+                )
             assert self.forwarder is not None and self.relay is not None
             if exchange is not None:  # Messages, Responses: no features, no response cache
                 call.cache_status = BYPASS_ENDPOINT

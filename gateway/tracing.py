@@ -103,9 +103,11 @@ def build_tracer(cfg: Tracing, exporter: Any = None) -> GatewayTracer | None:
     return GatewayTracer(cfg, exporter)
 
 
-def start_span(tracer: GatewayTracer, endpoint: str, alias: str, team: str) -> Any:
+def start_span(
+    tracer: GatewayTracer, endpoint: str, alias: str, team: str, context: Any = None
+) -> Any:
     op = _OPERATIONS[endpoint]
-    span = tracer.tracer.start_span(f"{op} {alias}", kind=tracer.kind)
+    span = tracer.tracer.start_span(f"{op} {alias}", context=context, kind=tracer.kind)
     span.set_attribute("gen_ai.operation.name", op)
     span.set_attribute("gen_ai.request.model", alias)
     span.set_attribute("tandem.team", team)
@@ -114,9 +116,22 @@ def start_span(tracer: GatewayTracer, endpoint: str, alias: str, team: str) -> A
     return span
 
 
-def begin(call: Call, tracer: GatewayTracer, endpoint: str, alias: str, team: str) -> None:
-    """Open the call's span (when sampled): what the forward stage records into is set up."""
-    span = start_span(tracer, endpoint, alias, team)
+def begin(
+    call: Call,
+    tracer: GatewayTracer,
+    endpoint: str,
+    alias: str,
+    team: str,
+    traceparent: str | None = None,
+) -> None:
+    """Open the call's span (when sampled): what the forward stage records into is set up.
+    `traceparent`: the caller's, whose trace (and sampling decision) the span continues."""
+    context = None
+    if traceparent:
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        context = TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+    span = start_span(tracer, endpoint, alias, team, context)
     if not span.is_recording():
         return  # not sampled: nothing more is spent on this request
     call.span, call.trace, call.tried = span, tracer, []
