@@ -87,7 +87,7 @@ def test_an_answer_span_has_everything_and_the_captured_text_is_redacted(ups, go
         assert r.status_code == 200
     (span,) = exporter.get_finished_spans()
     a = attrs(span)
-    assert EVERY_SPAN <= set(a)
+    assert set(a) >= EVERY_SPAN
     assert span.name == "chat chat" and span.kind.name == "CLIENT"
     assert a["gen_ai.provider.name"] == "openai" and a["gen_ai.response.model"]
     assert a["gen_ai.request.max_tokens"] == 64 and a["gen_ai.request.temperature"] == 0.2
@@ -118,7 +118,7 @@ def test_a_fallback_names_every_backend_tried(ups, good) -> None:
         assert post(gw, chat("flaky")).status_code == 200
     (span,) = exporter.get_finished_spans()
     a = attrs(span)
-    assert EVERY_SPAN <= set(a)
+    assert set(a) >= EVERY_SPAN
     assert a["tandem.route"] == "flaky" and a["tandem.route.answered"] == "chat"
     assert a["tandem.fallback"] is True and a["tandem.backends.tried"] == ("b", "a")
 
@@ -182,7 +182,7 @@ def test_a_cache_hit_is_a_span_too(ups, good) -> None:
         assert hit is not None and hit.headers["X-Tandem-Cache"] == "hit"
     span = exporter.get_finished_spans()[-1]
     a = attrs(span)
-    assert EVERY_SPAN <= set(a)
+    assert set(a) >= EVERY_SPAN
     assert a["tandem.cache.status"] == "hit" and a["tandem.cache.layer"]
     assert a["tandem.backends.tried"] == () and a["tandem.cost_usd"] == 0.0
     assert a["tandem.cache.saved_usd"] > 0 and "gen_ai.output.messages" in a

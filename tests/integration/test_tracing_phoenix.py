@@ -75,7 +75,6 @@ def find(phoenix: Phoenix, marker: str, n_before: int) -> dict:
 
 def test_the_component_derives_the_same_admin_secret() -> None:
     from components.tracing import derive
-
     from tests.support import phoenix as support
 
     assert derive(STACK_SECRET, "phoenix-admin") == support._derive("phoenix-admin")
@@ -117,7 +116,9 @@ def test_without_capture_no_text_reaches_phoenix_or_the_logs(
     before = phoenix.spans()
     send(phoenix, upstream, monkeypatch, "internal", f"{marker} my salary is 1", ["support"])
     spans = phoenix.wait_spans(len(before) + 1)
-    new = [s for s in spans if s["context"]["span_id"] not in {b["context"]["span_id"] for b in before}]
+    new = [
+        s for s in spans if s["context"]["span_id"] not in {b["context"]["span_id"] for b in before}
+    ]
     assert len(new) == 1 and new[0]["attributes"]["tandem.route"] == "internal"
     assert "gen_ai.input.messages" not in new[0]["attributes"]
     assert "tok0" not in json.dumps(new[0])  # nor the answer

@@ -87,7 +87,10 @@ def test_a_message_with_everything_keeps_its_words() -> None:
 def test_only_the_kinds_asked_for_and_extra_patterns() -> None:
     text = "jane@example.com 415-555-0132 customer C-123456"
     assert Redactor(["email"]).redact(text) == "[EMAIL] 415-555-0132 customer C-123456"
-    assert Redactor([], [r"C-\d{6}"]).redact(text) == "jane@example.com 415-555-0132 customer [REDACTED]"
+    assert (
+        Redactor([], [r"C-\d{6}"]).redact(text)
+        == "jane@example.com 415-555-0132 customer [REDACTED]"
+    )
     assert set(KINDS) == {"email", "phone", "card", "key"}
     with pytest.raises(ValueError, match="unknown redaction kinds"):
         Redactor(["ssn"])
