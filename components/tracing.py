@@ -44,11 +44,8 @@ def derive(secret: str, purpose: str) -> str:
     return hashlib.sha256(f"tandem:{purpose}:{secret}".encode()).hexdigest()
 
 
-def _derived(secret: pulumi.Input[str]) -> Any:
-    """Phoenix's secrets, as the Secret's string data."""
-    return pulumi.Output.from_input(secret).apply(
-        lambda s: {key: derive(s, purpose) for key, purpose in _DERIVED.items()}
-    )
+def _derived(secret: pulumi.Input[str], purpose: str) -> pulumi.Output[str]:
+    return pulumi.Output.from_input(secret).apply(lambda s: derive(s, purpose))
 
 
 def routes_tracing(cfg: TracingConfig, namespace: str = labels.NS_TRACING) -> RoutesTracing:
@@ -210,7 +207,8 @@ class Tracing(pulumi.ComponentResource):
             secret = k8s.core.v1.Secret(
                 f"{name}-phoenix-auth",
                 metadata={"name": AUTH_SECRET, "namespace": ns, "labels": meta_labels},
-                string_data=pulumi.Output.secret(_derived(args.secret)),
+                # stringData is a secret in the Kubernetes provider's schema: never in the plan
+                string_data={key: _derived(args.secret, p) for key, p in _DERIVED.items()},
                 opts=in_ns,
             )
             pinned_release(

@@ -72,18 +72,31 @@ def _any(value: Any) -> bytes:
 
 
 _KEYS: dict[str, bytes] = {}
+# whole attribute fields for the (key, value) pairs that repeat from span to span (route, team,
+# breaker state, cache status, flags...): most of a gateway span's attributes
+_PAIRS: dict[tuple[bytes, str, Any], bytes] = {}
+_PAIRS_MAX = 8192
 
 
 def _attributes(attrs: Any, tag: bytes) -> bytes:
     """Repeated KeyValue fields (`tag`: the field's tag byte) for a mapping of attributes."""
     out = []
-    keys = _KEYS
+    keys, pairs = _KEYS, _PAIRS
     for key, value in attrs.items():
+        cacheable = value.__class__ is bool or (value.__class__ is str and len(value) <= 64)
+        if cacheable:
+            field = pairs.get((tag, key, value))
+            if field is not None:
+                out.append(field)
+                continue
         kb = keys.get(key)
         if kb is None:
             kb = keys[key] = _ld(b"\x0a", key.encode())
         kv = kb + _ld(b"\x12", _any(value))
-        out.append(tag + _varint(len(kv)) + kv)
+        field = tag + _varint(len(kv)) + kv
+        if cacheable and len(pairs) < _PAIRS_MAX:
+            pairs[(tag, key, value)] = field
+        out.append(field)
     return b"".join(out)
 
 
