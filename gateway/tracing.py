@@ -26,6 +26,9 @@ gateway/otlp.py's exporter (OTLP/gRPC, encoded at a third of the SDK encoder's c
 
 from __future__ import annotations
 
+import json
+import random
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -48,7 +51,8 @@ _OPERATIONS = {
 # the exporter's batching: a queue for bursts (spans beyond it are dropped and counted by the SDK),
 # sent every BATCH_DELAY_MS or as soon as BATCH_SIZE spans wait
 BATCH_QUEUE, BATCH_DELAY_MS, BATCH_SIZE = 16384, 1000, 128
-_BREAKER_STATES = ("closed", "open", "half_open")  # gateway/breaker.py's CLOSED, OPEN, HALF_OPEN
+_BREAKER_STATES = ("closed", "open", "half_open")
+_LOW64 = (1 << 64) - 1  # gateway/breaker.py's CLOSED, OPEN, HALF_OPEN
 _REQUEST_PARAMS = (
     ("max_tokens", "gen_ai.request.max_tokens"),
     ("max_completion_tokens", "gen_ai.request.max_tokens"),
@@ -57,20 +61,92 @@ _REQUEST_PARAMS = (
 )
 
 
+class GatewaySpan:
+    """A span as the SDK's exporters read it (name, context, parent, kind, times, attributes,
+    status, resource, scope), without the SDK Span's per-attribute validation and locking: the
+    gateway sets only its own, well-typed attributes, once per request (a list value is kept as
+    a tuple, as the SDK does). Other stages may still `set_attribute` on it."""
+
+    __slots__ = (
+        "name",
+        "context",
+        "parent",
+        "kind",
+        "start_time",
+        "end_time",
+        "attributes",
+        "status",
+        "resource",
+        "instrumentation_scope",
+        "_processor",
+    )
+    dropped_attributes = dropped_events = dropped_links = 0
+    events: tuple = ()
+    links: tuple = ()
+
+    def __init__(self, tracer: GatewayTracer, name: str, context: Any, parent: Any, attrs: dict):
+        self.name = name
+        self.context = context
+        self.parent = parent
+        self.kind = tracer.kind
+        self.start_time = time.time_ns()
+        self.end_time: int | None = None
+        self.attributes = attrs
+        self.status = tracer.unset
+        self.resource = tracer.resource
+        self.instrumentation_scope = tracer.scope
+        self._processor = tracer.processor
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = tuple(value) if isinstance(value, list) else value
+
+    def set_attributes(self, attributes: dict[str, Any]) -> None:
+        for key, value in attributes.items():
+            self.attributes[key] = tuple(value) if isinstance(value, list) else value
+
+    def set_status(self, status: Any) -> None:
+        self.status = status
+
+    def is_recording(self) -> bool:
+        return self.end_time is None
+
+    def get_span_context(self) -> Any:
+        return self.context
+
+    def end(self) -> None:
+        if self.end_time is None:
+            self.end_time = time.time_ns()
+            self._processor.on_end(self)
+
+    def to_json(self, indent: int | None = 4) -> str:  # the console exporter's format
+        return json.dumps(
+            {
+                "name": self.name,
+                "trace_id": f"0x{self.context.trace_id:032x}",
+                "span_id": f"0x{self.context.span_id:016x}",
+                "start_time": self.start_time,
+                "end_time": self.end_time,
+                "status": self.status.status_code.name,
+                "attributes": self.attributes,
+            },
+            indent=indent,
+            default=list,
+        )
+
+
 class GatewayTracer:
-    """The gateway's tracer, its sampling, and what it captures (built once per config)."""
+    """The gateway's tracer, its sampling, and what it captures (built once per config).
+
+    Sampling is the SDK's ParentBased(TraceIdRatioBased): a caller's sampled `traceparent` is
+    followed; otherwise a trace is kept when the low 64 bits of its random id fall under
+    `sampling` of their range. An unsampled request costs one random number."""
 
     def __init__(self, cfg: Tracing, exporter: Any = None, batch: bool | None = None) -> None:
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-        from opentelemetry.trace import SpanKind
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+        from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-        sampler = ParentBased(TraceIdRatioBased(cfg.sampling))
-        self.provider = TracerProvider(
-            resource=Resource.create({"service.name": cfg.service_name}), sampler=sampler
-        )
         if exporter is None:
             if cfg.exporter == "console":
                 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
@@ -83,7 +159,7 @@ class GatewayTracer:
             batch = True if batch is None else batch
         # an exporter handed in (tests) sees each span as it ends unless asked to batch. Small
         # batches: each is encoded under the GIL the event loop needs, so a short hold at a time
-        processor = (
+        self.processor: Any = (
             BatchSpanProcessor(
                 exporter,
                 max_queue_size=BATCH_QUEUE,
@@ -93,19 +169,38 @@ class GatewayTracer:
             if batch
             else SimpleSpanProcessor(exporter)
         )
-        self.provider.add_span_processor(processor)
-        self.tracer = self.provider.get_tracer("tandem.gateway")
+        self.resource = Resource.create({"service.name": cfg.service_name})
+        self.scope = InstrumentationScope("tandem.gateway")
         self.kind = SpanKind.CLIENT
+        self.unset = Status(StatusCode.UNSET)
+        self.error = StatusCode.ERROR
+        self._context = SpanContext
+        self._sampled = TraceFlags(TraceFlags.SAMPLED)
+        self._bound = round(cfg.sampling * (1 << 64))  # TraceIdRatioBased's
         self.capture = frozenset(cfg.capture.routes)
         self.redactor = Redactor(cfg.capture.redact, cfg.capture.patterns) if self.capture else None
         self.max_chars = cfg.capture.max_chars
         self.breakers: dict[str, Any] = {}  # the upstreams' breakers, set when they exist
 
+    def start(self, name: str, attrs: dict[str, Any], parent: Any = None) -> GatewaySpan | None:
+        """A recording span, or None when this request is not sampled."""
+        if parent is not None and parent.is_valid:
+            if not parent.trace_flags.sampled:
+                return None
+            trace_id = parent.trace_id
+        else:
+            parent = None
+            trace_id = random.getrandbits(128) or 1
+            if (trace_id & _LOW64) >= self._bound:
+                return None
+        ctx = self._context(trace_id, random.getrandbits(64) or 1, False, self._sampled)
+        return GatewaySpan(self, name, ctx, parent, attrs)
+
     def captures(self, alias: str) -> bool:
         return alias in self.capture
 
     def shutdown(self) -> None:
-        self.provider.shutdown()
+        self.processor.shutdown()
 
 
 def build_tracer(cfg: Tracing, exporter: Any = None) -> GatewayTracer | None:
@@ -116,8 +211,9 @@ def build_tracer(cfg: Tracing, exporter: Any = None) -> GatewayTracer | None:
 
 
 def start_span(
-    tracer: GatewayTracer, endpoint: str, alias: str, team: str, context: Any = None
-) -> Any:
+    tracer: GatewayTracer, endpoint: str, alias: str, team: str, parent: Any = None
+) -> GatewaySpan | None:
+    """The request's span (None: not sampled); `parent`: a caller's SpanContext."""
     op = _OPERATIONS[endpoint]
     attributes = {
         "gen_ai.operation.name": op,
@@ -126,9 +222,7 @@ def start_span(
         "tandem.route": alias,
         "openinference.span.kind": "LLM",  # Phoenix lists it as an LLM call
     }
-    return tracer.tracer.start_span(
-        f"{op} {alias}", context=context, kind=tracer.kind, attributes=attributes
-    )
+    return tracer.start(f"{op} {alias}", attributes, parent)
 
 
 def begin(
@@ -141,13 +235,9 @@ def begin(
 ) -> None:
     """Open the call's span (when sampled): what the forward stage records into is set up.
     `traceparent`: the caller's, whose trace (and sampling decision) the span continues."""
-    context = None
-    if traceparent:
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-        context = TraceContextTextMapPropagator().extract({"traceparent": traceparent})
-    span = start_span(tracer, endpoint, alias, team, context)
-    if not span.is_recording():
+    parent = _remote_parent(traceparent) if traceparent else None
+    span = start_span(tracer, endpoint, alias, team, parent)
+    if span is None:
         return  # not sampled: nothing more is spent on this request
     call.span, call.trace, call.tried = span, tracer, []
     body = call.body
@@ -209,12 +299,22 @@ def end_failed(call: Call, error_type: str) -> None:
     attrs["tandem.fallback"] = False
     if call.trace.redactor is not None and call.trace.captures(_alias(call)):
         _capture(call, None, attrs)
-    from opentelemetry.trace import Status, StatusCode
+    from opentelemetry.trace import Status
 
     span = call.span
     span.set_attributes(attrs)
-    span.set_status(Status(StatusCode.ERROR, error_type))
+    span.set_status(Status(call.trace.error, error_type))
     span.end()
+
+
+def _remote_parent(traceparent: str) -> Any:
+    """A caller's span context from its W3C traceparent (None if malformed)."""
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    ctx = TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+    parent = trace.get_current_span(ctx).get_span_context()
+    return parent if parent.is_valid else None
 
 
 def _alias(call: Call) -> str:

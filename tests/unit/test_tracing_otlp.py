@@ -60,3 +60,19 @@ def test_headers_come_from_the_standard_variables(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "k=v")
     assert env_headers() == [("k", "v")]
+
+
+def test_the_gateways_own_spans_encode_as_the_sdk_would() -> None:
+    from gateway.config import Tracing
+    from gateway.tracing import build_tracer, start_span
+
+    exporter = InMemorySpanExporter()
+    tracer = build_tracer(Tracing(), exporter)
+    assert tracer is not None
+    span = start_span(tracer, "chat.completions", "chat", "t")
+    assert span is not None
+    span.set_attributes({"tandem.backends.tried": ["a", "b"], "tandem.cost_usd": 0.5})
+    span.end()
+    finished = exporter.get_finished_spans()
+    assert finished[0].attributes["tandem.backends.tried"] == ("a", "b")
+    assert ExportTraceServiceRequest.FromString(encode_request(finished)) == encode_spans(finished)
