@@ -1,7 +1,8 @@
-"""AWS building blocks more than one component needs: roles, launch templates, tags.
+"""AWS building blocks more than one component needs: roles, launch templates, buckets, tags.
 
 Kept in one place so the system node group and every GPU node group get the same security
-baseline (IMDSv2, encrypted gp3) and a policy fix lands everywhere at once.
+baseline (IMDSv2, encrypted gp3), every bucket the same protections, and a policy fix lands
+everywhere at once.
 """
 
 from __future__ import annotations
@@ -163,3 +164,59 @@ def secure_launch_template(
         tags=tags,
         opts=pulumi.ResourceOptions(parent=parent),
     )
+
+
+def private_bucket(
+    name: str,
+    *,
+    tags: dict[str, str],
+    parent: pulumi.Resource,
+    bucket: str | None = None,
+    bucket_prefix: str | None = None,
+) -> aws.s3.Bucket:
+    """A Tandem bucket: never public, SSE-KMS (with a bucket key: one KMS call per object, not per
+    request), versioned (a bad write or a deletion can be undone), ACLs off, and deleted with the
+    stack only when empty. The policy pack's S3 rules check each of these on every bucket, so one
+    place builds them all. `bucket` names it exactly; otherwise AWS adds a suffix to the prefix."""
+    b = aws.s3.Bucket(
+        name,
+        bucket=bucket,
+        bucket_prefix=None if bucket else bucket_prefix,
+        force_destroy=False,
+        tags=tags,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    on_bucket = pulumi.ResourceOptions(parent=b)
+    aws.s3.BucketPublicAccessBlock(
+        f"{name}-pab",
+        bucket=b.id,
+        block_public_acls=True,
+        block_public_policy=True,
+        ignore_public_acls=True,
+        restrict_public_buckets=True,
+        opts=on_bucket,
+    )
+    aws.s3.BucketServerSideEncryptionConfiguration(
+        f"{name}-sse",
+        bucket=b.id,
+        rules=[
+            {
+                "apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms"},
+                "bucket_key_enabled": True,
+            }
+        ],
+        opts=on_bucket,
+    )
+    aws.s3.BucketVersioning(
+        f"{name}-versioning",
+        bucket=b.id,
+        versioning_configuration={"status": "Enabled"},
+        opts=on_bucket,
+    )
+    aws.s3.BucketOwnershipControls(
+        f"{name}-ownership",
+        bucket=b.id,
+        rule={"object_ownership": "BucketOwnerEnforced"},
+        opts=on_bucket,
+    )
+    return b

@@ -34,7 +34,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components.aws_common import irsa_role
+from components.aws_common import irsa_role, private_bucket
 from components.helm import pinned_release
 from components.pod_security import container_security, pod_security
 from components.redis import ElastiCacheArgs, elasticache_redis, in_cluster_redis
@@ -153,45 +153,15 @@ class FeatureStore(pulumi.ComponentResource):
         )
 
     def _bucket(self) -> aws.s3.Bucket:
-        """Registry and offline data: private, SSE-KMS, versioned (a bad `feast apply` or a
-        deleted parquet file can be undone); the policy pack's S3 rules check all three."""
+        """Registry and offline data (versioned: a bad `feast apply` or a deleted parquet file can
+        be undone)."""
         a = self._args
-        aws_opts = pulumi.ResourceOptions(parent=self)
-        bucket = aws.s3.Bucket(
+        return private_bucket(
             f"{self._name}-bucket",
             bucket_prefix=f"{a.cluster_name}-features-",
-            force_destroy=False,
             tags={**a.tags, "use-case": "feature-store"},
-            opts=aws_opts,
+            parent=self,
         )
-        child = pulumi.ResourceOptions(parent=bucket)
-        aws.s3.BucketPublicAccessBlock(
-            f"{self._name}-bucket-pab",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=child,
-        )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{self._name}-bucket-sse",
-            bucket=bucket.id,
-            rules=[
-                {
-                    "apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms"},
-                    "bucket_key_enabled": True,
-                }
-            ],
-            opts=child,
-        )
-        aws.s3.BucketVersioning(
-            f"{self._name}-bucket-versioning",
-            bucket=bucket.id,
-            versioning_configuration={"status": "Enabled"},
-            opts=child,
-        )
-        return bucket
 
     def _role(self) -> aws.iam.Role:
         """IRSA: only the feature store's service account, only its bucket."""

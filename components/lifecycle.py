@@ -24,7 +24,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components.aws_common import irsa_role
+from components.aws_common import irsa_role, private_bucket
 from components.pod_security import container_security, pod_security
 from vocabulary import labels, pins
 from vocabulary.config import RegistryConfig
@@ -161,51 +161,14 @@ class ModelRegistry(pulumi.ComponentResource):
 
     # -- AWS: the bucket, the database, the role ------------------------------------------------
     def _bucket(self, a: AwsRegistryArgs) -> aws.s3.Bucket:
-        """Encrypted, versioned, never public; deleted with the stack only when empty."""
-        child = pulumi.ResourceOptions(parent=self)
-        name = self._args.config.artifact_bucket
-        bucket = aws.s3.Bucket(
+        """The models' artifacts, named by the config or prefixed by the cluster's name."""
+        return private_bucket(
             f"{self._name}-artifacts",
-            bucket=name,
-            bucket_prefix=None if name else f"{self._args.cluster_name}-models-",
-            force_destroy=False,
+            bucket=self._args.config.artifact_bucket,
+            bucket_prefix=f"{self._args.cluster_name}-models-",
             tags={**a.tags, "component": "model-registry"},
-            opts=child,
+            parent=self,
         )
-        on_bucket = pulumi.ResourceOptions(parent=bucket)
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{self._name}-artifacts-sse",
-            bucket=bucket.id,
-            rules=[
-                {
-                    "apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms"},
-                    "bucket_key_enabled": True,
-                }
-            ],
-            opts=on_bucket,
-        )
-        aws.s3.BucketPublicAccessBlock(
-            f"{self._name}-artifacts-private",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=on_bucket,
-        )
-        aws.s3.BucketVersioning(
-            f"{self._name}-artifacts-versioning",
-            bucket=bucket.id,
-            versioning_configuration={"status": "Enabled"},
-            opts=on_bucket,
-        )
-        aws.s3.BucketOwnershipControls(
-            f"{self._name}-artifacts-ownership",
-            bucket=bucket.id,
-            rule={"object_ownership": "BucketOwnerEnforced"},
-            opts=on_bucket,
-        )
-        return bucket
 
     def _database(self, a: AwsRegistryArgs) -> tuple[str, str]:
         """Postgres on RDS, reachable from the cluster's nodes only; its DSN in a Secret."""

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.aws_common import irsa_role
+from components.aws_common import irsa_role, private_bucket
 from components.gateway import CONFIG_DIR, KEYS_DIR, RUN_AS, Gateway, memory_for_cache
 from components.helm import pinned_release
 from components.pod_security import container_security, pod_security
@@ -126,36 +126,13 @@ class BatchStorage(pulumi.ComponentResource):
         uploads after a day."""
         import pulumi_aws as aws
 
-        child = pulumi.ResourceOptions(parent=self)
-        bucket = aws.s3.Bucket(
+        bucket = private_bucket(
             name,
             bucket_prefix=f"{args.cluster_name}-batch-"[:37],
-            force_destroy=False,
             tags={**args.tags, "component": "batch-files"},
-            opts=child,
+            parent=self,
         )
-        on_bucket = pulumi.ResourceOptions(parent=self, depends_on=[bucket])
-        aws.s3.BucketPublicAccessBlock(
-            f"{name}-pab",
-            bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
-            opts=on_bucket,
-        )
-        aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-sse",
-            bucket=bucket.id,
-            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms"}}],
-            opts=on_bucket,
-        )
-        aws.s3.BucketVersioning(
-            f"{name}-versioning",
-            bucket=bucket.id,
-            versioning_configuration={"status": "Enabled"},
-            opts=on_bucket,
-        )
+        on_bucket = pulumi.ResourceOptions(parent=bucket)
         days = args.config.file_retention_days
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-lifecycle",

@@ -8,6 +8,7 @@ so FinOps can join gateway cost with GPU cost on the same labels. Label children
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -159,6 +160,12 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple, Any] = {}
+
+    def forget_gauges(self, backend: str) -> None:
+        """Stop exporting a removed backend's breaker state and concurrency limit."""
+        for gauge in (self.breaker_state, self.concurrency_limit):
+            with contextlib.suppress(KeyError):  # never exported: nothing to stop
+                gauge.remove(backend)
 
     def child(self, metric: Any, *values: str) -> Any:
         key = (id(metric), values)

@@ -45,6 +45,22 @@ _CONTEXT_MARKERS = (
     b"prompt is too long",  # Anthropic's
 )
 _CLIENT_STATUSES = frozenset((400, 401, 403, 404, 405, 409, 413, 415, 422))
+# The failure classes a backend's errors counter starts at 0 for (the 5xx a server commonly
+# answers among them): Prometheus's increase() cannot count a series' first increment, so a
+# backend that fails from its first call (a bad canary) would read as error-free for one window.
+ERROR_CLASSES = (
+    "bad_response",
+    "timeout_first_token",
+    "timeout_total",
+    "connect",
+    "reset",
+    "rate_limited",
+    "provider_limited",
+    "http_500",
+    "http_502",
+    "http_503",
+    "http_504",
+)
 
 
 class Attempt:
@@ -148,6 +164,9 @@ class Upstreams:
         """(Re)build sessions, breakers and limits for a new config, keeping what did not change."""
         self.compiled = compiled
         for name, b in compiled.backends.items():
+            if name not in self.sessions:
+                for err in ERROR_CLASSES:
+                    self.metrics.child(self.metrics.upstream_errors, name, err)
             skey = (b.spec.url, b.spec.max_connections, b.spec.timeouts.connect_s)
             if self._session_keys.get(name) != skey:
                 old = self.sessions.get(name)
@@ -191,6 +210,9 @@ class Upstreams:
                 self.breakers.pop(name, None)
                 self.limits.pop(name, None)
                 self._breaker_keys.pop(name, None)
+                # a gauge of a backend that is gone would go on saying its last state (a rolled-back
+                # canary's open breaker) to the next one of that name; its counters stay, counting on
+                self.metrics.forget_gauges(name)
 
     async def close(self) -> None:
         for s in list(self.sessions.values()) + self._retired:

@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 
-from gateway.sse import EventSplitter, event_data, named_event
+from gateway.sse import event_data, loads_dict, named_event
+from gateway.translate.chat_stream import ChatStreamTranslator, chat_usage
 
 # chat `finish_reason` -> Messages `stop_reason`
 STOP_REASONS = {
@@ -136,13 +137,8 @@ class MessagesUsageTap:
         return b""
 
     def _read(self, data: bytes | None) -> None:
-        if not data:
-            return
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(obj, dict):
+        obj = loads_dict(data) if data else None
+        if obj is None:
             return
         u = obj.get("usage") or (obj.get("message") or {}).get("usage")
         if isinstance(u, dict):
@@ -367,19 +363,6 @@ def _arguments(raw: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"_value": value}
 
 
-def chat_usage(u: Any) -> dict | None:
-    """A chat-completions `usage` in the normalized form (cached prompt tokens picked out)."""
-    if not isinstance(u, dict):
-        return None
-    details = u.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    return {
-        "prompt_tokens": int(u.get("prompt_tokens") or 0),
-        "completion_tokens": int(u.get("completion_tokens") or 0),
-        "cached_tokens": int(cached or 0),
-    }
-
-
 def message_usage(u: Any) -> dict[str, int]:
     """A chat-completions `usage` as a Messages `usage`."""
     n = chat_usage(u) or {"prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0}
@@ -394,94 +377,37 @@ def message_usage(u: Any) -> dict[str, int]:
 # -- stream: chat chunks -> Messages events ------------------------------------------------------
 
 
-class ChatToMessagesStream:
+class ChatToMessagesStream(ChatStreamTranslator):
     """Turns a chat-completions stream into a Messages stream, event by event, as chunks arrive.
 
     The Message's blocks open and close in order: a thinking block (the backend's reasoning),
     a text block, one tool_use block per tool call; `message_delta` (stop reason, usage) and
     `message_stop` follow the backend's `[DONE]`. Used as the relay stage's tap."""
 
-    __slots__ = (
-        "_split",
-        "_model",
-        "_started",
-        "_block",
-        "_index",
-        "_tools",
-        "_stop",
-        "_chat_usage",
-        "_done",
-        "events",
-    )
+    __slots__ = ("_model", "_block", "_index", "_tools", "_stop")
 
     def __init__(self, model: str) -> None:
-        self._split = EventSplitter()
+        super().__init__()
         self._model = model
-        self._started = False
         self._block: str | None = None  # "thinking" | "text" | "tool:<n>"
         self._index = -1  # content block index of the open block
         self._tools: dict[int, int] = {}  # chat tool-call index -> content block index
         self._stop: str | None = None
-        self._chat_usage: dict | None = None
-        self._done = False
-        self.events = 0
-
-    @property
-    def usage(self) -> dict | None:
-        return chat_usage(self._chat_usage)
-
-    def feed(self, chunk: bytes) -> bytes:
-        out: list[bytes] = []
-        for data in self._split.feed(chunk):
-            self._event(data, out)
-        return b"".join(out)
-
-    def rest(self) -> bytes:
-        out: list[bytes] = []
-        for data in self._split.rest():
-            self._event(data, out)
-        if not self._done:
-            self._finish(out)
-        return b"".join(out)
 
     def fail(self, message: str, code: str) -> bytes:
         self._done = True
         return error_event(message, code)
 
-    def _event(self, data: bytes, out: list[bytes]) -> None:
-        if self._done:
-            return
-        if data == b"[DONE]":
-            self._finish(out)
-            return
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(obj, dict):
-            return
-        if "error" in obj:
-            err = obj["error"] if isinstance(obj["error"], dict) else {}
-            out.append(self.fail(str(err.get("message", "backend error")), "upstream_error"))
-            return
-        self._start(out)
-        if isinstance(obj.get("usage"), dict):
-            self._chat_usage = obj["usage"]
-        for choice in obj.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
-                self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""}, out)
-                self._delta({"type": "thinking_delta", "thinking": reasoning}, out)
-            if isinstance(delta.get("content"), str) and delta["content"]:
-                self._open("text", {"type": "text", "text": ""}, out)
-                self._delta({"type": "text_delta", "text": delta["content"]}, out)
-            for tc in delta.get("tool_calls") or ():
-                self._tool_delta(tc, out)
-            if choice.get("finish_reason"):
-                self._stop = STOP_REASONS.get(choice["finish_reason"], "end_turn")
+    def _reasoning(self, text: str, out: list[bytes]) -> None:
+        self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""}, out)
+        self._delta({"type": "thinking_delta", "thinking": text}, out)
+
+    def _text(self, text: str, out: list[bytes]) -> None:
+        self._open("text", {"type": "text", "text": ""}, out)
+        self._delta({"type": "text_delta", "text": text}, out)
+
+    def _finish_reason(self, reason: str) -> None:
+        self._stop = STOP_REASONS.get(reason, "end_turn")
 
     def _start(self, out: list[bytes]) -> None:
         if self._started:
@@ -536,9 +462,7 @@ class ChatToMessagesStream:
         )
         self._block = None
 
-    def _tool_delta(self, tc: Any, out: list[bytes]) -> None:
-        if not isinstance(tc, dict):
-            return
+    def _tool_call(self, tc: dict[str, Any], out: list[bytes]) -> None:
         n = int(tc.get("index", 0))
         fn = tc.get("function") or {}
         if n not in self._tools:

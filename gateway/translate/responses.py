@@ -18,11 +18,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-
 from gateway.errors import error_body as openai_error_body
-from gateway.sse import EventSplitter, named_event
-from gateway.translate.messages import chat_usage, new_id
+from gateway.sse import named_event
+from gateway.translate.chat_stream import ChatStreamTranslator, chat_usage
+from gateway.translate.messages import new_id
 
 # request fields echoed into the Response object as they were sent
 _ECHO = (
@@ -294,64 +293,37 @@ def error_body(status: int, message: str, code: str | None) -> bytes:
 # -- stream: chat chunks -> Responses events -----------------------------------------------------
 
 
-class ChatToResponsesStream:
+class ChatToResponsesStream(ChatStreamTranslator):
     """Turns a chat-completions stream into the Responses API's semantic events as chunks
     arrive. Output items open and close in order (reasoning, message, one function_call per tool
     call); `response.completed` carries the whole Response, which `response` holds afterwards
     for the store. Used as the relay stage's tap."""
 
     __slots__ = (
-        "_split",
         "_body",
         "_id",
         "_created",
         "_seq",
-        "_started",
         "_open",
         "_output",
-        "_text",
+        "_parts",
         "_calls",
         "_length",
-        "_chat_usage",
-        "_done",
         "response",
-        "events",
     )
 
     def __init__(self, body: dict[str, Any], resp_id: str) -> None:
-        self._split = EventSplitter()
+        super().__init__()
         self._body = body
         self._id = resp_id
         self._created = int(time.time())
         self._seq = 0
-        self._started = False
         self._open: dict[str, Any] | None = None  # the output item being streamed
         self._output: list[dict[str, Any]] = []
-        self._text: list[str] = []
+        self._parts: list[str] = []
         self._calls: dict[int, dict[str, Any]] = {}  # chat tool-call index -> its item
         self._length = False
-        self._chat_usage: dict | None = None
-        self._done = False
         self.response: dict[str, Any] | None = None  # the completed Response
-        self.events = 0
-
-    @property
-    def usage(self) -> dict | None:
-        return chat_usage(self._chat_usage)
-
-    def feed(self, chunk: bytes) -> bytes:
-        out: list[bytes] = []
-        for data in self._split.feed(chunk):
-            self._event(data, out)
-        return b"".join(out)
-
-    def rest(self) -> bytes:
-        out: list[bytes] = []
-        for data in self._split.rest():
-            self._event(data, out)
-        if not self._done:
-            self._finish(out)
-        return b"".join(out)
 
     def fail(self, message: str, code: str) -> bytes:
         self._done = True
@@ -368,39 +340,9 @@ class ChatToResponsesStream:
             named_event(kind.encode(), {"type": kind, "sequence_number": self._next(), **fields})
         )
 
-    def _event(self, data: bytes, out: list[bytes]) -> None:
-        if self._done:
-            return
-        if data == b"[DONE]":
-            self._finish(out)
-            return
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(obj, dict):
-            return
-        if "error" in obj:
-            err = obj["error"] if isinstance(obj["error"], dict) else {}
-            out.append(self.fail(str(err.get("message", "backend error")), "upstream_error"))
-            return
-        self._start(out)
-        if isinstance(obj.get("usage"), dict):
-            self._chat_usage = obj["usage"]
-        for choice in obj.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
-                self._reasoning(reasoning, out)
-            if isinstance(delta.get("content"), str) and delta["content"]:
-                self._message(delta["content"], out)
-            for tc in delta.get("tool_calls") or ():
-                if isinstance(tc, dict):
-                    self._call(tc, out)
-            if choice.get("finish_reason") == "length":
-                self._length = True
+    def _finish_reason(self, reason: str) -> None:
+        if reason == "length":
+            self._length = True
 
     def _start(self, out: list[bytes]) -> None:
         if self._started:
@@ -413,14 +355,14 @@ class ChatToResponsesStream:
     def _begin(self, item: dict[str, Any], out: list[bytes]) -> None:
         self._close(out)
         self._open = item
-        self._text = []
+        self._parts = []
         self._emit(out, "response.output_item.added", output_index=len(self._output), item=item)
 
     def _reasoning(self, text: str, out: list[bytes]) -> None:
         if self._open is None or self._open["type"] != "reasoning":
             self._begin({"id": new_id("rs_"), "type": "reasoning", "summary": []}, out)
         self.events += 1
-        self._text.append(text)
+        self._parts.append(text)
         assert self._open is not None
         self._emit(
             out,
@@ -431,7 +373,7 @@ class ChatToResponsesStream:
             delta=text,
         )
 
-    def _message(self, text: str, out: list[bytes]) -> None:
+    def _text(self, text: str, out: list[bytes]) -> None:
         if self._open is None or self._open["type"] != "message":
             item = {
                 "id": new_id("msg_"),
@@ -450,7 +392,7 @@ class ChatToResponsesStream:
                 part={"type": "output_text", "text": "", "annotations": []},
             )
         self.events += 1
-        self._text.append(text)
+        self._parts.append(text)
         assert self._open is not None
         self._emit(
             out,
@@ -462,7 +404,7 @@ class ChatToResponsesStream:
             logprobs=[],
         )
 
-    def _call(self, tc: dict[str, Any], out: list[bytes]) -> None:
+    def _tool_call(self, tc: dict[str, Any], out: list[bytes]) -> None:
         n = int(tc.get("index", 0))
         fn = tc.get("function") or {}
         if n not in self._calls:
@@ -480,7 +422,7 @@ class ChatToResponsesStream:
             self.events += 1
             item = self._calls[n]
             if item is self._open:
-                self._text.append(args)
+                self._parts.append(args)
             self._emit(
                 out,
                 "response.function_call_arguments.delta",
@@ -493,7 +435,7 @@ class ChatToResponsesStream:
         item, self._open = self._open, None
         if item is None:
             return
-        text = "".join(self._text)
+        text = "".join(self._parts)
         index = len(self._output)
         if item["type"] == "message":
             part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}

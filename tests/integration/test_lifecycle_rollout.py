@@ -52,6 +52,12 @@ def _window(tier, state: dict) -> tuple[float, float]:
     return state["started_at"], state["marks"].get("finished_at", time.time())
 
 
+def _story(state: dict) -> str:
+    """What the controller saw, for a failure message: the phase, its reason and each analysis."""
+    analyses = [e["message"] for e in state["events"] if e["kind"] == "analysis"]
+    return f"{state['phase']}: {state.get('reason')}; analyses: {analyses}"
+
+
 def _failures(tier, start: float, end: float) -> list:
     return [a for a in tier.traffic.between(start, end) if a.status != 200]
 
@@ -129,7 +135,7 @@ def test_c_controller_killed_mid_rollout_resumes_and_promotes_once(tier):
         if state["phase"] == "progressing" and state["step"] == 1:
             break
         time.sleep(0.2)
-    assert state["step"] == 1, state["phase"]
+    assert state["step"] == 1, _story(state)
     tier.kill_controller()
     killed_at = time.time()
     time.sleep(3)  # no controller: the gateway keeps the last split
@@ -140,7 +146,7 @@ def test_c_controller_killed_mid_rollout_resumes_and_promotes_once(tier):
     while time.time() < deadline and tier.status()["phase"] not in ("promoted", "rolled_back"):
         time.sleep(0.5)
     state = tier.status()
-    assert state["phase"] == "promoted", state["reason"]
+    assert state["phase"] == "promoted", _story(state)
     steps = [e["data"]["step"] for e in state["events"] if e["kind"] == "step"]
     assert steps == [0, 1, 2]  # resumed at step 1: no step repeated, none skipped
     assert [e for e in state["events"] if e["kind"] == "decision"][0]["data"][

@@ -274,7 +274,7 @@ class Traffic:
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
-    def start(self, workers: int = 4) -> Traffic:
+    def start(self, workers: int = 8) -> Traffic:
         for i in range(workers):
             t = threading.Thread(target=self._run, args=(i, workers), daemon=True)
             t.start()
