@@ -14,14 +14,14 @@ DEBIAN_PACKAGES := prometheus prometheus-alertmanager redis-server libgomp1 post
 # Type-checked in CI: every Tandem package, the gateway and serving runtime included.
 TYPED := tandem vocabulary gpu_pools observability finops policies components serving gateway pipelines embedding lifecycle features drift prompts
 
-.PHONY: setup feast-env feast-lock system-packages assistant-clients plan test lint hadolint typecheck imports unit integration llm-env llm gpu lock clean rehearsal mlflow-env drift-peers-env
+.PHONY: setup feast-env feast-lock system-packages assistant-clients plan test lint hadolint typecheck imports unit integration llm-env llm gpu lock clean rehearsal mlflow-env drift-peers-env phoenix-env
 
 ## The first command: set up and plan the dev stack offline.
 plan: setup
 	$(VENV)/bin/tandem plan --stack dev
 
 ## The second command: set up and run every test tier this machine can run.
-test: setup system-packages assistant-clients mlflow-env lint typecheck imports
+test: setup system-packages assistant-clients mlflow-env phoenix-env lint typecheck imports
 	$(PY) -m pytest -q tests --ignore=tests/llm --ignore=tests/gpu
 	$(MAKE) llm
 	$(VENV)/bin/tandem plan --stack dev > /dev/null
@@ -87,7 +87,7 @@ imports: setup
 unit: setup
 	$(PY) -m pytest -q tests/unit tests/manifests
 
-integration: setup system-packages assistant-clients mlflow-env
+integration: setup system-packages assistant-clients mlflow-env phoenix-env
 	$(PY) -m pytest -q tests/integration
 
 ## The model registry's server (MLflow) for the lifecycle tier and benchmark, in its own
@@ -106,6 +106,18 @@ drift-peers-env: .venv-drift-peers/.installed
 .venv-drift-peers/.installed: benchmarks/drift-peers-requirements.txt
 	test -d .venv-drift-peers || $(PYTHON) -m venv .venv-drift-peers
 	.venv-drift-peers/bin/python -m pip install -q -r benchmarks/drift-peers-requirements.txt
+	touch $@
+
+## The trace backend (Arize Phoenix) for the tracing tier and benchmark, in its own environment:
+## it pulls pandas, pyarrow, sqlalchemy and grpcio versions Tandem does not pin, and Phoenix 20.3
+## needs Python 3.12+ (PHOENIX_PYTHON; pyenv's is found when python3.12 is not on the PATH).
+PHOENIX_PYTHON ?= $(shell for p in python3.12 python3.13 /root/.pyenv/versions/3.12*/bin/python3 /root/.pyenv/versions/3.13*/bin/python3; do $$p -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null && echo $$p && break; done)
+phoenix-env: .venv-phoenix/.installed
+
+.venv-phoenix/.installed: observability/phoenix-requirements.txt
+	test -n "$(PHOENIX_PYTHON)" || { echo "phoenix-env: no Python 3.12+ found; set PHOENIX_PYTHON" >&2; exit 1; }
+	test -x .venv-phoenix/bin/python || $(PHOENIX_PYTHON) -m venv .venv-phoenix
+	.venv-phoenix/bin/python -m pip install -q -r observability/phoenix-requirements.txt
 	touch $@
 
 ## The LLM environment, .venv-llm: vLLM's CPU build, Ray Serve LLM and Tandem (~4 min, 3 GB, once).
@@ -132,4 +144,4 @@ lock:
 	mv constraints.new constraints.txt && rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) $(FEAST_VENV) .venv-llm .venv-mlflow .pytest_cache .ruff_cache .mypy_cache tests/integration/assistants/node_modules
+	rm -rf $(VENV) $(FEAST_VENV) .venv-llm .venv-mlflow .venv-phoenix .pytest_cache .ruff_cache .mypy_cache tests/integration/assistants/node_modules

@@ -33,6 +33,12 @@ embedded, searched, verified against its neighbours and, after the upstream answ
 published to Redis. `tandem_cache_warm` repeats one request: after the first, every request is an
 exact hit (local, then Redis). The semantic hits the cold run had anyway (Quora repeats itself)
 and the embedding batch sizes are read from the gateway's /metrics and reported.
+
+Tracing (target `tandem_tracing`): the `tandem` profile with `tracing:` on at 100 % sampling,
+every request a GenAI span with all its attributes, exported over OTLP/gRPC by the SDK's
+BatchSpanProcessor (as in production) to a minimal OTLP receiver in its own process that counts
+what arrives (reported as `spans_received`: every request must be there). Compared with
+`tandem` in the same run: max sustainable rps and added p99 at 300 rps.
 """
 
 from __future__ import annotations
@@ -63,10 +69,17 @@ CACHE_TARGETS = ("tandem_cache_cold", "tandem_cache_warm")
 MESSAGES_TARGETS = ("tandem_messages", "tandem_messages_translated")
 # finer steps where chat completions and Messages are compared (10 % and 25 % targets)
 FINE_STEPS = (875, 1125, 1375, 1750)
-FINE_TARGETS = ("tandem", "tandem_drift", *MESSAGES_TARGETS)
+FINE_TARGETS = ("tandem", "tandem_drift", *MESSAGES_TARGETS, "tandem_tracing")
 ALL_TARGETS = (
-    "direct", "minimal", "tandem", "tandem_drift", *MESSAGES_TARGETS, "litellm", *CACHE_TARGETS,
-)  # fmt: skip
+    "direct",
+    "minimal",
+    "tandem",
+    "tandem_drift",
+    *MESSAGES_TARGETS,
+    "litellm",
+    *CACHE_TARGETS,
+    "tandem_tracing",
+)
 P99_LIMIT_MS = 100.0
 STREAM_RPS = 10
 MIN_SAMPLES = 500  # per load, so that p99 is not decided by one or two stalls of a shared machine
@@ -341,6 +354,7 @@ class Target:
         self.helpers: list[subprocess.Popen] = []  # e.g. its redis-server, stopped with it
         self.questions: Iterator[str] | None = None  # a new question per request (cold cache)
         self.api = "chat"  # or "messages": POST /v1/messages with a Messages body
+        self.span_file: Path | None = None  # tandem_tracing: the OTLP receiver's span count
 
     def cpu_seconds(self) -> float:
         """CPU time of the target's process tree (utime + stime from /proc)."""
@@ -470,6 +484,11 @@ def start_tandem(upstream: str, workdir: Path, profile: str = "tandem") -> Targe
         cfg["backends"]["fast"]["protocol"] = "anthropic"
     if profile == "tandem_drift":  # drift signals sampled on a tenth of the answers (drift/)
         cfg["routes"][MODEL]["monitoring"] = {"sample_rate": 0.1}
+    helpers: list[subprocess.Popen] = []
+    if profile == "tandem_tracing":
+        sink, sink_url, sink_file = start_otlp_sink(workdir)
+        helpers.append(sink)
+        cfg["tracing"] = {"exporter": "otlp", "endpoint": sink_url, "sampling": 1.0}
     redis_proc = None
     body_source = None
     if profile in CACHE_TARGETS:
@@ -480,13 +499,17 @@ def start_tandem(upstream: str, workdir: Path, profile: str = "tandem") -> Targe
         cfg["cache"] = {"mode": "semantic", "redis_url": redis_url}
         if profile == "tandem_cache_cold":
             body_source = iter(questions())
+    if redis_proc is not None:
+        helpers.append(redis_proc)
     try:
         target = launch_tandem(cfg, workdir / f"routes-{profile}.yaml", profile, KEY)
     except RuntimeError:
-        if redis_proc is not None:
-            redis_proc.kill()
+        for h in helpers:
+            h.kill()
         raise
-    target.helpers = [redis_proc] if redis_proc is not None else []
+    target.helpers = helpers
+    if profile == "tandem_tracing":
+        target.span_file = sink_file
     target.questions = body_source
     return target
 
@@ -525,6 +548,46 @@ def launch_tandem(cfg: dict[str, Any], path: Path, name: str, key: str | None) -
         target.api = "messages"
         return target
     return Target(name, base, proc, {"Authorization": f"Bearer {key}"} if key else {})
+
+
+def start_otlp_sink(workdir: Path) -> tuple[subprocess.Popen, str, Path]:
+    """A minimal OTLP/gRPC trace receiver in its own process; it keeps the count of spans
+    received in a file (the gateway's exporter is what is measured, not a backend)."""
+    port = free_port()
+    count = workdir / f"spans-{port}.txt"
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve-otlp-sink", str(port), str(count)], cwd=ROOT
+    )
+    deadline = time.monotonic() + 30
+    while not count.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("the OTLP sink did not start")
+        time.sleep(0.1)
+    return proc, f"http://127.0.0.1:{port}", count
+
+
+def serve_otlp_sink(port: int, count_file: Path) -> None:
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    class Sink(trace_service_pb2_grpc.TraceServiceServicer):
+        spans = 0
+
+        def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (the gRPC method)
+            n = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+            Sink.spans += n
+            count_file.write_text(str(Sink.spans))
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Sink(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    count_file.write_text("0")
+    server.wait_for_termination()
 
 
 LITELLM_ENV = {
@@ -772,6 +835,29 @@ async def measure_all(
     return results
 
 
+def tracing_stats(target: Target) -> dict[str, Any]:
+    """Requests answered vs spans the OTLP receiver got (after the exporter's last batch)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(target.base + "/metrics", timeout=5).read().decode()
+    answered = sum(
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "tandem_gateway_requests_total" and s.labels.get("code") == "200"
+    )
+    spans, deadline = 0, time.monotonic() + 30  # the BatchSpanProcessor sends every 5 s
+    while time.monotonic() < deadline:
+        assert target.span_file is not None
+        spans = int(target.span_file.read_text() or 0)
+        if spans >= answered:
+            break
+        time.sleep(0.5)
+    return {"requests_answered": int(answered), "spans_received": spans}
+
+
 def cache_stats(target: Target) -> dict[str, Any]:
     """What the gateway's cache did over the whole run, from its /metrics."""
     import urllib.request
@@ -860,6 +946,14 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         ttfb = s["added_ms"].get(name, {}).get("stream_ttfb_p50")
         targets[f"{name}_added_ttft_p50_ms"] = ttfb
         targets[f"{name}_ttft_within_2ms_of_direct"] = ttfb is not None and ttfb <= 2
+    traced = results.get("tandem_tracing", {}).get("max_sustainable_rps")
+    if traced is not None and tan:
+        targets["tandem_tracing_vs_tandem_sustainable"] = round(traced / tan, 3)
+        targets["tandem_tracing_within_10pct_of_tandem"] = traced >= 0.9 * tan
+        on = s["added_ms"].get("tandem_tracing", {}).get("300", {}).get("p99")
+        if on is not None and p99_300 is not None:
+            targets["tandem_tracing_added_p99_at_300_vs_tandem_ms"] = round(on - p99_300, 2)
+            targets["tandem_tracing_p99_at_300_within_1ms_of_tandem"] = on - p99_300 <= 1
     hot = results.get("tandem_cache_warm", {}).get("max_sustainable_rps")
     if hot is not None and tan:
         targets["cache_warm_vs_tandem_sustainable"] = round(hot / tan, 2)
@@ -917,6 +1011,7 @@ async def main_async(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         "tandem_messages_translated": lambda: start_tandem(
             upstream, workdir, "tandem_messages_translated"
         ),
+        "tandem_tracing": lambda: start_tandem(upstream, workdir, "tandem_tracing"),
         "litellm": lambda: start_litellm(upstream, workdir, Path(args.litellm_venv)),
     }
     targets: list[Target] = []
@@ -933,6 +1028,9 @@ async def main_async(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             if t.name in CACHE_TARGETS:
                 results[t.name]["cache"] = cache_stats(t)
                 log(f"  {t.name}: {results[t.name]['cache']}")
+            if t.name == "tandem_tracing":
+                results[t.name]["tracing"] = tracing_stats(t)
+                log(f"  {t.name}: {results[t.name]['tracing']}")
     finally:
         for t in targets:
             t.stop()
@@ -1015,10 +1113,14 @@ def main() -> int:
         help="only compare pass-through proxies on aiohttp, uvicorn+aiohttp and uvicorn+httpx",
     )
     ap.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--serve-otlp-sink", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--serve-asgi-proxy", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_upstream:
         serve_asgi(upstream_app, args.serve_upstream)
+        return 0
+    if args.serve_otlp_sink:
+        serve_otlp_sink(int(args.serve_otlp_sink[0]), Path(args.serve_otlp_sink[1]))
         return 0
     if args.serve_asgi_proxy:
         port, upstream, client = args.serve_asgi_proxy

@@ -25,7 +25,7 @@ from gateway.cache.sizing import (
     cache_memory_bytes,
     pairs_log_volume,
 )
-from gateway.config import FeatureStoreSection, Redis, RoutesConfig, Server
+from gateway.config import FeatureStoreSection, Redis, RoutesConfig, Server, Tracing
 from vocabulary import labels, pins
 from vocabulary.cache import CacheSection
 from vocabulary.config import GatewayConfig
@@ -83,6 +83,8 @@ class GatewayArgs:
     redis_clients: list[dict[str, Any]] = field(default_factory=list)
     # the feature store's online store (components.feature_store), when a route reads features
     feature_store_redis: pulumi.Input[str] | None = None
+    # the routes file's `tracing:` (components.tracing.routes_tracing); None: as `routes` says
+    tracing: Tracing | None = None
 
 
 GATEWAY_BASE_BYTES = 256 * 2**20  # the gateway process without a cache (the default request)
@@ -260,6 +262,8 @@ class Gateway(pulumi.ComponentResource):
             update["batch"] = batch  # (vocabulary.config.BatchConfig requires the Redis)
         if features_url is not None:
             update["feature_store"] = FeatureStoreSection(redis_url=features_url)
+        if a.tracing is not None:
+            update["tracing"] = a.tracing
         return a.routes.model_copy(update=update)
 
     def _routes_config_map(self) -> k8s.core.v1.ConfigMap:

@@ -56,6 +56,7 @@ from components.serving.inference_cluster import (
     ModelCache,
     label_value,
 )
+from components.tracing import Tracing, TracingArgs, routes_tracing, serve_env
 from components.use_case import UseCase, UseCaseArgs, gateway_entry
 from features.repo import Repo
 from gateway.spec import provider_key_env, routes_from_use_cases, with_assistants
@@ -84,6 +85,8 @@ class PlatformArgs:
     batch_webhook_secret: pulumi.Input[str] | None = None
     # tandem:registryDbPassword: the model registry's RDS master password (EKS mode)
     registry_db_password: pulumi.Input[str] | None = None
+    # tandem:tracingSecret: the trace backend's (Phoenix's) secrets are derived from it
+    tracing_secret: pulumi.Input[str] | None = None
     # the feature projects as Feast plans them and each use case's resolved `features:`
     # (tandem.stack.plan_features): the FeatureStore deploys the first, the gateway reads the
     # second
@@ -114,6 +117,7 @@ class Platform(pulumi.ComponentResource):
         self.images = self._images(image_services(cfg, args.use_cases))
         self.feature_store = self._feature_store(args)
         self.observability = self._observability(args.use_cases, with_gateway)
+        self.tracing = self._tracing(args.tracing_secret) if cfg.tracing.enabled else None
         rollouts = any(uc.rollout is not None for uc in args.use_cases)
         with_batch = with_gateway and cfg.batch.enabled
         self.batch_storage = self._batch_storage() if with_batch else None
@@ -233,6 +237,17 @@ class Platform(pulumi.ComponentResource):
                 overrides=overrides,
                 repository_prefix=cfg.cluster_name,
                 tags=self.tags,
+            ),
+            opts=self._child(),
+        )
+
+    def _tracing(self, secret: pulumi.Input[str] | None) -> Tracing:
+        """The collector and the trace backend, before the gateway and the inference clusters
+        that send to it."""
+        return Tracing(
+            "tracing",
+            TracingArgs(
+                config=self.config.tracing, secret=secret, k8s_provider=self.cluster.provider
             ),
             opts=self._child(),
         )
@@ -358,6 +373,7 @@ class Platform(pulumi.ComponentResource):
                     cfg.gateway.audit,
                 ),
                 config=cfg.gateway,
+                tracing=routes_tracing(cfg.tracing),
                 keys=[
                     GatewayKey(
                         id=k.id,
@@ -537,6 +553,7 @@ class Platform(pulumi.ComponentResource):
                     gcs_ft=gcs_ft,
                     checks=checks.get(spec.name),
                     image=self.images.refs["serving"],
+                    extra_env=serve_env(cfg.tracing, f"{spec.name}-serve"),
                 ),
                 opts=self._child(),
             )

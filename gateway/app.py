@@ -25,6 +25,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway import tracing
 from gateway.assistants import Sessions, ToolClassifier, session_id
 from gateway.audit import AuditLog
 from gateway.cache.api import CacheRequest, ResponseCache
@@ -62,7 +63,7 @@ from gateway.stages.parse import parse
 from gateway.stages.prompt import PromptStage
 from gateway.stages.relay import Relay
 from gateway.stages.signals import Signals
-from gateway.tracing import build_tracer, start_span
+from gateway.tracing import build_tracer
 from gateway.translate.messages import count_tokens_estimate
 from vocabulary.cache import CacheSection
 
@@ -230,6 +231,8 @@ class GatewayService:
         server calls it at start-up, and a process that calls the routes without serving them
         (a batch worker) calls it itself."""
         self.upstreams = Upstreams(self.compiled, self.metrics)
+        if self.tracer is not None:  # spans name the breaker state of the backend that answered
+            self.tracer.breakers = self.upstreams.breakers
         self.forwarder = Forwarder(self.upstreams)
         self.relay = Relay(self.upstreams, self.accounting, self.cache_stage, self.signals)
         keep = self.cfg.responses
@@ -271,6 +274,8 @@ class GatewayService:
             await self.features.close()
         if self.cache is not None:
             await self.cache.close()
+        if self.tracer is not None:  # the spans still queued are sent (off the event loop)
+            await asyncio.to_thread(self.tracer.shutdown)
 
     async def _start_cache(self, cache: ResponseCache) -> None:
         """Expose the cache's metrics on /metrics, give its sampled re-check a way to ask the
@@ -474,7 +479,14 @@ class GatewayService:
             await parse(request, call, self.max_body_bytes)
             call.route = await self.admission.admit(call)
             if self.tracer is not None:
-                call.span = start_span(self.tracer, endpoint, call.body["model"], key.team)
+                tracing.begin(
+                    call,
+                    self.tracer,
+                    endpoint,
+                    call.body["model"],
+                    key.team,
+                    request.headers.get("traceparent"),
+                )
             assert self.forwarder is not None and self.relay is not None
             if exchange is not None:  # Messages, Responses: no features, no response cache
                 call.cache_status = BYPASS_ENDPOINT
@@ -489,6 +501,8 @@ class GatewayService:
                     call.stream,
                     False,
                     partial(exchange.upstream, call),
+                    call.tried,
+                    call.traceparent,
                 )
                 return await self.relay.respond(request, call, attempt)
             if self.features is not None:
@@ -512,6 +526,9 @@ class GatewayService:
                 call.raw,
                 call.stream,
                 call.inject_usage,
+                None,
+                call.tried,
+                call.traceparent,
                 need=call.need,
             )
             return await self.relay.respond(request, call, attempt)

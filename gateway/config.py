@@ -291,10 +291,46 @@ class FeatureStoreSection(_Strict):
         return v
 
 
+RedactionKind = Literal["email", "phone", "card", "key"]
+REDACTION_KINDS: tuple[RedactionKind, ...] = ("email", "phone", "card", "key")
+
+
+class Capture(_Strict):
+    """Prompt and response text on the spans of the routes that opt in (docs/tracing.md)."""
+
+    routes: list[str] = Field(
+        default_factory=list, description="route aliases whose text is captured; none: no text"
+    )
+    redact: list[RedactionKind] = Field(
+        default_factory=lambda: list(REDACTION_KINDS),
+        description="what is replaced before the text leaves the gateway (gateway/redact.py)",
+    )
+    patterns: list[str] = Field(
+        default_factory=list, description="extra regular expressions, replaced by [REDACTED]"
+    )
+    max_chars: int = Field(4096, ge=64, description="longer message texts are cut to this")
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, v: list[str]) -> list[str]:
+        for i, p in enumerate(v):
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(
+                    f"patterns[{i}]: {p!r} is not a regular expression: {exc}"
+                ) from None
+        return v
+
+
 class Tracing(_Strict):
     exporter: Literal["none", "otlp", "console"] = "none"
     endpoint: str | None = None
     service_name: str = "tandem-gateway"
+    sampling: float = Field(
+        1.0, ge=0, le=1, description="share of requests traced (a caller's traceparent decides)"
+    )
+    capture: Capture = Capture()
 
 
 class RoutesConfig(_Strict):
@@ -362,6 +398,12 @@ class RoutesConfig(_Strict):
                     )
                 elif target == alias:
                     errors.append(f"routes.{alias}.{where}: a route cannot fall back to itself")
+        for i, alias in enumerate(self.tracing.capture.routes):
+            if alias not in self.routes:
+                errors.append(
+                    f"tracing.capture.routes[{i}]: unknown route {alias!r}; "
+                    f"allowed: {sorted(self.routes)}"
+                )
         for alias, route in self.routes.items():
             if route.split is None:
                 continue

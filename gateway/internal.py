@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from gateway import tracing
 from gateway.config import CompiledKey
 from gateway.errors import GatewayError
 from gateway.proxy import OK
@@ -29,7 +30,6 @@ from gateway.stages.cache import answer_cost
 from gateway.stages.call import Call
 from gateway.stages.parse import check_body, resolve_route
 from gateway.stages.prompt import resolve as resolve_prompt
-from gateway.tracing import start_span
 
 if TYPE_CHECKING:
     from gateway.app import GatewayService
@@ -98,7 +98,7 @@ async def call_route(
         if batch:
             call.price_factor = call.route.batch_price_factor
         if svc.tracer is not None:
-            call.span = start_span(svc.tracer, endpoint, call.body["model"], key.team)
+            tracing.begin(call, svc.tracer, endpoint, call.body["model"], key.team)
         if call.prompt is not None:
             svc.prompt_stage.render(call)
         svc.prompt_stage.budget(call)
@@ -111,12 +111,23 @@ async def call_route(
                 return Answer(200, hit.response, cached=True)
         assert svc.forwarder is not None
         a = await svc.forwarder.forward(
-            call.route, endpoint, call.body, call.raw, False, False, need=call.need
+            call.route,
+            endpoint,
+            call.body,
+            call.raw,
+            False,
+            False,
+            None,
+            call.tried,
+            call.traceparent,
+            need=call.need,
         )
+        call.attempt = a
         if a.kind != OK:  # the backend's own client error, passed on
             svc.accounting.refused_upstream(call, a.backend, a.status)
             return Answer(a.status, _json_or_error(a.body, a.status))
         assert a.obj is not None
+        call.answer = a.obj
         usage = a.obj.get("usage")
         await svc.accounting.answered(call, a.backend, usage if isinstance(usage, dict) else None)
         if svc.cache_stage is not None and call.cache_request is not None:

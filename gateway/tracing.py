@@ -1,14 +1,43 @@
 """OpenTelemetry GenAI spans for the request path (off unless the routes file's `tracing:` says).
 
-One span per request, named like the GenAI conventions (`chat <alias>`), with the team, the
-backend that answered and the token counts; never prompt or completion text.
+One CLIENT span per request, named and attributed after the OpenTelemetry GenAI semantic
+conventions (`chat <alias>`; `gen_ai.operation.name`, `gen_ai.provider.name`,
+`gen_ai.request.model`, `gen_ai.response.model`, `gen_ai.usage.input_tokens` / `output_tokens`,
+`gen_ai.request.max_tokens` / `temperature` / `top_p`, `server.address`, `error.type`), plus what
+only the gateway knows, on every span whatever its outcome:
+
+    tandem.team, tandem.route (the alias asked for), tandem.route.answered (the route that
+    answered), tandem.fallback (whether that was a fallback), tandem.backend,
+    tandem.backends.tried (in order, retries and fallbacks included), tandem.breaker.state (of
+    the backend that answered or last failed; of the route's first backend for a cache hit),
+    tandem.cache.status (hit | miss | bypass), tandem.cache.layer, tandem.cost_usd,
+    tandem.cache.saved_usd, tandem.stream
+
+The span's duration is the request's latency. Prompt and response text are recorded only for the
+routes `tracing.capture.routes` names, redacted first (gateway/redact.py), as the conventions'
+opt-in `gen_ai.input.messages` / `gen_ai.output.messages` (JSON, `{"role", "parts": [{"type":
+"text", "content"}]}`); for every other route no text is ever put on a span. The upstream call
+carries the span's `traceparent`, so Ray Serve's spans join the gateway's trace.
+
+Sampling is parent-based: a caller's `traceparent` decides; otherwise `tracing.sampling` of the
+requests are traced. Spans leave through a BatchSpanProcessor (export off the request path) and
+gateway/otlp.py's exporter (OTLP/gRPC, encoded at a third of the SDK encoder's cost).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from gateway.config import CompiledBackend, Tracing
+from gateway.redact import Redactor
+
+if TYPE_CHECKING:
+    from gateway.stages.call import Call
 
 # the GenAI operation name of each endpoint
 _OPERATIONS = {
@@ -19,38 +48,181 @@ _OPERATIONS = {
     "messages.count_tokens": "chat",
     "responses": "chat",
 }
+# the exporter's batching: a queue for bursts (spans beyond it are dropped and counted by the SDK),
+# sent every BATCH_DELAY_MS or as soon as BATCH_SIZE spans wait
+BATCH_QUEUE, BATCH_DELAY_MS, BATCH_SIZE = 16384, 1000, 128
+_BREAKER_STATES = ("closed", "open", "half_open")
+_LOW64 = (1 << 64) - 1  # gateway/breaker.py's CLOSED, OPEN, HALF_OPEN
+_REQUEST_PARAMS = (
+    ("max_tokens", "gen_ai.request.max_tokens"),
+    ("max_completion_tokens", "gen_ai.request.max_tokens"),
+    ("temperature", "gen_ai.request.temperature"),
+    ("top_p", "gen_ai.request.top_p"),
+)
 
 
-def build_tracer(cfg: Tracing, exporter: Any = None) -> Any:
+class GatewaySpan:
+    """A span as the SDK's exporters read it (name, context, parent, kind, times, attributes,
+    status, resource, scope), without the SDK Span's per-attribute validation and locking: the
+    gateway sets only its own, well-typed attributes, once per request (a list value is kept as
+    a tuple, as the SDK does). Other stages may still `set_attribute` on it."""
+
+    __slots__ = (
+        "name",
+        "context",
+        "parent",
+        "kind",
+        "start_time",
+        "end_time",
+        "attributes",
+        "status",
+        "resource",
+        "instrumentation_scope",
+        "_processor",
+    )
+    dropped_attributes = dropped_events = dropped_links = 0
+    events: tuple = ()
+    links: tuple = ()
+
+    def __init__(self, tracer: GatewayTracer, name: str, context: Any, parent: Any, attrs: dict):
+        self.name = name
+        self.context = context
+        self.parent = parent
+        self.kind = tracer.kind
+        self.start_time = time.time_ns()
+        self.end_time: int | None = None
+        self.attributes = attrs
+        self.status = tracer.unset
+        self.resource = tracer.resource
+        self.instrumentation_scope = tracer.scope
+        self._processor = tracer.processor
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = tuple(value) if isinstance(value, list) else value
+
+    def set_attributes(self, attributes: dict[str, Any]) -> None:
+        for key, value in attributes.items():
+            self.attributes[key] = tuple(value) if isinstance(value, list) else value
+
+    def set_status(self, status: Any) -> None:
+        self.status = status
+
+    def is_recording(self) -> bool:
+        return self.end_time is None
+
+    def get_span_context(self) -> Any:
+        return self.context
+
+    def end(self) -> None:
+        if self.end_time is None:
+            self.end_time = time.time_ns()
+            self._processor.on_end(self)
+
+    def to_json(self, indent: int | None = 4) -> str:  # the console exporter's format
+        return json.dumps(
+            {
+                "name": self.name,
+                "trace_id": f"0x{self.context.trace_id:032x}",
+                "span_id": f"0x{self.context.span_id:016x}",
+                "start_time": self.start_time,
+                "end_time": self.end_time,
+                "status": self.status.status_code.name,
+                "attributes": self.attributes,
+            },
+            indent=indent,
+            default=list,
+        )
+
+
+class GatewayTracer:
+    """The gateway's tracer, its sampling, and what it captures (built once per config).
+
+    Sampling is the SDK's ParentBased(TraceIdRatioBased): a caller's sampled `traceparent` is
+    followed; otherwise a trace is kept when the low 64 bits of its random id fall under
+    `sampling` of their range. An unsampled request costs one random number."""
+
+    def __init__(self, cfg: Tracing, exporter: Any = None, batch: bool | None = None) -> None:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+        from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+        if exporter is None:
+            if cfg.exporter == "console":
+                from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+                exporter = ConsoleSpanExporter()
+            else:
+                from gateway.otlp import OtlpGrpcExporter
+
+                exporter = OtlpGrpcExporter(cfg.endpoint or "http://127.0.0.1:4317")
+            batch = True if batch is None else batch
+        # an exporter handed in (tests) sees each span as it ends unless asked to batch. Small
+        # batches: each is encoded under the GIL the event loop needs, so a short hold at a time
+        self.processor: Any = (
+            BatchSpanProcessor(
+                exporter,
+                max_queue_size=BATCH_QUEUE,
+                schedule_delay_millis=BATCH_DELAY_MS,
+                max_export_batch_size=BATCH_SIZE,
+            )
+            if batch
+            else SimpleSpanProcessor(exporter)
+        )
+        self.resource = Resource.create({"service.name": cfg.service_name})
+        self.scope = InstrumentationScope("tandem.gateway")
+        self.kind = SpanKind.CLIENT
+        self.unset = Status(StatusCode.UNSET)
+        self.error = StatusCode.ERROR
+        self._context = SpanContext
+        self._sampled = TraceFlags(TraceFlags.SAMPLED)
+        self._bound = round(cfg.sampling * (1 << 64))  # TraceIdRatioBased's
+        self.capture = frozenset(cfg.capture.routes)
+        self.redactor = Redactor(cfg.capture.redact, cfg.capture.patterns) if self.capture else None
+        self.max_chars = cfg.capture.max_chars
+        self.breakers: dict[str, Any] = {}  # the upstreams' breakers, set when they exist
+
+    def start(self, name: str, attrs: dict[str, Any], parent: Any = None) -> GatewaySpan | None:
+        """A recording span, or None when this request is not sampled."""
+        if parent is not None and parent.is_valid:
+            if not parent.trace_flags.sampled:
+                return None
+            trace_id = parent.trace_id
+        else:
+            parent = None
+            trace_id = random.getrandbits(128) or 1
+            if (trace_id & _LOW64) >= self._bound:
+                return None
+        ctx = self._context(trace_id, random.getrandbits(64) or 1, False, self._sampled)
+        return GatewaySpan(self, name, ctx, parent, attrs)
+
+    def captures(self, alias: str) -> bool:
+        return alias in self.capture
+
+    def shutdown(self) -> None:
+        self.processor.shutdown()
+
+
+def build_tracer(cfg: Tracing, exporter: Any = None) -> GatewayTracer | None:
     """A tracer for `cfg` (None when tracing is off); `exporter` replaces the configured one."""
     if exporter is None and cfg.exporter == "none":
         return None
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-
-    provider = TracerProvider(resource=Resource.create({"service.name": cfg.service_name}))
-    if exporter is not None:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-    elif cfg.exporter == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    else:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=cfg.endpoint)))
-    return provider.get_tracer("tandem.gateway")
+    return GatewayTracer(cfg, exporter)
 
 
-def start_span(tracer: Any, endpoint: str, alias: str, team: str) -> Any:
+def start_span(
+    tracer: GatewayTracer, endpoint: str, alias: str, team: str, parent: Any = None
+) -> GatewaySpan | None:
+    """The request's span (None: not sampled); `parent`: a caller's SpanContext."""
     op = _OPERATIONS[endpoint]
-    span = tracer.start_span(f"{op} {alias}")
-    span.set_attribute("gen_ai.operation.name", op)
-    span.set_attribute("gen_ai.system", "openai")
-    span.set_attribute("gen_ai.request.model", alias)
-    span.set_attribute("tandem.team", team)
-    return span
+    attributes = {
+        "gen_ai.operation.name": op,
+        "gen_ai.request.model": alias,
+        "tandem.team": team,
+        "tandem.route": alias,
+        "openinference.span.kind": "LLM",  # Phoenix lists it as an LLM call
+    }
+    return tracer.start(f"{op} {alias}", attributes, parent)
 
 
 def set_prompt(span: Any, name: str, version: str) -> None:
@@ -58,15 +230,192 @@ def set_prompt(span: Any, name: str, version: str) -> None:
     span.set_attributes({"tandem.prompt.name": name, "tandem.prompt.version": version})
 
 
-def end_answered(span: Any, backend: CompiledBackend, tokens_in: int, tokens_out: int) -> None:
-    span.set_attribute("gen_ai.response.model", backend.model or backend.label_values[1])
-    span.set_attribute("gen_ai.usage.input_tokens", tokens_in)
-    span.set_attribute("gen_ai.usage.output_tokens", tokens_out)
-    span.set_attribute("server.address", backend.spec.url)
-    span.set_attribute("tandem.backend", backend.name)
+def begin(
+    call: Call,
+    tracer: GatewayTracer,
+    endpoint: str,
+    alias: str,
+    team: str,
+    traceparent: str | None = None,
+) -> None:
+    """Open the call's span (when sampled): what the forward stage records into is set up.
+    `traceparent`: the caller's, whose trace (and sampling decision) the span continues."""
+    parent = _remote_parent(traceparent) if traceparent else None
+    span = start_span(tracer, endpoint, alias, team, parent)
+    if span is None:
+        return  # not sampled: nothing more is spent on this request
+    call.span, call.trace, call.tried = span, tracer, []
+    body = call.body
+    for param, attribute in _REQUEST_PARAMS:
+        value = body.get(param)
+        if value is not None and isinstance(value, int | float) and not isinstance(value, bool):
+            span.set_attribute(attribute, value)
+    ctx = span.get_span_context()
+    call.traceparent = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+
+
+def end_answered(call: Call, backend: CompiledBackend, tokens_in: int, tokens_out: int) -> None:
+    a = call.attempt
+    alias = _alias(call)
+    answered = a.route.alias if a is not None else alias
+    attrs = _common(call, backend.name)
+    attrs["gen_ai.provider.name"] = backend.protocol
+    attrs["gen_ai.response.model"] = backend.model or backend.label_values[1]
+    attrs["gen_ai.usage.input_tokens"] = tokens_in
+    attrs["gen_ai.usage.output_tokens"] = tokens_out
+    attrs["server.address"] = backend.spec.url
+    attrs["tandem.backend"] = backend.name
+    attrs["tandem.cost_usd"] = call.cost
+    attrs["tandem.route.answered"] = answered
+    attrs["tandem.fallback"] = answered != alias
+    if call.trace.redactor is not None and call.trace.captures(alias):
+        _capture(call, call.answer, attrs)
+    span = call.span
+    span.set_attributes(attrs)
     span.end()
 
 
-def end_failed(span: Any, error_type: str) -> None:
-    span.set_attribute("error.type", error_type)
+def end_cached(call: Call, layer: str, response: dict, saved: float) -> None:
+    """A response-cache hit: no backend was called; the cached answer's tokens and saving."""
+    route = call.route
+    attrs = _common(call, route.backends[0].name if route is not None else None)
+    usage = response.get("usage") if isinstance(response, dict) else None
+    if isinstance(usage, dict):
+        attrs["gen_ai.usage.input_tokens"] = int(usage.get("prompt_tokens") or 0)
+        attrs["gen_ai.usage.output_tokens"] = int(usage.get("completion_tokens") or 0)
+    alias = _alias(call)
+    attrs["tandem.cache.layer"] = layer
+    attrs["tandem.cache.saved_usd"] = saved
+    attrs["tandem.cost_usd"] = 0.0
+    attrs["tandem.route.answered"] = alias
+    attrs["tandem.fallback"] = False
+    if call.trace.redactor is not None and call.trace.captures(alias):
+        _capture(call, response, attrs)
+    span = call.span
+    span.set_attributes(attrs)
     span.end()
+
+
+def end_failed(call: Call, error_type: str) -> None:
+    tried = call.tried
+    attrs = _common(call, tried[-1] if tried else None)
+    attrs["error.type"] = error_type
+    attrs["tandem.cost_usd"] = call.cost
+    attrs["tandem.fallback"] = False
+    if call.trace.redactor is not None and call.trace.captures(_alias(call)):
+        _capture(call, None, attrs)
+    from opentelemetry.trace import Status
+
+    span = call.span
+    span.set_attributes(attrs)
+    span.set_status(Status(call.trace.error, error_type))
+    span.end()
+
+
+def _remote_parent(traceparent: str) -> Any:
+    """A caller's span context from its W3C traceparent (None if malformed)."""
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    ctx = TraceContextTextMapPropagator().extract({"traceparent": traceparent})
+    parent = trace.get_current_span(ctx).get_span_context()
+    return parent if parent.is_valid else None
+
+
+def _alias(call: Call) -> str:
+    model = call.body.get("model")
+    return model if isinstance(model, str) else ""
+
+
+def _common(call: Call, breaker_of: str | None) -> dict[str, Any]:
+    """What every span ends with, whatever the outcome."""
+    breaker = call.trace.breakers.get(breaker_of) if breaker_of else None
+    attrs: dict[str, Any] = {
+        "tandem.backends.tried": call.tried or [],
+        "tandem.stream": call.stream,
+        "tandem.breaker.state": _BREAKER_STATES[breaker.state] if breaker is not None else "none",
+    }
+    status = call.cache_status
+    if status is not None:
+        attrs["tandem.cache.status"] = status.split(";", 1)[0]
+    return attrs
+
+
+# -- captured text (opted-in routes only) --------------------------------------------------
+
+
+def _capture(call: Call, answer: dict | None, attrs: dict[str, Any]) -> None:
+    tracer: GatewayTracer = call.trace
+    redact = tracer.redactor.redact  # type: ignore[union-attr]
+    cut = tracer.max_chars
+
+    def msg(role: str, text: str, **extra: Any) -> dict:
+        return {"role": role, "parts": [{"type": "text", "content": redact(text[:cut])}], **extra}
+
+    inputs = [msg(role, text) for role, text in input_texts(call.endpoint, call.body)]
+    attrs["gen_ai.input.messages"] = orjson.dumps(inputs).decode()
+    if answer is not None:
+        outputs = [
+            msg("assistant", text, finish_reason=reason)
+            for text, reason in output_texts(call.endpoint, answer)
+        ]
+        attrs["gen_ai.output.messages"] = orjson.dumps(outputs).decode()
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
+        return "".join(p.get("text") or "" for p in content if isinstance(p, dict) and "text" in p)
+    return ""
+
+
+def input_texts(endpoint: str, body: dict) -> list[tuple[str, str]]:
+    """(role, text) of a request's prompt, in the caller's API."""
+    out: list[tuple[str, str]] = []
+    if endpoint in ("chat.completions", "messages", "messages.count_tokens"):
+        if "system" in body:  # Anthropic Messages keep the system prompt apart
+            out.append(("system", _text(body["system"])))
+        for m in body.get("messages") or ():
+            if isinstance(m, dict):
+                out.append((str(m.get("role") or "user"), _text(m.get("content"))))
+    elif endpoint == "responses":
+        if isinstance(body.get("instructions"), str):
+            out.append(("system", body["instructions"]))
+        items = body.get("input")
+        if isinstance(items, str):
+            out.append(("user", items))
+        elif isinstance(items, list):
+            for m in items:
+                if isinstance(m, dict) and "content" in m:
+                    out.append((str(m.get("role") or "user"), _text(m.get("content"))))
+    else:  # completions: prompt; embeddings: input (a string or a list of strings)
+        prompt = body.get("prompt" if endpoint == "completions" else "input")
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        for p in prompts if isinstance(prompts, list) else ():
+            if isinstance(p, str):
+                out.append(("user", p))
+    return out
+
+
+def output_texts(endpoint: str, answer: dict) -> list[tuple[str, str]]:
+    """(text, finish reason) of an answer, in the caller's API; none for embeddings."""
+    out: list[tuple[str, str]] = []
+    if endpoint in ("chat.completions", "completions"):
+        for c in answer.get("choices") or ():
+            if not isinstance(c, dict):
+                continue
+            message = c.get("message")
+            text = _text(message.get("content")) if isinstance(message, dict) else c.get("text")
+            out.append((text if isinstance(text, str) else "", str(c.get("finish_reason") or "")))
+    elif endpoint == "messages":
+        out.append((_text(answer.get("content")), str(answer.get("stop_reason") or "")))
+    elif endpoint == "responses":
+        for item in answer.get("output") or ():
+            if isinstance(item, dict) and item.get("type") == "message":
+                parts = item.get("content") or ()
+                text = "".join(
+                    p.get("text") or "" for p in parts if isinstance(p, dict) and "text" in p
+                )
+                out.append((text, str(answer.get("status") or "")))
+    return out

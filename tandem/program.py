@@ -28,6 +28,7 @@ from vocabulary.config import (
     BATCH_WEBHOOK_SECRET_KEY,
     HF_TOKEN_KEY,
     REGISTRY_DB_PASSWORD_KEY,
+    TRACING_SECRET_KEY,
     ConfigError,
     PlatformConfig,
     namespace_config,
@@ -109,6 +110,13 @@ def registry_password(config: PlatformConfig) -> pulumi.Input[str] | None:
     return _secrets({"registry": (REGISTRY_DB_PASSWORD_KEY, "registry")})["registry"]
 
 
+def tracing_secret(config: PlatformConfig) -> pulumi.Input[str] | None:
+    """The secret Phoenix's are derived from, when the stack runs Phoenix."""
+    if not config.tracing.enabled or config.tracing.backend != "phoenix":
+        return None
+    return _secrets({"tracing": (TRACING_SECRET_KEY, "tracing")})["tracing"]
+
+
 def build(
     config: PlatformConfig,
     use_cases: list[UseCaseSpec],
@@ -118,6 +126,7 @@ def build(
     providers: dict[str, pulumi.Input[str]] | None = None,
     features: FeaturePlan | None = None,
     registry_db_password: pulumi.Input[str] | None = None,
+    tracing: pulumi.Input[str] | None = None,
 ) -> Platform:
     """The platform for a validated config; `checks` are the use cases' plan-time checks when the
     caller already ran them (tandem plan), so the components do not run them a second time."""
@@ -135,6 +144,7 @@ def build(
             provider_keys=providers or {},
             hf_token=hf_token,
             registry_db_password=registry_db_password,
+            tracing_secret=tracing,
             feature_repos=features.repos,
             feature_reads=features.reads,
             batch_webhook_secret=webhook_secret,
@@ -172,6 +182,9 @@ def main(stack: Stack | None = None) -> Platform:
         providers = provider_keys(config)
         # bad input found while building (a use case's config_json, say) ends the same way: one
         # message naming the file, and nothing registered after it
-        return build(config, use_cases, keys, checks, receivers, providers, features, db_password)
+        secret = tracing_secret(config)
+        return build(
+            config, use_cases, keys, checks, receivers, providers, features, db_password, secret
+        )
     except (InputError, UnavailableError) as exc:  # ConfigError included
         raise pulumi.RunError(str(exc)) from None

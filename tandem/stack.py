@@ -25,6 +25,7 @@ from serving.checks import (
 )
 from vocabulary.config import (
     REGISTRY_DB_PASSWORD_KEY,
+    TRACING_SECRET_KEY,
     PlatformConfig,
     image_errors,
     namespace_config,
@@ -115,6 +116,19 @@ def resolve_use_cases(
     if errors:
         raise ConfigError(errors, where)
     return out, found
+
+
+def tracing_errors(config: PlatformConfig, use_cases: list[UseCaseSpec]) -> list[str]:
+    """`tracing.capture.routes` name routes the gateway serves (a typo would capture nothing)."""
+    assistants = config.gateway.assistants
+    aliases = {uc.gateway.alias for uc in use_cases if uc.gateway is not None and uc.gateway.alias}
+    aliases |= {r.alias for r in assistants.routes} if assistants is not None else set()
+    return [
+        f"tracing.capture.routes[{i}]: {alias!r} is not a gateway route of this stack; "
+        f"allowed: {', '.join(sorted(aliases)) or '(none: no use case has a gateway: section)'}"
+        for i, alias in enumerate(config.tracing.capture.routes)
+        if alias not in aliases
+    ]
 
 
 def lifecycle_errors(config: PlatformConfig, use_cases: list[UseCaseSpec]) -> list[str]:
@@ -215,7 +229,7 @@ def prompt_errors(use_cases: list[UseCaseSpec]) -> list[str]:
 def check_stack(config: PlatformConfig, use_cases: list[UseCaseSpec]) -> None:
     """What only the whole stack can tell (config + use cases): raises ConfigError."""
     problems = image_errors(config, use_cases) + policy_errors(config)
-    problems += lifecycle_errors(config, use_cases)
+    problems += lifecycle_errors(config, use_cases) + tracing_errors(config, use_cases)
     if problems := problems + feature_errors(config, use_cases):
         raise ConfigError(problems, "stack config")
 
@@ -358,6 +372,8 @@ class Stack:
         ]
         if self.config.registry.enabled and self.config.cluster.mode == "eks":
             secret_keys.append(f"tandem:{REGISTRY_DB_PASSWORD_KEY}")
+        if self.config.tracing.enabled and self.config.tracing.backend == "phoenix":
+            secret_keys.append(f"tandem:{TRACING_SECRET_KEY}")
         assistants = self.config.gateway.assistants
         secret_keys += [
             f"tandem:{r.secret_config_key}"

@@ -49,9 +49,16 @@ HF_TOKEN_KEY = "huggingFaceToken"
 BATCH_WEBHOOK_SECRET_KEY = "batchWebhookSecret"
 # tandem:registryDbPassword (secret): the model registry's Postgres password on EKS (RDS)
 REGISTRY_DB_PASSWORD_KEY = "registryDbPassword"
+# tandem:tracingSecret (secret): the trace backend's (Phoenix's) secrets are derived from it
+TRACING_SECRET_KEY = "tracingSecret"
 # secrets with a name of their own (no prefix): the program reads them as Pulumi secrets, so the
 # schema never sees them (a set one must not be refused as an unknown key)
-NAMED_SECRET_KEYS = (HF_TOKEN_KEY, BATCH_WEBHOOK_SECRET_KEY, REGISTRY_DB_PASSWORD_KEY)
+NAMED_SECRET_KEYS = (
+    HF_TOKEN_KEY,
+    BATCH_WEBHOOK_SECRET_KEY,
+    REGISTRY_DB_PASSWORD_KEY,
+    TRACING_SECRET_KEY,
+)
 GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA")
 K8S_VERSIONS = ("1.30", "1.31", "1.32", "1.33", "1.34", "1.35")
 
@@ -810,6 +817,77 @@ class RegistryConfig(Model):
     )
 
 
+RedactionKind = Literal["email", "phone", "card", "key"]
+REDACTION_KINDS: tuple[RedactionKind, ...] = ("email", "phone", "card", "key")  # gateway/redact.py
+
+
+class TracingCaptureConfig(Model):
+    """Prompt and response text on the spans of the routes that opt in, redacted first."""
+
+    routes: list[str] = Field(default_factory=list)  # gateway aliases; empty: no text anywhere
+    redact: list[RedactionKind] = Field(default_factory=lambda: list(REDACTION_KINDS))
+    patterns: list[str] = Field(default_factory=list)  # extra regexes, replaced by [REDACTED]
+    max_chars: int = Field(4096, ge=64, le=65536)  # per message
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, v: list[str]) -> list[str]:
+        for i, p in enumerate(v):
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"[{i}]: {p!r} is not a regular expression ({exc})") from None
+        return v
+
+
+class TracingAuthSecret(Model):
+    """A Kubernetes Secret key in the tracing namespace (Tandem never sees the value)."""
+
+    name: str
+    key: str = "authorization"
+
+
+class TracingExportConfig(Model):
+    """The user's own OTLP endpoint, which the collector sends every span to as well."""
+
+    endpoint: str
+    protocol: Literal["grpc", "http"] = "grpc"
+    # a Secret in the tracing namespace whose value is sent as the `authorization` header
+    auth_secret: TracingAuthSecret | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v):
+            raise ValueError(
+                f"{v!r} is not an http(s):// URL (e.g. 'https://otlp.example.com:4317')"
+            )
+        return v
+
+
+class TracingConfig(Model):
+    """`tandem:tracing`: the gateway's and Ray Serve's spans through an OpenTelemetry Collector
+    to an LLM observability backend (docs/tracing.md)."""
+
+    enabled: bool = False
+    sampling: float = Field(1.0, ge=0, le=1)  # share of requests traced (parent-based)
+    backend: Literal["phoenix", "none"] = "phoenix"  # none: only `export` receives the spans
+    retention_days: int = Field(30, ge=1, le=3650)  # the backend deletes older traces
+    storage_gib: int = Field(20, ge=1, le=4096)  # the backend's volume (SQLite)
+    collector_replicas: int = Field(1, ge=1, le=20)
+    export: TracingExportConfig | None = None
+    capture: TracingCaptureConfig = TracingCaptureConfig()
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> TracingConfig:
+        if self.enabled and self.backend == "none" and self.export is None:
+            raise ValueError(
+                "backend: 'none' sends spans only to export.endpoint, which is not set; "
+                "allowed: backend 'phoenix', or set export"
+            )
+        return self
+
+
 class PolicyConfig(Model):
     """How the policy pack treats this stack (see docs/policies.md)."""
 
@@ -886,6 +964,7 @@ class PlatformConfig(Model):
     gpu_software: GpuSoftwareConfig = GpuSoftwareConfig()
     budget: BudgetConfig | None = None
     observability: ObservabilityConfig = ObservabilityConfig()
+    tracing: TracingConfig = TracingConfig()
     alerting: AlertingConfig = AlertingConfig()
     gateway: GatewayConfig = GatewayConfig()
     feature_store: FeatureStoreConfig | None = None  # Feast (docs/feature-store.md)

@@ -31,6 +31,7 @@ TOKEN_MODEL_REGISTRY = "tandem:lifecycle:ModelRegistry"
 TOKEN_ROLLOUT_CONTROLLER = "tandem:lifecycle:RolloutController"
 TOKEN_FEATURE_STORE = "tandem:features:FeatureStore"
 TOKEN_DRIFT_MONITOR = "tandem:drift:DriftMonitor"
+TOKEN_TRACING = "tandem:tracing:Tracing"
 
 # Kubernetes node / pod labels.
 LABEL_POOL = f"{DOMAIN}/pool"
@@ -69,6 +70,7 @@ NS_BATCH = "tandem-batch"  # RayJobs (big offline batches)
 NS_KEDA = "keda"
 NS_LIFECYCLE = "tandem-lifecycle"  # the model registry and the rollout controller
 NS_FEATURES = "tandem-features"
+NS_TRACING = "tandem-tracing"  # the OpenTelemetry Collector and the trace backend (Phoenix)
 
 
 def platform_labels(**extra: str) -> dict[str, str]:

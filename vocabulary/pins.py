@@ -153,6 +153,47 @@ FEAST_IMAGE = Image(
     ),
 )
 
+# Tracing (components/tracing.py): the OpenTelemetry Collector's official chart, which sets no
+# image of its own (image.repository must be given), run with the `k8s` distribution at the
+# chart's appVersion; and Arize Phoenix's own chart, whose appVersion is the arize-phoenix wheel
+# the local tier runs (observability/phoenix-requirements.txt; tests/unit/test_pins.py checks it).
+OTEL_COLLECTOR = Chart(
+    "opentelemetry-collector",
+    "0.170.0",
+    "https://open-telemetry.github.io/opentelemetry-helm-charts",
+    Verified(
+        "github.com/open-telemetry/opentelemetry-helm-charts tag opentelemetry-collector-0.170.0 "
+        "(f5178cb9, 2026-08-14), the newest collector chart: charts/opentelemetry-collector/"
+        "Chart.yaml version 0.170.0, appVersion 0.158.0; NOTES.txt fails without image.repository; "
+        "README: helm repo add open-telemetry https://open-telemetry.github.io/opentelemetry-helm-charts"
+    ),
+    app_version="0.158.0",
+)
+OTEL_COLLECTOR_IMAGE = Image(
+    "otel/opentelemetry-collector-k8s:0.158.0",
+    Verified(
+        "github.com/open-telemetry/opentelemetry-collector-releases tag v0.158.0 (1400269f, "
+        "2026-08-04): distributions/otelcol-k8s/.goreleaser.yaml docker_manifests "
+        "otel/opentelemetry-collector-k8s:{{ .Version }}; its manifest.yaml has the otlp "
+        "receiver, otlp and otlphttp exporters, batch and memory_limiter processors and the "
+        "health_check extension this config uses"
+    ),
+)
+PHOENIX_VERSION = "20.3.0"
+PHOENIX = Chart(
+    "phoenix-helm",
+    "12.0.4",
+    "oci://registry-1.docker.io/arizephoenix",
+    Verified(
+        "github.com/Arize-ai/phoenix @ 9478f954 (2026-08-21): helm/Chart.yaml version 12.0.4, "
+        "appVersion 20.3.0 (commit 733061c2 'update phoenix version to 20.3.0 in kustomize and "
+        "helm'); .github/workflows/helm-release.yaml pushes phoenix-helm to "
+        "oci://registry-1.docker.io/arizephoenix; values.yaml image arizephoenix/phoenix "
+        "tag version-20.3.0-nonroot; tag arize-phoenix-v20.3.0 (8f31d5d5, 2026-08-17)"
+    ),
+    app_version=PHOENIX_VERSION,
+)
+
 # --- container images --------------------------------------------------------------------------
 
 # One Ray version everywhere: the serving image, the RayService's rayVersion, the local tier's
@@ -326,6 +367,8 @@ def all_pins() -> dict[str, Verified]:
         DCGM_EXPORTER,
         KEDA,
         FEAST_FEATURE_SERVER,
+        OTEL_COLLECTOR,
+        PHOENIX,
     ):
         out[f"chart {chart.name} {chart.version}"] = chart.verified
     for image in (
@@ -335,6 +378,7 @@ def all_pins() -> dict[str, Verified]:
         PYTHON_IMAGE,
         MLFLOW_IMAGE,
         FEAST_IMAGE,
+        OTEL_COLLECTOR_IMAGE,
     ):
         out[f"image {image.ref}"] = image.verified
     for ami, alias in KARPENTER_AMI_ALIAS.items():

@@ -139,6 +139,8 @@ class InferenceClusterArgs:
     # built pins.LOCAL_IMAGES["serving"] (`docker build -f serving/Dockerfile`, kind/minikube)
     image: pulumi.Input[str] | None = None
     hf_token_secret: str = HF_TOKEN_SECRET
+    # more environment for every Ray pod (the Tracing component's: Serve's spans to the collector)
+    extra_env: list[dict] = field(default_factory=list)
     head_cpus: float = 2
     head_memory_gib: float = 8
     autoscaler_idle_timeout_s: int = 300
@@ -318,7 +320,7 @@ class InferenceCluster(pulumi.ComponentResource):
             )
         if self.cache_claim is not None:
             env.append({"name": "HF_HOME", "value": f"{MODEL_CACHE_MOUNT}/hf"})
-        return env
+        return env + list(self._args.extra_env)
 
     def _head_group(self) -> dict[str, Any]:
         a = self._args

@@ -82,7 +82,7 @@ class Accounting:
         if self.audit is not None:
             self._audit(call, backend.name, 200, None, tin, tout, cached, cost)
         if call.span is not None:
-            tracing.end_answered(call.span, backend, tin, tout)
+            tracing.end_answered(call, backend, tin, tout)
 
     def refused_upstream(self, call: Call, backend: CompiledBackend, status: int) -> None:
         """The backend refused the request itself (a client error, passed through)."""
@@ -92,7 +92,7 @@ class Accounting:
         if self.audit is not None:
             self._audit(call, backend.name, status, "upstream_refused")
         if call.span is not None:
-            tracing.end_failed(call.span, str(status))
+            tracing.end_failed(call, str(status))
 
     def rejected(self, call: Call, exc: GatewayError) -> None:
         """The gateway answered `exc`: a 5xx after the route was known counts under its first
@@ -107,7 +107,7 @@ class Accounting:
         if self.audit is not None:
             self._audit(call, None, exc.status, exc.code or str(exc.status))
         if call.span is not None:
-            tracing.end_failed(call.span, exc.code or str(exc.status))
+            tracing.end_failed(call, exc.code or str(exc.status))
 
     def cache_hit(self, call: Call, saved: float) -> None:
         """The response cache answered: a developer's request still counts, its saving too."""

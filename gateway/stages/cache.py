@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway import tracing
 from gateway.cache.api import CacheHit, CacheRequest, ResponseCache
 from gateway.config import CompiledRoute
 from gateway.metrics import Metrics
@@ -106,8 +107,7 @@ class CacheStage:
         if saved:
             m.child(m.cache_saved, call.key.team, hit.layer).inc(saved)
         if call.span is not None:
-            call.span.set_attribute("tandem.cache", hit.layer)
-            call.span.end()
+            tracing.end_cached(call, hit.layer, hit.response, saved)
 
     def store(self, creq: CacheRequest, response: dict) -> None:
         """Remember an upstream answer, in the background (the caller already has it)."""

@@ -30,7 +30,12 @@ class Call:
     inject_usage: bool = False  # a stream whose usage event the gateway asks for
     budget: Budget | None = None  # admit: the team's budget, if it has one
     developer_budget: Budget | None = None  # admit: the developer's, if the team sets one
-    span: Any = None  # the trace span, when tracing is on
+    span: Any = None  # the trace span, when tracing is on and this request is sampled
+    trace: Any = None  # ... and the gateway's tracer (gateway/tracing.py)
+    traceparent: str = ""  # ... the span's W3C traceparent, sent upstream
+    tried: list[str] | None = None  # forward: the backends called, in order (traced calls)
+    attempt: Any = None  # relay: the attempt that answered (its route, backend)
+    answer: dict | None = None  # relay: the answer, for a route that captures text
     cache_request: CacheRequest | None = None  # cache: set when the cache was asked
     # cache: what it did, sent as X-Tandem-Cache (None until the request gets that far)
     cache_status: str | None = None

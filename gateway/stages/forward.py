@@ -56,17 +56,23 @@ class Forwarder:
         stream: bool,
         inject_usage: bool,
         prepare: Prepare | None = None,
+        tried: list[str] | None = None,
+        traceparent: str = "",
         *,
         need: int | None = None,
     ) -> Attempt:
         """An answer (OK) or the backend's own client error (CLIENT) to pass on; GatewayError
         400 `context_length_exceeded` when no backend could take the prompt, 502 / 503 / 504
         when no answer came. Without `prepare` the body goes to each backend's `endpoint` as
-        sent (model swapped). `need`: the request's tokens as the context budget counted them
-        (gateway/stages/prompt.py); estimated here when not given."""
+        sent (model swapped). A traced request passes `tried` (each backend called is appended)
+        and its span's `traceparent`, sent upstream so the backend's spans join the trace. `need`:
+        the request's tokens as the context budget counted them (gateway/stages/prompt.py);
+        estimated here when not given."""
         prep: Prepare = prepare or (
             lambda r, b: (endpoint, _payload(body, raw, r, b, inject_usage), None)
         )
+        if tried is not None:
+            prep = _traced(prep, tried, traceparent)
         if need is None:
             need = estimate_tokens(body, endpoint) if any(r.windowed for r in route.chain) else 0
         deadline = time.monotonic() + route.spec.deadline_s
@@ -219,6 +225,22 @@ def _payload(
         opts["include_usage"] = True
         out["stream_options"] = opts
     return orjson.dumps(out)
+
+
+def _traced(prepare: Prepare, tried: list[str], traceparent: str) -> Prepare:
+    """`prepare`, noting each backend it prepares a call for and adding the traceparent."""
+
+    def prep(r: CompiledRoute, b: CompiledBackend) -> tuple[str, bytes, dict[str, str] | None]:
+        ep, payload, headers = prepare(r, b)
+        tried.append(b.name)
+        if traceparent:
+            headers = {
+                **(headers if headers is not None else b.headers),
+                "traceparent": traceparent,
+            }
+        return ep, payload, headers
+
+    return prep
 
 
 def _backoff(retries: Retries, n: int) -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import orjson
 from aiohttp import web
 
 from gateway.errors import sse_error_event
@@ -45,6 +46,7 @@ class Relay:
         """The caller's answer for this attempt (OK, or a client error the backend gave), in
         the caller's API (`call.exchange`, for Messages and Responses)."""
         ex = call.exchange
+        call.attempt = a
         headers = {CACHE_HEADER: call.cache_status or BYPASS_OFF}
         # under a rollout the caller learns which arm and version answered (A/B analytics)
         arm = a.route.arm_headers.get(a.backend.name)
@@ -65,9 +67,12 @@ class Relay:
                 self.upstreams.finished(a)
         if ex is not None:
             body, normalized = await ex.answer(call, a)
+            if _captures(call):
+                call.answer = orjson.loads(body)
             await self.accounting.answered(call, a.backend, normalized)
             return web.Response(body=body, content_type="application/json", headers=headers)
         usage = a.obj.get("usage") if a.obj is not None else None
+        call.answer = a.obj
         await self.accounting.answered(call, a.backend, usage if isinstance(usage, dict) else None)
         if self.signals is not None:
             self.signals.answered(call, a.backend, a.obj)
@@ -89,7 +94,8 @@ class Relay:
             tap = ex.tap(call, a)
         else:
             tap = StripUsage() if call.inject_usage else KeepTail()
-        kept: list[bytes] | None = [] if call.cache_request is not None else None
+        capture = ex is None and _captures(call)
+        kept: list[bytes] | None = [] if call.cache_request is not None or capture else None
         kept_bytes = 0
         complete = False
         # a Responses stream is stored before its last event goes out: the caller's next request
@@ -154,11 +160,17 @@ class Relay:
                 "prompt_tokens": len(call.raw) // 4,
                 "completion_tokens": max(0, tap.events - 1),
             }
+        answer = assemble_stream(b"".join(kept), call.endpoint) if complete and kept else None
+        if capture:
+            call.answer = answer
         await self.accounting.answered(call, a.backend, usage)
         if self.signals is not None:
             self.signals.answered(call, a.backend, None)
-        if complete and kept and self.cache is not None and call.cache_request is not None:
-            answer = assemble_stream(b"".join(kept), call.endpoint)
-            if answer is not None:
-                self.cache.store(call.cache_request, answer)
+        if answer is not None and self.cache is not None and call.cache_request is not None:
+            self.cache.store(call.cache_request, answer)
         return out
+
+
+def _captures(call: Call) -> bool:
+    """Whether this call's span records prompt and response text (its route opted in)."""
+    return call.span is not None and call.trace.captures(call.body.get("model"))

@@ -173,4 +173,41 @@ def prompt_store_encrypted(res: ResourceView, _: PolicySettings) -> Iterator[str
                 )
 
 
-RULES = [no_plaintext_secrets, gateway_auth, ingress_tls, prompt_store_encrypted]
+TRACE_REDACTION = ("email", "phone", "card", "key")  # gateway/redact.py's kinds
+
+
+@resource_rule(
+    "trace-text-redacted",
+    "A gateway that records prompt and response text on its trace spans redacts emails, phone "
+    "numbers, card numbers and keys before the text leaves it.",
+    "high",
+    "Keep tracing.capture.redact at its default (email, phone, card, key) in tandem:tracing, or "
+    "take the route out of tracing.capture.routes; captured text goes to the trace backend, its "
+    "volume and any export endpoint, which are not built to hold customer data unredacted.",
+    (c.CONFIG_MAP,),
+    tags=("security", "gateway", "data"),
+)
+def trace_text_redacted(res: ResourceView, _: PolicySettings) -> Iterator[str]:
+    if get(k8s_labels(res), labels.LABEL_COMPONENT) not in (None, "gateway"):
+        return
+    for key, doc in _gateway_configs(res):
+        capture = get(doc, "tracing", "capture", default={}) or {}
+        routes = as_list(get(capture, "routes", default=[]))
+        if not routes:
+            continue
+        kinds = get(capture, "redact", default=list(TRACE_REDACTION))
+        missing = [k for k in TRACE_REDACTION if k not in as_list(kinds)]
+        if missing:
+            yield (
+                f"gateway config '{res.name}/{key}' records the text of routes "
+                f"{', '.join(map(str, routes))} without redacting {', '.join(missing)}"
+            )
+
+
+RULES = [
+    no_plaintext_secrets,
+    gateway_auth,
+    ingress_tls,
+    prompt_store_encrypted,
+    trace_text_redacted,
+]

@@ -7,13 +7,14 @@ import time
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from gateway import tracing
 from gateway.config import Tracing, compile_config, hash_key, parse_config
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.stages.account import Accounting, usage_tokens
 from gateway.stages.admit import Admission
 from gateway.stages.call import Call
-from gateway.tracing import build_tracer, start_span
+from gateway.tracing import build_tracer
 
 COMPILED = compile_config(
     parse_config(
@@ -45,7 +46,10 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
 async def test_an_answer_is_counted_priced_and_charged() -> None:
     accounting, metrics, c = setup()
     exporter = InMemorySpanExporter()
-    c.span = start_span(build_tracer(Tracing(), exporter), "chat.completions", "chat", "t")
+    c.body = {"model": "chat"}
+    tracer = build_tracer(Tracing(), exporter)
+    assert tracer is not None
+    tracing.begin(c, tracer, "chat.completions", "chat", "t")
     await accounting.answered(c, BACKEND, {"prompt_tokens": 1000, "completion_tokens": 500})
     labels = {"team": "t", "use_case": "uc", "model": "chat", "model_version": ""}
     labels |= {"rollout": "stable", "pool": "", "prompt": "", "prompt_version": ""}

@@ -113,3 +113,12 @@ def test_one_feast_version_in_the_cluster_and_the_feast_environment() -> None:
     assert pins.FEAST_FEATURE_SERVER.version == v and pins.FEAST_IMAGE.tag == v
     assert f"\nFEAST={v} " in _file("features/setup-env.sh")
     assert f"\nfeast=={v}\n" in _file("features/feast-constraints.txt")
+
+
+def test_one_phoenix_version_between_the_chart_and_the_tracing_tier() -> None:
+    """The Phoenix the Tracing component deploys is the one the tracing tier's tests run."""
+    assert pins.PHOENIX.app_version == pins.PHOENIX_VERSION
+    assert f"\narize-phoenix=={pins.PHOENIX_VERSION}\n" in _file(
+        "observability/phoenix-requirements.txt"
+    )
+    assert pins.OTEL_COLLECTOR_IMAGE.tag == pins.OTEL_COLLECTOR.app_version

@@ -147,7 +147,14 @@ def _without_chatbot(stack: str) -> dict:
     for k in gw.get("keys", []):
         if "models" in k:
             k["models"] = [m for m in k["models"] if m not in gone]
-    return {**EMBEDDINGS_ONLY, "tandem:gateway": gw}
+    out = {**EMBEDDINGS_ONLY, "tandem:gateway": gw}
+    tracing = copy.deepcopy(STACKS[stack].get("tandem:tracing"))
+    if tracing and "capture" in tracing:  # the chatbot's route is gone: so is its capture
+        tracing["capture"]["routes"] = [
+            r for r in tracing["capture"].get("routes", []) if r not in gone | {"support-chat"}
+        ]
+        out["tandem:tracing"] = tracing
+    return out
 
 
 @pytest.mark.parametrize(

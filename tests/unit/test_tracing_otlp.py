@@ -1,0 +1,78 @@
+"""The gateway's OTLP encoder writes what OpenTelemetry's own encoder writes, field for field."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from gateway.otlp import encode_request, env_headers
+
+
+def spans() -> tuple:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "tandem-gateway"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("tandem.gateway")
+    a = tracer.start_span("chat support", kind=SpanKind.CLIENT)
+    a.set_attributes(
+        {
+            "gen_ai.request.model": "support",
+            "gen_ai.usage.input_tokens": 1234,
+            "tandem.cost_usd": 0.000123,
+            "tandem.fallback": False,
+            "tandem.stream": True,
+            "tandem.backends.tried": ("b", "a"),
+            "tandem.negative": -5,
+            "gen_ai.input.messages": '[{"role":"user","parts":[{"content":"héllo ✓"}]}]',
+        }
+    )
+    a.end()
+    parent = TraceContextTextMapPropagator().extract(
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    )
+    b = tracer.start_span("chat flaky", context=parent, kind=SpanKind.CLIENT)
+    b.set_attribute("error.type", "upstream_error")
+    b.set_status(Status(StatusCode.ERROR, "upstream_error"))
+    b.end()
+    other = TracerProvider(resource=Resource.create({"service.name": "other"}))
+    other.add_span_processor(SimpleSpanProcessor(exporter))
+    other.get_tracer("ray.serve", "2.60.0").start_span("replica").end()
+    return exporter.get_finished_spans()
+
+
+def test_the_bytes_decode_to_what_the_sdk_encodes() -> None:
+    finished = spans()
+    assert len(finished) == 3
+    mine = ExportTraceServiceRequest.FromString(encode_request(finished))
+    assert mine == encode_spans(finished)
+
+
+def test_headers_come_from_the_standard_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "Authorization=Bearer%20abc, x-a=1")
+    assert env_headers() == [("authorization", "Bearer abc"), ("x-a", "1")]
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "k=v")
+    assert env_headers() == [("k", "v")]
+
+
+def test_the_gateways_own_spans_encode_as_the_sdk_would() -> None:
+    from gateway.config import Tracing
+    from gateway.tracing import build_tracer, start_span
+
+    exporter = InMemorySpanExporter()
+    tracer = build_tracer(Tracing(), exporter)
+    assert tracer is not None
+    span = start_span(tracer, "chat.completions", "chat", "t")
+    assert span is not None
+    span.set_attributes({"tandem.backends.tried": ["a", "b"], "tandem.cost_usd": 0.5})
+    span.end()
+    finished = exporter.get_finished_spans()
+    assert finished[0].attributes["tandem.backends.tried"] == ("a", "b")
+    assert ExportTraceServiceRequest.FromString(encode_request(finished)) == encode_spans(finished)
