@@ -66,6 +66,7 @@ def load_use_cases(config: PlatformConfig) -> list[UseCaseSpec]:
     """Every use case the stack lists (`tandem:useCases`, paths relative to the repo root)."""
     errors: list[str] = []
     specs: list[UseCaseSpec] = []
+    files: list[str] = []
     for i, rel in enumerate(config.use_cases):
         path = REPO_ROOT / rel
         if not path.is_file():
@@ -78,6 +79,7 @@ def load_use_cases(config: PlatformConfig) -> list[UseCaseSpec]:
             continue
         try:
             specs.append(load_use_case(path))
+            files.append(rel)
         except ConfigError as exc:
             errors += [f"{rel}: {line}" for line in exc.errors]
         except InputError as exc:
@@ -88,7 +90,9 @@ def load_use_cases(config: PlatformConfig) -> list[UseCaseSpec]:
         for n in sorted(set(names))
         if names.count(n) > 1
     ]
-    errors += prompt_errors(specs)
+    errors += [
+        f"{rel}: {line}" for rel, s in zip(files, specs, strict=True) for line in prompt_errors([s])
+    ]
     if errors:
         raise ConfigError(errors, "use cases")
     return specs
@@ -214,12 +218,12 @@ def prompt_errors(use_cases: list[UseCaseSpec]) -> list[str]:
         try:
             found = load_prompts(PROMPTS_ROOT, uc.prompts)
         except ConfigError as exc:
-            errors += [f"use case {uc.name!r}: prompts: {line}" for line in exc.errors]
+            errors += [f"prompts: {line}" for line in exc.errors]
             continue
         alias = (uc.gateway.alias if uc.gateway else None) or uc.name
         errors += [
-            f"use case {uc.name!r}: prompts: {name!r} is written for the model {p.model!r}, "
-            f"not this use case's alias {alias!r}"
+            f"prompts: {name!r} is written for the model {p.model!r}, not use case "
+            f"{uc.name!r}'s alias {alias!r}"
             for name, p in found.items()
             if p.model != alias
         ]
