@@ -18,7 +18,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lifecycle.http import HttpError, call
-from observability.promql import GW_BREAKER, GW_COST, GW_LATENCY, GW_REQUESTS, GW_TTFT
+from observability.promql import (
+    GW_BREAKER,
+    GW_COST,
+    GW_LATENCY,
+    GW_PROMPT_RENDERS,
+    GW_REQUESTS,
+    GW_TTFT,
+)
 from vocabulary.rollout import CANARY, STABLE, Analysis, PromqlCheck, Threshold
 
 GW_UPSTREAM_ERRORS = "tandem_gateway_upstream_errors_total"
@@ -69,7 +76,8 @@ def _quote(expr: str) -> str:
 
 @dataclass(frozen=True)
 class Arms:
-    """Where the two arms of one rollout show up in the gateway's metrics."""
+    """Where the two arms of a model rollout show up in the gateway's metrics: the request series
+    labelled `rollout="stable|canary"` for the use case, the upstream failures per backend."""
 
     use_case: str
     stable_backend: str
@@ -81,49 +89,105 @@ class Arms:
     def selector(self, arm: str, extra: str = "") -> str:
         return f'{{use_case="{self.use_case}",rollout="{arm}"{extra}}}'
 
+    def attempts_query(self, arm: str, window: str) -> str:
+        answered = f"sum(increase({GW_REQUESTS}{self.selector(arm, NOT_5XX)}[{window}]))"
+        return f"({_or0(answered)} + {_or0(self.failures_query(arm, window))})"
 
+    def failures_query(self, arm: str, window: str) -> str:
+        return f'sum(increase({GW_UPSTREAM_ERRORS}{{backend="{self.backend(arm)}"}}[{window}]))'
+
+    def breaker_query(self, window: str) -> str | None:
+        """Whether the gateway's breaker on the canary backend left closed in the window (1 open,
+        2 half-open): a canary bad enough to trip it is shut out and gets no attempts to judge."""
+        return f'max_over_time({GW_BREAKER}{{backend="{self.canary_backend}"}}[{window}])'
+
+    def custom_query(self, query: str, arm: str, window: str) -> str:
+        return (
+            query.replace("{{use_case}}", self.use_case)
+            .replace("{{rollout}}", arm)
+            .replace("{{interval}}", window)
+        )
+
+
+@dataclass(frozen=True)
+class PromptArms:
+    """Where the two arms of a prompt version's rollout show up: both call the same backends, so
+    an arm is the prompt's version (`prompt`, `prompt_version` label every request series).
+
+    An attempt is every request that resolved to the version (`tandem_gateway_prompt_renders`,
+    rendered or refused for its variables, cache hits included); a failure is a request the
+    version broke: its variables refused (a template that wants a variable callers do not send)
+    or an answer of 400 or 5xx (a prompt too long for the model, a backend failing on it). 429s
+    are capacity, not the prompt's doing; the breaker belongs to the backend, not the prompt."""
+
+    prompt: str
+    stable_version: str
+    canary_version: str
+
+    def version(self, arm: str) -> str:
+        return self.canary_version if arm == CANARY else self.stable_version
+
+    def selector(self, arm: str, extra: str = "") -> str:
+        return f'{{prompt="{self.prompt}",prompt_version="{self.version(arm)}"{extra}}}'
+
+    def attempts_query(self, arm: str, window: str) -> str:
+        return f"sum(increase({GW_PROMPT_RENDERS}{self.selector(arm)}[{window}]))"
+
+    def failures_query(self, arm: str, window: str) -> str:
+        refused = f"sum(increase({GW_PROMPT_RENDERS}{self.selector(arm, INVALID)}[{window}]))"
+        failed = f"sum(increase({GW_REQUESTS}{self.selector(arm, FAILED_CODES)}[{window}]))"
+        return f"({_or0(refused)} + {_or0(failed)})"
+
+    def breaker_query(self, window: str) -> str | None:
+        return None
+
+    def custom_query(self, query: str, arm: str, window: str) -> str:
+        return (
+            query.replace("{{prompt}}", self.prompt)
+            .replace("{{prompt_version}}", self.version(arm))
+            .replace("{{rollout}}", arm)
+            .replace("{{interval}}", window)
+        )
+
+
+AnyArms = Arms | PromptArms
 NOT_5XX = ',code!~"5.."'
 OK_200 = ',code="200"'
+INVALID = ',outcome="invalid"'
+FAILED_CODES = ',code=~"400|5.."'
 
 
-def attempts_query(arms: Arms, arm: str, window: str) -> str:
-    answered = f"sum(increase({GW_REQUESTS}{arms.selector(arm, NOT_5XX)}[{window}]))"
-    return f"({_or0(answered)} + {_or0(failures_query(arms, arm, window))})"
+def attempts_query(arms: AnyArms, arm: str, window: str) -> str:
+    return arms.attempts_query(arm, window)
 
 
-def failures_query(arms: Arms, arm: str, window: str) -> str:
-    return f'sum(increase({GW_UPSTREAM_ERRORS}{{backend="{arms.backend(arm)}"}}[{window}]))'
+def failures_query(arms: AnyArms, arm: str, window: str) -> str:
+    return arms.failures_query(arm, window)
 
 
-def error_rate_query(arms: Arms, arm: str, window: str) -> str:
+def error_rate_query(arms: AnyArms, arm: str, window: str) -> str:
     return f"{_or0(failures_query(arms, arm, window))} / {attempts_query(arms, arm, window)}"
 
 
-def quantile_query(metric: str, arms: Arms, arm: str, window: str, q: float = 0.95) -> str:
+def quantile_query(metric: str, arms: AnyArms, arm: str, window: str, q: float = 0.95) -> str:
     return (
         f"1000 * histogram_quantile({q}, sum by (le) "
         f"(rate({metric}_bucket{arms.selector(arm)}[{window}])))"
     )
 
 
-def cost_per_request_query(arms: Arms, arm: str, window: str) -> str:
+def cost_per_request_query(arms: AnyArms, arm: str, window: str) -> str:
     cost = f"sum(increase({GW_COST}{arms.selector(arm)}[{window}]))"
     answered = f"sum(increase({GW_REQUESTS}{arms.selector(arm, OK_200)}[{window}]))"
     return f"{cost} / {answered}"
 
 
-def breaker_query(arms: Arms, window: str) -> str:
-    """Whether the gateway's breaker on the canary backend left closed in the window (1 open, 2
-    half-open): a canary bad enough to trip it is shut out and gets no attempts to judge."""
-    return f'max_over_time({GW_BREAKER}{{backend="{arms.canary_backend}"}}[{window}])'
+def breaker_query(arms: AnyArms, window: str) -> str | None:
+    return arms.breaker_query(window)
 
 
-def custom_query(check: PromqlCheck, arms: Arms, arm: str, window: str) -> str:
-    return (
-        check.query.replace("{{use_case}}", arms.use_case)
-        .replace("{{rollout}}", arm)
-        .replace("{{interval}}", window)
-    )
+def custom_query(check: PromqlCheck, arms: AnyArms, arm: str, window: str) -> str:
+    return arms.custom_query(check.query, arm, window)
 
 
 def _or0(expr: str) -> str:
@@ -163,7 +227,7 @@ def window_of(seconds: float) -> str:
     return f"{max(1, round(seconds))}s"
 
 
-def analyse(prom: Prometheus, arms: Arms, analysis: Analysis, window_s: float) -> Verdict:
+def analyse(prom: Prometheus, arms: AnyArms, analysis: Analysis, window_s: float) -> Verdict:
     """One analysis of the canary over the last `window_s` seconds."""
     w = window_of(window_s)
     attempts = prom.scalar(attempts_query(arms, CANARY, w)) or 0.0
@@ -183,8 +247,8 @@ def analyse(prom: Prometheus, arms: Arms, analysis: Analysis, window_s: float) -
     ]
     checks: list[CheckResult] = []
     bq = breaker_query(arms, w)
-    tripped = prom.scalar(bq)
-    if tripped is not None and tripped > 0:
+    tripped = prom.scalar(bq) if bq is not None else None
+    if bq is not None and tripped is not None and tripped > 0:
         checks.append(CheckResult("breaker", False, tripped, None, "closed", bq))
     for name, threshold, query in builtin:
         if threshold is not None:
@@ -229,7 +293,7 @@ def _judge(prom: Prometheus, name: str, t: Threshold, query: Any) -> CheckResult
     return CheckResult(name, ok, canary, stable, ", ".join(bounds), q)
 
 
-def _judge_custom(prom: Prometheus, c: PromqlCheck, arms: Arms, w: str) -> CheckResult:
+def _judge_custom(prom: Prometheus, c: PromqlCheck, arms: AnyArms, w: str) -> CheckResult:
     q = custom_query(c, arms, CANARY, w)
     value = prom.scalar(q)
     ok: bool | None = None if value is None else True

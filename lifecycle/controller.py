@@ -23,6 +23,11 @@ already spent in it, and promotion steps already done are not repeated in a way 
 (each one is idempotent: the alias, the configs and the weights are set, not toggled). The
 decision to promote or roll back is taken once.
 
+A prompt version (plan kind `prompt`, key `prompt:<name>`) goes through the same phases with
+nothing to deploy: deploying moves straight to the first step, the analysis reads the arms by
+`prompt_version`, promotion ends with the split holding the new version at 100 % (the prompt
+file's `production` label is moved by a reviewed change), and rollback only moves the split.
+
 `rollback(use_case, reason)` is the entry point for other systems (the drift monitor: "roll back
 this canary"); `command()` carries the operators' pause / resume / abort.
 """
@@ -36,7 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lifecycle import experiment
-from lifecycle.analysis import FAIL, INCONCLUSIVE, PASS, Arms, PromError, Prometheus, analyse
+from lifecycle.analysis import FAIL, INCONCLUSIVE, PASS, PromError, Prometheus, analyse
 from lifecycle.http import HttpError
 from lifecycle.metrics import RolloutMetrics
 from lifecycle.plan import RolloutPlan
@@ -193,6 +198,8 @@ class RolloutController:
 
     # -- phases (each returns True when the state changed) --------------------------------------
     def _deploying(self, state: RolloutState, plan: RolloutPlan, now: float) -> bool:
+        if plan.is_prompt:  # every gateway already holds every version of the prompt file
+            return self._first_traffic(state, plan, now)
         target = self.target(plan)
         if state.applied != "canary":
             target.apply(plan.configs["canary"])
@@ -211,6 +218,10 @@ class RolloutController:
                     state, now, f"the canary was not RUNNING after {spec.deploy_timeout_s:g} s"
                 )
             return False
+        return self._first_traffic(state, plan, now)
+
+    def _first_traffic(self, state: RolloutState, plan: RolloutPlan, now: float) -> bool:
+        spec = plan.spec()
         if isinstance(spec, Canary):
             self._step(state, plan, 0, now)
             state.enter(PROGRESSING, now)
@@ -237,9 +248,8 @@ class RolloutController:
 
     def _analyse(self, state: RolloutState, plan: RolloutPlan, now: float) -> str:
         spec = plan.spec()
-        arms = Arms(plan.use_case, plan.stable_backend, plan.canary_backend)
         try:
-            verdict = analyse(self.prom, arms, spec.analysis, spec.interval_s)
+            verdict = analyse(self.prom, plan.arms(), spec.analysis, spec.interval_s)
         except PromError as exc:
             verdict_d: dict[str, Any] = {"outcome": INCONCLUSIVE, "reason": str(exc)[:300]}
             outcome = INCONCLUSIVE
@@ -322,6 +332,8 @@ class RolloutController:
             if now < state.waiting_until:
                 return False
             return self._done(state, "settled", "gateways moved off the stable application")
+        if plan.is_prompt:
+            return self._promoted_prompt(state, plan, now)
         if "alias" not in state.done:
             if plan.registry_alias and self.registry is not None:
                 try:
@@ -372,6 +384,23 @@ class RolloutController:
         state.enter(PROMOTED, now)
         return True
 
+    def _promoted_prompt(self, state: RolloutState, plan: RolloutPlan, now: float) -> bool:
+        """A prompt's promotion ends with its split holding the new version at 100 %: the
+        `production` label lives in the prompt file, and moving it is a reviewed change; once it
+        names this version the gateways stop applying the split (prompts/registry.py)."""
+        state.marks["finished_at"] = now
+        ttd = state.marks["full_traffic_at"] - (plan.registered_at or state.started_at)
+        state.marks["time_to_deploy_s"] = round(ttd, 3)
+        state.event(
+            "promoted",
+            f"version {plan.canary_version} of {plan.registry_name} serves every `production` "
+            f"reference; move `production: {plan.canary_version}` into its prompt file (the "
+            "split holds it until then)",
+            time_to_deploy_s=ttd,
+        )
+        state.enter(PROMOTED, now)
+        return True
+
     def _rolling_back(self, state: RolloutState, plan: RolloutPlan, now: float) -> bool:
         spec = plan.spec()
         if "stable_traffic" not in state.done:
@@ -383,13 +412,14 @@ class RolloutController:
         if "drained" not in state.done:
             if now < state.waiting_until:
                 return False
-            return self._done(state, "drained", f"{plan.canary_app} drained")
-        try:
-            self.target(plan).apply(plan.configs["stable"])
-        except HttpError as exc:
-            state.event("serve", f"canary not removed yet: {exc}")
-            return True
-        state.applied = "stable"
+            return self._done(state, "drained", f"{plan.canary_app or 'the canary'} drained")
+        if not plan.is_prompt:  # a prompt version has no application to remove
+            try:
+                self.target(plan).apply(plan.configs["stable"])
+            except HttpError as exc:
+                state.event("serve", f"canary not removed yet: {exc}")
+                return True
+            state.applied = "stable"
         state.done.append("canary_removed")
         state.marks["finished_at"] = now
         state.event("rolled_back", f"version {plan.canary_version} rolled back: {state.reason}")

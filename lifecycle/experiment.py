@@ -13,7 +13,7 @@ from typing import Any
 
 from lifecycle import stats
 from lifecycle.analysis import (
-    Arms,
+    AnyArms,
     Prometheus,
     attempts_query,
     cost_per_request_query,
@@ -29,7 +29,7 @@ ARM_NAMES = {STABLE: "control", CANARY: "treatment"}
 HISTOGRAMS = {"latency": GW_LATENCY, "ttft": GW_TTFT}
 
 
-def arm_metrics(prom: Prometheus, arms: Arms, arm: str, window: str) -> dict[str, Any]:
+def arm_metrics(prom: Prometheus, arms: AnyArms, arm: str, window: str) -> dict[str, Any]:
     attempts = prom.scalar(attempts_query(arms, arm, window)) or 0.0
     failures = prom.scalar(f"({failures_query(arms, arm, window)} or vector(0))") or 0.0
     return {
@@ -44,7 +44,7 @@ def arm_metrics(prom: Prometheus, arms: Arms, arm: str, window: str) -> dict[str
 
 
 def _histogram(
-    prom: Prometheus, metric: str, arms: Arms, arm: str, window: str
+    prom: Prometheus, metric: str, arms: AnyArms, arm: str, window: str
 ) -> dict[float, float]:
     rows = prom.vector(f"sum by (le) (increase({metric}_bucket{arms.selector(arm)}[{window}]))")
     return {float(labels["le"]): value for labels, value in rows}
@@ -53,7 +53,7 @@ def _histogram(
 def conclude(
     prom: Prometheus, plan: RolloutPlan, spec: Experiment, duration_s: float
 ) -> dict[str, Any]:
-    arms = Arms(plan.use_case, plan.stable_backend, plan.canary_backend)
+    arms = plan.arms()
     window = window_of(duration_s)
     per_arm = {arm: arm_metrics(prom, arms, arm, window) for arm in (STABLE, CANARY)}
     control, treatment = per_arm[STABLE], per_arm[CANARY]

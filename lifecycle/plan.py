@@ -28,12 +28,17 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from lifecycle.analysis import Arms, PromptArms
+from prompts.registry import SPLIT_PREFIX
 from serving import builder
-from vocabulary.rollout import Rollout, canary_name, split_key
+from vocabulary.prompts import DEFAULT_LABEL, PromptFile
+from vocabulary.rollout import Canary, Rollout, canary_name, split_key
 from vocabulary.usecase import UseCaseSpec, with_version
 
 ROLLOUT_ADAPTER: TypeAdapter[Any] = TypeAdapter(Rollout)
 GATEWAY_REDIS_PREFIX = "tandem:gw"  # components/gateway.py writes the same prefix
+MODEL, PROMPT = "model", "prompt"
+PROMPT_KEY = "prompt:"  # a prompt's rollout is kept under `prompt:<namespace>/<name>`
 
 
 @dataclass
@@ -56,9 +61,20 @@ class RolloutPlan:
     configs: dict[str, dict[str, Any]]  # stable | canary | promoted | final
     registered_at: float = 0.0  # epoch seconds the candidate was registered (time to deploy)
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = MODEL  # model | prompt (a prompt version: no Serve configs, arms by version)
 
     def spec(self) -> Any:
         return ROLLOUT_ADAPTER.validate_python(self.rollout)
+
+    @property
+    def is_prompt(self) -> bool:
+        return self.kind == PROMPT
+
+    def arms(self) -> Arms | PromptArms:
+        """Where the analysis finds the two arms in the gateway's metrics."""
+        if self.is_prompt:
+            return PromptArms(self.registry_name, self.stable_version, self.canary_version)
+        return Arms(self.use_case, self.stable_backend, self.canary_backend)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,4 +139,59 @@ def build_plan(
         rollout=ROLLOUT_ADAPTER.dump_python(spec.rollout, mode="json"),
         configs=configs,
         registered_at=registered_at,
+    )
+
+
+def prompt_rollout_key(name: str) -> str:
+    """The controller's key for the rollouts of prompt `name` (a use case's key is its name)."""
+    return PROMPT_KEY + name
+
+
+def build_prompt_plan(
+    name: str,
+    prompt: PromptFile,
+    canary_version: int,
+    *,
+    redis_prefix: str = GATEWAY_REDIS_PREFIX,
+    registered_at: float = 0.0,
+) -> RolloutPlan:
+    """The plan for moving prompt `name`'s `production` references from the version its file
+    labels `production` to `canary_version`, with the prompt file's `rollout:` (default: the
+    canary defaults a model gets).
+
+    The same controller, split record and analysis as a model version; what differs is that
+    nothing is deployed (every gateway already holds every version of the file), the arms are
+    told apart by the `prompt_version` label instead of the backend, and promotion leaves the
+    split holding the new version at 100 % until the file's `production` label is moved to it
+    (prompts are code: the release is a reviewed change; the gateway drops a split whose stable
+    version is no longer the file's `production`, prompts/registry.py)."""
+    numbers = [v.version for v in prompt.versions]
+    stable = prompt.labels[DEFAULT_LABEL]
+    if canary_version not in numbers:
+        raise ValueError(f"{name} has no version {canary_version}; versions: {numbers}")
+    if canary_version == stable:
+        raise ValueError(
+            f"version {canary_version} of {name} is already its {DEFAULT_LABEL!r} version; "
+            "nothing to roll out"
+        )
+    rollout = prompt.rollout or Canary(strategy="canary")
+    return RolloutPlan(
+        use_case=prompt_rollout_key(name),
+        team=prompt.owner,
+        alias=prompt.model,
+        deployment="",
+        canary_app="",
+        stable_backend="",
+        canary_backend="",
+        split_key=split_key(redis_prefix, SPLIT_PREFIX + name),
+        registry_name=name,
+        registry_alias=None,
+        stable_version=str(stable),
+        canary_version=str(canary_version),
+        stable_source="",
+        canary_source="",
+        rollout=ROLLOUT_ADAPTER.dump_python(rollout, mode="json"),
+        configs={},
+        registered_at=registered_at,
+        kind=PROMPT,
     )

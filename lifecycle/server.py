@@ -3,9 +3,12 @@
     GET  /healthz                      liveness
     GET  /metrics                      tandem_rollout_* (Prometheus)
     GET  /rollouts                     every rollout's state (latest per use case)
-    GET  /rollouts/<use_case>          one rollout's state: phase, step, weight, events, analyses
-    POST /rollouts                     start one: {"plan": RolloutPlan}            (tandem deploy)
-    POST /rollouts/<use_case>/<action> pause | resume | abort | rollback, {"reason": ...}
+    GET  /rollouts/<key>               one rollout's state: phase, step, weight, events, analyses
+    POST /rollouts                     start one: {"plan": RolloutPlan}  (tandem deploy | prompts rollout)
+    POST /rollouts/<key>/<action>      pause | resume | abort | rollback, {"reason": ...}
+
+A rollout's key is its use case's name, or `prompt:<namespace>/<name>` for a prompt version's
+(the slash is part of the key, so a key is every path segment after `rollouts`).
 
 Standard library HTTP (a handful of operator calls a minute) and one loop thread that ticks every
 rollout every `tick_s` while this process holds the lease (a second controller waits). Run by
@@ -107,10 +110,11 @@ class ControllerProcess:
                     return self._send(200, generate_latest(c.metrics.registry), CONTENT_TYPE_LATEST)
                 if parts == ["rollouts"]:
                     return self._send(200, {"rollouts": [s.to_dict() for s in c.store.all()]})
-                if len(parts) == 2 and parts[0] == "rollouts":
-                    state = c.store.get(parts[1])
+                if len(parts) >= 2 and parts[0] == "rollouts":
+                    key = "/".join(parts[1:])
+                    state = c.store.get(key)
                     if state is None:
-                        return self._send(404, {"error": f"no rollout for use case {parts[1]!r}"})
+                        return self._send(404, {"error": f"no rollout for {key!r}"})
                     return self._send(200, state.to_dict())
                 return self._send(404, {"error": f"unknown path {self.path}"})
 
@@ -122,8 +126,9 @@ class ControllerProcess:
                     if parts == ["rollouts"]:
                         state = c.start(RolloutPlan.from_dict(body["plan"]))
                         return self._send(201, state.to_dict())
-                    if len(parts) == 3 and parts[0] == "rollouts":
-                        state = c.command(parts[1], parts[2], str(body.get("reason", "")))
+                    if len(parts) >= 3 and parts[0] == "rollouts":
+                        key = "/".join(parts[1:-1])
+                        state = c.command(key, parts[-1], str(body.get("reason", "")))
                         return self._send(200, state.to_dict())
                 except (Conflict, CommandError) as exc:
                     return self._send(409, {"error": str(exc)})

@@ -59,6 +59,8 @@ GW_COST = "tandem_gateway_cost_usd_total"
 GW_FALLBACKS = "tandem_gateway_fallbacks_total"
 GW_BREAKER = "tandem_gateway_breaker_state"  # 0 closed, 1 open, 2 half-open
 GW_CACHE_HITS = "tandem_gateway_cache_hits_total"
+# requests that named a prompt, by version, arm and outcome (rendered | invalid)
+GW_PROMPT_RENDERS = "tandem_gateway_prompt_renders_total"
 # Dollars the cache saved ({team, layer}): cached answers priced at their route's backends.
 GW_CACHE_SAVED = "tandem_gateway_cache_saved_usd_total"
 # The semantic cache's sampled re-check estimate (gateway/cache/metrics.py), 0..1, per replica

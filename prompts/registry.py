@@ -6,8 +6,14 @@ A prompt version rolls out like a model version: a live `vocabulary.rollout.Traf
 the gateway's Redis key `<prefix>:split:prompt:<name>` (the same record, watcher and sticky
 hashing as a route's split: gateway/split.py) sends `canary_weight` percent of the references to
 the `production` label to `canary_version`; with `sticky_by` each caller keeps one arm for the
-whole experiment. A reference to another label or to a version number is never split. Promotion
-is moving the `production` label in the prompt file (prompts are code, reviewed like code).
+whole experiment. A reference to another label or to a version number is never split.
+
+The rollout controller steps that split like a model's (`tandem prompts rollout`, lifecycle/);
+a promotion leaves it at 100 % on the new version until the `production` label in the prompt file
+is moved to it (prompts are code, reviewed like code). A split applies only while the file's
+`production` is the version it was written against (its `stable_version`): once the label moves,
+to the promoted version or to any other, the file decides again and a stale record cannot pin an
+old version.
 """
 
 from __future__ import annotations
@@ -56,6 +62,16 @@ class CompiledPrompt:
     def apply_split(self, split: TrafficSplit | None) -> None:
         self.canary, self.weight, self.sticky = None, 0.0, None
         if split is None or split.canary_weight <= 0:
+            return
+        production = self.labels[DEFAULT_LABEL].label
+        if split.stable_version and split.stable_version != production:
+            log.info(
+                "prompt %s: the split was written against version %s, the file's production is "
+                "%s; the file decides",
+                self.name,
+                split.stable_version,
+                production,
+            )
             return
         try:
             version = self.versions[int(split.canary_version)]

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vocabulary.errors import ConfigError, format_validation_error
+from vocabulary.rollout import Rollout
 from vocabulary.yamlfile import load_yaml
 
 PROMPTS_DIR = "stacks/prompts"
@@ -30,6 +31,8 @@ VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 # `<namespace>/<name>`: the folder under stacks/prompts/ and the file's stem
 PROMPT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}/[a-z0-9][a-z0-9_-]{0,62}$")
 LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+# rollout keys that only mean something for a model version (its Serve application)
+MODEL_ONLY_ROLLOUT_KEYS = frozenset({"deployment", "deploy_timeout_s"})
 Role = Literal["system", "developer", "user", "assistant"]
 # model parameters a prompt may fix (the OpenAI chat-completions names); a caller's own wins
 Parameter = Literal[
@@ -94,6 +97,12 @@ class PromptFile(_Strict):
     labels: dict[str, int] = Field(
         description="label -> version; `production` is what a reference without @ means"
     )
+    rollout: Rollout | None = Field(
+        None,
+        description="how a new version reaches `production` references (`tandem prompts "
+        "rollout`): the canary steps or A/B experiment and analysis a model version uses; "
+        "default: the canary defaults",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> PromptFile:
@@ -105,6 +114,13 @@ class PromptFile(_Strict):
             raise ValueError(
                 f"labels: needs {DEFAULT_LABEL!r} (what `<name>` without @label serves)"
             )
+        if self.rollout is not None:
+            moot = sorted(self.rollout.model_fields_set & MODEL_ONLY_ROLLOUT_KEYS)
+            if moot:
+                raise ValueError(
+                    f"rollout: {', '.join(moot)} apply to a model's Serve deployment; a prompt "
+                    "version deploys nothing (every gateway holds every version), remove them"
+                )
         for label, version in self.labels.items():
             if not LABEL.match(label):
                 raise ValueError(

@@ -81,7 +81,9 @@ class Threshold(_Strict):
 
 class PromqlCheck(_Strict):
     """A team's own check: a PromQL expression with `{{use_case}}`, `{{rollout}}` (stable or
-    canary) and `{{interval}}` (the analysis window, e.g. `30s`) filled in, and its bound."""
+    canary) and `{{interval}}` (the analysis window, e.g. `30s`) filled in, and its bound. In a
+    prompt's rollout `{{prompt}}` and `{{prompt_version}}` (the arm's version) are filled in too,
+    and either `{{rollout}}` or `{{prompt_version}}` selects the arm."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
     query: str = Field(min_length=1)
@@ -92,10 +94,11 @@ class PromqlCheck(_Strict):
     def _bound(self) -> PromqlCheck:
         if self.max is None and self.min is None:
             raise ValueError(f"promql check {self.name!r} needs max and/or min")
-        if "{{rollout}}" not in self.query:
+        if "{{rollout}}" not in self.query and "{{prompt_version}}" not in self.query:
             raise ValueError(
                 f"promql check {self.name!r}: the query must select the arm with "
-                '{{rollout}} (e.g. rollout="{{rollout}}"), or it judges both versions at once'
+                '{{rollout}} (e.g. rollout="{{rollout}}"; in a prompt\'s rollout also '
+                'prompt_version="{{prompt_version}}"), or it judges both versions at once'
             )
         return self
 

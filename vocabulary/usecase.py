@@ -153,6 +153,13 @@ class UseCaseSpec(BaseModel):
             )
         if len(canary_name(d.name)) > 40:
             raise ValueError(f"rollout: deployment name {d.name!r} is too long for its canary copy")
+        for check in ro.analysis.promql:
+            if "{{rollout}}" not in check.query:
+                raise ValueError(
+                    f"rollout.analysis.promql.{check.name}: a model's rollout selects the arm "
+                    'with {{rollout}} (e.g. rollout="{{rollout}}"); {{prompt_version}} is for '
+                    "a prompt's rollout"
+                )
 
     @property
     def rollout_deployment(self) -> ModelDeployment | None:

@@ -1,4 +1,4 @@
-"""`tandem prompts list | diff | render | split`: the prompts kept as code in stacks/prompts/.
+"""`tandem prompts list | diff | render | split | rollout | publish`: the prompts kept as code in stacks/prompts/.
 
 - `list`: every prompt, its model alias, owner, versions and labels;
 - `diff A B`: what changed between two versions (`support/answer@production
@@ -9,6 +9,10 @@
 - `split NAME --version V --weight W --redis URL`: the live canary of a prompt version, the
   record the gateway reads from its Redis (`--weight 0` ends it), the same one a model's
   rollout writes;
+- `rollout NAME --version V --controller URL`: the rollout controller takes `production`
+  references to version V through the prompt file's `rollout:` (canary steps with analysis, or
+  an A/B experiment), as it does a model version, and rolls it back when a check fails; `--wait`
+  follows it to the end (exit 0 promoted, 1 rolled back);
 - `publish [NAME ...] --registry URL`: the files mirrored to MLflow's prompt registry (versions
   and labels as aliases; lifecycle/prompts.py), for teams who browse prompts there.
 
@@ -23,10 +27,12 @@ import difflib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from tandem.cli.errors import EXIT_UNAVAILABLE, CommandError
+from tandem.cli.errors import EXIT_FAILED, EXIT_UNAVAILABLE, CommandError, http_url
+from tandem.cli.rollout import DEFAULT_CONTROLLER
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,6 +75,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--prefix", default="tandem:gw", help="the gateway's redis.prefix")
     common(s)
     s.set_defaults(func=split)
+
+    ro = ops.add_parser("rollout", help="roll a version out through the rollout controller")
+    ro.add_argument("name", help="e.g. support/answer")
+    ro.add_argument("--version", type=int, required=True, help="the candidate version")
+    ro.add_argument(
+        "--controller",
+        type=http_url,
+        default=os.environ.get("TANDEM_CONTROLLER_URL", DEFAULT_CONTROLLER),
+        help=f"rollout controller URL (default $TANDEM_CONTROLLER_URL or {DEFAULT_CONTROLLER})",
+    )
+    ro.add_argument("--prefix", default="tandem:gw", help="the gateway's redis.prefix")
+    ro.add_argument("--wait", action="store_true", help="follow it until promoted or rolled back")
+    ro.add_argument("--output", choices=("table", "json"), default="table")
+    ro.add_argument("--poll", type=float, default=0.5, help=argparse.SUPPRESS)
+    common(ro)
+    ro.set_defaults(func=rollout)
 
     pub = ops.add_parser("publish", help="mirror the prompt files to MLflow's prompt registry")
     pub.add_argument("names", nargs="*", help="prompts to publish (default: all)")
@@ -240,6 +262,43 @@ def split(args: argparse.Namespace) -> int:
         f"(stable: {prompt.labels['production']}); the gateways apply it within split_poll_s"
     )
     return 0
+
+
+def rollout(args: argparse.Namespace) -> int:
+    from lifecycle.client import ControllerClient, ControllerError
+    from lifecycle.plan import build_prompt_plan, prompt_rollout_key
+
+    prompt = _prompts(args, [args.name])[args.name]
+    try:
+        plan = build_prompt_plan(args.name, prompt, args.version, redis_prefix=args.prefix)
+    except ValueError as exc:
+        raise CommandError(f"--version: {exc}") from None
+    client = ControllerClient(args.controller)
+    key = prompt_rollout_key(args.name)
+    try:
+        state = client.start(plan)
+        if args.output == "table":
+            print(
+                f"{key}: rolling version {plan.canary_version} out against "
+                f"{plan.stable_version} ({plan.spec().strategy}); `tandem rollout status {key}`"
+            )
+        seen = 0
+        while args.wait and state["phase"] not in ("promoted", "rolled_back"):
+            time.sleep(args.poll)
+            state = client.status(key)
+            if args.output == "table":
+                for e in state["events"][seen:]:
+                    stamp = time.strftime("%H:%M:%S", time.localtime(e["t"]))
+                    print(f"{stamp}  {e['phase']:<13} {e['kind']:<12} {e['message']}", flush=True)
+            seen = len(state["events"])
+    except ControllerError as exc:
+        if exc.status == 0:
+            raise CommandError(str(exc), EXIT_UNAVAILABLE) from None
+        raise CommandError(f"{key}: {exc}", EXIT_FAILED) from None
+    if args.output == "json":
+        keep = ("use_case", "phase", "decision", "reason", "canary_weight", "analyses", "marks")
+        print(json.dumps({k: state.get(k) for k in keep}, indent=2, default=str))
+    return EXIT_FAILED if state["phase"] == "rolled_back" else 0
 
 
 def publish(args: argparse.Namespace) -> int:

@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 
-from lifecycle.analysis import Arms, attempts_query, error_rate_query, window_of
+from lifecycle.analysis import Arms, PromptArms, attempts_query, error_rate_query, window_of
 from lifecycle.controller import CommandError, RolloutController, Traffic
 from lifecycle.metrics import RolloutMetrics
-from lifecycle.plan import RolloutPlan
+from lifecycle.plan import RolloutPlan, build_prompt_plan
 from lifecycle.state import Conflict, RolloutState, Store
 from tests.support.redis_server import redis_server
+from vocabulary.prompts import PromptFile
 from vocabulary.rollout import CANARY, STABLE
 
 pytestmark = pytest.mark.integration
@@ -98,8 +99,8 @@ class FakeServe:
 class FakeProm:
     """Answers the analysis' two queries for the canary: attempts and error rate."""
 
-    def __init__(self) -> None:
-        arms = Arms(UC, UC, f"{UC}-canary")
+    def __init__(self, arms: Arms | PromptArms | None = None) -> None:
+        arms = arms or Arms(UC, UC, f"{UC}-canary")
         w = window_of(INTERVAL)
         self.attempts_q = attempts_query(arms, CANARY, w)
         self.errors_q = error_rate_query(arms, CANARY, w)
@@ -323,3 +324,60 @@ def test_metrics_export_phase_step_weight_and_decisions(rig) -> None:
     assert 'tandem_rollout_canary_weight_percent{use_case="chat"} 0.0' in text
     assert "tandem_rollout_time_to_deploy_seconds" in text
     assert 'tandem_rollout_transitions_total{from_phase="promoting"' in text
+
+
+def prompt_plan():
+    versions = [{"version": n, "messages": [{"role": "user", "content": "{{q}}"}]} for n in (1, 2)]
+    prompt = PromptFile(
+        owner="care",
+        model="chat",
+        labels={"production": 1},
+        versions=versions,
+        rollout=plan().rollout,
+    )
+    return build_prompt_plan("support/answer", prompt, 2)
+
+
+def test_a_prompt_version_is_stepped_and_promoted_without_deploying_anything(rig) -> None:
+    """The same steps and analysis; the arms are the prompt's versions, nothing is applied to
+    Serve, no alias moves, and the split holds the new version at 100 % (the file's label
+    moves next)."""
+    p = prompt_plan()
+    rig.prom = FakeProm(PromptArms("support/answer", "1", "2"))
+    rig.controller.prom = rig.prom  # type: ignore[assignment]
+    rig.controller.start(p)
+    key = "prompt:support/answer"
+    rig.controller.tick_all()
+    state = rig.store.get(key)
+    assert state.phase == "progressing" and rig.traffic.get(p).canary_weight == 10.0
+    end = rig.clock.now + 90
+    while rig.clock.now < end and state.active:
+        rig.controller.tick_all()
+        rig.clock.now += 1
+        state = rig.store.get(key)
+    assert state.phase == "promoted", state.events[-5:]
+    assert [e["data"]["step"] for e in kinds(state, "step")] == [0, 1]
+    assert rig.serve.applied == [] and rig.registry.moves == 0
+    split = rig.traffic.get(p)
+    assert split.canary_weight == 100.0 and (split.stable_version, split.canary_version) == (
+        "1",
+        "2",
+    )
+    assert "move `production: 2` into its prompt file" in kinds(state, "promoted")[0]["message"]
+
+
+def test_a_prompt_versions_breach_rolls_it_back_without_touching_serve(rig) -> None:
+    p = prompt_plan()
+    rig.prom = FakeProm(PromptArms("support/answer", "1", "2"))
+    rig.controller.prom = rig.prom  # type: ignore[assignment]
+    rig.controller.start(p)
+    rig.prom.error_rate = 0.5  # its callers cannot fill the new template
+    key = "prompt:support/answer"
+    end = rig.clock.now + 30
+    state = rig.store.get(key)
+    while rig.clock.now < end and state.active:
+        rig.controller.tick_all()
+        rig.clock.now += 1
+        state = rig.store.get(key)
+    assert state.phase == "rolled_back" and "error_rate" in state.reason
+    assert rig.traffic.get(p).canary_weight == 0.0 and rig.serve.applied == []

@@ -53,6 +53,15 @@ def _chatbot(tmp_path: Path, **changes: Any) -> Path:
             },
             ("{{rollout}}",),
         ),
+        (
+            {
+                "strategy": "canary",
+                "analysis": {
+                    "promql": [{"name": "x", "query": 'up{v="{{prompt_version}}"}', "max": 1}]
+                },
+            },
+            ("rollout.analysis.promql.x", "{{rollout}}", "prompt's rollout"),
+        ),
         ({"strategy": "canary", "analysis": {"error_rate": {}}}, ("max_vs_stable",)),
         ({"strategy": "canary", "deployment": "nope"}, ("rollout.deployment", "chat")),
     ],
