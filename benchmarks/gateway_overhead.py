@@ -68,7 +68,7 @@ COLD_STEPS = (150, 200, 250, 400)  # the cold cache's limit lies between 100 and
 CACHE_TARGETS = ("tandem_cache_cold", "tandem_cache_warm")
 MESSAGES_TARGETS = ("tandem_messages", "tandem_messages_translated")
 # finer steps where chat completions and Messages are compared (10 % and 25 % targets)
-FINE_STEPS = (875, 1125, 1375, 1750)
+FINE_STEPS = (875, 1125, 1375, 1750, 2250)
 FINE_TARGETS = ("tandem", "tandem_drift", *MESSAGES_TARGETS, "tandem_tracing")
 ALL_TARGETS = (
     "direct",

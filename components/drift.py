@@ -11,12 +11,12 @@ Prometheus, whose PrometheusRule (drift/rules.py) turns `tandem_drift_detected` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from components.internal_http import healthz_probes, internal_http_service
 from components.pod_security import container_security, pod_security
 from drift import rules
 from vocabulary import labels
@@ -125,14 +125,7 @@ class DriftMonitor(pulumi.ComponentResource):
                                     "requests": {"cpu": "100m", "memory": "512Mi"},
                                     "limits": {"memory": "1Gi"},
                                 },
-                                "readinessProbe": {
-                                    "httpGet": {"path": "/healthz", "port": "http"},
-                                    "periodSeconds": 10,
-                                },
-                                "livenessProbe": {
-                                    "httpGet": {"path": "/healthz", "port": "http"},
-                                    "periodSeconds": 20,
-                                },
+                                **healthz_probes(),
                                 "volumeMounts": [
                                     {"name": "config", "mountPath": "/etc/tandem", "readOnly": True}
                                 ],
@@ -145,47 +138,17 @@ class DriftMonitor(pulumi.ComponentResource):
             },
             opts=child,
         )
-        k8s.core.v1.Service(
-            f"{name}-svc",
+        internal_http_service(
+            name,
             metadata=meta,
-            spec={
-                "type": "ClusterIP",
-                "selector": self.SELECTOR,
-                "ports": [{"name": "http", "port": PORT, "targetPort": "http"}],
-            },
-            opts=child,
-        )
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-netpol",
-            metadata=meta,
-            spec={
-                "podSelector": {"matchLabels": self.SELECTOR},
-                "policyTypes": ["Ingress"],
-                "ingress": [
-                    {
-                        "from": [
-                            _from_namespace(labels.NS_MONITORING),
-                            _from_namespace(args.namespace),
-                        ],
-                        "ports": [{"port": PORT, "protocol": "TCP"}],
-                    }
-                ],
-            },
+            selector=self.SELECTOR,
+            port=PORT,
+            allowed_namespaces=[labels.NS_MONITORING, args.namespace],
+            namespace=args.namespace,
+            monitor_labels=lab if args.monitoring else None,
             opts=child,
         )
         if args.monitoring:
-            k8s.apiextensions.CustomResource(
-                f"{name}-monitor",
-                api_version="monitoring.coreos.com/v1",
-                kind="ServiceMonitor",
-                metadata=meta,
-                spec={
-                    "selector": {"matchLabels": lab},
-                    "namespaceSelector": {"matchNames": [args.namespace]},
-                    "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
-                },
-                opts=child,
-            )
             k8s.apiextensions.CustomResource(
                 f"{name}-rules",
                 api_version="monitoring.coreos.com/v1",
@@ -196,10 +159,6 @@ class DriftMonitor(pulumi.ComponentResource):
             )
         self.url = pulumi.Output.from_input(f"http://{NAME}.{args.namespace}.svc:{PORT}")
         self.register_outputs({"url": self.url})
-
-
-def _from_namespace(ns: str) -> dict[str, Any]:
-    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
 
 
 def _sha(text: str) -> str:

@@ -36,6 +36,7 @@ import pulumi_kubernetes as k8s
 
 from components.aws_common import irsa_role, private_bucket
 from components.helm import pinned_release
+from components.internal_http import from_namespace
 from components.pod_security import container_security, pod_security
 from components.redis import ElastiCacheArgs, elasticache_redis, in_cluster_redis
 from features import rules
@@ -146,7 +147,7 @@ class FeatureStore(pulumi.ComponentResource):
             object_labels=self._labels,
             clients=[
                 {"podSelector": {"matchLabels": {labels.LABEL_COMPONENT: COMPONENT}}},
-                _from_namespace(labels.NS_GATEWAY),
+                from_namespace(labels.NS_GATEWAY),
             ],
             opts=self._child,
             eviction="noeviction",
@@ -444,8 +445,8 @@ class FeatureStore(pulumi.ComponentResource):
         monitoring. Nothing outside the cluster: the Service is ClusterIP and no Ingress
         points at it."""
         clients = [
-            _from_namespace(labels.NS_GATEWAY),
-            _from_namespace(labels.NS_SERVING),
+            from_namespace(labels.NS_GATEWAY),
+            from_namespace(labels.NS_SERVING),
             {"namespaceSelector": {"matchLabels": {LABEL_CLIENT: "true"}}},
             {"podSelector": {}},
         ]
@@ -460,7 +461,7 @@ class FeatureStore(pulumi.ComponentResource):
                 "ingress": [
                     {"from": clients, "ports": [{"port": SERVER_PORT, "protocol": "TCP"}]},
                     {
-                        "from": [_from_namespace(labels.NS_MONITORING)],
+                        "from": [from_namespace(labels.NS_MONITORING)],
                         "ports": [{"port": METRICS_PORT, "protocol": "TCP"}],
                     },
                 ],
@@ -493,10 +494,6 @@ class FeatureStore(pulumi.ComponentResource):
             spec={"groups": rules.rule_groups(repos, a.teams)},
             opts=self._child,
         )
-
-
-def _from_namespace(ns: str) -> dict[str, Any]:
-    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
 
 
 def _chart_selector(server: str) -> dict[str, str]:

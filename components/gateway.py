@@ -17,6 +17,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from components.internal_http import from_namespace
 from components.pod_security import container_security, pod_security
 from components.redis import ElastiCacheArgs, elasticache_redis, in_cluster_redis
 from gateway.cache.sizing import (
@@ -479,11 +480,9 @@ class Gateway(pulumi.ComponentResource):
         namespace reach the API port."""
         a = self._args
 
-        def from_ns(ns: str) -> dict[str, Any]:
-            return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
-
         sources = [
-            from_ns(n) for n in [*a.client_namespaces, a.ingress_namespace, labels.NS_MONITORING]
+            from_namespace(n)
+            for n in [*a.client_namespaces, a.ingress_namespace, labels.NS_MONITORING]
         ]
         sources.append({"podSelector": {}})  # same namespace
         k8s.networking.v1.NetworkPolicy(

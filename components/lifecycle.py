@@ -25,6 +25,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.aws_common import irsa_role, private_bucket
+from components.internal_http import from_namespace, healthz_probes, internal_http_service
 from components.pod_security import container_security, pod_security
 from vocabulary import labels, pins
 from vocabulary.config import RegistryConfig
@@ -41,13 +42,6 @@ DB_SECRET_KEY = "dsn"
 # RDS PostgreSQL major version; RDS picks its default minor and applies minor upgrades.
 POSTGRES_MAJOR = "16"
 NON_ROOT = 10001
-
-
-def _from_namespaces(namespaces: list[str]) -> list[dict[str, Any]]:
-    return [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
-        for ns in namespaces
-    ]
 
 
 @dataclass
@@ -355,7 +349,7 @@ class ModelRegistry(pulumi.ComponentResource):
                 "policyTypes": ["Ingress"],
                 "ingress": [
                     {
-                        "from": _from_namespaces(allowed),
+                        "from": [from_namespace(ns) for ns in allowed],
                         "ports": [{"port": MLFLOW_PORT, "protocol": "TCP"}],
                     }
                 ],
@@ -457,14 +451,7 @@ class RolloutController(pulumi.ComponentResource):
                                     "requests": {"cpu": "50m", "memory": "128Mi"},
                                     "limits": {"memory": "256Mi"},
                                 },
-                                "readinessProbe": {
-                                    "httpGet": {"path": "/healthz", "port": "http"},
-                                    "periodSeconds": 10,
-                                },
-                                "livenessProbe": {
-                                    "httpGet": {"path": "/healthz", "port": "http"},
-                                    "periodSeconds": 20,
-                                },
+                                **healthz_probes(),
                                 "securityContext": container_security(),
                             }
                         ],
@@ -473,44 +460,16 @@ class RolloutController(pulumi.ComponentResource):
             },
             opts=child,
         )
-        k8s.core.v1.Service(
-            f"{name}-svc",
+        internal_http_service(
+            name,
             metadata=meta,
-            spec={
-                "type": "ClusterIP",
-                "selector": self.SELECTOR,
-                "ports": [{"name": "http", "port": CONTROLLER_PORT, "targetPort": "http"}],
-            },
+            selector=self.SELECTOR,
+            port=CONTROLLER_PORT,
+            allowed_namespaces=[labels.NS_MONITORING, args.namespace],
+            namespace=args.namespace,
+            monitor_labels=lab if args.monitoring else None,
             opts=child,
         )
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-netpol",
-            metadata=meta,
-            spec={
-                "podSelector": {"matchLabels": self.SELECTOR},
-                "policyTypes": ["Ingress"],
-                "ingress": [
-                    {
-                        "from": _from_namespaces([labels.NS_MONITORING, args.namespace]),
-                        "ports": [{"port": CONTROLLER_PORT, "protocol": "TCP"}],
-                    }
-                ],
-            },
-            opts=child,
-        )
-        if args.monitoring:
-            k8s.apiextensions.CustomResource(
-                f"{name}-monitor",
-                api_version="monitoring.coreos.com/v1",
-                kind="ServiceMonitor",
-                metadata=meta,
-                spec={
-                    "selector": {"matchLabels": lab},
-                    "namespaceSelector": {"matchNames": [args.namespace]},
-                    "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
-                },
-                opts=child,
-            )
         self.url = pulumi.Output.from_input(
             f"http://{CONTROLLER_NAME}.{args.namespace}.svc:{CONTROLLER_PORT}"
         )
@@ -520,8 +479,6 @@ class RolloutController(pulumi.ComponentResource):
     def redis_client() -> dict[str, Any]:
         """The NetworkPolicy peer the gateway's Redis admits for the controller."""
         return {
-            "namespaceSelector": {
-                "matchLabels": {"kubernetes.io/metadata.name": labels.NS_LIFECYCLE}
-            },
+            **from_namespace(labels.NS_LIFECYCLE),
             "podSelector": {"matchLabels": RolloutController.SELECTOR},
         }

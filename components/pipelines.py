@@ -25,6 +25,7 @@ import pulumi_kubernetes as k8s
 from components.aws_common import irsa_role, private_bucket
 from components.gateway import CONFIG_DIR, KEYS_DIR, RUN_AS, Gateway, memory_for_cache
 from components.helm import pinned_release
+from components.internal_http import from_namespace
 from components.pod_security import container_security, pod_security
 from pipelines.rayjob import SERVICE_ACCOUNT as RAYJOB_SERVICE_ACCOUNT
 from vocabulary import labels, pins
@@ -442,15 +443,7 @@ class BatchWorkers(pulumi.ComponentResource):
                 "policyTypes": ["Ingress"],
                 "ingress": [
                     {
-                        "from": [
-                            {
-                                "namespaceSelector": {
-                                    "matchLabels": {
-                                        "kubernetes.io/metadata.name": labels.NS_MONITORING
-                                    }
-                                }
-                            }
-                        ],
+                        "from": [from_namespace(labels.NS_MONITORING)],
                         "ports": [{"port": METRICS_PORT, "protocol": "TCP"}],
                     }
                 ],

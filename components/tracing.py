@@ -23,6 +23,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.helm import pinned_release
+from components.internal_http import from_namespace
 from gateway.config import Capture
 from gateway.config import Tracing as RoutesTracing
 from observability import tracing as otel
@@ -249,10 +250,7 @@ class Tracing(pulumi.ComponentResource):
             COLLECTOR_SELECTOR,
             [
                 {
-                    "from": [
-                        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": n}}}
-                        for n in args.client_namespaces
-                    ],
+                    "from": [from_namespace(n) for n in args.client_namespaces],
                     "ports": [
                         {"port": otel.OTLP_GRPC_PORT, "protocol": "TCP"},
                         {"port": otel.OTLP_HTTP_PORT, "protocol": "TCP"},

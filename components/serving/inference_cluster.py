@@ -19,6 +19,7 @@ from typing import Any, Literal
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.internal_http import from_namespace
 from gpu_pools.contract import SchedulingContract
 from serving import builder
 from serving.checks import max_replicas
@@ -479,17 +480,13 @@ class InferenceCluster(pulumi.ComponentResource):
     def _network_policy_spec(self) -> dict[str, Any]:
         uc = self._args.use_case
         own = {"podSelector": {"matchLabels": {labels.LABEL_USE_CASE: uc.name}}}
-
-        def from_ns(ns: str) -> dict:
-            return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
-
         return {
             "podSelector": {"matchLabels": {labels.LABEL_USE_CASE: uc.name}},
             "policyTypes": ["Ingress"],
             "ingress": [
                 {"from": [own]},  # Ray's own traffic: GCS, object transfer, workers
                 {
-                    "from": [from_ns(ns) for ns in self._args.allowed_namespaces],
+                    "from": [from_namespace(ns) for ns in self._args.allowed_namespaces],
                     "ports": [
                         {"port": p, "protocol": "TCP"}
                         for p in (builder.SERVE_PORT, DASHBOARD_PORT, METRICS_PORT)
