@@ -35,6 +35,7 @@ from vocabulary.gateway import (
 from vocabulary.monitoring import RouteMonitoring
 from vocabulary.pipelines import BatchSection
 from vocabulary.prompts import PROMPT_NAME, ContextPolicy, PromptFile
+from vocabulary.tracing import TraceCapture
 from vocabulary.yamlfile import load_yaml
 
 
@@ -291,36 +292,10 @@ class FeatureStoreSection(_Strict):
         return v
 
 
-RedactionKind = Literal["email", "phone", "card", "key"]
-REDACTION_KINDS: tuple[RedactionKind, ...] = ("email", "phone", "card", "key")
+class Capture(TraceCapture):
+    """The routes file's `tracing.capture` (vocabulary.config.TraceCapture, snake_case)."""
 
-
-class Capture(_Strict):
-    """Prompt and response text on the spans of the routes that opt in (docs/tracing.md)."""
-
-    routes: list[str] = Field(
-        default_factory=list, description="route aliases whose text is captured; none: no text"
-    )
-    redact: list[RedactionKind] = Field(
-        default_factory=lambda: list(REDACTION_KINDS),
-        description="what is replaced before the text leaves the gateway (gateway/redact.py)",
-    )
-    patterns: list[str] = Field(
-        default_factory=list, description="extra regular expressions, replaced by [REDACTED]"
-    )
-    max_chars: int = Field(4096, ge=64, description="longer message texts are cut to this")
-
-    @field_validator("patterns")
-    @classmethod
-    def _compiles(cls, v: list[str]) -> list[str]:
-        for i, p in enumerate(v):
-            try:
-                re.compile(p)
-            except re.error as exc:
-                raise ValueError(
-                    f"patterns[{i}]: {p!r} is not a regular expression: {exc}"
-                ) from None
-        return v
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Tracing(_Strict):

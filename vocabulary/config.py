@@ -32,6 +32,7 @@ from vocabulary.errors import ConfigError, format_validation_error
 from vocabulary.features import FeatureStoreConfig
 from vocabulary.gateway import Budget, Price
 from vocabulary.labels import dns_label
+from vocabulary.tracing import TraceCapture
 
 if TYPE_CHECKING:
     from vocabulary.usecase import UseCaseSpec
@@ -817,27 +818,10 @@ class RegistryConfig(Model):
     )
 
 
-RedactionKind = Literal["email", "phone", "card", "key"]
-REDACTION_KINDS: tuple[RedactionKind, ...] = ("email", "phone", "card", "key")  # gateway/redact.py
+class TracingCaptureConfig(TraceCapture):
+    """`tandem:tracing.capture` (camelCase keys, as every stack section)."""
 
-
-class TracingCaptureConfig(Model):
-    """Prompt and response text on the spans of the routes that opt in, redacted first."""
-
-    routes: list[str] = Field(default_factory=list)  # gateway aliases; empty: no text anywhere
-    redact: list[RedactionKind] = Field(default_factory=lambda: list(REDACTION_KINDS))
-    patterns: list[str] = Field(default_factory=list)  # extra regexes, replaced by [REDACTED]
-    max_chars: int = Field(4096, ge=64, le=65536)  # per message
-
-    @field_validator("patterns")
-    @classmethod
-    def _compiles(cls, v: list[str]) -> list[str]:
-        for i, p in enumerate(v):
-            try:
-                re.compile(p)
-            except re.error as exc:
-                raise ValueError(f"[{i}]: {p!r} is not a regular expression ({exc})") from None
-        return v
+    model_config = Model.model_config
 
 
 class TracingAuthSecret(Model):

@@ -79,3 +79,20 @@ def test_each_api_prompt_and_answer() -> None:
     }
     assert output_texts("responses", answer) == [("r", "completed")]
     assert output_texts("embeddings", {"data": []}) == []
+
+
+def test_the_stack_and_the_routes_file_share_one_capture_declaration() -> None:
+    """`tandem:tracing.capture` and the routes file's `tracing.capture` are one model: the same
+    defaults and bounds (an over-long cut is refused in both, naming the field)."""
+    import pytest
+    from pydantic import ValidationError
+
+    from gateway.config import Capture
+    from vocabulary.config import TracingCaptureConfig
+
+    assert Capture().model_dump() == TracingCaptureConfig().model_dump()
+    for model, key in ((Capture, "max_chars"), (TracingCaptureConfig, "maxChars")):
+        with pytest.raises(ValidationError, match="max_chars|maxChars"):
+            model.model_validate({key: 100_000})
+    with pytest.raises(ValidationError, match="not a regular expression"):
+        Capture(patterns=["("])
