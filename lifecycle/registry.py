@@ -76,16 +76,6 @@ class Registry:
             err.code = code  # type: ignore[attr-defined]
             raise err from None
 
-    def ping(self) -> None:
-        """Raises RegistryError when the server does not answer its health check."""
-        try:
-            call("GET", self.url + "/health", timeout=5)
-        except HttpError as exc:
-            if exc.status == 0:
-                raise RegistryError(
-                    f"model registry at {self.url} cannot be reached: {exc}"
-                ) from None
-
     # -- registered models and versions ---------------------------------------------------------
     def ensure_model(self, name: str) -> None:
         try:
