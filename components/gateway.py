@@ -26,13 +26,22 @@ from gateway.cache.sizing import (
     cache_memory_bytes,
     pairs_log_volume,
 )
-from gateway.config import FeatureStoreSection, Redis, RoutesConfig, Server, Tracing
+from gateway.config import (
+    FeatureStoreSection,
+    Redis,
+    RoutesConfig,
+    Server,
+    Tracing,
+    restart_sections_sha,
+)
 from vocabulary import labels, pins
 from vocabulary.cache import CacheSection
 from vocabulary.config import GatewayConfig
 from vocabulary.pipelines import BatchSection
 
 CONFIG_DIR = "/etc/tandem-gateway"
+# the pod template's digest of the routes file's restart-only sections (gateway.config)
+RESTART_SHA_ANNOTATION = "tandem.dev/restart-config-sha"
 KEYS_DIR = f"{CONFIG_DIR}/keys"
 PORT = 8080
 RUN_AS = 10001
@@ -270,13 +279,15 @@ class Gateway(pulumi.ComponentResource):
     def _routes_config_map(self) -> k8s.core.v1.ConfigMap:
         """The routes file as data: the gateway re-reads it when it changes (no restart), and
         it is written once, from the typed config, when the Redis URL is known."""
-        data = pulumi.Output.all(
+        routes = pulumi.Output.all(
             self.redis_url, self._args.feature_store_redis, self._args.batch
-        ).apply(lambda args: self._routes_file(args[0], args[1], args[2]).to_yaml())
+        ).apply(lambda args: self._routes_file(args[0], args[1], args[2]))
+        # the sections read only at start: a change to them rolls the pods (the rest reloads)
+        self._restart_sha = routes.apply(restart_sections_sha)
         return k8s.core.v1.ConfigMap(
             f"{self._name}-routes",
             metadata=self._meta(self.routes_config_map_name),
-            data={"routes.yaml": data},
+            data={"routes.yaml": routes.apply(lambda r: r.to_yaml())},
             opts=self._child,
         )
 
@@ -397,6 +408,7 @@ class Gateway(pulumi.ComponentResource):
                         "annotations": {
                             "prometheus.io/scrape": "true",
                             "prometheus.io/port": str(PORT),
+                            RESTART_SHA_ANNOTATION: self._restart_sha,
                         },
                     },
                     "spec": {

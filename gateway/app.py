@@ -30,6 +30,7 @@ from gateway.assistants import Sessions, ToolClassifier, session_id
 from gateway.audit import AuditLog
 from gateway.cache.api import CacheRequest, ResponseCache
 from gateway.config import (
+    RESTART_SECTIONS,
     Compiled,
     CompiledKey,
     ConfigError,
@@ -89,7 +90,6 @@ _KNOWN_PATHS = frozenset(
     )
 )
 # sections a reload cannot change: they shape what was built at start-up
-_RESTART_SECTIONS = ("server", "redis", "cache", "tracing", "feature_store", "audit", "responses")
 
 
 class StartupError(RuntimeError):
@@ -350,12 +350,12 @@ class GatewayService:
         except ConfigError as exc:
             log.error("config reload rejected, keeping the running config:\n%s", exc)
             return False
-        for section in _RESTART_SECTIONS:
+        for section in RESTART_SECTIONS:
             if getattr(cfg, section) != getattr(self.cfg, section):
                 log.warning("config reload: `%s` changed; it takes effect on restart", section)
         if self.upstreams is not None:
             self.upstreams.update(compiled)
-        self.cfg = cfg.model_copy(update={s: getattr(self.cfg, s) for s in _RESTART_SECTIONS})
+        self.cfg = cfg.model_copy(update={s: getattr(self.cfg, s) for s in RESTART_SECTIONS})
         self.compiled = compiled
         if self.split_watcher is not None:
             self.split_watcher.watch(split_keys(self.cfg))

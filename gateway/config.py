@@ -308,6 +308,20 @@ class Tracing(_Strict):
     capture: Capture = Capture()
 
 
+# Sections of the routes file the gateway reads once at start (connections, the cache, tracing);
+# the rest (routes, backends, keys, prompts...) is hot-reloaded. A change to these rolls the pods
+# (components/gateway.py annotates the pod template with `restart_sections_sha`).
+RESTART_SECTIONS = ("server", "redis", "cache", "tracing", "feature_store", "audit", "responses")
+
+
+def restart_sections_sha(cfg: RoutesConfig) -> str:
+    """A digest of the restart-only sections: equal while a reload would be enough."""
+    import json
+
+    data = {s: cfg.model_dump(mode="json", include={s}).get(s) for s in RESTART_SECTIONS}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
 class RoutesConfig(_Strict):
     """The routes file `tandem gateway serve` loads (the stack's `gateway:` section is a different
     thing: vocabulary.config.GatewayConfig, which the Gateway component turns into one of these)."""

@@ -322,3 +322,30 @@ def test_assistant_routes_are_checked_against_the_stack() -> None:
     )
     assert ok.audit is None and ok.routes["coder"].backends[0].backend == "assistant-coder"
     assert ok.prices["assistant-coder"].output_per_mtok == 0.1  # the use case's price
+
+
+def _restart_sha(tracing=None, entries=ENTRIES) -> str:
+    from components.gateway import RESTART_SHA_ANNOTATION
+
+    def run() -> None:
+        Gateway(
+            "gateway",
+            GatewayArgs(
+                routes=routes_from_use_cases(entries), config=GatewayConfig(), tracing=tracing
+            ),
+        )
+
+    dep = run_under_mocks(run).one("kubernetes:apps/v1:Deployment", "gateway").inputs
+    return dep["spec"]["template"]["metadata"]["annotations"][RESTART_SHA_ANNOTATION]
+
+
+def test_a_change_the_gateway_reads_only_at_start_rolls_its_pods() -> None:
+    """Routes, backends and keys hot-reload; tracing (like server, redis, cache) is read at
+    start, so its change must change the pod template or it would wait for the next restart."""
+    from gateway.config import Tracing
+
+    base = _restart_sha()
+    assert len(base) == 16
+    assert _restart_sha(entries=ENTRIES[1:]) == base  # a route less: reloaded, no rollout
+    traced = Tracing(exporter="otlp", endpoint="http://collector:4317", sampling=0.1)
+    assert _restart_sha(tracing=traced) != base
