@@ -115,7 +115,11 @@ class PromptFile(_Strict):
                 f"labels: needs {DEFAULT_LABEL!r} (what `<name>` without @label serves)"
             )
         if self.rollout is not None:
-            moot = sorted(self.rollout.model_fields_set & MODEL_ONLY_ROLLOUT_KEYS)
+            # given a value of their own (a dumped file carries the defaults: those are fine)
+            defaults = {
+                k: type(self.rollout).model_fields[k].default for k in MODEL_ONLY_ROLLOUT_KEYS
+            }
+            moot = sorted(k for k, d in defaults.items() if getattr(self.rollout, k) != d)
             if moot:
                 raise ValueError(
                     f"rollout: {', '.join(moot)} apply to a model's Serve deployment; a prompt "

@@ -127,3 +127,10 @@ def test_a_split_applies_only_against_the_production_it_was_written_for() -> Non
     # written when production was 1; the file has moved on: the file decides
     assert _served(prompts, TrafficSplit(stable_version="1", **full)) == "2"
     assert _served(prompts, None) == "2"
+
+
+def test_a_prompt_file_with_a_rollout_round_trips_through_its_dump() -> None:
+    """The routes ConfigMap and the benchmarks carry the file as dumped (defaults written out):
+    the model-only keys at their defaults are not "set" by the team."""
+    prompt = _file(rollout={"strategy": "canary", "steps": [20]})
+    assert PromptFile.model_validate(prompt.model_dump(mode="json")) == prompt
