@@ -261,9 +261,56 @@ def assistants() -> dict:
     )
 
 
+def rollouts() -> dict:
+    """Every rollout the controller runs (a model version by use case, a prompt version as
+    `prompt:<name>`): where it stands, what each analysis saw, what was decided, and the arms
+    side by side on the gateway's own series. `tandem rollout status` prints the same."""
+    ids = count(1)
+    r = "$__rate_interval"
+    rng = "$__range"
+    p = [
+        _panel(ids, "Phase by rollout", "table", [
+            _target(f"max by (use_case, phase) ({q.ROLLOUT_PHASE}) == 1", "{{use_case}} {{phase}}",
+                    instant=True)], 0, 0, w=8,
+            description="The phase each rollout is in: deploying, progressing, experimenting, "
+                        "promoting, rolling_back, promoted, rolled_back."),
+        _panel(ids, "Canary weight", "timeseries", [
+            _target(f"max by (use_case) ({q.ROLLOUT_WEIGHT})", "{{use_case}}")], 8, 0, w=16,
+            unit="percent", max_=100),
+        _panel(ids, "Analyses by outcome", "timeseries", [
+            _target(f"sum by (use_case, outcome) (increase({q.ROLLOUT_ANALYSES}[{r}]))",
+                    "{{use_case}} {{outcome}}")], 0, 8, stack=True,
+            description="pass advances a step; fail rolls back (past failure_limit); inconclusive "
+                        "holds it (too little traffic on the canary)."),
+        _panel(ids, "Last analysed value per check (canary arm)", "timeseries", [
+            _target(f"max by (use_case, check) ({q.ROLLOUT_CHECK})", "{{use_case}} {{check}}")],
+            12, 8),
+        _panel(ids, "Promotions and rollbacks over the range", "bargauge", [
+            _target(f'sum by (use_case, decision) (increase({q.ROLLOUT_DECISIONS}{{decision=~"promote|rollback"}}[{rng}]))',
+                    "{{use_case}} {{decision}}", instant=True)], 0, 16),
+        _panel(ids, "Registered to 100 % traffic (last promotion)", "stat", [
+            _target(f"max by (use_case) ({q.ROLLOUT_TIME_TO_DEPLOY})", "{{use_case}}", instant=True)],
+            12, 16, unit="s"),
+        _panel(ids, "Model versions: requests / s by arm and code", "timeseries", [
+            _target(f'sum by (use_case, rollout, model_version, code) (rate({q.GW_REQUESTS}{{rollout!=""}}[{r}]))',
+                    "{{use_case}} {{rollout}} v{{model_version}} {{code}}")], 0, 24),
+        _panel(ids, "Prompt versions: requests / s by version and outcome", "timeseries", [
+            _target(f"sum by (prompt, prompt_version, outcome) (rate({q.GW_PROMPT_RENDERS}[{r}]))",
+                    "{{prompt}} v{{prompt_version}} {{outcome}}")], 12, 24,
+            description="outcome invalid: the caller's variables did not fit the version's template."),
+    ]  # fmt: skip
+    return _dashboard("tandem-rollouts", "Tandem / Rollouts", p, team_var=False)
+
+
+# the panels that read one kind of rollout's series (a stack with only the other kind shows them
+# empty): tests/integration/test_lifecycle_rollout.py and test_prompts_rollout.py
+MODEL_ROLLOUT_PANELS = ("Model versions: requests / s by arm and code",)
+PROMPT_ROLLOUT_PANELS = ("Prompt versions: requests / s by version and outcome",)
+
+
 def all_dashboards() -> dict[str, dict]:
     """File name -> dashboard model."""
-    boards = (gpu_fleet(), serving_slo(), gateway(), finops(), assistants())
+    boards = (gpu_fleet(), serving_slo(), gateway(), finops(), assistants(), rollouts())
     return {f"{d['uid']}.json": d for d in boards}
 
 

@@ -61,6 +61,14 @@ GW_BREAKER = "tandem_gateway_breaker_state"  # 0 closed, 1 open, 2 half-open
 GW_CACHE_HITS = "tandem_gateway_cache_hits_total"
 # requests that named a prompt, by version, arm and outcome (rendered | invalid)
 GW_PROMPT_RENDERS = "tandem_gateway_prompt_renders_total"
+# The rollout controller's own series (lifecycle/metrics.py), by use case (a prompt's rollout:
+# `prompt:<name>`).
+ROLLOUT_PHASE = "tandem_rollout_phase"  # 1 for the current phase
+ROLLOUT_WEIGHT = "tandem_rollout_canary_weight_percent"
+ROLLOUT_ANALYSES = "tandem_rollout_analyses_total"  # {outcome}
+ROLLOUT_DECISIONS = "tandem_rollout_decisions_total"  # {decision}
+ROLLOUT_CHECK = "tandem_rollout_check_value"  # {check}: the canary's last analysed value
+ROLLOUT_TIME_TO_DEPLOY = "tandem_rollout_time_to_deploy_seconds"
 # Dollars the cache saved ({team, layer}): cached answers priced at their route's backends.
 GW_CACHE_SAVED = "tandem_gateway_cache_saved_usd_total"
 # The semantic cache's sampled re-check estimate (gateway/cache/metrics.py), 0..1, per replica

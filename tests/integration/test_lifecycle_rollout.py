@@ -217,3 +217,14 @@ def test_e_an_mlflow_run_registers_as_a_version_and_resolves_to_the_bucket(tier)
     local = serving_source(again.source, str(tier.artifacts))
     assert Path(local, "config.json").exists(), local  # the run's files, where serving reads them
     assert _champion(tier) not in (first.version, again.version)  # registering moves no alias
+
+
+def test_f_the_rollouts_dashboard_shows_the_model_rollouts(tier):
+    """Every panel of Tandem / Rollouts but the prompt versions' reads the controller's and the
+    gateway's real series for the rollouts above."""
+    from observability.dashboards import PROMPT_ROLLOUT_PANELS, rollouts
+    from tests.support.lifecycle import empty_dashboard_panels
+
+    time.sleep(2)
+    empty = empty_dashboard_panels(tier.prometheus_url, rollouts(), skip=PROMPT_ROLLOUT_PANELS)
+    assert not empty, "\n".join(empty)

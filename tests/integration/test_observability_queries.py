@@ -97,6 +97,8 @@ def test_every_dashboard_query_returns_data(fleet_prom) -> None:
     client = PromClient(prom.url)
     empty = []
     for board in dashboards.all_dashboards().values():
+        if board["uid"] == "tandem-rollouts":
+            continue  # read against a real controller: test_lifecycle_rollout, test_prompts_rollout
         for title, expr in dashboards.panel_queries(board):
             for var, value in GRAFANA_VARS.items():
                 expr = expr.replace(var, value)

@@ -31,7 +31,7 @@ import redis
 import yaml
 
 from tests.support.gateway_harness import RunningGateway, upstream_servers
-from tests.support.lifecycle import REPO, _stop, _wait_http, prometheus
+from tests.support.lifecycle import REPO, _stop, _wait_http, empty_dashboard_panels, prometheus
 from tests.support.redis_server import redis_server
 from tests.support.upstream import wait_until
 from vocabulary.net import free_port
@@ -131,6 +131,7 @@ class Rig:
     tmp: Path
     routes: Path
     config: dict
+    prometheus_url: str
 
     def rollout(self, version: int, prompts_dir) -> tuple[int, dict]:
         """`tandem prompts rollout ... --wait --output json` as a user runs it."""
@@ -176,8 +177,9 @@ def rig(tmp_path_factory):
         routes.write_text(yaml.safe_dump(config, sort_keys=False))
         with RunningGateway(config, config_path=routes) as gw:
             target = gw.url.removeprefix("http://").rstrip("/")
-            with prometheus({"gateway": target}, tmp, scrape_s=1) as prom_url:
-                port = free_port()
+            port = free_port()
+            scrape = {"gateway": target, "controller": f"127.0.0.1:{port}"}
+            with prometheus(scrape, tmp, scrape_s=1) as prom_url:
                 log_path = tmp / "controller.log"
                 with open(log_path, "ab") as log:
                     controller = subprocess.Popen(
@@ -194,7 +196,7 @@ def rig(tmp_path_factory):
                     _wait_http(url + "/healthz", 60, controller, log_path)
                     client = Client(gw.url).start()
                     try:
-                        yield Rig(gw, client, redis_url, url, tmp, routes, config)
+                        yield Rig(gw, client, redis_url, url, tmp, routes, config, prom_url)
                     finally:
                         client.stop()
                 finally:
@@ -266,3 +268,13 @@ def test_c_a_split_written_against_an_old_production_is_ignored(rig) -> None:
     rig.routes.write_text(yaml.safe_dump(moved, sort_keys=False))
     assert wait_until(lambda: rig.client.sent[-1].served == f"{NAME}@4", timeout=10)
     r.delete(split_key(PREFIX, "prompt:" + NAME))
+
+
+def test_d_the_rollouts_dashboard_shows_the_prompts_rollouts(rig) -> None:
+    """Every panel of Tandem / Rollouts but the model arms' reads the controller's and the
+    gateway's real series (scraped by the real Prometheus) for the rollouts above."""
+    from observability.dashboards import MODEL_ROLLOUT_PANELS, rollouts
+
+    time.sleep(2)  # one more scrape of the controller after its last decision
+    empty = empty_dashboard_panels(rig.prometheus_url, rollouts(), skip=MODEL_ROLLOUT_PANELS)
+    assert not empty, "\n".join(empty)

@@ -585,3 +585,23 @@ def local_tier(
         tier.start_controller()
         stack.callback(lambda: tier.controller and _stop(tier.controller))
         yield tier
+
+
+def empty_dashboard_panels(
+    prometheus_url: str, board: dict, skip: tuple[str, ...] = ()
+) -> list[str]:
+    """The panels of `board` whose query returns nothing from this Prometheus now (a typo in a
+    metric or label name returns nothing rather than failing), Grafana's variables filled in."""
+    from lifecycle.analysis import Prometheus
+    from observability.dashboards import panel_queries
+
+    prom = Prometheus(prometheus_url)
+    empty = []
+    for title, expr in panel_queries(board):
+        if title in skip:
+            continue
+        for var, value in {"$__rate_interval": "1m", "$__range": "1h"}.items():
+            expr = expr.replace(var, value)
+        if not prom.vector(expr):
+            empty.append(f"{title}: {expr}")
+    return empty

@@ -112,6 +112,7 @@ def test_dashboards_are_well_formed() -> None:
         "tandem-gateway.json",
         "tandem-finops.json",
         "tandem-assistants.json",
+        "tandem-rollouts.json",
     }
     for board in boards.values():
         ids = [p["id"] for p in board["panels"]]
