@@ -5,6 +5,8 @@ online MMD, on the same streams (docs/benchmarks.md, "Drift detection").
     python benchmarks/drift_detection.py --output json                 built-in streams, Tandem only
     python benchmarks/drift_detection.py --peers --output json        ... and the peers
     python benchmarks/drift_detection.py --stream FILE.jsonl          one given stream
+    python benchmarks/drift_detection.py --peers --matched ...        ... and Tandem at the peers'
+                                                                      false-alarm rate
 
 A stream is JSONL, one event a line: {"t": seconds, "use_case": ..., "prompt": ..., "features":
 {...}}; its sidecar `FILE.onset.json` holds {"onset_s": seconds} or {"onset_s": null} (stationary);
@@ -24,11 +26,22 @@ sensor stream for the manufacturing scenario), each at 1 and 10 requests/s in ac
 Each shift stream is repeated `--reps` times with the onset drawn uniformly 10-70 minutes after the
 reference hour; a repetition ends at the first alarm after the onset or 3 hours after it.
 
+Matched false-alarm rate: alibi-detect cannot be configured to Tandem's target (it refuses an
+expected run time beyond half its bootstraps: 1,000 events), so `--matched` also runs Tandem's
+monitor calibrated to alibi-detect's configured rate on each stream (`alibi_rate_per_30d`: 2,592
+false alarms per 30 days per detector at 1 request/s, ten times that at 10/s), with alibi-detect's
+window of 100 (`tandem@alibi-rate`) and with Tandem's default 300 (`tandem@alibi-rate/w300`);
+`--fa-targets 1,30,300,3000` adds Tandem at each target (`tandem@fa<N>`, `/w<N>` with
+`--fa-windows`): the delay-vs-false-alarm trade-off.
+
 Output (`--output json`), the interface other tools read: `streams[]` with `name`, `rate_rps`,
-`detector` (`tandem`, `evidently`, `alibi-detect`), `detected` (every repetition detected),
-`delay_p50_s`, `delay_p95_s`, `false_alarms_per_30d` (stationary streams: alarms scaled to 30
-days; shift streams: alarms before the onset, scaled by the stationary time they had),
-`cpu_ms_per_event`, plus `reps`, `stationary_hours`, `notes`.
+`detector` (`tandem`, `tandem@...`, `evidently`, `alibi-detect`), `detected` (every repetition
+detected), `delay_p50_s`, `delay_p95_s`, `false_alarms_per_30d` (measured: stationary streams:
+alarms scaled to 30 days; shift streams: alarms before the onset, scaled by the stationary time
+they had), `cpu_ms_per_event`, plus `reps`, `stationary_hours`, `notes`,
+`false_alarm_target_per_30d` (what the detector was configured for: Tandem's target,
+alibi-detect's capped ERT as a rate; null for Evidently, which has none) and `window_events`
+(null for Evidently: hourly windows).
 """
 
 from __future__ import annotations
@@ -64,8 +77,62 @@ PEERS_PY = ROOT / ".venv-drift-peers" / "bin" / "python"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tandem-drift-bench"
 DAY = 86400.0
 SECONDS_30D = 30 * DAY
-WINDOW = 300  # Tandem's window_events (and alibi-detect's window_size)
+WINDOW = 300  # Tandem's window_events (its default)
 AFTER_ONSET_S = 3 * 3600.0
+# alibi-detect's MMDDriftOnline as drift_peers.py configures it: thresholds from ALIBI_BOOTSTRAPS
+# simulated runs, so an expected run time (ERT, events between false alarms) of at most half of
+# them, on windows of ALIBI_WINDOW events
+ALIBI_BOOTSTRAPS = 2000
+ALIBI_WINDOW = 100
+
+
+def alibi_ert(rate: float, fa_per_30d: float, bootstraps: int = ALIBI_BOOTSTRAPS) -> float:
+    """The ERT (events) drift_peers.py gives one alibi-detect detector asked for `fa_per_30d`
+    false alarms per 30 days at `rate` requests/s: the target's ERT, capped at what its
+    bootstraps allow (it refuses more)."""
+    return min(SECONDS_30D * rate / fa_per_30d, bootstraps / 2)
+
+
+def alibi_rate_per_30d(rate: float, groups: int, bootstraps: int = ALIBI_BOOTSTRAPS) -> float:
+    """The false alarms per 30 days alibi-detect is configured to raise on a stream: each of its
+    `groups` detectors (embeddings, numeric features) is asked for 1 / groups of Tandem's target
+    of 1, gets the capped ERT, and an alarm from any counts, so the rates add up."""
+    ert = alibi_ert(rate, 1.0 / groups, bootstraps)
+    return groups * SECONDS_30D * rate / ert
+
+
+@dataclass(frozen=True)
+class TandemSpec:
+    """One Tandem configuration the benchmark runs: the row's `detector`, the monitor's
+    false-alarm target (None: alibi-detect's configured rate on the stream: `alibi_rate_per_30d`)
+    and its window."""
+
+    detector: str = "tandem"
+    target: float | None = 1.0
+    window: int = WINDOW
+
+    def target_for(self, s: Stream, rate: float) -> float:
+        if self.target is not None:
+            return self.target
+        return alibi_rate_per_30d(rate, peer_groups(s))
+
+
+def tandem_monitoring(
+    signals: list[str], features: list[str], target: float, window: int, ref_n: int
+) -> Monitoring:
+    """The monitor's `monitoring:` section for a run. A use case may ask for at most 30 false
+    alarms per 30 days (the vocabulary's bound: a page a day); the benchmark's matched-rate runs
+    ask for alibi-detect's thousands, so the validated section gets the target set directly (the
+    monitor only derives its per-test alpha from it)."""
+    m = Monitoring(
+        sample_rate=1.0,
+        signals=signals,  # type: ignore[arg-type]
+        features=features,
+        window_events=window,
+        reference_events=max(2 * window, min(ref_n, 100_000)),
+        false_alarms_per_30d=min(target, 30.0),
+    )
+    return m if target <= 30.0 else m.model_copy(update={"false_alarms_per_30d": target})
 
 
 @dataclass
@@ -244,21 +311,20 @@ def read_stream(path: Path) -> Stream:
 
 
 def run_tandem(
-    s: Stream, vecs: dict[str, np.ndarray] | None, reference_s: float, stop_after_onset: bool
+    s: Stream,
+    vecs: dict[str, np.ndarray] | None,
+    reference_s: float,
+    stop_after_onset: bool,
+    target: float = 1.0,
+    window: int = WINDOW,
 ) -> dict[str, Any]:
     """The stream through drift.monitor.Monitor as the drift service feeds it."""
     ref_n = int(np.sum(s.t < reference_s))
     feats = list(s.features)
-    m = Monitoring(
-        sample_rate=1.0,
-        signals=["embedding"] if s.texts is not None else [],
-        features=feats,
-        window_events=WINDOW,
-        reference_events=max(2 * WINDOW, min(ref_n, 100_000)),
-        false_alarms_per_30d=1.0,
-    )
+    signals = ["embedding"] if s.texts is not None else []
+    m = tandem_monitoring(signals, feats, target, window, ref_n)
     mon = Monitor([UseCase("bench", "bench", m)])
-    step = max(1, WINDOW // 5)
+    step = max(1, window // 5)
     alarms: list[float] = []
     pinned = False
     rows = [
@@ -290,6 +356,12 @@ def run_tandem(
 
 
 # -- peers ------------------------------------------------------------------------------------------
+
+
+def peer_groups(s: Stream) -> int:
+    """How many detectors a peer runs on `s` (as `_groups` splits it)."""
+    numeric = any(v.dtype != object for v in s.features.values())
+    return int(s.texts is not None) + int(numeric)
 
 
 def _groups(s: Stream, vecs: dict[str, np.ndarray] | None, reference_s: float, peer: str):
@@ -333,17 +405,19 @@ def run_peer(
                 "rate_rps": rate,
                 "fa_per_30d": 1.0 / len(groups),  # the target shared by the groups, as Tandem's
                 "window": WINDOW,
+                "n_bootstraps": ALIBI_BOOTSTRAPS,
+                "window_size": ALIBI_WINDOW,
             }
             if s.onset is not None:
                 d["onset_s"] = s.onset
             if delay_run and s.onset is not None and peer == "alibi-detect":
-                d["start_s"] = max(reference_s, s.onset - 2 * 100 / rate)  # its window: 100
+                d["start_s"] = max(reference_s, s.onset - 2 * ALIBI_WINDOW / rate)
             path = Path(tmp) / f"{gname}.npz"
             np.savez(path, **d)
             args = [str(PEERS_PY), str(ROOT / "benchmarks" / "drift_peers.py"),
                     "--input", str(path), "--peer", peer]  # fmt: skip
-            if delay_run and peer == "alibi-detect":
-                args.append("--stop-at-first")
+            if delay_run:
+                args.append("--stop-at-first")  # at the first alarm after the onset
             done = subprocess.run(args, capture_output=True, text=True, timeout=7200)
             if done.returncode != 0:
                 raise SystemExit(f"{peer} failed on {s.name}: {done.stderr[-2000:]}")
@@ -362,7 +436,13 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def summarise(
-    name: str, rate: float, detector: str, runs: list[tuple[Stream, dict]], reference_s: float
+    name: str,
+    rate: float,
+    detector: str,
+    runs: list[tuple[Stream, dict]],
+    reference_s: float,
+    target: float | None = None,
+    window: int | None = None,
 ) -> dict[str, Any]:
     delays, undetected, false_alarms, stationary_s, events, cpu = [], 0, 0, 0.0, 0, 0.0
     for s, r in runs:
@@ -394,10 +474,46 @@ def summarise(
         "cpu_ms_per_event": round(1000 * cpu / events, 4) if events else None,
         "reps": len(runs),
         "stationary_hours": round(stationary_s / 3600, 1),
+        "false_alarm_target_per_30d": None if target is None else round(target, 3),
+        "window_events": window,
     }
     if shift and undetected:
         row["notes"] = f"{undetected} of {len(runs)} repetitions not detected within 3 h"
     return row
+
+
+def tandem_specs(matched: bool, fa_targets: str, fa_windows: str) -> list[TandemSpec]:
+    """Tandem at its defaults, then (`--matched`) at alibi-detect's configured false-alarm rate
+    with alibi-detect's window and with its own, then (`--fa-targets`) a delay-vs-false-alarm-target curve."""
+    specs = [TandemSpec()]
+    if matched:  # its window, and Tandem's default one
+        specs.append(TandemSpec("tandem@alibi-rate", None, ALIBI_WINDOW))
+        specs.append(TandemSpec(f"tandem@alibi-rate/w{WINDOW}", None, WINDOW))
+    for w in [int(x) for x in fa_windows.split(",") if x]:
+        for target in [float(x) for x in fa_targets.split(",") if x]:
+            name = f"tandem@fa{target:g}" + ("" if w == WINDOW else f"/w{w}")
+            if (target, w) != (1.0, WINDOW) and name not in {x.detector for x in specs}:
+                specs.append(TandemSpec(name, target, w))
+    return specs
+
+
+def run_one(
+    det: TandemSpec | str,
+    s: Stream,
+    vecs: dict[str, np.ndarray] | None,
+    rate: float,
+    reference_s: float,
+    delay_run: bool,
+) -> tuple[dict[str, Any], float | None, int | None]:
+    """One detector on one stream: its run, its false-alarm target per 30 days and window."""
+    if isinstance(det, TandemSpec):
+        target = det.target_for(s, rate)
+        r = run_tandem(s, vecs, reference_s, delay_run, target, det.window)
+        return r, target, det.window
+    r = run_peer(det, s, vecs, rate, reference_s, delay_run)
+    if det == "alibi-detect":
+        return r, alibi_rate_per_30d(rate, peer_groups(s)), ALIBI_WINDOW
+    return r, None, None  # Evidently: hourly windows, per-column p-values, no such target
 
 
 def main() -> int:
@@ -415,28 +531,53 @@ def main() -> int:
         help="Tandem's stationary streams at 1 request/s (a tenth of it at 10/s: as many events)",
     )
     ap.add_argument(
-        "--peer-stationary-hours", type=float, default=24.0, help="the peers' stationary streams"
+        "--peer-stationary-hours",
+        type=float,
+        default=24.0,
+        help="the peers' stationary streams (alibi-detect's: a tenth of it at 10/s)",
     )
     ap.add_argument("--peer-reps", type=int, default=5, help="repetitions for the peers")
     ap.add_argument("--peers", action="store_true", help="also run Evidently and alibi-detect")
+    ap.add_argument(
+        "--matched",
+        action="store_true",
+        help="also run Tandem at alibi-detect's configured false-alarm rate and window "
+        "(detector `tandem@alibi-rate`)",
+    )
+    ap.add_argument(
+        "--fa-targets",
+        default="",
+        help="also run Tandem at these false alarms per 30 days (detector `tandem@fa<N>`)",
+    )
+    ap.add_argument(
+        "--fa-windows", default=str(WINDOW), help="--fa-targets: Tandem's windows (`/w<N>`)"
+    )
+    ap.add_argument("--no-tandem", action="store_true", help="skip Tandem at its defaults")
     ap.add_argument("--only", help="comma-separated stream names")
     ap.add_argument("-o", "--out", type=Path, help="write the JSON here too")
     args = ap.parse_args()
     if args.peers and not PEERS_PY.exists():
         sys.exit(f"drift_detection: {PEERS_PY} missing; build it with `make drift-peers-env`")
-    detectors = ["tandem"] + (["evidently", "alibi-detect"] if args.peers else [])
+    specs = tandem_specs(args.matched, args.fa_targets, args.fa_windows)
+    if args.no_tandem:
+        specs = specs[1:]
+    detectors: list[TandemSpec | str] = [
+        *specs, *(["evidently", "alibi-detect"] if args.peers else [])
+    ]  # fmt: skip
     rows: list[dict[str, Any]] = []
     t_start = time.time()
+
+    def add(name: str, rate: float, det: TandemSpec | str, runs, target, window) -> None:
+        label = det.detector if isinstance(det, TandemSpec) else det
+        rows.append(summarise(name, rate, label, runs, args.reference_s, target, window))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+
     if args.stream:
         s = read_stream(args.stream)
         vecs = embed(s.texts) if s.texts is not None else None
         for det in detectors:
-            r = (
-                run_tandem(s, vecs, args.reference_s, False)
-                if det == "tandem"
-                else run_peer(det, s, vecs, args.rate, args.reference_s, False)
-            )
-            rows.append(summarise(s.name, args.rate, det, [(s, r)], args.reference_s))
+            r, target, window = run_one(det, s, vecs, args.rate, args.reference_s, False)
+            add(s.name, args.rate, det, [(s, r)], target, window)
     else:
         banking, qqp = load_text()
         vecs = embed(banking + qqp)
@@ -449,28 +590,25 @@ def main() -> int:
                 if only and name not in only:
                     continue
                 for det in detectors:
-                    n = args.reps if det == "tandem" else min(args.reps, args.peer_reps)
+                    tandem = isinstance(det, TandemSpec)
+                    n = args.reps if tandem else min(args.reps, args.peer_reps)
                     runs = []
                     for k in range(n):
                         s = reps[k][j]
                         v = vecs if s.texts is not None else None
-                        r = (
-                            run_tandem(s, v, args.reference_s, True)
-                            if det == "tandem"
-                            else run_peer(det, s, v, rate, args.reference_s, True)
-                        )
+                        r, target, window = run_one(det, s, v, rate, args.reference_s, True)
                         runs.append((s, r))
-                    rows.append(summarise(name, rate, det, runs, args.reference_s))
-                    print(json.dumps(rows[-1]), file=sys.stderr)
+                    add(name, rate, det, runs, target, window)
             for name in ("stationary-text", "stationary-sensor"):
                 if only and name not in only:
                     continue
                 for det in detectors:
-                    hours = (
-                        args.stationary_days * 24 / (1 if rate <= 1 else rate / 1)
-                        if det == "tandem"
-                        else args.peer_stationary_hours
-                    )
+                    if isinstance(det, TandemSpec):
+                        hours = args.stationary_days * 24 / max(1.0, rate)
+                    elif det == "alibi-detect":  # its cost is per event: as many events
+                        hours = args.peer_stationary_hours / max(1.0, rate)
+                    else:  # Evidently tests whole hours: as many hours
+                        hours = args.peer_stationary_hours
                     dur = args.reference_s + hours * 3600
                     s = (
                         text_stream(name, banking, qqp, rate, dur, None, 99)
@@ -478,19 +616,16 @@ def main() -> int:
                         else sensor_stream(name, rate, dur, None, 99)
                     )
                     v = vecs if s.texts is not None else None
-                    r = (
-                        run_tandem(s, v, args.reference_s, False)
-                        if det == "tandem"
-                        else run_peer(det, s, v, rate, args.reference_s, False)
-                    )
-                    rows.append(summarise(name, rate, det, [(s, r)], args.reference_s))
-                    print(json.dumps(rows[-1]), file=sys.stderr)
+                    r, target, window = run_one(det, s, v, rate, args.reference_s, False)
+                    add(name, rate, det, [(s, r)], target, window)
     doc = {
         "benchmark": "drift_detection",
         "reference_s": args.reference_s,
         "window_events": WINDOW,
         "false_alarm_target_per_30d": 1.0,
         "machine": f"{os.cpu_count()} cores (shared)",
+        "argv": sys.argv[1:],
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "wall_s": round(time.time() - t_start, 1),
         "streams": rows,
     }

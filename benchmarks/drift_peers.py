@@ -6,9 +6,10 @@ online MMD detector, on the same stream the Tandem detector saw.
 
 The input holds `t` (seconds), `x` (one row per event: the prompt embedding projected or the
 tabular features; the caller says which), `reference_s`, `onset_s` (NaN: stationary), `rate_rps`,
-`fa_per_30d` (the false-alarm target), `window` and, for a delay run, `start_s` (where to start
-feeding: a window before the onset; the detector's state before it is only its window). Prints one
-JSON object: alarms (seconds), events fed, CPU seconds.
+`fa_per_30d` (the false-alarm target), `window`, alibi-detect's `n_bootstraps` and `window_size`
+and, for a delay run, `start_s` (where to start feeding: a window before the onset; the detector's
+state before it is only its window). `--stop-at-first`: stop at the first alarm at or after the
+onset. Prints one JSON object: alarms (seconds), events fed, CPU seconds.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def evidently(d: dict, stop_at_first: bool) -> dict:
         fed += int(sel.sum())
         if share >= 0.5:
             alarms.append(h + 3600.0)  # known when the hour's report is made
-            if stop_at_first:
+            if stop_at_first and not h + 3600.0 < float(d.get("onset_s", np.nan)):
                 break
         h += 3600.0
     return {"alarms": alarms, "events": fed, "cpu_s": cpu, "windows": int((h - h0) / 3600.0)}
@@ -84,9 +85,10 @@ def alibi(d: dict, stop_at_first: bool) -> dict:
     boots = int(d.get("n_bootstraps", 2000))
     target = SECONDS_30D * rate / float(d["fa_per_30d"])
     ert = min(target, boots / 2)
+    window = int(d.get("window_size", 100))
     c0 = time.process_time()
     det = MMDDriftOnline(
-        ref, ert=ert, window_size=100, backend="pytorch", n_bootstraps=boots, verbose=False,
+        ref, ert=ert, window_size=window, backend="pytorch", n_bootstraps=boots, verbose=False,
         device="cpu",
     )  # fmt: skip
     setup = time.process_time() - c0
