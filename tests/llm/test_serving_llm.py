@@ -152,6 +152,88 @@ def test_vllm_command_benchmarks_the_served_model(served, spec, workdir: Path) -
     assert int(line.split()[-1]) == 4, bench.stdout[-2000:]
 
 
+def test_messages_through_the_gateway_translated_to_the_served_model(
+    served, spec, workdir: Path
+) -> None:
+    """Issue 24's self-hosted path on the real server: an Anthropic Messages call (what Claude Code
+    sends) to the gateway, translated to the served vLLM's chat completions and back, answered and
+    streamed with every Messages event. The gateway runs as its own process from the main
+    environment, as it is deployed. (Claude Code itself needs a model that holds its prompt and
+    calls tools; this tier's random 256-token Llama does neither: docs/assistants.md.)"""
+    import yaml
+
+    gateway_bin = REPO / ".venv" / "bin" / "tandem"
+    assert gateway_bin.exists(), (
+        f"the gateway runs from the main environment: make setup ({gateway_bin})"
+    )
+    port = free_port()
+    routes = workdir / "gateway-routes.yaml"
+    upstream = f"{served['endpoint']}{builder.route_prefix(spec)}/v1"
+    routes.write_text(
+        yaml.safe_dump(
+            {
+                "server": {"host": "127.0.0.1", "port": port},
+                "backends": {"tiny": {"url": upstream, "model": spec.model}},
+                "routes": {"coder": {"backends": [{"backend": "tiny"}]}},
+            }
+        )
+    )
+    log_path = workdir / "gateway.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(gateway_bin), "gateway", "serve", "--config", str(routes)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+        )  # fmt: skip
+    gateway = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(gateway + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
+            time.sleep(0.5)
+        headers = {"anthropic-version": "2023-06-01", "x-api-key": "local-dev"}
+        body = {
+            "model": "coder",
+            "max_tokens": 5,
+            "temperature": 0,
+            "system": "be brief",
+            "messages": [{"role": "user", "content": "scale the cluster"}],
+        }
+        r = httpx.post(gateway + "/v1/messages", json=body, headers=headers, timeout=120)
+        assert r.status_code == 200, r.text
+        m = r.json()
+        assert (m["type"], m["role"], m["model"]) == ("message", "assistant", "coder"), m
+        assert m["id"].startswith("msg_") and m["stop_reason"] in ("max_tokens", "end_turn"), m
+        assert 1 <= m["usage"]["output_tokens"] <= 5 and m["usage"]["input_tokens"] > 0, m
+        assert all(block["type"] == "text" for block in m["content"]), m
+
+        events: list[str] = []
+        usage: dict = {}
+        with httpx.stream(
+            "POST", gateway + "/v1/messages", json={**body, "stream": True}, headers=headers,
+            timeout=120,
+        ) as s:  # fmt: skip
+            assert s.status_code == 200
+            data = None
+            for line in s.iter_lines():
+                if line.startswith("event: "):
+                    events.append(line.removeprefix("event: "))
+                elif line.startswith("data: "):
+                    data = json.loads(line.removeprefix("data: "))
+                    if data.get("type") == "message_delta":
+                        usage = data["usage"]
+        assert events[0] == "message_start" and events[-1] == "message_stop", events
+        assert {"content_block_start", "content_block_delta", "message_delta"} <= set(events)
+        assert 1 <= usage.get("output_tokens", 0) <= 5, usage
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
 def test_every_golden_llm_config_is_a_valid_llmconfig() -> None:
     """The builder's LLM configs against Serve LLM's own pydantic model (needs pyarrow, vllm)."""
     import yaml
