@@ -23,7 +23,6 @@ caller lands on the same arm for the whole experiment and a new experiment reshu
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +31,7 @@ import orjson
 
 from gateway.config import Backend, MetricLabels, RoutesConfig, WeightedBackend
 from prompts.registry import SPLIT_PREFIX
-from vocabulary.rollout import CANARY, STABLE, TrafficSplit, split_key
+from vocabulary.rollout import CANARY, STABLE, TrafficSplit, split_key, sticky_point
 
 log = logging.getLogger("tandem.gateway")
 
@@ -92,27 +91,10 @@ def _labelled(backend: Backend, arm: str, version: str) -> Backend:
     return backend.model_copy(update={"labels": labels})
 
 
-def sticky_value(body: dict[str, Any], sticky_by: str) -> str | None:
-    """The caller attribute that pins the arm: body `user`, or `metadata.<key>`."""
-    if sticky_by == "user":
-        value = body.get("user")
-    else:
-        meta = body.get("metadata")
-        value = meta.get(sticky_by.partition(".")[2]) if isinstance(meta, dict) else None
-    return value if isinstance(value, str) and value else None
-
-
 def sticky_bucket(route: Any, body: dict[str, Any]) -> float | None:
     """A point in [0, 1) fixed for this caller and this split (a CompiledRoute's `sticky`), or
     None (no experiment, or the request does not carry the attribute: routed by weight)."""
-    if route.sticky is None:
-        return None
-    attribute, salt = route.sticky
-    value = sticky_value(body, attribute)
-    if value is None:
-        return None
-    digest = hashlib.blake2b(f"{salt}\0{value}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
+    return None if route.sticky is None else sticky_point(route.sticky, body)
 
 
 def compile_splits(compiled: Any, splits: dict[str, TrafficSplit]) -> Any:

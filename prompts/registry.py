@@ -18,14 +18,13 @@ old version.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 from typing import Any
 
 from prompts.template import CompiledVersion
 from vocabulary.prompts import DEFAULT_LABEL, PromptFile, PromptRef
-from vocabulary.rollout import CANARY, STABLE, TrafficSplit
+from vocabulary.rollout import CANARY, STABLE, TrafficSplit, sticky_point
 
 log = logging.getLogger("tandem.prompts")
 SPLIT_PREFIX = "prompt:"  # the split watcher's key for a prompt: `prompt:<name>`
@@ -105,24 +104,10 @@ class CompiledPrompt:
             )
         if ref.label != DEFAULT_LABEL or self.canary is None:
             return v, ""
-        point = _bucket(self.sticky, body) if self.sticky is not None else None
+        point = sticky_point(self.sticky, body) if self.sticky is not None else None
         if point is None:
             point = random.random()
         return (self.canary, CANARY) if point < self.weight else (v, STABLE)
-
-
-def _bucket(sticky: tuple[str, str], body: dict[str, Any]) -> float | None:
-    """The caller's fixed point in [0, 1) (gateway/split.py's hashing, the same attribute)."""
-    attribute, salt = sticky
-    if attribute == "user":
-        value = body.get("user")
-    else:
-        meta = body.get("metadata")
-        value = meta.get(attribute.partition(".")[2]) if isinstance(meta, dict) else None
-    if not isinstance(value, str) or not value:
-        return None
-    digest = hashlib.blake2b(f"{salt}\0{value}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
 
 
 class CompiledPrompts:

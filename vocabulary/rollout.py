@@ -15,8 +15,9 @@ Prometheus for each check over the last interval; a failed check counts against 
 
 from __future__ import annotations
 
+import hashlib
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -210,6 +211,29 @@ class TrafficSplit(BaseModel):
     salt: str = ""
     sticky_by: str | None = None
     epoch: int = Field(0, ge=0, description="increases with every write (for logs)")
+
+
+def sticky_value(body: dict[str, Any], sticky_by: str) -> str | None:
+    """The caller attribute that pins the arm: body `user`, or `metadata.<key>`."""
+    if sticky_by == "user":
+        value = body.get("user")
+    else:
+        meta = body.get("metadata")
+        value = meta.get(sticky_by.partition(".")[2]) if isinstance(meta, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def sticky_point(sticky: tuple[str, str], body: dict[str, Any]) -> float | None:
+    """A point in [0, 1) fixed for this caller and this split (`sticky`: the split's attribute
+    and salt), or None when the request does not carry the attribute (routed by weight). One
+    function for a route's experiment (gateway/split.py) and a prompt's (prompts/registry.py), so
+    a caller hashes alike in both."""
+    attribute, salt = sticky
+    value = sticky_value(body, attribute)
+    if value is None:
+        return None
+    digest = hashlib.blake2b(f"{salt}\0{value}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 def split_key(prefix: str, alias: str) -> str:

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.split import overlay, sticky_bucket, sticky_value
+from gateway.split import overlay, sticky_bucket
 from lifecycle.analysis import FAIL, INCONCLUSIVE, PASS, Arms, analyse
 from lifecycle.plan import build_plan
 from lifecycle.stats import bucket_counts, mann_whitney_binned, two_proportion_z
 from vocabulary.errors import ConfigError
 from vocabulary.registry import Resolutions
-from vocabulary.rollout import Analysis, TrafficSplit
+from vocabulary.rollout import Analysis, TrafficSplit, sticky_value
 from vocabulary.usecase import load_use_case, resolve_registry
 
 REPO = Path(__file__).resolve().parents[2]
