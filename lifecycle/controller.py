@@ -377,27 +377,27 @@ class RolloutController:
         target.apply(plan.configs["final"])
         state.applied = "final"
         state.done.append("canary_removed")
-        state.marks["finished_at"] = now
-        ttd = state.marks["full_traffic_at"] - (plan.registered_at or state.started_at)
-        state.marks["time_to_deploy_s"] = round(ttd, 3)
-        state.event("promoted", f"version {plan.canary_version} promoted", time_to_deploy_s=ttd)
-        state.enter(PROMOTED, now)
-        return True
+        return self._promoted(state, plan, now, f"version {plan.canary_version} promoted")
 
     def _promoted_prompt(self, state: RolloutState, plan: RolloutPlan, now: float) -> bool:
         """A prompt's promotion ends with its split holding the new version at 100 %: the
         `production` label lives in the prompt file, and moving it is a reviewed change; once it
         names this version the gateways stop applying the split (prompts/registry.py)."""
-        state.marks["finished_at"] = now
-        ttd = state.marks["full_traffic_at"] - (plan.registered_at or state.started_at)
-        state.marks["time_to_deploy_s"] = round(ttd, 3)
-        state.event(
-            "promoted",
+        return self._promoted(
+            state,
+            plan,
+            now,
             f"version {plan.canary_version} of {plan.registry_name} serves every `production` "
             f"reference; move `production: {plan.canary_version}` into its prompt file (the "
             "split holds it until then)",
-            time_to_deploy_s=ttd,
         )
+
+    def _promoted(self, state: RolloutState, plan: RolloutPlan, now: float, message: str) -> bool:
+        """The end of a promotion: its time to deploy (registered to 100 % traffic) recorded."""
+        state.marks["finished_at"] = now
+        ttd = state.marks["full_traffic_at"] - (plan.registered_at or state.started_at)
+        state.marks["time_to_deploy_s"] = round(ttd, 3)
+        state.event("promoted", message, time_to_deploy_s=ttd)
         state.enter(PROMOTED, now)
         return True
 
