@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from vocabulary.registry import load_resolutions, resolution_path
     from vocabulary.usecase import load_use_case, resolve_registry
 
-    out = _Out(args.output)
+    out = Progress(args.output)
     timer = Timer()
     spec = load_use_case(args.use_case)
     if spec.rollout is None:
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         out.final({"outcome": "started", "version": mv.version, "phases": timer.phases}, timer)
         return EXIT_OK
     try:
-        state = _follow(client, spec.name, args.poll, out)
+        state = follow(client, spec.name, args.poll, out)
     except ControllerError as exc:
         raise CommandError(
             f"lost the controller while following: {exc}", EXIT_UNAVAILABLE
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _checks(
-    args: argparse.Namespace, spec: Any, deployment: str, version: str, source: str, out: _Out
+    args: argparse.Namespace, spec: Any, deployment: str, version: str, source: str, out: Progress
 ) -> list[str]:
     """Plan-time fit checks (both versions up), the review gate, and with --stack the policies.
     Returns the failures, one line each."""
@@ -226,7 +226,7 @@ def _checks(
     return failed
 
 
-def _follow(client: Any, use_case: str, poll: float, out: _Out) -> dict[str, Any]:
+def follow(client: Any, use_case: str, poll: float, out: Progress) -> dict[str, Any]:
     seen = 0
     while True:
         state = client.status(use_case)
@@ -258,7 +258,7 @@ def _result(
     }
 
 
-class _Out:
+class Progress:
     """Live progress for people (event lines as they happen), one JSON object for machines."""
 
     def __init__(self, mode: str) -> None:

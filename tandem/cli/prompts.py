@@ -27,7 +27,6 @@ import difflib
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +266,7 @@ def split(args: argparse.Namespace) -> int:
 def rollout(args: argparse.Namespace) -> int:
     from lifecycle.client import ControllerClient, ControllerError
     from lifecycle.plan import build_prompt_plan, prompt_rollout_key
+    from tandem.cli.deploy import Progress, follow
 
     prompt = _prompts(args, [args.name])[args.name]
     try:
@@ -275,22 +275,15 @@ def rollout(args: argparse.Namespace) -> int:
         raise CommandError(f"--version: {exc}") from None
     client = ControllerClient(args.controller)
     key = prompt_rollout_key(args.name)
+    out = Progress(args.output)
     try:
         state = client.start(plan)
-        if args.output == "table":
-            print(
-                f"{key}: rolling version {plan.canary_version} out against "
-                f"{plan.stable_version} ({plan.spec().strategy}); `tandem rollout status {key}`"
-            )
-        seen = 0
-        while args.wait and state["phase"] not in ("promoted", "rolled_back"):
-            time.sleep(args.poll)
-            state = client.status(key)
-            if args.output == "table":
-                for e in state["events"][seen:]:
-                    stamp = time.strftime("%H:%M:%S", time.localtime(e["t"]))
-                    print(f"{stamp}  {e['phase']:<13} {e['kind']:<12} {e['message']}", flush=True)
-            seen = len(state["events"])
+        out.line(
+            f"{key}: rolling version {plan.canary_version} out against {plan.stable_version} "
+            f"({plan.spec().strategy}); `tandem rollout status {key}`"
+        )
+        if args.wait:
+            state = follow(client, key, args.poll, out)
     except ControllerError as exc:
         if exc.status == 0:
             raise CommandError(str(exc), EXIT_UNAVAILABLE) from None
