@@ -41,6 +41,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from drift.monitor import Detection, Monitor, UseCase
+from vocabulary.net import send_json
 
 log = logging.getLogger("tandem.drift")
 DEFAULT_PORT = 8096
@@ -300,12 +301,7 @@ class DriftService:
                 pass
 
             def _send(self, status: int, body: Any, ctype: str = "application/json") -> None:
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body, ctype)
 
             def do_GET(self) -> None:  # noqa: N802
                 path, _, query = self.path.partition("?")

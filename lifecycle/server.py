@@ -35,6 +35,7 @@ from lifecycle.plan import RolloutPlan
 from lifecycle.registry import Registry
 from lifecycle.serve_target import KubeRayServe, LocalServe
 from lifecycle.state import Conflict, Store
+from vocabulary.net import send_json
 
 log = logging.getLogger("tandem.rollout")
 DEFAULT_PORT = 8095
@@ -86,12 +87,7 @@ class ControllerProcess:
                 pass
 
             def _send(self, status: int, body: Any, ctype: str = "application/json") -> None:
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, body, ctype)
 
             def _body(self) -> dict[str, Any]:
                 n = int(self.headers.get("Content-Length") or 0)
