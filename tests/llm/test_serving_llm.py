@@ -162,6 +162,8 @@ def test_messages_through_the_gateway_translated_to_the_served_model(
     calls tools; this tier's random 256-token Llama does neither: docs/assistants.md.)"""
     import yaml
 
+    from tests.support.lifecycle import _wait_http
+
     gateway_bin = REPO / ".venv" / "bin" / "tandem"
     assert gateway_bin.exists(), (
         f"the gateway runs from the main environment: make setup ({gateway_bin})"
@@ -186,15 +188,7 @@ def test_messages_through_the_gateway_translated_to_the_served_model(
         )  # fmt: skip
     gateway = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(gateway + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
-            time.sleep(0.5)
+        _wait_http(gateway + "/readyz", 60, proc, log_path)
         headers = {"anthropic-version": "2023-06-01", "x-api-key": "local-dev"}
         body = {
             "model": "coder",
