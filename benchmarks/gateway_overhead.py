@@ -67,8 +67,9 @@ LITELLM_STEPS = (20, 35, 75)  # LiteLLM's limit lies between 10 and 100: find it
 COLD_STEPS = (150, 200, 250, 400)  # the cold cache's limit lies between 100 and 500
 CACHE_TARGETS = ("tandem_cache_cold", "tandem_cache_warm")
 MESSAGES_TARGETS = ("tandem_messages", "tandem_messages_translated")
-# finer steps where chat completions and Messages are compared (10 % and 25 % targets)
-FINE_STEPS = (875, 1125, 1375, 1750, 2250)
+# finer steps where chat completions, Messages and tracing are compared (10 % and 25 % targets):
+# about 6 % apart at the top, so that one step is less than the 10 % a target allows
+FINE_STEPS = (875, 1125, 1375, 1625, 1750, 1875, 2125, 2250, 2375)
 FINE_TARGETS = ("tandem", "tandem_drift", *MESSAGES_TARGETS, "tandem_tracing")
 ALL_TARGETS = (
     "direct",
@@ -757,6 +758,11 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 2)
 
 
+def collapsed(row: dict[str, Any]) -> bool:
+    """Past its limit a target queues into seconds or fails most requests."""
+    return row["p99_ms"] is None or row["p99_ms"] > 1000 or row["errors"] > row["requests"] // 2
+
+
 def sustained(row: dict[str, Any]) -> bool:
     return (
         row["errors"] == 0
@@ -795,6 +801,7 @@ async def measure_all(
     active = list(targets)
     past_limit: set[str] = set()
     fine = set(FINE_STEPS) if set(ramp) & set(RAMP[4:]) else set()  # not in --quick
+    ramp_steps = (set(ramp) | fine) - set(LOADS)
     for rate in sorted(set(LOADS) | set(LITELLM_STEPS) | set(COLD_STEPS) | set(ramp) | fine):
         for t in list(active):
             if rate in LITELLM_STEPS and (t.name != "litellm" or t.name in past_limit):
@@ -808,8 +815,15 @@ async def measure_all(
             r = results[t.name]
             # p99 needs samples: at low rates run longer (not in --quick, a smoke run).
             row = await open_loop(t, rate, max(duration, min_samples / rate))
-            r["loads"][str(rate)] = row
             _log_row(log, t.name, row)
+            if not sustained(row) and not collapsed(row) and rate in ramp_steps and min_samples:
+                # One stall of the shared machine is not a target's limit: a step it fails
+                # without collapsing is measured once more, and the second try decides.
+                first = {k: row[k] for k in ("p99_ms", "achieved_rps", "errors")}
+                row = await open_loop(t, rate, max(duration, min_samples / rate))
+                row["first_try"] = first
+                _log_row(log, f"{t.name} again", row)
+            r["loads"][str(rate)] = row
             if sustained(row):
                 r["max_sustainable_rps"] = rate
                 continue
@@ -817,12 +831,7 @@ async def measure_all(
                 past_limit.add(t.name)  # still measured at the fixed loads, until it collapses
                 continue
             # Past its limit a target queues into seconds; higher loads only pile on.
-            collapsed = (
-                row["p99_ms"] is None
-                or row["p99_ms"] > 1000
-                or row["errors"] > row["requests"] // 2
-            )
-            if rate not in LOADS or collapsed:
+            if rate not in LOADS or collapsed(row):
                 active.remove(t)
                 for later in LOADS:
                     if later > rate:

@@ -32,10 +32,13 @@ _MASK64 = (1 << 64) - 1
 _HAS_IS_REMOTE, _IS_REMOTE = 256, 512  # SpanFlags
 
 
+_SMALL = tuple(bytes((i,)) for i in range(128))  # one-byte varints: most lengths and counts
+
+
 def _varint(n: int) -> bytes:
+    if 0 <= n < 0x80:
+        return _SMALL[n]
     n &= _MASK64
-    if n < 0x80:
-        return bytes((n,))
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -46,7 +49,8 @@ def _varint(n: int) -> bytes:
 
 def _ld(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field: its tag byte(s), the length, the payload."""
-    return tag + _varint(len(payload)) + payload
+    n = len(payload)
+    return tag + (_SMALL[n] if n < 0x80 else _varint(n)) + payload
 
 
 _pack_double = struct.Struct("<d").pack
@@ -71,33 +75,59 @@ def _any(value: Any) -> bytes:
     return _ld(b"\x0a", str(value).encode())
 
 
+# each attribute key's KeyValue prefix (the key field and the value field's tag)
 _KEYS: dict[str, bytes] = {}
-# whole attribute fields for the (key, value) pairs that repeat from span to span (route, team,
-# breaker state, cache status, flags...): most of a gateway span's attributes
-_PAIRS: dict[tuple[bytes, str, Any], bytes] = {}
+# whole attribute fields, per field tag and key, for the values that repeat from span to span
+# (route, team, breaker state, cache status, flags...): most of a gateway span's attributes
+_PAIRS: dict[bytes, dict[str, dict[Any, bytes]]] = {}
 _PAIRS_MAX = 8192
+_pairs_held = 0
 
 
 def _attributes(attrs: Any, tag: bytes) -> bytes:
     """Repeated KeyValue fields (`tag`: the field's tag byte) for a mapping of attributes."""
+    global _pairs_held
     out = []
-    keys, pairs = _KEYS, _PAIRS
+    append = out.append
+    small = _SMALL
+    pairs = _PAIRS.get(tag)
+    if pairs is None:
+        pairs = _PAIRS[tag] = {}
     for key, value in attrs.items():
-        cacheable = value.__class__ is bool or (value.__class__ is str and len(value) <= 64)
+        cls = value.__class__
+        cacheable = cls is bool or (cls is str and len(value) <= 64)
         if cacheable:
-            field = pairs.get((tag, key, value))
-            if field is not None:
-                out.append(field)
-                continue
-        kb = keys.get(key)
+            known = pairs.get(key)
+            if known is not None:
+                field = known.get(value)
+                if field is not None:
+                    append(field)
+                    continue
+        kb = _KEYS.get(key)
         if kb is None:
-            kb = keys[key] = _ld(b"\x0a", key.encode())
-        kv = kb + _ld(b"\x12", _any(value))
-        field = tag + _varint(len(kv)) + kv
-        if cacheable and len(pairs) < _PAIRS_MAX:
-            pairs[(tag, key, value)] = field
-        out.append(field)
+            kb = _KEYS[key] = _ld(b"\x0a", key.encode()) + b"\x12"
+        if cls is int:
+            av = b"\x18" + _varint(value)
+        elif cls is float:
+            av = b"\x21" + _pack_double(value)
+        else:
+            av = _any(value)
+        n = len(av)
+        kv = kb + (small[n] if n < 0x80 else _varint(n)) + av
+        n = len(kv)
+        field = tag + (small[n] if n < 0x80 else _varint(n)) + kv
+        if cacheable and _pairs_held < _PAIRS_MAX:
+            pairs.setdefault(key, {})[value] = field
+            _pairs_held += 1
+        append(field)
     return b"".join(out)
+
+
+_KINDS: dict[Any, bytes] = {}  # SpanKind -> its field (SDK kinds start at INTERNAL = 0)
+_REMOTE_FLAGS = (
+    b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE),
+    b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | _IS_REMOTE),
+)
 
 
 def _span(span: Any) -> bytes:
@@ -111,31 +141,45 @@ def _span(span: Any) -> bytes:
         parts.append(_ld(b"\x1a", ctx.trace_state.to_header().encode()))
     if parent is not None:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
+    kind = _KINDS.get(span.kind)
+    if kind is None:
+        kind = _KINDS[span.kind] = b"\x30" + _varint(span.kind.value + 1)
     parts.append(_ld(b"\x2a", span.name.encode()))
-    parts.append(b"\x30" + _varint(span.kind.value + 1))  # SDK kinds start at INTERNAL = 0
-    parts.append(b"\x39" + _pack_fixed64(span.start_time))
-    parts.append(b"\x41" + _pack_fixed64(span.end_time))
+    parts.append(kind)
+    parts.append(b"\x39" + _pack_fixed64(span.start_time) + b"\x41" + _pack_fixed64(span.end_time))
     parts.append(_attributes(span.attributes, b"\x4a"))
     if span.dropped_attributes:
         parts.append(b"\x50" + _varint(span.dropped_attributes))
     status = span.status
-    sb = b""
-    if status.description:
-        sb += _ld(b"\x12", status.description.encode())
-    if status.status_code.value:
-        sb += b"\x18" + _varint(status.status_code.value)
-    parts.append(_ld(b"\x7a", sb))
-    remote = parent is not None and parent.is_remote
-    parts.append(b"\x85\x01" + _pack_fixed32(_HAS_IS_REMOTE | (_IS_REMOTE if remote else 0)))
+    code = status.status_code.value
+    if code or status.description:
+        sb = b""
+        if status.description:
+            sb += _ld(b"\x12", status.description.encode())
+        if code:
+            sb += b"\x18" + _varint(code)
+        parts.append(_ld(b"\x7a", sb))
+    else:
+        parts.append(b"\x7a\x00")
+    parts.append(_REMOTE_FLAGS[parent is not None and parent.is_remote])
     return b"".join(parts)
 
 
 def encode_request(spans: Sequence[Any]) -> bytes:
-    """ExportTraceServiceRequest bytes for SDK spans, grouped by resource and scope."""
+    """ExportTraceServiceRequest bytes for SDK spans, grouped by resource and scope.
+
+    Spans are grouped by their objects' identity first, then by equality once per distinct
+    object (as the SDK groups): a Resource hashes by dumping its attributes to JSON, which per
+    span would cost more than encoding the span."""
     groups: dict[Any, dict[Any, list[bytes]]] = {}
+    by_id: dict[tuple[int, int], list[bytes]] = {}  # (resource, scope) objects -> their group
     for span in spans:
-        by_scope = groups.setdefault(span.resource, {})
-        by_scope.setdefault(span.instrumentation_scope, []).append(_span(span))
+        resource, scope = span.resource, span.instrumentation_scope
+        encoded = by_id.get((id(resource), id(scope)))
+        if encoded is None:
+            encoded = groups.setdefault(resource, {}).setdefault(scope, [])
+            by_id[(id(resource), id(scope))] = encoded
+        encoded.append(_ld(b"\x12", _span(span)))
     out = []
     for resource, scopes in groups.items():
         rs = [_ld(b"\x0a", _attributes(resource.attributes, b"\x0a"))]
@@ -145,8 +189,7 @@ def encode_request(spans: Sequence[Any]) -> bytes:
                 sb = _ld(b"\x0a", scope.name.encode())
                 if scope.version:
                     sb += _ld(b"\x12", scope.version.encode())
-            ss = [_ld(b"\x0a", sb)]
-            ss += [_ld(b"\x12", e) for e in encoded]
+            ss = [_ld(b"\x0a", sb), *encoded]
             if scope is not None and scope.schema_url:
                 ss.append(_ld(b"\x1a", scope.schema_url.encode()))
             rs.append(_ld(b"\x12", b"".join(ss)))

@@ -53,6 +53,7 @@ _OPERATIONS = {
 BATCH_QUEUE, BATCH_DELAY_MS, BATCH_SIZE = 16384, 1000, 128
 _BREAKER_STATES = ("closed", "open", "half_open")
 _LOW64 = (1 << 64) - 1  # gateway/breaker.py's CLOSED, OPEN, HALF_OPEN
+_NUMBERS = (int, float)
 _REQUEST_PARAMS = (
     ("max_tokens", "gen_ai.request.max_tokens"),
     ("max_completion_tokens", "gen_ai.request.max_tokens"),
@@ -248,8 +249,8 @@ def begin(
     body = call.body
     for param, attribute in _REQUEST_PARAMS:
         value = body.get(param)
-        if value is not None and isinstance(value, int | float) and not isinstance(value, bool):
-            span.set_attribute(attribute, value)
+        if value.__class__ in _NUMBERS:  # not None, not a bool, not a string
+            span.attributes[attribute] = value
     ctx = span.get_span_context()
     call.traceparent = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
 
@@ -271,7 +272,7 @@ def end_answered(call: Call, backend: CompiledBackend, tokens_in: int, tokens_ou
     if call.trace.redactor is not None and call.trace.captures(alias):
         _capture(call, call.answer, attrs)
     span = call.span
-    span.set_attributes(attrs)
+    span.attributes.update(attrs)  # the gateway's own, well-typed values (no lists)
     span.end()
 
 
@@ -292,7 +293,7 @@ def end_cached(call: Call, layer: str, response: dict, saved: float) -> None:
     if call.trace.redactor is not None and call.trace.captures(alias):
         _capture(call, response, attrs)
     span = call.span
-    span.set_attributes(attrs)
+    span.attributes.update(attrs)  # the gateway's own, well-typed values (no lists)
     span.end()
 
 
@@ -307,7 +308,7 @@ def end_failed(call: Call, error_type: str) -> None:
     from opentelemetry.trace import Status
 
     span = call.span
-    span.set_attributes(attrs)
+    span.attributes.update(attrs)
     span.set_status(Status(call.trace.error, error_type))
     span.end()
 
@@ -331,7 +332,7 @@ def _common(call: Call, breaker_of: str | None) -> dict[str, Any]:
     """What every span ends with, whatever the outcome."""
     breaker = call.trace.breakers.get(breaker_of) if breaker_of else None
     attrs: dict[str, Any] = {
-        "tandem.backends.tried": call.tried or [],
+        "tandem.backends.tried": tuple(call.tried) if call.tried else (),
         "tandem.stream": call.stream,
         "tandem.breaker.state": _BREAKER_STATES[breaker.state] if breaker is not None else "none",
     }

@@ -76,3 +76,34 @@ def test_the_gateways_own_spans_encode_as_the_sdk_would() -> None:
     finished = exporter.get_finished_spans()
     assert finished[0].attributes["tandem.backends.tried"] == ("a", "b")
     assert ExportTraceServiceRequest.FromString(encode_request(finished)) == encode_spans(finished)
+
+
+def test_cached_fields_never_mix_values_that_compare_equal() -> None:
+    """The encoder caches whole fields per key and value: True, 1, 1.0 and "1" must each
+    encode as themselves however often they repeat, in whatever order."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "tandem-gateway"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    for value in (True, 1, 1.0, "1", True, "1", 1, False, 0, ""):
+        span = provider.get_tracer("tandem.gateway").start_span("s")
+        span.set_attribute("tandem.x", value)
+        span.end()
+    finished = exporter.get_finished_spans()
+    assert ExportTraceServiceRequest.FromString(encode_request(finished)) == encode_spans(finished)
+
+
+def test_spans_of_equal_scopes_and_resources_share_one_group() -> None:
+    """Distinct but equal Resource / scope objects group as the SDK groups them (by equality),
+    whatever the order the spans come in."""
+    exporter = InMemorySpanExporter()
+    providers = [
+        TracerProvider(resource=Resource.create({"service.name": name})) for name in ("a", "b", "a")
+    ]
+    for provider in providers:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    for i in range(6):
+        providers[i % 3].get_tracer("t", "1").start_span(f"s{i}").end()
+    finished = exporter.get_finished_spans()
+    mine = ExportTraceServiceRequest.FromString(encode_request(finished))
+    assert mine == encode_spans(finished)
+    assert len(mine.resource_spans) == 2
