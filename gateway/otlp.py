@@ -87,7 +87,7 @@ _pairs_held = 0
 def _attributes(attrs: Any, tag: bytes) -> bytes:
     """Repeated KeyValue fields (`tag`: the field's tag byte) for a mapping of attributes."""
     global _pairs_held
-    out = []
+    out: list[bytes] = []
     append = out.append
     small = _SMALL
     pairs = _PAIRS.get(tag)
@@ -95,7 +95,11 @@ def _attributes(attrs: Any, tag: bytes) -> bytes:
         pairs = _PAIRS[tag] = {}
     for key, value in attrs.items():
         cls = value.__class__
-        cacheable = cls is bool or (cls is str and len(value) <= 64)
+        cacheable = (
+            cls is bool
+            or (cls is str and len(value) <= 64)
+            or (cls is tuple and len(value) <= 4 and all(v.__class__ is str for v in value))
+        )
         if cacheable:
             known = pairs.get(key)
             if known is not None:
@@ -130,6 +134,11 @@ _REMOTE_FLAGS = (
 )
 
 
+def encode_attributes(attrs: Any) -> bytes:
+    """A span's attribute fields for `attrs`, as encode_request writes them."""
+    return _attributes(attrs, b"\x4a")
+
+
 def _span(span: Any) -> bytes:
     ctx = span.context
     parent = span.parent
@@ -147,7 +156,12 @@ def _span(span: Any) -> bytes:
     parts.append(_ld(b"\x2a", span.name.encode()))
     parts.append(kind)
     parts.append(b"\x39" + _pack_fixed64(span.start_time) + b"\x41" + _pack_fixed64(span.end_time))
-    parts.append(_attributes(span.attributes, b"\x4a"))
+    blocks = getattr(span, "otlp_blocks", None)  # gateway/tracing.py's spans: shared blocks
+    if blocks is None:
+        parts.append(_attributes(span.attributes, b"\x4a"))
+    else:
+        parts.extend(blocks[0])
+        parts.append(_attributes(blocks[1], b"\x4a"))
     if span.dropped_attributes:
         parts.append(b"\x50" + _varint(span.dropped_attributes))
     status = span.status

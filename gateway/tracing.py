@@ -21,7 +21,7 @@ carries the span's `traceparent`, so Ray Serve's spans join the gateway's trace.
 
 Sampling is parent-based: a caller's `traceparent` decides; otherwise `tracing.sampling` of the
 requests are traced. Spans leave through a BatchSpanProcessor (export off the request path) and
-gateway/otlp.py's exporter (OTLP/gRPC, encoded at a third of the SDK encoder's cost).
+gateway/otlp.py's exporter (OTLP/gRPC; the attributes many spans share are encoded once).
 """
 
 from __future__ import annotations
@@ -29,11 +29,14 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from gateway.config import CompiledBackend, Tracing
+from gateway.otlp import encode_attributes
 from gateway.redact import Redactor
 
 if TYPE_CHECKING:
@@ -50,10 +53,13 @@ _OPERATIONS = {
 }
 # the exporter's batching: a queue for bursts (spans beyond it are dropped and counted by the SDK),
 # sent every BATCH_DELAY_MS or as soon as BATCH_SIZE spans wait
-BATCH_QUEUE, BATCH_DELAY_MS, BATCH_SIZE = 16384, 1000, 128
+BATCH_QUEUE, BATCH_DELAY_MS, BATCH_SIZE = 16384, 1000, 256
 _BREAKER_STATES = ("closed", "open", "half_open")
 _LOW64 = (1 << 64) - 1  # gateway/breaker.py's CLOSED, OPEN, HALF_OPEN
 _NUMBERS = (int, float)
+# a block of attributes shared by many spans: the values, their OTLP encoding, their keys
+Block = tuple[dict[str, Any], bytes, frozenset]
+_BLOCKS_MAX = 4096  # shared attribute blocks kept per kind (beyond it, each span makes its own)
 _REQUEST_PARAMS = (
     ("max_tokens", "gen_ai.request.max_tokens"),
     ("max_completion_tokens", "gen_ai.request.max_tokens"),
@@ -66,47 +72,94 @@ class GatewaySpan:
     """A span as the SDK's exporters read it (name, context, parent, kind, times, attributes,
     status, resource, scope), without the SDK Span's per-attribute validation and locking: the
     gateway sets only its own, well-typed attributes, once per request (a list value is kept as
-    a tuple, as the SDK does). Other stages may still `set_attribute` on it."""
+    a tuple, as the SDK does). Other stages may still `set_attribute` on it. What every span of
+    a tracer shares (kind, resource, scope, processor) is read from the tracer, not copied.
+
+    Attributes come in blocks: shared ones (the opening attributes of a route and team, the
+    answer's backend and route...), each a dict with its OTLP encoding made once and reused by
+    every span with the same values, then the span's own. `attributes` is all of them, in that
+    order; `otlp_blocks` gives gateway/otlp.py the encoded blocks and the span's own values."""
 
     __slots__ = (
         "name",
         "context",
         "parent",
-        "kind",
         "start_time",
         "end_time",
-        "attributes",
-        "status",
-        "resource",
-        "instrumentation_scope",
-        "_processor",
+        "_blocks",
+        "_own",
+        "_status",
+        "_tracer",
     )
     dropped_attributes = dropped_events = dropped_links = 0
     events: tuple = ()
     links: tuple = ()
 
-    def __init__(self, tracer: GatewayTracer, name: str, context: Any, parent: Any, attrs: dict):
+    def __init__(self, tracer: GatewayTracer, name: str, context: Any, parent: Any, block: Any):
         self.name = name
         self.context = context
         self.parent = parent
-        self.kind = tracer.kind
         self.start_time = time.time_ns()
         self.end_time: int | None = None
-        self.attributes = attrs
-        self.status = tracer.unset
-        self.resource = tracer.resource
-        self.instrumentation_scope = tracer.scope
-        self._processor = tracer.processor
+        self._blocks: list[Block] = [block]
+        self._own: dict[str, Any] = {}
+        self._status: Any = None
+        self._tracer = tracer
+
+    @property
+    def attributes(self) -> Mapping[str, Any]:
+        """All of them, read-only (`set_attribute` writes)."""
+        merged: dict[str, Any] = {}
+        for values, _, _ in self._blocks:
+            merged.update(values)
+        merged.update(self._own)
+        return MappingProxyType(merged)
+
+    @property
+    def otlp_blocks(self) -> tuple[list[bytes], dict[str, Any]]:
+        return [encoded for _, encoded, _ in self._blocks], self._own
+
+    def add_block(self, block: Block) -> None:
+        """A shared block of attributes (a dict nobody mutates, its encoding, its keys)."""
+        keys = block[2]
+        for other in self._blocks:
+            if not keys.isdisjoint(other[2]):
+                break
+        else:
+            if keys.isdisjoint(self._own):
+                self._blocks.append(block)
+                return
+        for key, value in block[0].items():  # it would shadow a value set before: set each
+            self.set_attribute(key, value)
+
+    @property
+    def kind(self) -> Any:
+        return self._tracer.kind
+
+    @property
+    def resource(self) -> Any:
+        return self._tracer.resource
+
+    @property
+    def instrumentation_scope(self) -> Any:
+        return self._tracer.scope
+
+    @property
+    def status(self) -> Any:
+        return self._tracer.unset if self._status is None else self._status
 
     def set_attribute(self, key: str, value: Any) -> None:
-        self.attributes[key] = tuple(value) if isinstance(value, list) else value
+        if any(key in b[2] for b in self._blocks):
+            self._own = dict(self.attributes)  # a shared value changes: this span's own now
+            self._blocks = []
+        self._own[key] = tuple(value) if isinstance(value, list) else value
 
     def set_attributes(self, attributes: dict[str, Any]) -> None:
         for key, value in attributes.items():
-            self.attributes[key] = tuple(value) if isinstance(value, list) else value
+            self.set_attribute(key, value)
 
     def set_status(self, status: Any) -> None:
-        self.status = status
+        self._status = status
 
     def is_recording(self) -> bool:
         return self.end_time is None
@@ -117,7 +170,7 @@ class GatewaySpan:
     def end(self) -> None:
         if self.end_time is None:
             self.end_time = time.time_ns()
-            self._processor.on_end(self)
+            self._tracer.processor.on_end(self)
 
     def to_json(self, indent: int | None = 4) -> str:  # the console exporter's format
         return json.dumps(
@@ -128,7 +181,7 @@ class GatewaySpan:
                 "start_time": self.start_time,
                 "end_time": self.end_time,
                 "status": self.status.status_code.name,
-                "attributes": self.attributes,
+                "attributes": dict(self.attributes),
             },
             indent=indent,
             default=list,
@@ -182,9 +235,12 @@ class GatewayTracer:
         self.redactor = Redactor(cfg.capture.redact, cfg.capture.patterns) if self.capture else None
         self.max_chars = cfg.capture.max_chars
         self.breakers: dict[str, Any] = {}  # the upstreams' breakers, set when they exist
+        self._openings: dict[tuple[str, str, str], tuple[str, Any]] = {}
+        self.answered: dict[tuple, Block] = {}  # the answers' shared attributes
 
-    def start(self, name: str, attrs: dict[str, Any], parent: Any = None) -> GatewaySpan | None:
-        """A recording span, or None when this request is not sampled."""
+    def start(self, name: str, block: Any, parent: Any = None) -> GatewaySpan | None:
+        """A recording span opening with `block` (attributes, encoded), or None when this
+        request is not sampled."""
         if parent is not None and parent.is_valid:
             if not parent.trace_flags.sampled:
                 return None
@@ -195,7 +251,35 @@ class GatewayTracer:
             if (trace_id & _LOW64) >= self._bound:
                 return None
         ctx = self._context(trace_id, random.getrandbits(64) or 1, False, self._sampled)
-        return GatewaySpan(self, name, ctx, parent, attrs)
+        return GatewaySpan(self, name, ctx, parent, block)
+
+    def opening(self, endpoint: str, alias: str, team: str) -> tuple[str, Any]:
+        """A request span's name and first attributes, built once per (endpoint, route, team):
+        most requests repeat a handful of combinations."""
+        key = (endpoint, alias, team)
+        known = self._openings.get(key)
+        if known is None:
+            op = _OPERATIONS[endpoint]
+            known = (
+                f"{op} {alias}",
+                block(
+                    {
+                        "gen_ai.operation.name": op,
+                        "gen_ai.request.model": alias,
+                        "tandem.team": team,
+                        "tandem.route": alias,
+                        "openinference.span.kind": "LLM",  # Phoenix lists it as an LLM call
+                    }
+                ),
+            )
+            self.keep(self._openings, key, known)
+        return known
+
+    def keep(self, blocks: dict[tuple, Any], key: tuple, made: Any) -> Any:
+        """`made` (a span's name and block, or a block), kept under `key` while there is room."""
+        if len(blocks) < _BLOCKS_MAX:
+            blocks[key] = made
+        return made
 
     def captures(self, alias: str) -> bool:
         return alias in self.capture
@@ -211,19 +295,17 @@ def build_tracer(cfg: Tracing, exporter: Any = None) -> GatewayTracer | None:
     return GatewayTracer(cfg, exporter)
 
 
+def block(values: dict[str, Any]) -> Block:
+    """Attributes shared by many spans, with their OTLP encoding made once."""
+    return values, encode_attributes(values), frozenset(values)
+
+
 def start_span(
     tracer: GatewayTracer, endpoint: str, alias: str, team: str, parent: Any = None
 ) -> GatewaySpan | None:
     """The request's span (None: not sampled); `parent`: a caller's SpanContext."""
-    op = _OPERATIONS[endpoint]
-    attributes = {
-        "gen_ai.operation.name": op,
-        "gen_ai.request.model": alias,
-        "tandem.team": team,
-        "tandem.route": alias,
-        "openinference.span.kind": "LLM",  # Phoenix lists it as an LLM call
-    }
-    return tracer.start(f"{op} {alias}", attributes, parent)
+    name, first = tracer.opening(endpoint, alias, team)
+    return tracer.start(name, first, parent)
 
 
 def set_prompt(span: Any, name: str, version: str) -> None:
@@ -246,40 +328,54 @@ def begin(
     if span is None:
         return  # not sampled: nothing more is spent on this request
     call.span, call.trace, call.tried = span, tracer, []
-    body = call.body
+    body, attrs = call.body, span._own
     for param, attribute in _REQUEST_PARAMS:
         value = body.get(param)
         if value.__class__ in _NUMBERS:  # not None, not a bool, not a string
-            span.attributes[attribute] = value
-    ctx = span.get_span_context()
-    call.traceparent = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+            attrs[attribute] = value
+    ctx = span.context  # sampled, or there would be no span
+    call.traceparent = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-01"
 
 
 def end_answered(call: Call, backend: CompiledBackend, tokens_in: int, tokens_out: int) -> None:
     a = call.attempt
     alias = _alias(call)
     answered = a.route.alias if a is not None else alias
-    attrs = _common(call, backend.name)
-    attrs["gen_ai.provider.name"] = backend.protocol
-    attrs["gen_ai.response.model"] = backend.model or backend.label_values[1]
-    attrs["gen_ai.usage.input_tokens"] = tokens_in
-    attrs["gen_ai.usage.output_tokens"] = tokens_out
-    attrs["server.address"] = backend.spec.url
-    attrs["tandem.backend"] = backend.name
-    attrs["tandem.cost_usd"] = call.cost
-    attrs["tandem.route.answered"] = answered
-    attrs["tandem.fallback"] = answered != alias
-    if call.trace.redactor is not None and call.trace.captures(alias):
-        _capture(call, call.answer, attrs)
-    span = call.span
-    span.attributes.update(attrs)  # the gateway's own, well-typed values (no lists)
+    span, tracer = call.span, call.trace
+    state = _breaker_state(tracer, backend.name)
+    cache = call.cache_status
+    key = (backend, answered, alias, call.stream, state, cache)
+    shared = tracer.answered.get(key)
+    if shared is None:
+        values = {
+            "gen_ai.provider.name": backend.protocol,
+            "gen_ai.response.model": backend.model or backend.label_values[1],
+            "server.address": backend.spec.url,
+            "tandem.backend": backend.name,
+            "tandem.route.answered": answered,
+            "tandem.fallback": answered != alias,
+            "tandem.stream": call.stream,
+            "tandem.breaker.state": state,
+        }
+        if cache is not None:
+            values["tandem.cache.status"] = cache.split(";", 1)[0]
+        shared = tracer.keep(tracer.answered, key, block(values))
+    span.add_block(shared)
+    own = span._own
+    own["tandem.backends.tried"] = tuple(call.tried) if call.tried else ()
+    own["gen_ai.usage.input_tokens"] = tokens_in
+    own["gen_ai.usage.output_tokens"] = tokens_out
+    own["tandem.cost_usd"] = call.cost
+    if tracer.redactor is not None and tracer.captures(alias):
+        _capture(call, call.answer, own)
     span.end()
 
 
 def end_cached(call: Call, layer: str, response: dict, saved: float) -> None:
     """A response-cache hit: no backend was called; the cached answer's tokens and saving."""
     route = call.route
-    attrs = _common(call, route.backends[0].name if route is not None else None)
+    span = call.span
+    attrs = _common(call, route.backends[0].name if route is not None else None, span._own)
     usage = response.get("usage") if isinstance(response, dict) else None
     if isinstance(usage, dict):
         attrs["gen_ai.usage.input_tokens"] = int(usage.get("prompt_tokens") or 0)
@@ -292,14 +388,13 @@ def end_cached(call: Call, layer: str, response: dict, saved: float) -> None:
     attrs["tandem.fallback"] = False
     if call.trace.redactor is not None and call.trace.captures(alias):
         _capture(call, response, attrs)
-    span = call.span
-    span.attributes.update(attrs)  # the gateway's own, well-typed values (no lists)
     span.end()
 
 
 def end_failed(call: Call, error_type: str) -> None:
     tried = call.tried
-    attrs = _common(call, tried[-1] if tried else None)
+    span = call.span
+    attrs = _common(call, tried[-1] if tried else None, span._own)
     attrs["error.type"] = error_type
     attrs["tandem.cost_usd"] = call.cost
     attrs["tandem.fallback"] = False
@@ -307,8 +402,6 @@ def end_failed(call: Call, error_type: str) -> None:
         _capture(call, None, attrs)
     from opentelemetry.trace import Status
 
-    span = call.span
-    span.attributes.update(attrs)
     span.set_status(Status(call.trace.error, error_type))
     span.end()
 
@@ -328,14 +421,16 @@ def _alias(call: Call) -> str:
     return model if isinstance(model, str) else ""
 
 
-def _common(call: Call, breaker_of: str | None) -> dict[str, Any]:
-    """What every span ends with, whatever the outcome."""
-    breaker = call.trace.breakers.get(breaker_of) if breaker_of else None
-    attrs: dict[str, Any] = {
-        "tandem.backends.tried": tuple(call.tried) if call.tried else (),
-        "tandem.stream": call.stream,
-        "tandem.breaker.state": _BREAKER_STATES[breaker.state] if breaker is not None else "none",
-    }
+def _breaker_state(tracer: GatewayTracer, backend: str | None) -> str:
+    breaker = tracer.breakers.get(backend) if backend else None
+    return _BREAKER_STATES[breaker.state] if breaker is not None else "none"
+
+
+def _common(call: Call, breaker_of: str | None, attrs: dict[str, Any]) -> dict[str, Any]:
+    """What every span ends with, whatever the outcome (written into `attrs`, returned)."""
+    attrs["tandem.backends.tried"] = tuple(call.tried) if call.tried else ()
+    attrs["tandem.stream"] = call.stream
+    attrs["tandem.breaker.state"] = _breaker_state(call.trace, breaker_of)
     status = call.cache_status
     if status is not None:
         attrs["tandem.cache.status"] = status.split(";", 1)[0]

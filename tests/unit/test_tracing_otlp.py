@@ -107,3 +107,60 @@ def test_spans_of_equal_scopes_and_resources_share_one_group() -> None:
     mine = ExportTraceServiceRequest.FromString(encode_request(finished))
     assert mine == encode_spans(finished)
     assert len(mine.resource_spans) == 2
+
+
+def _answered_spans(n: int) -> list:
+    """`n` requests through the gateway's own span code, answered by one backend."""
+    import time
+
+    from gateway import tracing
+    from gateway.config import Tracing, compile_config, parse_config
+    from gateway.stages.call import Call
+
+    compiled = compile_config(
+        parse_config(
+            {
+                "backends": {"a": {"url": "http://127.0.0.1:1/v1"}},
+                "routes": {"chat": {"backends": [{"backend": "a"}]}},
+            }
+        )
+    )
+    exporter = InMemorySpanExporter()
+    tracer = tracing.build_tracer(Tracing(), exporter)
+    assert tracer is not None
+    for i in range(n):
+        call = Call("chat.completions", time.monotonic(), compiled)
+        call.body = {"model": "chat", "max_tokens": 10 + i, "messages": []}
+        call.route = compiled.routes["chat"]
+        call.cache_status = "miss"
+        tracing.begin(call, tracer, "chat.completions", "chat", "team-a")
+        call.tried.append("a")
+        call.cost = 0.001 * i
+        if i == 1:  # another stage sets an attribute of its own
+            call.span.set_attribute("tandem.features", "svc")
+        if i == 2:  # ... or overrides a shared one
+            call.span.set_attribute("tandem.route", "renamed")
+        if i == 3:  # ... or sets one the answer's shared block sets later (the later wins)
+            call.span.set_attribute("tandem.backend", "early")
+        tracing.end_answered(call, compiled.backends["a"], 5 + i, 7)
+    return list(exporter.get_finished_spans())
+
+
+def test_shared_attribute_blocks_encode_as_the_sdk_would() -> None:
+    """The gateway encodes the attributes many spans share once and reuses the bytes; what it
+    sends must still be exactly what the SDK's encoder makes of each span's attributes."""
+    finished = _answered_spans(4)
+    assert ExportTraceServiceRequest.FromString(encode_request(finished)) == encode_spans(finished)
+    first, second, third, fourth = (dict(s.attributes) for s in finished)
+    assert first["gen_ai.request.max_tokens"] == 10 and second["gen_ai.request.max_tokens"] == 11
+    assert first["gen_ai.usage.input_tokens"] == 5 and third["gen_ai.usage.input_tokens"] == 7
+    assert second["tandem.features"] == "svc" and "tandem.features" not in first
+    assert third["tandem.route"] == "renamed" and first["tandem.route"] == "chat"
+    assert first["tandem.backend"] == "a" and first["tandem.cache.status"] == "miss"
+    assert fourth["tandem.backend"] == "a"
+
+
+def test_a_spans_attributes_are_read_only_outside_set_attribute() -> None:
+    span = _answered_spans(1)[0]
+    with pytest.raises(TypeError):
+        span.attributes["x"] = 1  # type: ignore[index]
