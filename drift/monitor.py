@@ -8,10 +8,12 @@ during the rollout and after), or by an operator (`POST /references/<use case>`)
 is tested against the use case's reference, so a canary that answers differently from the
 champion's reference shows as drift on the canary's version.
 
-Each signal is tested every `step` new values (a fifth of a window) once its window is full; the
-per-test false-alarm probability comes from the use case's `false_alarms_per_30d`, the reference's
-event rate and the number of signals (detectors.alpha_for). A detection holds until a whole new
-window tests clean.
+Each signal is tested whenever new values arrived (the benchmark: after every value; the service:
+once a tick) once its window is full. The target false alarms per test come from the use case's
+`false_alarms_per_30d`, the reference's event rate (a test per value, the most there can be) and
+the number of signals (detectors.alpha_for); each detector turns that into its line by simulating
+its own null stream (detectors.calibrate). A detection holds until a whole new window tests
+clean.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from prometheus_client import Counter as PromCounter
 from drift.detectors import (
     SECONDS_30D,
     EmbeddingMMD,
+    LookupTracker,
     MMDTracker,
     NumericKS,
     RateTest,
@@ -109,7 +112,11 @@ class Reference:
             "end": self.end,
             "events": self.events,
             "signals": {
-                s: {"threshold": round(d.threshold, 6), "alpha": d.alpha}
+                s: {
+                    "threshold": round(d.threshold, 6),
+                    "alpha": d.alpha,
+                    **({"calibration": d.calibration.to_dict()} if d.calibration else {}),
+                }
                 for s, d in self.detectors.items()
             },
             "skipped": self.skipped,
@@ -164,7 +171,8 @@ class Window:
         self.times: deque[float] = deque(maxlen=size)
         self.ids: deque[str | None] = deque(maxlen=size)
         self.new = 0
-        self.tracker: MMDTracker | None = None  # embeddings: the window's MMD, kept up to date
+        # embeddings: the window's MMD, kept up to date; numbers: their reference lookups
+        self.tracker: MMDTracker | LookupTracker | None = None
 
     def add(self, t: float, value: Any, rid: str | None) -> None:
         self.values.append(value)
@@ -291,17 +299,16 @@ class Monitor:
         span = max(1.0, max(ts) - min(ts))
         ref = Reference(version, self.clock(), source, min(ts), max(ts), len(answers))
         signals = signal_names(m)
-        step = max(1, m.window_events // 5)
-        # expected evaluations in 30 days at the reference's sample rate, per signal
-        evals = SECONDS_30D * (len(answers) / span) / step
-        alpha = alpha_for(m.false_alarms_per_30d, evals, len(signals))
+        # at most one test per value: the values expected in 30 days at the reference's rate
+        tests = SECONDS_30D * (len(answers) / span)
+        rate = alpha_for(m.false_alarms_per_30d, tests, len(signals))  # alarms per test
         for signal in signals:
             values = [v for e in events if (v := value_of(e, signal)) is not None]
             if len(values) < 2 * min(m.window_events, 100):
                 ref.skipped[signal] = f"{len(values)} values in the reference"
                 continue
             try:
-                ref.detectors[signal] = self._detector(signal, values, m.window_events, alpha)
+                ref.detectors[signal] = self._detector(signal, values, m.window_events, rate)
             except ValueError as exc:
                 ref.skipped[signal] = str(exc)
         self.references[use_case] = ref
@@ -317,13 +324,17 @@ class Monitor:
         self._cpu(time.process_time() - t0)
         return ref
 
-    def _detector(self, signal: str, values: list[Any], window: int, alpha: float) -> Any:
+    def _detector(self, signal: str, values: list[Any], window: int, rate: float) -> Any:
+        """`signal`'s detector on the reference `values`, its line calibrated for `rate` false
+        alarms per test with a test on every value."""
         kind = kind_of(signal, values)
+        seed = self.seed
         if kind == "embedding":
-            return EmbeddingMMD(np.asarray(values, dtype=np.float32), window, alpha, seed=self.seed)
+            x = np.asarray(values, dtype=np.float32)
+            return EmbeddingMMD(x, window, rate, seed=seed, rate=rate)
         if kind == "numeric":
-            return NumericKS([float(v) for v in values], window, alpha)
-        return RateTest(values, window, alpha)
+            return NumericKS([float(v) for v in values], window, rate, rate=rate, seed=seed)
+        return RateTest(values, window, rate, rate=rate, seed=seed)
 
     # -- tests --------------------------------------------------------------------------------
     def evaluate(self) -> list[Detection]:
@@ -335,14 +346,15 @@ class Monitor:
             if ref is None or signal not in ref.detectors:
                 continue
             m = self.use_cases[use_case].monitoring
-            step = max(1, m.window_events // 5)
-            if len(w.values) < m.window_events or w.new < step:
+            if len(w.values) < m.window_events or w.new < 1:
                 continue
             tested = w.new
             w.new = 0
             det = ref.detectors[signal]
             if isinstance(det, EmbeddingMMD):
                 result = self._mmd(w, det, tested)
+            elif isinstance(det, NumericKS):
+                result = self._numeric(w, det, tested)
             else:
                 result = det.test(list(w.values))
             d = self._record(use_case, version, signal, w, result, tested, ref)
@@ -352,19 +364,30 @@ class Monitor:
         return began
 
     @staticmethod
-    def _mmd(w: Window, det: EmbeddingMMD, new: int) -> Result:
-        if w.tracker is None or w.tracker.det is not det:  # first test against this reference
-            w.tracker = MMDTracker(det)
+    def _numeric(w: Window, det: NumericKS, new: int) -> Result:
+        if not isinstance(w.tracker, LookupTracker) or w.tracker.det is not det:
+            w.tracker = LookupTracker(det)  # first test against this reference
             new = len(w.values)
-        k = min(new, len(w.values))
-        values, ids, times = (list(d)[-k:] for d in (w.values, w.ids, w.times))
+        n = len(w.values)
+        w.tracker.add([w.values[i] for i in range(n - min(new, n), n)])
+        return w.tracker.test(list(w.values))
+
+    @staticmethod
+    def _mmd(w: Window, det: EmbeddingMMD, new: int) -> Result:
+        if not isinstance(w.tracker, MMDTracker) or w.tracker.det is not det:
+            w.tracker = MMDTracker(det)  # first test against this reference
+            new = len(w.values)
+        n = len(w.values)
+        last = range(n - min(new, n), n)
+        values, ids, times = ([d[i] for i in last] for d in (w.values, w.ids, w.times))
         w.tracker.add(np.asarray(values, dtype=np.float32), list(zip(ids, times, strict=True)))
         result = w.tracker.test()
         tags = w.tracker.tags
         slots = list(result.evidence["examples"])
-        result.evidence["_vectors"] = [
-            w.tracker.x[i].tolist() for i in slots if tags[i] is not None
-        ]
+        if result.detected:  # the alert's examples (only a detection that begins uses them)
+            result.evidence["_vectors"] = [
+                w.tracker.x[i].tolist() for i in slots if tags[i] is not None
+            ]
         result.evidence["examples"] = [
             {"response_id": tags[i][0], "t": tags[i][1]}
             for i in result.evidence.pop("examples")
