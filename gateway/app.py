@@ -71,6 +71,11 @@ from vocabulary.cache import CacheSection
 log = logging.getLogger("tandem.gateway")
 
 _JSON = "application/json"
+# Connections the kernel holds for the gateway before it accepts them. aiohttp's default (128)
+# overflows when a burst of new connections meets a busy moment: the client's SYN is dropped and
+# retried a second (then three) later, a latency no stage of the gateway explains. uvicorn's
+# default; the kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 2048
 _KNOWN_PATHS = frozenset(
     (
         "/v1/chat/completions",
@@ -672,4 +677,4 @@ def serve(
             "" if routes == 1 else "s",
         )
 
-    web.run_app(service.app(), sock=sock, access_log=None, print=listening)
+    web.run_app(service.app(), sock=sock, backlog=LISTEN_BACKLOG, access_log=None, print=listening)
