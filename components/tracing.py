@@ -56,7 +56,8 @@ def routes_tracing(cfg: TracingConfig, namespace: str = labels.NS_TRACING) -> Ro
     c = cfg.capture
     return RoutesTracing(
         exporter="otlp",
-        endpoint=otel.collector_endpoint(namespace),
+        protocol="http/protobuf",
+        endpoint=otel.collector_http_endpoint(namespace),
         sampling=cfg.sampling,
         capture=Capture(
             routes=list(c.routes),
@@ -260,8 +261,15 @@ class Tracing(pulumi.ComponentResource):
             meta_labels,
             in_ns,
         )
-        self.endpoint = otel.collector_endpoint(ns)
-        self.register_outputs({"collectorEndpoint": self.endpoint, "namespace": ns})
+        self.endpoint = otel.collector_endpoint(ns)  # OTLP/gRPC (Ray Serve's replicas)
+        self.http_endpoint = otel.collector_http_endpoint(ns)  # OTLP/HTTP (the gateway)
+        self.register_outputs(
+            {
+                "collectorEndpoint": self.endpoint,
+                "collectorHttpEndpoint": self.http_endpoint,
+                "namespace": ns,
+            }
+        )
 
     def _policy(
         self,

@@ -150,6 +150,8 @@ class GatewayService:
         self.metrics = Metrics()
         self.max_body_bytes = cfg.server.max_body_bytes
         self.tracer = build_tracer(cfg.tracing, span_exporter)
+        if self.tracer is not None and hasattr(self.tracer.processor, "collect"):
+            self.metrics.registry.register(self.tracer.processor)  # spans exported / dropped
         self.admission = Admission(self.metrics, self.compiled.budgets)
         self.sessions = Sessions()
         self.audit = AuditLog(cfg.audit.path) if cfg.audit is not None else None
@@ -279,8 +281,8 @@ class GatewayService:
             await self.features.close()
         if self.cache is not None:
             await self.cache.close()
-        if self.tracer is not None:  # the spans still queued are sent (off the event loop)
-            await asyncio.to_thread(self.tracer.shutdown)
+        if self.tracer is not None:  # the spans still queued are sent
+            await self.tracer.aclose()
 
     async def _start_cache(self, cache: ResponseCache) -> None:
         """Expose the cache's metrics on /metrics, give its sampled re-check a way to ask the

@@ -300,6 +300,12 @@ class Capture(TraceCapture):
 
 class Tracing(_Strict):
     exporter: Literal["none", "otlp", "console"] = "none"
+    protocol: Literal["grpc", "http/protobuf"] = Field(
+        "grpc",
+        description="OTLP transport: gRPC (default endpoint :4317; sent from an export thread) "
+        "or HTTP protobuf (:4318, /v1/traces appended to a bare endpoint; sent from the event "
+        "loop, the cheaper of the two per span)",
+    )
     endpoint: str | None = None
     service_name: str = "tandem-gateway"
     sampling: float = Field(

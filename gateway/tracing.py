@@ -20,12 +20,14 @@ opt-in `gen_ai.input.messages` / `gen_ai.output.messages` (JSON, `{"role", "part
 carries the span's `traceparent`, so Ray Serve's spans join the gateway's trace.
 
 Sampling is parent-based: a caller's `traceparent` decides; otherwise `tracing.sampling` of the
-requests are traced. Spans leave through a BatchSpanProcessor (export off the request path) and
-gateway/otlp.py's exporter (OTLP/gRPC; the attributes many spans share are encoded once).
+requests are traced. Spans leave in batches, encoded by gateway/otlp.py (the attributes many
+spans share are encoded once): over OTLP/HTTP from the event loop (`protocol: http/protobuf`, what
+the Tracing component configures) or over OTLP/gRPC from the SDK's BatchSpanProcessor thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
@@ -36,7 +38,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.config import CompiledBackend, Tracing
-from gateway.otlp import encode_attributes
+from gateway.otlp import (
+    _REMOTE_FLAGS,
+    encode_attributes,
+    otlp_name,
+    otlp_status,
+)
+from gateway.otlp import _pack_fixed64 as _pack_u64
 from gateway.redact import Redactor
 
 if TYPE_CHECKING:
@@ -60,6 +68,7 @@ _NUMBERS = (int, float)
 # a block of attributes shared by many spans: the values, their OTLP encoding, their keys
 Block = tuple[dict[str, Any], bytes, frozenset]
 _BLOCKS_MAX = 4096  # shared attribute blocks kept per kind (beyond it, each span makes its own)
+_NAMES: dict[str, bytes] = {}  # span name -> its OTLP name and kind fields
 _REQUEST_PARAMS = (
     ("max_tokens", "gen_ai.request.max_tokens"),
     ("max_completion_tokens", "gen_ai.request.max_tokens"),
@@ -82,7 +91,9 @@ class GatewaySpan:
 
     __slots__ = (
         "name",
-        "context",
+        "trace_id",
+        "span_id",
+        "_context",
         "parent",
         "start_time",
         "end_time",
@@ -95,9 +106,13 @@ class GatewaySpan:
     events: tuple = ()
     links: tuple = ()
 
-    def __init__(self, tracer: GatewayTracer, name: str, context: Any, parent: Any, block: Any):
+    def __init__(
+        self, tracer: GatewayTracer, name: str, trace_id: int, span_id: int, parent: Any, block: Any
+    ):
         self.name = name
-        self.context = context
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self._context: Any = None  # the SDK's SpanContext, built when something asks for it
         self.parent = parent
         self.start_time = time.time_ns()
         self.end_time: int | None = None
@@ -164,8 +179,46 @@ class GatewaySpan:
     def is_recording(self) -> bool:
         return self.end_time is None
 
+    @property
+    def context(self) -> Any:
+        ctx = self._context
+        if ctx is None:
+            t = self._tracer
+            ctx = self._context = t._span_context(self.trace_id, self.span_id, False, t._sampled)
+        return ctx
+
     def get_span_context(self) -> Any:
         return self.context
+
+    def otlp_bytes(self) -> bytes:
+        """This span's OTLP `Span` message: gateway/otlp.py's encoding, read from the slots
+        (no SpanContext, no properties; the name's field cached) for the one shape a gateway
+        span has: CLIENT kind, no trace state, shared blocks then its own attributes."""
+        parent = self.parent
+        head = b"\x0a\x10" + self.trace_id.to_bytes(16, "big") + b"\x12\x08"
+        head += self.span_id.to_bytes(8, "big")
+        if parent is not None:
+            head += b"\x22\x08" + parent.span_id.to_bytes(8, "big")
+        name = _NAMES.get(self.name)
+        if name is None:
+            name = otlp_name(self.name, self._tracer.kind)
+            if len(_NAMES) < _BLOCKS_MAX:
+                _NAMES[self.name] = name
+        status = self._status
+        return b"".join(
+            (
+                head,
+                name,
+                b"\x39",
+                _pack_u64(self.start_time),
+                b"\x41",
+                _pack_u64(self.end_time),
+                *[encoded for _, encoded, _ in self._blocks],
+                encode_attributes(self._own),
+                b"\x7a\x00" if status is None else otlp_status(status),
+                _REMOTE_FLAGS[parent is not None and parent.is_remote],
+            )
+        )
 
     def end(self) -> None:
         if self.end_time is None:
@@ -176,8 +229,8 @@ class GatewaySpan:
         return json.dumps(
             {
                 "name": self.name,
-                "trace_id": f"0x{self.context.trace_id:032x}",
-                "span_id": f"0x{self.context.span_id:016x}",
+                "trace_id": f"0x{self.trace_id:032x}",
+                "span_id": f"0x{self.span_id:016x}",
                 "start_time": self.start_time,
                 "end_time": self.end_time,
                 "status": self.status.status_code.name,
@@ -201,34 +254,47 @@ class GatewayTracer:
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
         from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-        if exporter is None:
-            if cfg.exporter == "console":
-                from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-                exporter = ConsoleSpanExporter()
-            else:
-                from gateway.otlp import OtlpGrpcExporter
-
-                exporter = OtlpGrpcExporter(cfg.endpoint or "http://127.0.0.1:4317")
-            batch = True if batch is None else batch
-        # an exporter handed in (tests) sees each span as it ends unless asked to batch. Small
-        # batches: each is encoded under the GIL the event loop needs, so a short hold at a time
-        self.processor: Any = (
-            BatchSpanProcessor(
-                exporter,
-                max_queue_size=BATCH_QUEUE,
-                schedule_delay_millis=BATCH_DELAY_MS,
-                max_export_batch_size=BATCH_SIZE,
-            )
-            if batch
-            else SimpleSpanProcessor(exporter)
-        )
         self.resource = Resource.create({"service.name": cfg.service_name})
         self.scope = InstrumentationScope("tandem.gateway")
+        self.processor: Any
+        if exporter is None and cfg.exporter == "otlp" and cfg.protocol == "http/protobuf":
+            from gateway.otlp import OtlpHttpProcessor
+
+            self.processor = OtlpHttpProcessor(
+                cfg.endpoint or "http://127.0.0.1:4318",
+                self.resource,
+                self.scope,
+                max_queue=BATCH_QUEUE,
+                batch_size=BATCH_SIZE,
+                delay_s=BATCH_DELAY_MS / 1000,
+            )
+        else:
+            if exporter is None:
+                if cfg.exporter == "console":
+                    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+                    exporter = ConsoleSpanExporter()
+                else:
+                    from gateway.otlp import OtlpGrpcExporter
+
+                    exporter = OtlpGrpcExporter(cfg.endpoint or "http://127.0.0.1:4317")
+                batch = True if batch is None else batch
+            # an exporter handed in (tests) sees each span as it ends unless asked to batch.
+            # Small batches: each is encoded under the GIL the event loop needs
+            self.processor = (
+                BatchSpanProcessor(
+                    exporter,
+                    max_queue_size=BATCH_QUEUE,
+                    schedule_delay_millis=BATCH_DELAY_MS,
+                    max_export_batch_size=BATCH_SIZE,
+                )
+                if batch
+                else SimpleSpanProcessor(exporter)
+            )
         self.kind = SpanKind.CLIENT
         self.unset = Status(StatusCode.UNSET)
         self.error = StatusCode.ERROR
-        self._context = SpanContext
+        self._span_context = SpanContext
         self._sampled = TraceFlags(TraceFlags.SAMPLED)
         self._bound = round(cfg.sampling * (1 << 64))  # TraceIdRatioBased's
         self.capture = frozenset(cfg.capture.routes)
@@ -236,7 +302,9 @@ class GatewayTracer:
         self.max_chars = cfg.capture.max_chars
         self.breakers: dict[str, Any] = {}  # the upstreams' breakers, set when they exist
         self._openings: dict[tuple[str, str, str], tuple[str, Any]] = {}
-        self.answered: dict[tuple, Block] = {}  # the answers' shared attributes
+        # the answers' shared attributes, keyed by the backend object itself (a reload's new
+        # backends make new entries; the old ones stay until the bound, then spans build their own)
+        self.answered: dict[tuple, Block] = {}
 
     def start(self, name: str, block: Any, parent: Any = None) -> GatewaySpan | None:
         """A recording span opening with `block` (attributes, encoded), or None when this
@@ -250,8 +318,7 @@ class GatewayTracer:
             trace_id = random.getrandbits(128) or 1
             if (trace_id & _LOW64) >= self._bound:
                 return None
-        ctx = self._context(trace_id, random.getrandbits(64) or 1, False, self._sampled)
-        return GatewaySpan(self, name, ctx, parent, block)
+        return GatewaySpan(self, name, trace_id, random.getrandbits(64) or 1, parent, block)
 
     def opening(self, endpoint: str, alias: str, team: str) -> tuple[str, Any]:
         """A request span's name and first attributes, built once per (endpoint, route, team):
@@ -286,6 +353,15 @@ class GatewayTracer:
 
     def shutdown(self) -> None:
         self.processor.shutdown()
+
+    async def aclose(self) -> None:
+        """Send the spans still queued: on the loop for the OTLP/HTTP processor, in a thread for
+        the SDK's (its shutdown blocks until its export thread is done)."""
+        aclose = getattr(self.processor, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        else:
+            await asyncio.to_thread(self.processor.shutdown)
 
 
 def build_tracer(cfg: Tracing, exporter: Any = None) -> GatewayTracer | None:
@@ -333,8 +409,7 @@ def begin(
         value = body.get(param)
         if value.__class__ in _NUMBERS:  # not None, not a bool, not a string
             attrs[attribute] = value
-    ctx = span.context  # sampled, or there would be no span
-    call.traceparent = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-01"
+    call.traceparent = f"00-{span.trace_id:032x}-{span.span_id:016x}-01"  # sampled
 
 
 def end_answered(call: Call, backend: CompiledBackend, tokens_in: int, tokens_out: int) -> None:

@@ -32,8 +32,14 @@ def phoenix_endpoint(namespace: str = labels.NS_TRACING) -> str:
 
 
 def collector_endpoint(namespace: str = labels.NS_TRACING) -> str:
-    """Where the gateway and Ray Serve send spans (OTLP gRPC)."""
+    """Where Ray Serve sends spans (OTLP gRPC, the SDK's exporter in its replicas)."""
     return f"http://{COLLECTOR_RELEASE}.{namespace}.svc.cluster.local:{OTLP_GRPC_PORT}"
+
+
+def collector_http_endpoint(namespace: str = labels.NS_TRACING) -> str:
+    """Where the gateway sends spans (OTLP/HTTP from its event loop: cheaper per span than the
+    gRPC export thread; docs/tracing.md)."""
+    return f"http://{COLLECTOR_RELEASE}.{namespace}.svc.cluster.local:{OTLP_HTTP_PORT}"
 
 
 def collector_config(cfg: TracingConfig, namespace: str = labels.NS_TRACING) -> dict[str, Any]:

@@ -37,7 +37,7 @@ def upstream():
     server.stop()
 
 
-def gateway_config(upstream, phoenix: Phoenix, capture: list[str]) -> dict:
+def gateway_config(upstream, phoenix: Phoenix, capture: list[str], protocol: str) -> dict:
     route = {"backends": [{"backend": "a"}], "retries": {"attempts": 0}}
     return {
         "backends": {"a": {"url": upstream.url + "/v1"}},
@@ -45,20 +45,30 @@ def gateway_config(upstream, phoenix: Phoenix, capture: list[str]) -> dict:
         "prices": {"a": {"input_per_mtok": 2.0, "output_per_mtok": 8.0}},
         "tracing": {
             "exporter": "otlp",
-            "endpoint": phoenix.otlp_grpc,
+            "protocol": protocol,
+            # Phoenix takes OTLP/gRPC on its own port and OTLP/HTTP at /v1/traces on its app's
+            "endpoint": phoenix.otlp_grpc if protocol == "grpc" else phoenix.url,
             "service_name": "tandem-gateway-test",
             "capture": {"routes": capture},
         },
     }
 
 
-def send(phoenix: Phoenix, upstream, monkeypatch, route: str, text: str, capture: list[str]):
+def send(
+    phoenix: Phoenix,
+    upstream,
+    monkeypatch,
+    route: str,
+    text: str,
+    capture: list[str],
+    protocol: str = "http/protobuf",
+):
     # the OTLP exporter's standard header variable: here it carries Phoenix's admin secret, the
     # bearer token the collector sends in the cluster
     monkeypatch.setenv(
         "OTEL_EXPORTER_OTLP_TRACES_HEADERS", f"authorization=Bearer%20{phoenix.admin_secret}"
     )
-    with RunningGateway(gateway_config(upstream, phoenix, capture)) as gw:
+    with RunningGateway(gateway_config(upstream, phoenix, capture, protocol)) as gw:
         r = httpx.post(
             gw.url + "/v1/chat/completions", json=chat(route, text, max_tokens=32), timeout=30
         )
@@ -80,11 +90,12 @@ def test_the_component_derives_the_same_admin_secret() -> None:
     assert derive(STACK_SECRET, "phoenix-admin") == support._derive("phoenix-admin")
 
 
-def test_a_traced_call_reads_back_from_phoenix(phoenix, upstream, monkeypatch) -> None:
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_a_traced_call_reads_back_from_phoenix(phoenix, upstream, monkeypatch, protocol) -> None:
     marker = f"ticket-{uuid.uuid4().hex[:12]}"
     text = f"{marker}: refund card 4111 1111 1111 1111 to jane@example.com"
     before = len(phoenix.spans())
-    send(phoenix, upstream, monkeypatch, "support", text, ["support"])
+    send(phoenix, upstream, monkeypatch, "support", text, ["support"], protocol)
     span = find(phoenix, marker, before)
     a = span["attributes"]
     assert span["name"] == "chat support" and span["span_kind"] == "LLM"

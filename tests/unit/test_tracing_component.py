@@ -93,7 +93,8 @@ def test_the_routes_file_section_carries_every_gateway_key() -> None:
         }
     )
     section = routes_tracing(cfg)
-    assert section.exporter == "otlp" and section.endpoint == otel.collector_endpoint()
+    assert section.exporter == "otlp" and section.protocol == "http/protobuf"
+    assert section.endpoint == otel.collector_http_endpoint()
     assert section.sampling == 0.25
     assert section.capture.model_dump() == {
         "routes": ["chat"],
@@ -275,7 +276,8 @@ def test_both_stacks_plan_the_collector_and_phoenix(
     assert sorted(conf["exporters"]) == exporters
     assert phoenix.inputs["values"]["database"]["defaultRetentionPolicyDays"] == retention
     tracing = gateway_routes(res)["tracing"]
-    assert tracing["exporter"] == "otlp" and tracing["endpoint"] == otel.collector_endpoint()
+    assert tracing["exporter"] == "otlp" and tracing["protocol"] == "http/protobuf"
+    assert tracing["endpoint"] == otel.collector_http_endpoint()
     assert tracing["sampling"] == sampling and tracing["capture"]["routes"] == capture
     envs = ray_env(res)
     assert envs and all(

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from gateway.otlp import encode_request, env_headers
+from gateway.otlp import encode_batch, encode_request, encode_span, env_headers, traces_url
 
 
 def spans() -> tuple:
@@ -54,6 +54,31 @@ def test_the_bytes_decode_to_what_the_sdk_encodes() -> None:
     assert mine == encode_spans(finished)
 
 
+def test_a_batch_of_encoded_spans_is_the_request_the_sdk_encodes() -> None:
+    # the OTLP/HTTP processor encodes each span as it ends and joins them per batch
+    first, second, _ = spans()  # the first two share a resource and scope
+    joined = encode_batch(
+        first.resource, first.instrumentation_scope, [encode_span(first), encode_span(second)]
+    )
+    assert ExportTraceServiceRequest.FromString(joined) == encode_spans([first, second])
+    assert joined == encode_request([first, second])
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "url"),
+    [
+        ("http://collector:4318", "http://collector:4318/v1/traces"),
+        ("http://collector:4318/", "http://collector:4318/v1/traces"),
+        ("collector:4318", "http://collector:4318/v1/traces"),
+        ("https://otlp.example.com/otlp/v1/traces", "https://otlp.example.com/otlp/v1/traces"),
+    ],
+)
+def test_a_bare_endpoint_gets_the_signal_path_and_a_full_url_is_kept(
+    endpoint: str, url: str
+) -> None:
+    assert traces_url(endpoint) == url
+
+
 def test_headers_come_from_the_standard_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "Authorization=Bearer%20abc, x-a=1")
     assert env_headers() == [("authorization", "Bearer abc"), ("x-a", "1")]
@@ -78,16 +103,38 @@ def test_the_gateways_own_spans_encode_as_the_sdk_would() -> None:
     assert ExportTraceServiceRequest.FromString(encode_request(finished)) == encode_spans(finished)
 
 
+def test_a_gateway_span_under_a_callers_trace_with_an_error_encodes_as_the_sdk_would() -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    from gateway.config import Tracing
+    from gateway.tracing import _remote_parent, build_tracer, start_span
+
+    exporter = InMemorySpanExporter()
+    tracer = build_tracer(Tracing(), exporter)
+    assert tracer is not None
+    parent = _remote_parent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    span = start_span(tracer, "chat.completions", "chat", "t", parent)
+    assert span is not None and span.context.trace_id == parent.trace_id
+    span.set_status(Status(StatusCode.ERROR, "upstream_error"))
+    span.end()
+    finished = exporter.get_finished_spans()
+    assert ExportTraceServiceRequest.FromString(encode_request(finished)) == encode_spans(finished)
+
+
 def test_cached_fields_never_mix_values_that_compare_equal() -> None:
     """The encoder caches whole fields per key and value: True, 1, 1.0 and "1" must each
     encode as themselves however often they repeat, in whatever order."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "tandem-gateway"}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    for value in (True, 1, 1.0, "1", True, "1", 1, False, 0, ""):
+    values = (True, 1, 1.0, "1", True, "1", 1, False, 0, "", ("1",), (1,), (True,), ("1",), (1,))
+    for value in values:
         span = provider.get_tracer("tandem.gateway").start_span("s")
         span.set_attribute("tandem.x", value)
         span.end()
+    span = provider.get_tracer("tandem.gateway").start_span("s")
+    span.set_attribute("tandem.x", ("a",))
+    span.end()
     finished = exporter.get_finished_spans()
     assert ExportTraceServiceRequest.FromString(encode_request(finished)) == encode_spans(finished)
 
