@@ -34,11 +34,17 @@ published to Redis. `tandem_cache_warm` repeats one request: after the first, ev
 exact hit (local, then Redis). The semantic hits the cold run had anyway (Quora repeats itself)
 and the embedding batch sizes are read from the gateway's /metrics and reported.
 
-Tracing (target `tandem_tracing`): the `tandem` profile with `tracing:` on at 100 % sampling,
-every request a GenAI span with all its attributes, exported over OTLP/gRPC by the SDK's
-BatchSpanProcessor (as in production) to a minimal OTLP receiver in its own process that counts
-what arrives (reported as `spans_received`: every request must be there). Compared with
-`tandem` in the same run: max sustainable rps and added p99 at 300 rps.
+Tracing (targets `tandem_tracing`, `tandem_tracing_grpc`): the `tandem` profile with `tracing:`
+on at 100 % sampling, every request a GenAI span with all its attributes. `tandem_tracing` exports
+as the Tracing component configures the gateway (`protocol: http/protobuf`: batched and sent over
+OTLP/HTTP from the gateway's event loop); `tandem_tracing_grpc` as before (`protocol: grpc`: the
+SDK's BatchSpanProcessor and an OTLP/gRPC export thread). Each sends to a minimal receiver of its
+protocol in its own process that counts what arrives (reported as `spans_received`: every request
+must be there). Compared with `tandem` in the same run: max sustainable rps and added p99 at 300
+rps. A ramp step is about 6 % of the rate, and on a 2-core machine the step a ramp ends at moves
+by one either way from run to run; `--cpu-rounds N` adds `cpu_ab`, tracing's CPU per request
+resolved finer: `tandem` and the tracing targets take N interleaved turns of 12 s at one fixed
+rate (`--cpu-rate`, 1,000 rps), and the medians are compared (`vs_tandem_pct`).
 """
 
 from __future__ import annotations
@@ -67,10 +73,13 @@ LITELLM_STEPS = (20, 35, 75)  # LiteLLM's limit lies between 10 and 100: find it
 COLD_STEPS = (150, 200, 250, 400)  # the cold cache's limit lies between 100 and 500
 CACHE_TARGETS = ("tandem_cache_cold", "tandem_cache_warm")
 MESSAGES_TARGETS = ("tandem_messages", "tandem_messages_translated")
+# tracing over the transport the Tracing component configures (OTLP/HTTP from the event loop) and
+# over OTLP/gRPC (the SDK's export thread), each to a receiver of its protocol
+TRACING_TARGETS = {"tandem_tracing": "http/protobuf", "tandem_tracing_grpc": "grpc"}
 # finer steps where chat completions, Messages and tracing are compared (10 % and 25 % targets):
 # about 6 % apart at the top, so that one step is less than the 10 % a target allows
 FINE_STEPS = (875, 1125, 1375, 1625, 1750, 1875, 2125, 2250, 2375)
-FINE_TARGETS = ("tandem", "tandem_drift", *MESSAGES_TARGETS, "tandem_tracing")
+FINE_TARGETS = ("tandem", "tandem_drift", *MESSAGES_TARGETS, *TRACING_TARGETS)
 ALL_TARGETS = (
     "direct",
     "minimal",
@@ -79,9 +88,10 @@ ALL_TARGETS = (
     *MESSAGES_TARGETS,
     "litellm",
     *CACHE_TARGETS,
-    "tandem_tracing",
+    *TRACING_TARGETS,
 )
 P99_LIMIT_MS = 100.0
+CPU_AB_SECONDS = 12.0  # each turn of --cpu-rounds
 STREAM_RPS = 10
 MIN_SAMPLES = 500  # per load, so that p99 is not decided by one or two stalls of a shared machine
 STREAM_SAMPLES = 200
@@ -486,10 +496,16 @@ def start_tandem(upstream: str, workdir: Path, profile: str = "tandem") -> Targe
     if profile == "tandem_drift":  # drift signals sampled on a tenth of the answers (drift/)
         cfg["routes"][MODEL]["monitoring"] = {"sample_rate": 0.1}
     helpers: list[subprocess.Popen] = []
-    if profile == "tandem_tracing":
-        sink, sink_url, sink_file = start_otlp_sink(workdir)
+    if profile in TRACING_TARGETS:
+        protocol = TRACING_TARGETS[profile]
+        sink, sink_url, sink_file = start_otlp_sink(workdir, protocol)
         helpers.append(sink)
-        cfg["tracing"] = {"exporter": "otlp", "endpoint": sink_url, "sampling": 1.0}
+        cfg["tracing"] = {
+            "exporter": "otlp",
+            "protocol": protocol,
+            "endpoint": sink_url,
+            "sampling": 1.0,
+        }
     redis_proc = None
     body_source = None
     if profile in CACHE_TARGETS:
@@ -509,7 +525,7 @@ def start_tandem(upstream: str, workdir: Path, profile: str = "tandem") -> Targe
             h.kill()
         raise
     target.helpers = helpers
-    if profile == "tandem_tracing":
+    if profile in TRACING_TARGETS:
         target.span_file = sink_file
     target.questions = body_source
     return target
@@ -551,13 +567,14 @@ def launch_tandem(cfg: dict[str, Any], path: Path, name: str, key: str | None) -
     return Target(name, base, proc, {"Authorization": f"Bearer {key}"} if key else {})
 
 
-def start_otlp_sink(workdir: Path) -> tuple[subprocess.Popen, str, Path]:
-    """A minimal OTLP/gRPC trace receiver in its own process; it keeps the count of spans
-    received in a file (the gateway's exporter is what is measured, not a backend)."""
+def start_otlp_sink(workdir: Path, protocol: str) -> tuple[subprocess.Popen, str, Path]:
+    """A minimal OTLP trace receiver (gRPC or HTTP protobuf) in its own process; it keeps the
+    count of spans received in a file (the gateway's exporter is what is measured, not a
+    backend)."""
     port = free_port()
     count = workdir / f"spans-{port}.txt"
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve-otlp-sink", str(port), str(count)], cwd=ROOT
+        [sys.executable, __file__, "--serve-otlp-sink", protocol, str(port), str(count)], cwd=ROOT
     )
     deadline = time.monotonic() + 30
     while not count.exists():
@@ -568,18 +585,42 @@ def start_otlp_sink(workdir: Path) -> tuple[subprocess.Popen, str, Path]:
     return proc, f"http://127.0.0.1:{port}", count
 
 
-def serve_otlp_sink(port: int, count_file: Path) -> None:
+def count_spans(request: Any) -> int:
+    return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+
+
+def serve_otlp_sink(protocol: str, port: int, count_file: Path) -> None:
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    if protocol == "http/protobuf":
+        from aiohttp import web
+
+        received = 0
+        answer = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+
+        async def export(request: web.Request) -> web.Response:
+            nonlocal received
+            body = await request.read()
+            received += count_spans(trace_service_pb2.ExportTraceServiceRequest.FromString(body))
+            count_file.write_text(str(received))
+            return web.Response(body=answer, content_type="application/x-protobuf")
+
+        app = web.Application()
+        app.router.add_post("/v1/traces", export)
+        count_file.write_text("0")
+        web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+        return
+
     from concurrent import futures
 
     import grpc
-    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
     class Sink(trace_service_pb2_grpc.TraceServiceServicer):
         spans = 0
 
         def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (the gRPC method)
-            n = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
-            Sink.spans += n
+            Sink.spans += count_spans(request)
             count_file.write_text(str(Sink.spans))
             return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -955,14 +996,16 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         ttfb = s["added_ms"].get(name, {}).get("stream_ttfb_p50")
         targets[f"{name}_added_ttft_p50_ms"] = ttfb
         targets[f"{name}_ttft_within_2ms_of_direct"] = ttfb is not None and ttfb <= 2
-    traced = results.get("tandem_tracing", {}).get("max_sustainable_rps")
-    if traced is not None and tan:
-        targets["tandem_tracing_vs_tandem_sustainable"] = round(traced / tan, 3)
-        targets["tandem_tracing_within_10pct_of_tandem"] = traced >= 0.9 * tan
-        on = s["added_ms"].get("tandem_tracing", {}).get("300", {}).get("p99")
+    for name in TRACING_TARGETS:
+        traced = results.get(name, {}).get("max_sustainable_rps")
+        if traced is None or not tan:
+            continue
+        targets[f"{name}_vs_tandem_sustainable"] = round(traced / tan, 3)
+        targets[f"{name}_within_10pct_of_tandem"] = traced >= 0.9 * tan
+        on = s["added_ms"].get(name, {}).get("300", {}).get("p99")
         if on is not None and p99_300 is not None:
-            targets["tandem_tracing_added_p99_at_300_vs_tandem_ms"] = round(on - p99_300, 2)
-            targets["tandem_tracing_p99_at_300_within_1ms_of_tandem"] = on - p99_300 <= 1
+            targets[f"{name}_added_p99_at_300_vs_tandem_ms"] = round(on - p99_300, 2)
+            targets[f"{name}_p99_at_300_within_1ms_of_tandem"] = on - p99_300 <= 1
     hot = results.get("tandem_cache_warm", {}).get("max_sustainable_rps")
     if hot is not None and tan:
         targets["cache_warm_vs_tandem_sustainable"] = round(hot / tan, 2)
@@ -1003,7 +1046,41 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def main_async(args: argparse.Namespace, log: Any) -> dict[str, Any]:
+async def cpu_ab(
+    targets: list[Target], rate: float, seconds: float, rounds: int, log: Any
+) -> dict[str, Any]:
+    """Tracing's CPU cost, resolved finer than a ramp step: `tandem` and the tracing targets
+    take turns at one fixed rate below their limit (the order reversed every round, so a drift
+    of the machine falls on all alike), and the gateway process's CPU per request is compared
+    by its median over the rounds."""
+    chosen = [t for t in targets if t.name == "tandem" or t.name in TRACING_TARGETS]
+    per: dict[str, list[float]] = {t.name: [] for t in chosen}
+    p99: dict[str, list[float | None]] = {t.name: [] for t in chosen}
+    for r in range(rounds):
+        for t in chosen if r % 2 == 0 else chosen[::-1]:
+            cpu0 = t.cpu_seconds()
+            row = await open_loop(t, rate, seconds)
+            per[t.name].append(round((t.cpu_seconds() - cpu0) * 1000 / row["requests"], 4))
+            p99[t.name].append(row["p99_ms"])
+            log(f"  cpu round {r} {t.name}: {per[t.name][-1]} ms/req  p99 {row['p99_ms']} ms")
+    medians = {n: round(statistics.median(v), 4) for n, v in per.items()}
+    base = medians.get("tandem")
+    return {
+        "rate_rps": rate,
+        "seconds": seconds,
+        "rounds": rounds,
+        "cpu_ms_per_request": per,
+        "p99_ms": p99,
+        "median_cpu_ms_per_request": medians,
+        "vs_tandem_pct": {
+            n: round((m / base - 1) * 100, 1) for n, m in medians.items() if base and n != "tandem"
+        },
+    }
+
+
+async def main_async(
+    args: argparse.Namespace, log: Any, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     duration = 2.0 if args.quick else args.duration
     ramp = RAMP[:4] if args.quick else RAMP
     results: dict[str, Any] = {}
@@ -1021,6 +1098,7 @@ async def main_async(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             upstream, workdir, "tandem_messages_translated"
         ),
         "tandem_tracing": lambda: start_tandem(upstream, workdir, "tandem_tracing"),
+        "tandem_tracing_grpc": lambda: start_tandem(upstream, workdir, "tandem_tracing_grpc"),
         "litellm": lambda: start_litellm(upstream, workdir, Path(args.litellm_venv)),
     }
     targets: list[Target] = []
@@ -1037,9 +1115,13 @@ async def main_async(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             if t.name in CACHE_TARGETS:
                 results[t.name]["cache"] = cache_stats(t)
                 log(f"  {t.name}: {results[t.name]['cache']}")
-            if t.name == "tandem_tracing":
+            if t.name in TRACING_TARGETS:
                 results[t.name]["tracing"] = tracing_stats(t)
                 log(f"  {t.name}: {results[t.name]['tracing']}")
+        if args.cpu_rounds and extra is not None:
+            extra["cpu_ab"] = await cpu_ab(
+                targets, args.cpu_rate, CPU_AB_SECONDS, args.cpu_rounds, log
+            )
     finally:
         for t in targets:
             t.stop()
@@ -1122,14 +1204,23 @@ def main() -> int:
         help="only compare pass-through proxies on aiohttp, uvicorn+aiohttp and uvicorn+httpx",
     )
     ap.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--serve-otlp-sink", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--cpu-rounds",
+        type=int,
+        default=0,
+        help="after the ramps, rounds of the interleaved fixed-rate CPU comparison of tandem "
+        "and the tracing targets (JSON: cpu_ab); 0: none",
+    )
+    ap.add_argument("--cpu-rate", type=float, default=1000.0, help="its rate (requests/s)")
+    ap.add_argument("--serve-otlp-sink", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--serve-asgi-proxy", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_upstream:
         serve_asgi(upstream_app, args.serve_upstream)
         return 0
     if args.serve_otlp_sink:
-        serve_otlp_sink(int(args.serve_otlp_sink[0]), Path(args.serve_otlp_sink[1]))
+        protocol, port, count = args.serve_otlp_sink
+        serve_otlp_sink(protocol, int(port), Path(count))
         return 0
     if args.serve_asgi_proxy:
         port, upstream, client = args.serve_asgi_proxy
@@ -1152,7 +1243,8 @@ def main() -> int:
             print(json.dumps(stacks))
         return 0
     t0 = time.monotonic()
-    results = uvloop.run(main_async(args, log))
+    extra: dict[str, Any] = {}
+    results = uvloop.run(main_async(args, log, extra))
     rendering = prompt_render(5_000 if args.quick else 20_000)
     out = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
@@ -1162,6 +1254,7 @@ def main() -> int:
         **summarize(results),
         "prompt_render_p99_ms": rendering["p99_ms"],  # target: <= 0.5 ms
         "prompt_render": rendering,
+        **extra,  # cpu_ab, with --cpu-rounds
         "wall_s": round(time.monotonic() - t0, 1),
     }
     if args.write:
