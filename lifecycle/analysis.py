@@ -96,6 +96,14 @@ class Arms:
     def failures_query(self, arm: str, window: str) -> str:
         return f'sum(increase({GW_UPSTREAM_ERRORS}{{backend="{self.backend(arm)}"}}[{window}]))'
 
+    def failure_samples_query(self, arm: str, window: str) -> str | None:
+        """How many scrapes of the arm's failure counters the window holds (the fewest of any
+        series): `increase()` needs two, and a series' first scrape (a backend just (re)added)
+        already counting failures would otherwise read as no failures at all."""
+        return (
+            f'min(count_over_time({GW_UPSTREAM_ERRORS}{{backend="{self.backend(arm)}"}}[{window}]))'
+        )
+
     def breaker_query(self, window: str) -> str | None:
         """Whether the gateway's breaker on the canary backend left closed in the window (1 open,
         2 half-open): a canary bad enough to trip it is shut out and gets no attempts to judge."""
@@ -137,6 +145,9 @@ class PromptArms:
         refused = f"sum(increase({GW_PROMPT_RENDERS}{self.selector(arm, INVALID)}[{window}]))"
         failed = f"sum(increase({GW_REQUESTS}{self.selector(arm, FAILED_CODES)}[{window}]))"
         return f"({_or0(refused)} + {_or0(failed)})"
+
+    def failure_samples_query(self, arm: str, window: str) -> str | None:
+        return None  # renders and requests are counted from the version's first request on
 
     def breaker_query(self, window: str) -> str | None:
         return None
@@ -253,6 +264,12 @@ def analyse(prom: Prometheus, arms: AnyArms, analysis: Analysis, window_s: float
     for name, threshold, query in builtin:
         if threshold is not None:
             checks.append(_judge(prom, name, threshold, query))
+    samples_q = arms.failure_samples_query(CANARY, w)
+    if samples_q is not None and analysis.error_rate is not None:
+        samples = prom.scalar(samples_q)
+        for c in checks:
+            if c.name == "error_rate" and c.ok is True and (samples is None or samples < 2):
+                c.ok = None  # failures not yet countable: a pass would be a guess
     for check in analysis.promql:
         checks.append(_judge_custom(prom, check, arms, w))
     failed = [c for c in checks if c.ok is False]

@@ -130,6 +130,8 @@ class Prom:
         arm = "canary" if 'rollout="canary"' in expr or 'backend="uc-canary"' in expr else "stable"
         if "breaker_state" in expr:
             return self.values.get("breaker")
+        if "count_over_time" in expr:
+            return self.values.get("error_samples", 5)
         if "upstream_errors" in expr and " / " in expr:
             return self.values.get(f"errors_{arm}")
         if "histogram_quantile" in expr:
@@ -157,6 +159,10 @@ RULES = Analysis.model_validate(
         (dict(attempts_canary=100, errors_canary=0.0, latency_canary=300, latency_stable=100), FAIL, "latency_p95_ms"),
         (dict(attempts_canary=5, errors_canary=0.0, latency_canary=100, latency_stable=100), INCONCLUSIVE, "min_requests"),
         (dict(attempts_canary=100, errors_canary=0.0, latency_canary=100), INCONCLUSIVE, "no data"),
+        # the canary's failure counters scraped once in the window: increase() sees nothing yet
+        (dict(attempts_canary=100, errors_canary=0.0, latency_canary=100, latency_stable=100, error_samples=1), INCONCLUSIVE, "no data for error_rate"),
+        # ... but failures it can already count still fail it
+        (dict(attempts_canary=100, errors_canary=0.3, latency_canary=100, latency_stable=100, error_samples=1), FAIL, "error_rate"),
         # a breach is a breach even on little traffic: three errors in five attempts fail now
         (dict(attempts_canary=5, errors_canary=0.6, latency_canary=100, latency_stable=100), FAIL, "error_rate"),
         # the gateway's breaker shut the canary out: no attempts to judge, and a failure
