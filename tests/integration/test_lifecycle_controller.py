@@ -97,7 +97,8 @@ class FakeServe:
 
 
 class FakeProm:
-    """Answers the analysis' two queries for the canary: attempts and error rate."""
+    """Answers the analysis' queries for the canary: attempts, error rate, and how many scrapes
+    of its failure counters the window holds (enough, unless a test says otherwise)."""
 
     def __init__(self, arms: Arms | PromptArms | None = None) -> None:
         arms = arms or Arms(UC, UC, f"{UC}-canary")
@@ -105,10 +106,14 @@ class FakeProm:
         self.attempts_q = attempts_query(arms, CANARY, w)
         self.errors_q = error_rate_query(arms, CANARY, w)
         self.stable_errors_q = error_rate_query(arms, STABLE, w)
-        self.attempts, self.error_rate = 100.0, 0.0
+        self.samples_q = arms.failure_samples_query(CANARY, w)
+        self.attempts, self.error_rate, self.samples = 100.0, 0.0, 4.0
 
     def scalar(self, expr: str) -> float | None:
-        return {self.attempts_q: self.attempts, self.errors_q: self.error_rate}.get(expr)
+        answers = {self.attempts_q: self.attempts, self.errors_q: self.error_rate}
+        if self.samples_q is not None:
+            answers[self.samples_q] = self.samples
+        return answers.get(expr)
 
 
 @dataclass
@@ -243,6 +248,21 @@ def test_too_little_traffic_holds_the_step_then_counts_as_a_failure(rig) -> None
     assert outcomes == ["inconclusive"] * 3
     state = rig.run(INTERVAL)  # the 4th in a row exceeds max_inconclusive (3)
     assert state.decision == "rollback" and "inconclusive" in state.reason
+
+
+def test_failures_not_yet_countable_hold_the_step_instead_of_passing_it(rig) -> None:
+    # the canary backend was just (re)added: its failure counters have one scrape in the window,
+    # so increase() reads no failures whatever happened; the step holds until it can count
+    rig.controller.start(plan())
+    rig.prom.samples = 1
+    state = rig.run(2 + INTERVAL)
+    assert state.step == 0
+    assert [e["message"] for e in kinds(state, "analysis")] == [
+        "inconclusive: no data for error_rate"
+    ]
+    rig.prom.samples = 4
+    state = rig.run(25)
+    assert state.step >= 1
 
 
 def test_a_restarted_controller_resumes_at_its_step_and_never_promotes_twice(rig) -> None:
