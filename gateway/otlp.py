@@ -187,12 +187,7 @@ def otlp_span(span: Any) -> bytes:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
     parts.append(otlp_name(span.name, span.kind))
     parts.append(b"\x39" + _pack_fixed64(span.start_time) + b"\x41" + _pack_fixed64(span.end_time))
-    blocks = getattr(span, "otlp_blocks", None)  # gateway/tracing.py's spans: shared blocks
-    if blocks is None:
-        parts.append(_attributes(span.attributes, b"\x4a"))
-    else:
-        parts.extend(blocks[0])
-        parts.append(_attributes(blocks[1], b"\x4a"))
+    parts.append(_attributes(span.attributes, b"\x4a"))
     if span.dropped_attributes:
         parts.append(b"\x50" + _varint(span.dropped_attributes))
     parts.append(otlp_status(span.status))
@@ -244,7 +239,7 @@ def encode_request(spans: Sequence[Any]) -> bytes:
         if encoded is None:
             encoded = groups.setdefault(resource, {}).setdefault(scope, [])
             by_id[(id(resource), id(scope))] = encoded
-        encoded.append(_ld(b"\x12", _span(span)))
+        encoded.append(encode_span(span))
     return b"".join(
         _resource_spans(resource, [_scope_spans(scope, enc) for scope, enc in scopes.items()])
         for resource, scopes in groups.items()
@@ -329,10 +324,9 @@ class OtlpHttpProcessor:
 
     Why not the SDK's BatchSpanProcessor with the gRPC exporter: its export thread takes the GIL
     from the event loop every batch and gRPC's own threads wake per call; at 2,000+ requests/s
-    that cost the gateway about as much CPU per request as building the span. Here a span is
-    encoded as it ends (a few µs, on the loop, where its shared attribute blocks were made), a
-    batch is its spans' bytes joined, and sending it is one more aiohttp request on a loop that
-    already makes thousands. Same contract as the SDK's processor: at most `max_queue` spans
+    that cost the gateway about as much CPU per request as building the span. Here an ended span
+    waits as it is; when its batch leaves, the batch is encoded in one loop on the event loop
+    and sent as one more aiohttp request on a loop that already makes thousands. Same contract as the SDK's processor: at most `max_queue` spans
     wait (beyond, they are dropped and counted), a batch leaves as soon as `batch_size` spans
     wait or `delay_s` after its first, one batch is in flight at a time, retryable failures
     (429, 502-504, connection errors) are retried twice with backoff, and shutdown sends what
@@ -417,7 +411,7 @@ class OtlpHttpProcessor:
             )
         # encoded as a batch, in one tight loop: the encoder's code and caches stay hot (per span
         # as it ended, between requests, the same work cost about twice the CPU under load)
-        body = encode_batch(self.resource, self.scope, [_ld(b"\x12", _span(s)) for s in batch])
+        body = encode_batch(self.resource, self.scope, [encode_span(s) for s in batch])
         problem = ""
         for attempt in range(3):
             try:
@@ -446,8 +440,6 @@ class OtlpHttpProcessor:
             self._timer = None
         if self._inflight is not None:
             await asyncio.wait([self._inflight])
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
         while self._pending:
             batch = self._pending[: self.batch_size]
             del self._pending[: self.batch_size]

@@ -87,7 +87,8 @@ class GatewaySpan:
     Attributes come in blocks: shared ones (the opening attributes of a route and team, the
     answer's backend and route...), each a dict with its OTLP encoding made once and reused by
     every span with the same values, then the span's own. `attributes` is all of them, in that
-    order; `otlp_blocks` gives gateway/otlp.py the encoded blocks and the span's own values."""
+    order; `otlp_bytes` writes the span for gateway/otlp.py from the encoded blocks and the span's
+    own values."""
 
     __slots__ = (
         "name",
@@ -129,10 +130,6 @@ class GatewaySpan:
             merged.update(values)
         merged.update(self._own)
         return MappingProxyType(merged)
-
-    @property
-    def otlp_blocks(self) -> tuple[list[bytes], dict[str, Any]]:
-        return [encoded for _, encoded, _ in self._blocks], self._own
 
     def add_block(self, block: Block) -> None:
         """A shared block of attributes (a dict nobody mutates, its encoding, its keys)."""

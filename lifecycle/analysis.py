@@ -147,7 +147,9 @@ class PromptArms:
         return f"({_or0(refused)} + {_or0(failed)})"
 
     def failure_samples_query(self, arm: str, window: str) -> str | None:
-        return None  # renders and requests are counted from the version's first request on
+        # None: a version's failure series (code 400 or 5xx) appear only with its first failure,
+        # so their absence says nothing; their first scrape shares the blind spot (issue notes)
+        return None
 
     def breaker_query(self, window: str) -> str | None:
         return None
